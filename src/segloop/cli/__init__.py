@@ -1,0 +1,1 @@
+"""The `segloop` command line (typer + rich): thin adapters over `segloop.loop`."""

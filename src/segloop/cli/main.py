@@ -1,0 +1,157 @@
+"""Entry point of the `segloop` command.
+
+Commands parse arguments, call one `segloop.loop` function and render its result. Heavy modules
+are imported inside the commands so that ``segloop --help`` starts fast and without torch.
+`SegloopError` becomes a one-line ``error: ...`` on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segloop.errors import SegloopError
+
+app = typer.Typer(
+    name="segloop",
+    help="Annotation by iterative deep learning: sparse labels in, full labels out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ProjectArg = Annotated[Path, typer.Argument(help="Project folder.", show_default=False)]
+CaseArg = Annotated[str, typer.Argument(help="Case id (see `segloop status`).", show_default=False)]
+
+
+def _author() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else []
+
+
+@app.command()
+def init(
+    project: ProjectArg,
+    labels: Annotated[str, typer.Option(help="Class names in label-value order, comma separated.")],
+    modality: Annotated[str, typer.Option(help="CT, MR, microscopy, EM, cryo-ET or other.")] = "CT",
+) -> None:
+    """Create a project folder with its label schema."""
+    from segloop.cli.output import print_schema
+    from segloop.loop.cases import init_project
+
+    created = init_project(project, _split(labels), modality=modality)
+    print_schema(created)
+
+
+@app.command()
+def add(
+    project: ProjectArg,
+    images: Annotated[list[Path], typer.Argument(help="Image files or DICOM folders.", show_default=False)],
+    labels_dir: Annotated[Path | None, typer.Option(help="Folder of label files named by case id.")] = None,
+    source: Annotated[str, typer.Option(help="original, revised, sparse, draft or pseudo.")] = "original",
+    classes: Annotated[str | None, typer.Option(help="Classes the labels annotate (default: all).")] = None,
+    case_id: Annotated[str | None, typer.Option(help="Case id for a single image.")] = None,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy images into the project.")] = False,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Accept labels with no foreground.")] = False,
+) -> None:
+    """Add images (and their labels) as new cases; all or nothing."""
+    from segloop.cli.output import console
+    from segloop.loop.cases import import_cases
+    from segloop.store import Project
+
+    opened = Project.open(project)
+    report = import_cases(
+        opened, images, labels_dir=labels_dir, source=source, classes=_split(classes) or None,
+        case_id=case_id, copy=copy, allow_empty=allow_empty, author=_author(),
+    )
+    console.print(
+        f"added {len(report.added)} cases ({len(report.labeled)} with {source} labels)"
+        f" in {report.seconds:.1f} s"
+    )
+    if report.unmatched_labels:
+        shown = ", ".join(report.unmatched_labels[:5])
+        console.print(f"[yellow]label files with no matching image: {shown}[/yellow]")
+
+
+@app.command()
+def status(project: ProjectArg) -> None:
+    """Cases, and which source decides each class."""
+    from segloop.cli.output import print_status
+    from segloop.loop.cases import summarize_cases
+    from segloop.store import Project
+
+    opened = Project.open(project)
+    print_status(opened, summarize_cases(opened))
+
+
+@app.command()
+def show(project: ProjectArg, case: CaseArg) -> None:
+    """A case's images and label versions (source, classes, author, tool, parent, time)."""
+    from segloop.cli.output import print_case
+    from segloop.store import Project
+
+    opened = Project.open(project)
+    print_case(opened.get_case(case), opened.list_label_versions(case))
+
+
+@app.command()
+def export(
+    project: ProjectArg,
+    case: CaseArg,
+    out: Annotated[Path, typer.Argument(help="Output file; the suffix picks the format.", show_default=False)],
+    version: Annotated[int | None, typer.Option(help="Export this label version instead.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+) -> None:
+    """Write a case's effective label (original > revised > pseudo) in any supported format."""
+    from segloop.cli.output import console
+    from segloop.loop.cases import export_label
+    from segloop.store import Project
+
+    written = export_label(Project.open(project), case, out, version_id=version, overwrite=force)
+    console.print(f"wrote {written}")
+
+
+@app.command()
+def info(path: Annotated[Path, typer.Argument(help="Image or label file, or DICOM folder.")]) -> None:
+    """Read one file and print its grid (shape, spacing, orientation) and value range."""
+    from segloop.cli.output import print_volume_info
+    from segloop.io import read_volume
+
+    print_volume_info(path, read_volume(path))
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path | None, typer.Option(help="Where to create the demo project.")] = None,
+) -> None:
+    """Run the most complete path on the embedded synthetic cohort (labelled as synthetic)."""
+    from segloop.cli.output import console, print_status
+    from segloop.loop.demo import run_demo
+
+    project, summaries = run_demo(folder, on_step=lambda text: console.print(f"[bold]>[/bold] {text}"))
+    print_status(project, summaries)
+    console.print(f"demo project: {project.root}")
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except SegloopError as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"error: {message}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

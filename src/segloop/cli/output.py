@@ -1,0 +1,107 @@
+"""Rendering for the CLI: rich tables (the only place that prints)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from segloop.core.volume import Volume
+from segloop.loop.cases import CaseSummary
+from segloop.store import CaseRecord, LabelVersionRecord, Project
+
+console = Console()
+
+_SOURCE_STYLE = {
+    "original": "green", "revised": "cyan", "sparse": "yellow", "draft": "magenta", "pseudo": "blue",
+}
+_WIDE_SCHEMA = 10
+
+
+def _fmt_spacing(spacing: Sequence[float]) -> str:
+    return " x ".join(f"{s:.3g}" for s in spacing)
+
+
+def print_schema(project: Project) -> None:
+    """The label schema of a new project."""
+    schema = project.config.schema
+    table = Table(title=f"{project.root} ({project.config.modality})")
+    for column in ("value", "class", "colour"):
+        table.add_column(column)
+    table.add_row("0", "background", "")
+    for label in schema.classes:
+        hex_colour = "#{:02x}{:02x}{:02x}".format(*label.color)
+        table.add_row(str(label.index), label.name, f"[{hex_colour}]■[/] {hex_colour}")
+    table.add_row(str(schema.ignore_index), "ignore", "")
+    console.print(table)
+
+
+def print_status(project: Project, summaries: Sequence[CaseSummary]) -> None:
+    """One row per case; per class the deciding source (letters), or counts for large schemas."""
+    names = project.config.schema.names
+    table = Table(title=f"{project.config.name}: {len(summaries)} cases")
+    table.add_column("case", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    table.add_column("spacing (mm)")
+    table.add_column("versions", justify="right")
+    wide = len(names) > _WIDE_SCHEMA
+    if wide:
+        table.add_column("annotated classes by source")
+    else:
+        for name in names:
+            table.add_column(name, justify="center")
+    for summary in summaries:
+        row = [summary.case_id, "x".join(map(str, summary.shape)), _fmt_spacing(summary.spacing),
+               str(summary.n_versions)]
+        if wide:
+            counts: dict[str, int] = {}
+            for source in summary.class_sources.values():
+                if source:
+                    counts[source] = counts.get(source, 0) + 1
+            row.append(", ".join(f"{s} {n}/{len(names)}" for s, n in counts.items()) or "-")
+        else:
+            row += [
+                f"[{_SOURCE_STYLE[s]}]{s[0].upper()}[/]" if s else "[dim]-[/]"
+                for s in (summary.class_sources[n] for n in names)
+            ]
+        table.add_row(*row)
+    console.print(table)
+    if not wide:
+        console.print("  " + "  ".join(f"[{style}]{s[0].upper()}[/] {s}" for s, style in _SOURCE_STYLE.items())
+                      + "  [dim]-[/] not annotated")
+
+
+def print_case(case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> None:
+    """A case's images and its label versions."""
+    spacing = np.linalg.norm(case.affine[:3, :3], axis=0)
+    console.print(f"[bold]{case.case_id}[/bold]  {'x'.join(map(str, case.shape))} voxels,"
+                  f" {_fmt_spacing(spacing)} mm, {case.dtype}")
+    for image in case.images:
+        where = "copied" if image.copied else "in place"
+        console.print(f"  channel {image.channel}: {image.path} ({where}, {image.size_bytes} bytes,"
+                      f" sha256 {image.sha256[:12]})")
+    table = Table(title="label versions (oldest first)")
+    for column in ("id", "source", "classes", "author", "tool", "parent", "round", "created (UTC)"):
+        table.add_column(column)
+    for v in versions:
+        table.add_row(
+            str(v.id), f"[{_SOURCE_STYLE[v.source]}]{v.source}[/]", ", ".join(v.classes), v.author,
+            v.tool, str(v.parent_id or "-"), str(v.round if v.round is not None else "-"),
+            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
+def print_volume_info(path: Path, volume: Volume) -> None:
+    """Grid and value range of a file."""
+    array = volume.array
+    console.print(f"[bold]{path}[/bold] ({volume.meta.get('format', '?')})")
+    console.print(f"  shape {array.shape} {array.dtype}, spacing {_fmt_spacing(volume.spacing)} mm")
+    console.print(f"  affine (RAS mm):\n{np.array2string(volume.affine, precision=4, suppress_small=True)}")
+    if array.size:
+        console.print(f"  values {array.min()} .. {array.max()}")
+    for segment in volume.meta.get("segments", []):
+        console.print(f"  segment {segment['name']!r}: value {segment['label_value']}, layer {segment['layer']}")

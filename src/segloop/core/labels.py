@@ -1,0 +1,163 @@
+"""`LabelSchema`: the classes of a project (index, name, colour), background and *ignore*.
+
+Index 0 is background. Classes take 1..N. The *ignore* index is N + 1, the highest value, named
+``ignore`` (nnU-Net's convention): voxels holding it teach the network nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from segloop.errors import LabelValueError, SegloopError, UnknownClassError
+
+__all__ = ["BACKGROUND_NAME", "IGNORE_NAME", "LabelClass", "LabelSchema"]
+
+BACKGROUND_NAME = "background"
+IGNORE_NAME = "ignore"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# A colour cycle of clearly distinct hues (RGB 0-255) for classes created without a colour.
+_PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    """One foreground class: its label value, name and display colour (RGB, 0-255)."""
+
+    index: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class LabelSchema:
+    """The ordered foreground classes of a project.
+
+    Args:
+        classes: classes with indices 1..N in order.
+
+    Examples:
+        >>> schema = LabelSchema.from_names(["liver", "spleen"])
+        >>> schema.index_of("spleen"), schema.ignore_index
+        (2, 3)
+    """
+
+    classes: tuple[LabelClass, ...]
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            msg = "a label schema needs at least one class; got none"
+            raise SegloopError(msg)
+        for position, label in enumerate(self.classes, start=1):
+            if label.index != position:
+                msg = f"class indices must run 1..N in order; class {label.name!r} has {label.index}, expected {position}"
+                raise SegloopError(msg)
+            if not _NAME_PATTERN.match(label.name) or label.name in (BACKGROUND_NAME, IGNORE_NAME):
+                msg = (
+                    f"class name {label.name!r} is not allowed: expected letters, digits, '_', '.', '-'"
+                    f" and not {BACKGROUND_NAME!r} or {IGNORE_NAME!r}"
+                )
+                raise SegloopError(msg)
+        names = [label.name for label in self.classes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            msg = f"class names must be unique; repeated: {', '.join(duplicates)}"
+            raise SegloopError(msg)
+
+    @classmethod
+    def from_names(
+        cls, names: Sequence[str], colors: Sequence[Sequence[int]] | None = None
+    ) -> LabelSchema:
+        """Build a schema from class names (indices 1..N); colours default to a distinct palette."""
+        colors = colors or [_PALETTE[i % len(_PALETTE)] for i in range(len(names))]
+        if len(colors) != len(names):
+            msg = f"expected one colour per class ({len(names)}); got {len(colors)}"
+            raise SegloopError(msg)
+        return cls(
+            tuple(
+                LabelClass(i, name.strip(), tuple(int(c) for c in color))  # type: ignore[arg-type]
+                for i, (name, color) in enumerate(zip(names, colors, strict=True), start=1)
+            )
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Foreground class names in index order."""
+        return tuple(label.name for label in self.classes)
+
+    @property
+    def ignore_index(self) -> int:
+        """The label value that marks voxels to ignore: N + 1."""
+        return len(self.classes) + 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The smallest unsigned dtype that holds every label value including *ignore*."""
+        return np.dtype(np.uint8 if self.ignore_index <= 255 else np.uint16)
+
+    def index_of(self, name: str) -> int:
+        """Label value of class ``name``; raises `UnknownClassError` naming the known classes."""
+        for label in self.classes:
+            if label.name == name:
+                return label.index
+        msg = f"unknown class {name!r}: expected one of {', '.join(self.names)}"
+        raise UnknownClassError(msg)
+
+    def name_of(self, index: int) -> str:
+        """Class name of label value ``index`` (1..N)."""
+        if not 1 <= index <= len(self.classes):
+            msg = f"label value {index} is not a class: expected 1..{len(self.classes)}"
+            raise LabelValueError(msg)
+        return self.classes[index - 1].name
+
+    def indices_of(self, names: Iterable[str]) -> tuple[int, ...]:
+        """Label values of several class names, in the order given."""
+        return tuple(self.index_of(name) for name in names)
+
+    def check_values(self, labels: np.ndarray, *, what: str = "label") -> None:
+        """Raise `LabelValueError` if ``labels`` holds values other than 0..N and *ignore*.
+
+        Args:
+            labels: integer array of any shape.
+            what: name of the array for the message (e.g. a file path).
+        """
+        if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+            if not np.all(np.mod(labels, 1) == 0):
+                msg = f"{what} must hold integer label values; got non-integer {labels.dtype} values"
+                raise LabelValueError(msg)
+        values = np.unique(labels)
+        bad = [v for v in values.tolist() if not (0 <= v <= self.ignore_index)]
+        if bad:
+            shown = ", ".join(str(int(v)) for v in bad[:8])
+            msg = (
+                f"{what} holds label values {shown} outside the schema: expected 0 (background),"
+                f" 1..{len(self.classes)} ({', '.join(self.names)}) or {self.ignore_index} (ignore)"
+            )
+            raise LabelValueError(msg)
+
+    def to_records(self) -> list[dict]:
+        """Plain data for `segloop.toml`: ``[{"index", "name", "color"}, ...]``."""
+        return [{"index": c.index, "name": c.name, "color": list(c.color)} for c in self.classes]
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict]) -> LabelSchema:
+        """Inverse of `to_records`."""
+        try:
+            ordered = sorted(records, key=lambda r: int(r["index"]))
+            return cls(
+                tuple(
+                    LabelClass(int(r["index"]), str(r["name"]), tuple(int(c) for c in r["color"]))  # type: ignore[arg-type]
+                    for r in ordered
+                )
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            msg = f"label records must have index, name and color; got {records!r} ({error})"
+            raise SegloopError(msg) from error

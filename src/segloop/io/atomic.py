@@ -1,0 +1,99 @@
+"""Atomic file and folder writes: write to a temporary name beside the target, fsync, rename.
+
+A reader never sees a half-written file, and a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from segloop.errors import ConflictError
+
+__all__ = ["atomic_directory", "atomic_file", "check_writable", "fsync_path"]
+
+
+def check_writable(path: Path, *, overwrite: bool) -> None:
+    """Raise `ConflictError` if ``path`` exists and ``overwrite`` is false."""
+    if path.exists() and not overwrite:
+        msg = f"{path} exists already: expected a new path (pass overwrite=True / --force to replace it)"
+        raise ConflictError(msg)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _temporary_sibling(path: Path) -> Path:
+    # Keep the full name at the end so that libraries choosing a codec by suffix still see it.
+    return path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{path.name}")
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``.
+
+    Args:
+        path: the final file path.
+        overwrite: replace an existing file (atomically) instead of raising `ConflictError`.
+    """
+    target = Path(path)
+    check_writable(target, overwrite=overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(target)
+    try:
+        yield temporary
+        fsync_path(temporary)
+        if overwrite:
+            os.replace(temporary, target)
+        else:
+            # link + unlink: fails instead of replacing a file another process created meanwhile.
+            try:
+                os.link(temporary, target)
+            except FileExistsError as error:
+                msg = f"{target} was created by another process meanwhile; nothing was written"
+                raise ConflictError(msg) from error
+            temporary.unlink()
+        fsync_path(target.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it is renamed to ``path``.
+
+    An existing ``path`` is replaced only with ``overwrite`` (moved aside, then removed after the
+    rename succeeded).
+    """
+    target = Path(path)
+    check_writable(target, overwrite=overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(target)
+    temporary.mkdir()
+    try:
+        yield temporary
+        for child in temporary.iterdir():
+            fsync_path(child)
+        fsync_path(temporary)
+        old = None
+        if target.exists():
+            old = _temporary_sibling(target)
+            os.rename(target, old)
+        os.rename(temporary, target)
+        fsync_path(target.parent)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)

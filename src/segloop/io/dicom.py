@@ -1,0 +1,360 @@
+"""DICOM image series (a folder of single-frame slices) through pydicom.
+
+Conventions converted here and nowhere else:
+
+* DICOM patient coordinates are LPS+ millimetres; the returned affine is RAS+ (`flip_ras_lps`).
+* Array axes (I, J, K) are (column, row, slice): I runs along the row cosine (the first three
+  values of ImageOrientationPatient) in steps of PixelSpacing[1], J along the column cosine in
+  steps of PixelSpacing[0], K along the slice normal (row cosine x column cosine), so
+  ``array[:, :, k]`` is ``pixel_array.T`` of the k-th slice.
+* Slices are sorted by their position along the normal, never by InstanceNumber or file name; the
+  slice step comes from those positions (SliceThickness may differ, e.g. 3 mm slices every 2 mm,
+  and is used only for a single slice).
+* Stored values are rescaled (RescaleSlope, RescaleIntercept) slice by slice: integer results
+  become int16 (int32 when they do not fit), others float32.
+
+The writer stores one CT Image Storage file per slice (explicit VR little endian, 16 bits, no
+rescale) with new series and instance UIDs. ``meta["dicom_geometry"]`` keeps the header numbers
+of a series read here; writing a volume whose affine they still produce reuses them digit for
+digit, so read -> write -> read is exact even for oblique series.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+
+from segloop.core.geometry import flip_ras_lps
+from segloop.core.volume import Volume
+from segloop.errors import CorruptFileError, NotFoundError, SegloopError, UnsupportedFormatError
+
+__all__ = ["read", "write"]
+
+#: Largest relative deviation of one slice step from the median step.
+SPACING_TOLERANCE = 0.01
+_META_TAGS = {
+    "series_uid": "SeriesInstanceUID",
+    "modality": "Modality",
+    "patient_id": "PatientID",
+    "study_uid": "StudyInstanceUID",
+    "series_description": "SeriesDescription",
+}
+_GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+
+
+def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
+    """DICOM image headers of the files directly in ``folder``, grouped by SeriesInstanceUID."""
+    series: dict[str, list[tuple[Path, Dataset]]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            continue  # not DICOM: README.txt, .DS_Store, ...
+        except (EOFError, OSError, ValueError) as error:
+            msg = f"{path}: cannot read the DICOM header ({error}); the file is truncated or corrupt"
+            raise CorruptFileError(msg) from error
+        if "Rows" in header:  # DICOMDIR, reports and RT structures hold no image
+            series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append((path, header))
+    return series
+
+
+def _describe(uid: str, slices: list[tuple[Path, Dataset]]) -> str:
+    description = slices[0][1].get("SeriesDescription", "")
+    return f"{uid or '<no SeriesInstanceUID>'} ({description!r}, {len(slices)} slices)"
+
+
+def _check_slices(slices: list[tuple[Path, Dataset]]) -> None:
+    """Raise unless every slice is a single-frame grey image with the series' geometry."""
+    first_path, first = slices[0]
+    for path, header in slices:
+        missing = [tag for tag in _GEOMETRY_TAGS if header.get(tag) is None]
+        if missing:
+            msg = (
+                f"{path}: expected a cross-sectional image with {', '.join(_GEOMETRY_TAGS)};"
+                f" {', '.join(missing)} missing (a secondary capture or scout?); remove it"
+            )
+            raise UnsupportedFormatError(msg)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        samples = int(header.get("SamplesPerPixel", 1))
+        if frames != 1 or samples != 1:
+            msg = (
+                f"{path}: expected single-frame greyscale slices; got {frames} frames of"
+                f" {samples} samples per pixel; convert it with dcm2niix and read the NIfTI"
+            )
+            raise UnsupportedFormatError(msg)
+        for tag in ("Rows", "Columns", "ImageOrientationPatient", "PixelSpacing"):
+            if not np.allclose(np.array(header[tag].value, float), np.array(first[tag].value, float),
+                               rtol=0, atol=1e-4):
+                msg = (
+                    f"expected one {tag} in a series; {first_path.name} has {first[tag].value},"
+                    f" {path.name} has {header[tag].value}; put each acquisition in its own folder"
+                )
+                raise UnsupportedFormatError(msg)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def _slice_step(folder: Path, normal_positions: np.ndarray, slice_thickness: float) -> float:
+    """Distance (mm) between neighbouring slices from their sorted positions along the normal."""
+    if len(normal_positions) == 1:
+        return slice_thickness if slice_thickness > 0 else 1.0
+    steps = np.diff(normal_positions)
+    repeated = normal_positions[1:][steps < 1e-4]
+    if len(repeated):
+        msg = (
+            f"{folder}: expected one slice per position; several slices lie at"
+            f" {np.round(np.unique(repeated), 3).tolist()} mm along the slice normal (echoes,"
+            " phases or time points?); put each acquisition in its own folder"
+        )
+        raise SegloopError(msg)
+    step = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - step)))
+    if abs(steps[worst] - step) > SPACING_TOLERANCE * step:
+        msg = (
+            f"{folder}: expected equally spaced slices (within {SPACING_TOLERANCE:.0%}) of the"
+            f" median step {step:.4g} mm; slices at {normal_positions[worst]:.4f} and"
+            f" {normal_positions[worst + 1]:.4f} mm are {steps[worst]:.4g} mm apart (a missing or"
+            " extra file?); complete the series or resample it"
+        )
+        raise SegloopError(msg)
+    return step
+
+
+def _geometry_affine(geometry: dict[str, Any], folder: Path = Path()) -> np.ndarray:
+    """RAS+ affine of a sorted series from its header numbers (see ``meta["dicom_geometry"]``)."""
+    orientation = np.array(geometry["orientation"], float)
+    row, column = _unit(orientation[:3]), _unit(orientation[3:])
+    normal = _unit(np.cross(row, column))
+    positions = np.array(geometry["positions"], float)
+    step = _slice_step(folder, positions @ normal, float(geometry["slice_thickness"]))
+    row_spacing, column_spacing = geometry["pixel_spacing"]
+    affine = np.eye(4)
+    affine[:3, 0] = row * float(column_spacing)
+    affine[:3, 1] = column * float(row_spacing)
+    affine[:3, 2] = normal * step
+    affine[:3, 3] = positions[0]
+    return flip_ras_lps(affine)
+
+
+def _rescale(header: Dataset) -> tuple[float, float]:
+    slope = header.get("RescaleSlope")
+    intercept = header.get("RescaleIntercept")
+    return float(1.0 if slope is None else slope), float(0.0 if intercept is None else intercept)
+
+
+def _read_pixels(folder: Path, paths: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
+    """Rescaled voxel values ``(I, J, K)`` of the sorted slice files."""
+    planes, scales = [], []
+    for path in paths:
+        dataset = pydicom.dcmread(path)
+        try:
+            planes.append(dataset.pixel_array)
+        except (ValueError, EOFError, OSError) as error:
+            msg = f"{path}: cannot decode the pixel data ({error}); the file is truncated or corrupt"
+            raise CorruptFileError(msg) from error
+        except (RuntimeError, NotImplementedError) as error:
+            syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown")
+            msg = (
+                f"{path}: no decoder for transfer syntax {syntax!s} ({error}); install one"
+                " (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)"
+            )
+            raise UnsupportedFormatError(msg) from error
+        scales.append(_rescale(dataset))
+    integral = all(p.dtype.kind in "iub" for p in planes) and all(
+        float(s).is_integer() and float(i).is_integer() for s, i in scales
+    )
+    dtype: type[np.generic] = np.float32
+    if integral:
+        ends = [v * s + i for p, (s, i) in zip(planes, scales, strict=True)
+                for v in (int(p.min()), int(p.max()))]
+        dtype = next((t for t in (np.int16, np.int32) if np.iinfo(t).min <= min(ends)
+                      and max(ends) <= np.iinfo(t).max), np.int64)
+    array = np.empty(shape, dtype)
+    for k, (plane, (slope, intercept)) in enumerate(zip(planes, scales, strict=True)):
+        work = plane.astype(np.int64 if integral else np.float64)
+        array[:, :, k] = (work * (int(slope) if integral else slope)
+                          + (int(intercept) if integral else intercept)).T
+    return array
+
+
+def read(path: Path) -> Volume:
+    """Read the one DICOM series in folder ``path``.
+
+    Args:
+        path: a folder holding the slice files (any or no extension); other files are skipped.
+
+    Returns:
+        A `Volume` with a ``(columns, rows, slices)`` array (int16/int32 or float32, rescaled) and
+        the RAS+ affine; meta has series_uid, modality, patient_id, study_uid, series_description
+        (when the header has them) and dicom_geometry.
+
+    Raises:
+        NotFoundError: the folder holds no DICOM image.
+        SegloopError: it holds several series, or slices repeat or are unevenly spaced.
+        UnsupportedFormatError: multi-frame, colour or geometry-less images.
+        CorruptFileError: a file cannot be decoded.
+    """
+    if not path.is_dir():
+        msg = f"{path}: expected a folder holding one DICOM series; got a file"
+        raise UnsupportedFormatError(msg)
+    series = _read_headers(path)
+    if not series:
+        msg = f"{path}: expected DICOM image files in this folder; found none"
+        raise NotFoundError(msg)
+    if len(series) > 1:
+        found = "; ".join(_describe(uid, slices) for uid, slices in series.items())
+        msg = (
+            f"{path}: expected one series, found {len(series)}: {found};"
+            " put each series in its own folder"
+        )
+        raise SegloopError(msg)
+    slices = next(iter(series.values()))
+    _check_slices(slices)
+    first = slices[0][1]
+    orientation = [float(v) for v in first.ImageOrientationPatient]
+    normal = np.cross(_unit(np.array(orientation[:3])), _unit(np.array(orientation[3:])))
+    slices.sort(key=lambda s: float(np.dot(normal, np.array(s[1].ImagePositionPatient, float))))
+    thickness = first.get("SliceThickness")
+    geometry = {
+        "orientation": orientation,
+        "pixel_spacing": [float(v) for v in first.PixelSpacing],
+        "positions": [[float(v) for v in h.ImagePositionPatient] for _, h in slices],
+        "slice_thickness": float(thickness) if thickness not in (None, "") else 0.0,
+    }
+    affine = _geometry_affine(geometry, path)
+    shape = (int(first.Columns), int(first.Rows), len(slices))
+    array = _read_pixels(path, [p for p, _ in slices], shape)
+    meta: dict[str, Any] = {key: str(first.get(tag)) for key, tag in _META_TAGS.items()
+                            if first.get(tag) not in (None, "")}
+    meta["dicom_geometry"] = geometry
+    return Volume(array, affine, meta)
+
+
+def _ds(value: float) -> str:
+    """``value`` as a DICOM decimal string (at most 16 characters; exact when it fits)."""
+    return format_number_as_ds(float(value))
+
+
+def _geometry_from_affine(volume: Volume) -> dict[str, Any]:
+    """DICOM header numbers (LPS) describing the volume's grid; raises for grids DICOM lacks."""
+    kept = volume.meta.get("dicom_geometry")
+    n_slices = volume.spatial_shape[2]
+    if isinstance(kept, dict) and len(kept.get("positions", ())) == n_slices:
+        try:
+            if np.array_equal(_geometry_affine(kept), volume.affine):
+                return kept
+        except (KeyError, TypeError, ValueError, SegloopError):
+            pass  # stale or foreign meta: derive everything from the affine below
+    lps = flip_ras_lps(volume.affine)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    row, column, step = (lps[:3, i] / spacing[i] for i in range(3))
+    normal = np.cross(row, column)
+    if abs(float(row @ column)) > 1e-6 or np.linalg.norm(np.cross(normal, step)) > 1e-6:
+        msg = (
+            "DICOM needs perpendicular row, column and slice axes; got the sheared affine"
+            f" {np.round(volume.affine, 4).tolist()}; resample the volume or write NIfTI"
+        )
+        raise UnsupportedFormatError(msg)
+    return {
+        "orientation": [*row.tolist(), *column.tolist()],
+        "pixel_spacing": [float(spacing[1]), float(spacing[0])],
+        "positions": [(lps[:3, 3] + k * lps[:3, 2]).tolist() for k in range(n_slices)],
+        "slice_thickness": float(spacing[2]),
+    }
+
+
+def _stored_dtype(array: np.ndarray) -> np.dtype:
+    if array.dtype.kind not in "iu":
+        msg = (
+            f"DICOM writing needs integer voxel values; got {array.dtype}; round and cast"
+            " (array.astype(np.int16)) or write NIfTI"
+        )
+        raise UnsupportedFormatError(msg)
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    for dtype in (np.dtype("<i2"), np.dtype("<u2")):
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+            return dtype
+    msg = (
+        f"DICOM writing stores 16-bit values (int16 or uint16); got values from {low} to {high};"
+        " rescale them or write NIfTI"
+    )
+    raise UnsupportedFormatError(msg)
+
+
+def _slice_dataset(volume: Volume, dtype: np.dtype, common: dict[str, str]) -> Dataset:
+    """A CT Image Storage dataset with everything but the per-slice attributes."""
+    instance_uid = generate_uid()
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    dataset.file_meta.MediaStorageSOPInstanceUID = instance_uid
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID = CTImageStorage
+    dataset.SOPInstanceUID = instance_uid
+    dataset.StudyInstanceUID = common["study_uid"]
+    dataset.SeriesInstanceUID = common["series_uid"]
+    dataset.FrameOfReferenceUID = common["frame_uid"]
+    dataset.Modality = str(volume.meta.get("modality") or "OT")
+    dataset.PatientID = str(volume.meta.get("patient_id") or "anonymous")
+    dataset.SeriesDescription = str(volume.meta.get("series_description") or "segloop")
+    dataset.ImageType = ["DERIVED", "SECONDARY"]
+    for tag in ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer",
+                "PositionReferenceIndicator", "KVP", "AcquisitionNumber"):
+        setattr(dataset, tag, "")
+    dataset.SeriesNumber = 1
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.Columns, dataset.Rows = volume.spatial_shape[:2]
+    dataset.BitsAllocated = dataset.BitsStored = 16
+    dataset.HighBit = 15
+    dataset.PixelRepresentation = int(dtype.kind == "i")
+    dataset.RescaleSlope, dataset.RescaleIntercept, dataset.RescaleType = "1", "0", "US"
+    return dataset
+
+
+def write(volume: Volume, path: Path) -> None:
+    """Write ``volume`` as a CT Image Storage series, one file per slice, into folder ``path``.
+
+    Args:
+        volume: a 3D ``(I, J, K)`` integer volume with values in int16 or uint16 range; I becomes
+            the DICOM columns, J the rows, K the slices ``IM00001.dcm``, ``IM00002.dcm``, ...
+        path: an existing, empty folder.
+
+    Raises:
+        UnsupportedFormatError: float, bool or multi-channel arrays, values beyond 16 bits, or a
+            sheared affine.
+    """
+    if volume.array.ndim != 3:
+        msg = (
+            f"DICOM writing takes one channel (I, J, K); got shape {volume.array.shape};"
+            " write each channel as its own series"
+        )
+        raise UnsupportedFormatError(msg)
+    dtype = _stored_dtype(volume.array)
+    geometry = _geometry_from_affine(volume)
+    row, column = _unit(np.array(geometry["orientation"][:3])), _unit(
+        np.array(geometry["orientation"][3:]))
+    normal = np.cross(row, column)
+    common = {"study_uid": str(volume.meta.get("study_uid") or generate_uid()),
+              "series_uid": generate_uid(), "frame_uid": generate_uid()}
+    for k, position in enumerate(geometry["positions"]):
+        dataset = _slice_dataset(volume, dtype, common)
+        dataset.InstanceNumber = k + 1
+        dataset.ImagePositionPatient = [_ds(v) for v in position]
+        dataset.ImageOrientationPatient = [_ds(v) for v in geometry["orientation"]]
+        dataset.PixelSpacing = [_ds(v) for v in geometry["pixel_spacing"]]
+        dataset.SliceThickness = _ds(geometry["slice_thickness"])
+        dataset.SliceLocation = _ds(float(np.dot(normal, position)))
+        plane = np.ascontiguousarray(volume.array[:, :, k].T, dtype=dtype)
+        dataset.PixelData = plane.tobytes()
+        dataset.save_as(path / f"IM{k + 1:05d}.dcm", enforce_file_format=True)

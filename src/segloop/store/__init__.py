@@ -1,0 +1,28 @@
+"""The project store: `segloop.toml`, the database (SQLAlchemy Core) and immutable label files."""
+
+from segloop.store.config import CONFIG_NAME, MODALITIES, ProjectConfig
+from segloop.store.objects import ObjectStore, compute_label_key
+from segloop.store.project import Project
+from segloop.store.records import (
+    SOURCES,
+    CaseRecord,
+    ImageRecord,
+    LabelVersionRecord,
+    NewCase,
+    NewLabel,
+)
+
+__all__ = [
+    "CONFIG_NAME",
+    "MODALITIES",
+    "SOURCES",
+    "CaseRecord",
+    "ImageRecord",
+    "LabelVersionRecord",
+    "NewCase",
+    "NewLabel",
+    "ObjectStore",
+    "Project",
+    "ProjectConfig",
+    "compute_label_key",
+]

@@ -1,0 +1,103 @@
+"""Immutable, content-addressed label files under ``objects/``.
+
+A label array is stored once, as ``objects/<k[:2]>/<k>.nii.gz`` where ``k`` is the SHA-256 of its
+dtype, shape and bytes; the case's grid (affine) lives in the database. Files are written to a
+staging folder first and published (hard-linked into place, never replacing anything) only when
+the whole batch is valid, so a failed command leaves ``objects/`` as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segloop.core.volume import Volume
+from segloop.errors import NotFoundError
+from segloop.io import read_volume, write_volume
+from segloop.io.atomic import fsync_path
+
+__all__ = ["ObjectStore", "StagedObjects", "compute_label_key"]
+
+_SUFFIX = ".nii.gz"
+
+
+def compute_label_key(labels: np.ndarray) -> str:
+    """SHA-256 (hex) of a label array's dtype, shape and C-order bytes.
+
+    Examples:
+        >>> a, b = np.zeros((2, 2, 2), np.uint8), np.zeros((2, 2, 2), np.uint16)
+        >>> len(compute_label_key(a)), compute_label_key(a) == compute_label_key(b)
+        (64, False)
+    """
+    digest = hashlib.sha256()
+    digest.update(f"{labels.dtype.str}|{labels.shape}|".encode())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class StagedObjects:
+    """Label files written to a staging folder, published together by `ObjectStore.stage`."""
+
+    folder: Path
+    keys: list[str] = field(default_factory=list)
+
+    def put(self, labels: np.ndarray, affine: np.ndarray) -> str:
+        """Stage ``labels`` ``(I, J, K)`` (on the case grid ``affine``); returns its key."""
+        key = compute_label_key(labels)
+        if key not in self.keys:
+            write_volume(Volume(labels, affine), self.folder / f"{key}{_SUFFIX}")
+            self.keys.append(key)
+        return key
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """The ``objects/`` folder of a project."""
+
+    root: Path
+
+    def path_of(self, key: str) -> Path:
+        """Where the object ``key`` lives."""
+        return self.root / key[:2] / f"{key}{_SUFFIX}"
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        return self.path_of(key).exists()
+
+    @contextmanager
+    def stage(self) -> Iterator[StagedObjects]:
+        """Stage label files; on success publish them all, on error remove them all."""
+        folder = self.root / f".staging-{uuid.uuid4().hex[:12]}"
+        folder.mkdir(parents=True)
+        try:
+            staged = StagedObjects(folder)
+            yield staged
+            for key in staged.keys:
+                self._publish(folder / f"{key}{_SUFFIX}", self.path_of(key))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _publish(self, staged: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(staged, target)  # never replaces: same key means same content
+        except FileExistsError:
+            return
+        fsync_path(target.parent)
+
+    def read(self, key: str) -> np.ndarray:
+        """The label array of object ``key``; raises `NotFoundError` if the file is missing."""
+        path = self.path_of(key)
+        if not path.exists():
+            msg = f"label object {key} is missing from {self.root}: the project folder is damaged"
+            raise NotFoundError(msg)
+        return read_volume(path).array

@@ -1,0 +1,255 @@
+"""`Project`: a project folder (``segloop.toml``, database, ``objects/``) and its queries.
+
+Only adds and reads: label versions are immutable and nothing is updated or deleted here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from segloop.errors import ConflictError, NotFoundError, SegloopError
+from segloop.store.config import CONFIG_NAME, ProjectConfig, read_config, write_config
+from segloop.store.database import (
+    case_images,
+    cases,
+    connect,
+    events,
+    label_versions,
+    migrate,
+    utc_now,
+)
+from segloop.store.objects import ObjectStore
+from segloop.store.records import (
+    SOURCES,
+    CaseRecord,
+    ImageRecord,
+    LabelVersionRecord,
+    NewCase,
+    NewLabel,
+)
+
+__all__ = ["DATABASE_NAME", "Project"]
+
+DATABASE_NAME = "segloop.db"
+
+
+@dataclass(frozen=True)
+class Project:
+    """An open project.
+
+    Args:
+        root: the project folder.
+        config: the contents of its `segloop.toml`.
+        engine: the database engine.
+    """
+
+    root: Path
+    config: ProjectConfig
+    engine: Engine
+
+    @property
+    def objects(self) -> ObjectStore:
+        """The immutable label files."""
+        return ObjectStore(self.root / "objects")
+
+    @classmethod
+    def create(cls, root: str | Path, config: ProjectConfig) -> Project:
+        """Create a project folder; raises `ConflictError` if ``root`` already holds one."""
+        root = Path(root)
+        if (root / CONFIG_NAME).exists():
+            msg = f"{root} is already a segloop project ({CONFIG_NAME} exists): choose a new folder"
+            raise ConflictError(msg)
+        root.mkdir(parents=True, exist_ok=True)
+        for folder in ("objects", "models", "reports"):
+            (root / folder).mkdir(exist_ok=True)
+        project = cls(root, config, connect(_database_url(root, config)))
+        migrate(project.engine)
+        write_config(config, root / CONFIG_NAME)
+        return project
+
+    @classmethod
+    def open(cls, root: str | Path) -> Project:
+        """Open an existing project; raises `NotFoundError` if ``root`` holds none."""
+        root = Path(root)
+        if not (root / CONFIG_NAME).is_file():
+            msg = f"{root} is not a segloop project: expected {root / CONFIG_NAME} (run `segloop init`)"
+            raise NotFoundError(msg)
+        config = read_config(root / CONFIG_NAME)
+        project = cls(root, config, connect(_database_url(root, config)))
+        migrate(project.engine)
+        return project
+
+    # -- cases -------------------------------------------------------------------------------
+
+    def add_cases(self, new_cases: Sequence[NewCase]) -> list[CaseRecord]:
+        """Add cases (and their first label versions) in one transaction: all or none.
+
+        Raises:
+            ConflictError: a case id exists already (nothing is added).
+        """
+        ids = [case.case_id for case in new_cases]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            msg = f"duplicate case ids in one batch: {', '.join(repeated)} (use distinct file names)"
+            raise ConflictError(msg)
+        now = utc_now()
+        try:
+            with self.engine.begin() as connection:
+                existing = self._existing_case_ids(connection, ids)
+                if existing:
+                    msg = f"case ids already in the project: {', '.join(sorted(existing))} (nothing was added)"
+                    raise ConflictError(msg)
+                for case in new_cases:
+                    pk = connection.execute(cases.insert().values(
+                        case_id=case.case_id, shape=list(case.shape), affine=case.affine.tolist(),
+                        dtype=case.dtype, added_at=now, added_by=case.added_by,
+                    )).inserted_primary_key[0]
+                    connection.execute(case_images.insert(), [
+                        {"case_pk": pk, "channel": image.channel, "path": image.path,
+                         "size_bytes": image.size_bytes, "sha256": image.sha256, "copied": image.copied}
+                        for image in case.images
+                    ])
+                    if case.label is not None:
+                        self._insert_label(connection, pk, case.label, now)
+        except IntegrityError as error:
+            msg = f"another process added one of these case ids meanwhile; nothing was added ({ids[:3]}...)"
+            raise ConflictError(msg) from error
+        return [self.get_case(case_id) for case_id in ids]
+
+    def _existing_case_ids(self, connection: Connection, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            found.update(connection.execute(select(cases.c.case_id).where(cases.c.case_id.in_(chunk))).scalars())
+        return found
+
+    def find_case(self, case_id: str) -> CaseRecord | None:
+        """The case ``case_id``, or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(cases).where(cases.c.case_id == case_id)).first()
+            if row is None:
+                return None
+            images = connection.execute(
+                select(case_images).where(case_images.c.case_pk == row.id).order_by(case_images.c.channel)
+            ).all()
+        return _case_record(row, images)
+
+    def get_case(self, case_id: str) -> CaseRecord:
+        """The case ``case_id``; raises `NotFoundError` naming close matches."""
+        case = self.find_case(case_id)
+        if case is None:
+            close = difflib.get_close_matches(case_id, self.list_case_ids(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else " (see `segloop status`)"
+            msg = f"no case {case_id!r} in {self.root}{hint}"
+            raise NotFoundError(msg)
+        return case
+
+    def list_case_ids(self) -> list[str]:
+        """All case ids, in the order they were added."""
+        with self.engine.connect() as connection:
+            return list(connection.execute(select(cases.c.case_id).order_by(cases.c.id)).scalars())
+
+    def list_cases(self) -> list[CaseRecord]:
+        """All cases, in the order they were added."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(cases).order_by(cases.c.id)).all()
+            images = connection.execute(select(case_images).order_by(case_images.c.channel)).all()
+        by_case: dict[int, list[Row]] = {}
+        for image in images:
+            by_case.setdefault(image.case_pk, []).append(image)
+        return [_case_record(row, by_case.get(row.id, [])) for row in rows]
+
+    # -- label versions -----------------------------------------------------------------------
+
+    def add_label_version(self, case_id: str, label: NewLabel) -> LabelVersionRecord:
+        """Add an immutable label version (its object must be published already)."""
+        if not self.objects.has(label.object_key):
+            msg = f"label object {label.object_key} is not stored: publish it before adding the version"
+            raise SegloopError(msg)
+        case = self.get_case(case_id)
+        with self.engine.begin() as connection:
+            version_id = self._insert_label(connection, case.pk, label, utc_now())
+        return self.get_label_version(version_id)
+
+    def _insert_label(self, connection: Connection, case_pk: int, label: NewLabel, now: Any) -> int:
+        if label.source not in SOURCES:
+            msg = f"unknown label source {label.source!r}: expected one of {', '.join(SOURCES)}"
+            raise SegloopError(msg)
+        unknown = [name for name in label.classes if name not in self.config.schema.names]
+        if unknown:
+            msg = f"label classes {unknown} are not in the schema ({', '.join(self.config.schema.names)})"
+            raise SegloopError(msg)
+        return int(connection.execute(label_versions.insert().values(
+            case_pk=case_pk, object_key=label.object_key, source=label.source,
+            classes=list(label.classes), voxel_counts=label.voxel_counts, author=label.author,
+            tool=label.tool, params=label.params, parent_id=label.parent_id, round=label.round,
+            created_at=now,
+        )).inserted_primary_key[0])
+
+    def list_label_versions(self, case_id: str | None = None) -> list[LabelVersionRecord]:
+        """Label versions (of one case, or all), oldest first."""
+        query = select(label_versions, cases.c.case_id).join(cases, label_versions.c.case_pk == cases.c.id)
+        if case_id is not None:
+            query = query.where(cases.c.case_id == case_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.order_by(label_versions.c.id)).all()
+        return [_label_record(row) for row in rows]
+
+    def get_label_version(self, version_id: int) -> LabelVersionRecord:
+        """The label version ``version_id``; raises `NotFoundError`."""
+        query = (select(label_versions, cases.c.case_id)
+                 .join(cases, label_versions.c.case_pk == cases.c.id)
+                 .where(label_versions.c.id == version_id))
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            msg = f"no label version {version_id} in {self.root}"
+            raise NotFoundError(msg)
+        return _label_record(row)
+
+    def read_labels(self, version: LabelVersionRecord) -> np.ndarray:
+        """The ``(I, J, K)`` label array of ``version``."""
+        return self.objects.read(version.object_key)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def log_event(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
+        """Append to the project's journal."""
+        with self.engine.begin() as connection:
+            connection.execute(events.insert().values(at=utc_now(), kind=kind, actor=actor, detail=detail))
+
+    def count_events(self, kind: str) -> int:
+        """How many events of ``kind`` the journal holds."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).where(events.c.kind == kind)).scalar() or 0)
+
+
+def _database_url(root: Path, config: ProjectConfig) -> str:
+    return config.database_url or f"sqlite:///{(root / DATABASE_NAME).resolve()}"
+
+
+def _case_record(row: Row, images: Sequence[Row]) -> CaseRecord:
+    return CaseRecord(
+        pk=row.id, case_id=row.case_id, shape=tuple(row.shape), affine=np.asarray(row.affine),
+        dtype=row.dtype,
+        images=tuple(ImageRecord(i.channel, i.path, i.size_bytes, i.sha256, i.copied) for i in images),
+        added_at=row.added_at, added_by=row.added_by,
+    )
+
+
+def _label_record(row: Row) -> LabelVersionRecord:
+    return LabelVersionRecord(
+        id=row.id, case_id=row.case_id, object_key=row.object_key, source=row.source,
+        classes=tuple(row.classes), voxel_counts=dict(row.voxel_counts), author=row.author,
+        tool=row.tool, params=dict(row.params), parent_id=row.parent_id, round=row.round,
+        created_at=row.created_at,
+    )

@@ -1,0 +1,85 @@
+"""Row records of the project database (frozen dataclasses, no behaviour)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SOURCES", "CaseRecord", "ImageRecord", "LabelVersionRecord", "NewCase", "NewLabel"]
+
+#: Label sources, from most to least trusted (see `segloop.core.assembly`).
+SOURCES = ("original", "revised", "sparse", "draft", "pseudo")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image file (one channel) of a case, referenced in place or copied into the project."""
+
+    channel: int
+    path: str
+    size_bytes: int
+    sha256: str
+    copied: bool = False
+
+
+@dataclass(frozen=True)
+class NewLabel:
+    """A label version to add: the object is already staged under ``object_key``."""
+
+    object_key: str
+    source: str
+    classes: tuple[str, ...]
+    voxel_counts: dict[str, int]
+    author: str
+    tool: str
+    params: dict[str, Any] = field(default_factory=dict)
+    parent_id: int | None = None
+    round: int | None = None
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """A case to add: its grid, its image files and optionally a first label version."""
+
+    case_id: str
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    dtype: str
+    images: tuple[ImageRecord, ...]
+    added_by: str
+    label: NewLabel | None = None
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """A stored case."""
+
+    pk: int
+    case_id: str
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    dtype: str
+    images: tuple[ImageRecord, ...]
+    added_at: datetime
+    added_by: str
+
+
+@dataclass(frozen=True)
+class LabelVersionRecord:
+    """A stored, immutable label version of a case."""
+
+    id: int
+    case_id: str
+    object_key: str
+    source: str
+    classes: tuple[str, ...]
+    voxel_counts: dict[str, int]
+    author: str
+    tool: str
+    params: dict[str, Any]
+    parent_id: int | None
+    round: int | None
+    created_at: datetime
