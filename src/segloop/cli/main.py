@@ -42,14 +42,19 @@ def _split(text: str | None) -> list[str]:
 @app.command()
 def init(
     project: ProjectArg,
-    labels: Annotated[str, typer.Option(help="Class names in label-value order, comma separated.")],
+    labels: Annotated[str | None, typer.Option(help="Class names in label-value order, comma separated.")] = None,
+    labels_file: Annotated[Path | None, typer.Option(
+        help="Class names from a file: one per line, or JSON {\"1\": name, ...}.")] = None,
     modality: Annotated[str, typer.Option(help="CT, MR, microscopy, EM, cryo-ET or other.")] = "CT",
 ) -> None:
     """Create a project folder with its label schema."""
     from segloop.cli.output import print_schema
-    from segloop.loop.cases import init_project
+    from segloop.loop.cases import init_project, read_class_names
 
-    created = init_project(project, _split(labels), modality=modality)
+    if (labels is None) == (labels_file is None):
+        raise typer.BadParameter("give exactly one of --labels or --labels-file")
+    names = _split(labels) if labels is not None else read_class_names(labels_file)
+    created = init_project(project, names, modality=modality)
     print_schema(created)
 
 
@@ -58,6 +63,7 @@ def add(
     project: ProjectArg,
     images: Annotated[list[Path], typer.Argument(help="Image files or DICOM folders.", show_default=False)],
     labels_dir: Annotated[Path | None, typer.Option(help="Folder of label files named by case id.")] = None,
+    label: Annotated[Path | None, typer.Option(help="Label file of a single image.")] = None,
     source: Annotated[str, typer.Option(help="original, revised, sparse, draft or pseudo.")] = "original",
     classes: Annotated[str | None, typer.Option(help="Classes the labels annotate (default: all).")] = None,
     case_id: Annotated[str | None, typer.Option(help="Case id for a single image.")] = None,
@@ -71,7 +77,7 @@ def add(
 
     opened = Project.open(project)
     report = import_cases(
-        opened, images, labels_dir=labels_dir, source=source, classes=_split(classes) or None,
+        opened, images, labels_dir=labels_dir, label_path=label, source=source, classes=_split(classes) or None,
         case_id=case_id, copy=copy, allow_empty=allow_empty, author=_author(),
     )
     console.print(
@@ -101,7 +107,7 @@ def show(project: ProjectArg, case: CaseArg) -> None:
     from segloop.store import Project
 
     opened = Project.open(project)
-    print_case(opened.get_case(case), opened.list_label_versions(case))
+    print_case(opened, opened.get_case(case), opened.list_label_versions(case))
 
 
 @app.command()

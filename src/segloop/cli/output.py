@@ -74,7 +74,13 @@ def print_status(project: Project, summaries: Sequence[CaseSummary]) -> None:
                       + "  [dim]-[/] not annotated")
 
 
-def print_case(case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> None:
+def _fmt_classes(classes: Sequence[str], schema_names: Sequence[str]) -> str:
+    if tuple(classes) == tuple(schema_names):
+        return f"all {len(classes)}"
+    return ", ".join(classes)
+
+
+def print_case(project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> None:
     """A case's images and its label versions."""
     spacing = np.linalg.norm(case.affine[:3, :3], axis=0)
     console.print(f"[bold]{case.case_id}[/bold]  {'x'.join(map(str, case.shape))} voxels,"
@@ -85,12 +91,13 @@ def print_case(case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> None
                       f" sha256 {image.sha256[:12]})")
     table = Table(title="label versions (oldest first)")
     for column in ("id", "source", "classes", "author", "tool", "parent", "round", "created (UTC)"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "classes")
     for v in versions:
         table.add_row(
-            str(v.id), f"[{_SOURCE_STYLE[v.source]}]{v.source}[/]", ", ".join(v.classes), v.author,
+            str(v.id), f"[{_SOURCE_STYLE[v.source]}]{v.source}[/]",
+            _fmt_classes(v.classes, project.config.schema.names), v.author,
             v.tool, str(v.parent_id or "-"), str(v.round if v.round is not None else "-"),
-            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     console.print(table)
 

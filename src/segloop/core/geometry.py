@@ -11,6 +11,7 @@ from segloop.errors import GeometryMismatchError
 __all__ = [
     "AFFINE_TOLERANCE_MM",
     "affine_from_spacing",
+    "align_to_grid",
     "check_same_grid",
     "embed_in_grid",
     "flip_ras_lps",
@@ -144,3 +145,52 @@ def embed_in_grid(
         source.append(slice(start - offset[axis], stop - offset[axis]))
     result[tuple(target)] = array[tuple(source)]
     return result
+
+
+def align_to_grid(
+    array: np.ndarray,
+    affine: np.ndarray,
+    target_shape: Sequence[int],
+    target_affine: np.ndarray,
+    *,
+    what: str = "label",
+    tolerance_mm: float = AFFINE_TOLERANCE_MM,
+) -> np.ndarray:
+    """Return ``array`` in the voxel order of a target grid that covers the same voxels.
+
+    Tools disagree on voxel order (a NIfTI written with the rows reversed, an LPS vs RAS
+    writer): when the two grids differ only by flipped or permuted axes, the array is flipped and
+    transposed to the target's order. Anything else raises, as `check_same_grid` does.
+
+    Args:
+        array: ``(I, J, K)`` array on the grid ``affine``.
+        affine: its ``(4, 4)`` affine.
+        target_shape: ``(I, J, K)`` of the target grid.
+        target_affine: ``(4, 4)`` affine of the target grid.
+        what: name of the array for messages.
+        tolerance_mm: allowed difference of affine entries after alignment.
+
+    Returns:
+        A view of ``array`` of shape ``target_shape``.
+
+    Examples:
+        >>> flipped = np.diag([1.0, -1.0, 1.0, 1.0]); flipped[1, 3] = 2.0
+        >>> align_to_grid(np.arange(3).reshape(1, 3, 1), flipped, (1, 3, 1), np.eye(4)).ravel().tolist()
+        [2, 1, 0]
+    """
+    to_target = np.linalg.solve(np.asarray(target_affine), np.asarray(affine))[:3, :3]
+    order = np.argmax(np.abs(to_target), axis=0)  # source axis j lies along target axis order[j]
+    if sorted(order.tolist()) == [0, 1, 2]:
+        signs = np.sign(to_target[order, [0, 1, 2]])
+        aligned = array[tuple(slice(None, None, -1) if s < 0 else slice(None) for s in signs)]
+        flipped_affine = np.asarray(affine, dtype=np.float64).copy()
+        for axis in np.flatnonzero(signs < 0):
+            flipped_affine[:3, 3] += flipped_affine[:3, axis] * (array.shape[axis] - 1)
+            flipped_affine[:3, axis] *= -1
+        inverse = np.argsort(order)
+        aligned = np.transpose(aligned, inverse)
+        new_affine = flipped_affine.copy()
+        new_affine[:3, :3] = flipped_affine[:3, :3][:, inverse]
+        array, affine = aligned, new_affine
+    check_same_grid(target_shape, target_affine, array.shape, affine, what=what, tolerance_mm=tolerance_mm)
+    return array

@@ -151,7 +151,7 @@ def _rescale(header: Dataset) -> tuple[float, float]:
     return float(1.0 if slope is None else slope), float(0.0 if intercept is None else intercept)
 
 
-def _read_pixels(folder: Path, paths: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
+def _read_pixels(paths: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
     """Rescaled voxel values ``(I, J, K)`` of the sorted slice files."""
     planes, scales = [], []
     for path in paths:
@@ -232,7 +232,7 @@ def read(path: Path) -> Volume:
     }
     affine = _geometry_affine(geometry, path)
     shape = (int(first.Columns), int(first.Rows), len(slices))
-    array = _read_pixels(path, [p for p, _ in slices], shape)
+    array = _read_pixels([p for p, _ in slices], shape)
     meta: dict[str, Any] = {key: str(first.get(tag)) for key, tag in _META_TAGS.items()
                             if first.get(tag) not in (None, "")}
     meta["dicom_geometry"] = geometry

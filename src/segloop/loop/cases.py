@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import time
@@ -28,6 +29,7 @@ __all__ = [
     "export_label",
     "import_cases",
     "init_project",
+    "read_class_names",
     "summarize_cases",
 ]
 
@@ -42,6 +44,25 @@ def init_project(
     schema = LabelSchema.from_names([n for n in class_names if n])
     config = ProjectConfig(name=name or Path(root).resolve().name, schema=schema, modality=modality)
     return Project.create(root, config)
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names from a text file (one per line, in value order) or a JSON ``{"1": name}`` map."""
+    if not path.is_file():
+        msg = f"labels file {path} does not exist"
+        raise NotFoundError(msg)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() != ".json":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        mapping = {int(k): str(v) for k, v in json.loads(text).items()}
+    except (ValueError, AttributeError, TypeError) as error:
+        msg = f"{path}: expected a JSON object mapping label values to names, like {{\"1\": \"liver\"}} ({error})"
+        raise SegloopError(msg) from error
+    if sorted(mapping) != list(range(1, len(mapping) + 1)):
+        msg = f"{path}: label values must be 1..{len(mapping)} without gaps; got {sorted(mapping)[:10]}"
+        raise SegloopError(msg)
+    return [mapping[value] for value in sorted(mapping)]
 
 
 def strip_suffix(path: Path) -> str:
@@ -144,6 +165,7 @@ def import_cases(
     image_paths: Sequence[Path],
     *,
     labels_dir: Path | None = None,
+    label_path: Path | None = None,
     source: str = "original",
     classes: Sequence[str] | None = None,
     case_id: str | None = None,
@@ -160,6 +182,7 @@ def import_cases(
         project: the open project.
         image_paths: image files or DICOM folders; ``x_0000``, ``x_0001`` are channels of case ``x``.
         labels_dir: folder with label files named by case id (``x.nii.gz``, ``x.seg.nrrd``).
+        label_path: the label file of a single case (instead of ``labels_dir``).
         source: provenance of those labels, one of `segloop.store.SOURCES`.
         classes: class names the labels annotate (default: all, or a .seg.nrrd's segments).
         case_id: the case id for a single image (instead of its file name).
@@ -188,6 +211,14 @@ def import_cases(
         msg = f"case ids already in the project: {', '.join(sorted(existing))} (nothing was added)"
         raise ConflictError(msg)
     label_index = _index_labels(labels_dir) if labels_dir else {}
+    if label_path is not None:
+        if len(groups) != 1 or labels_dir is not None:
+            msg = f"--label gives the label of one case; got {len(groups)} cases (use --labels-dir)"
+            raise SegloopError(msg)
+        if not Path(label_path).is_file():
+            msg = f"label file {label_path} does not exist"
+            raise NotFoundError(msg)
+        label_index = {next(iter(groups)): Path(label_path)}
     report = ImportReport(unmatched_labels=sorted(set(label_index) - set(groups)))
     new_cases = []
     with project.objects.stage() as staged:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from segloop.core.assembly import Assembly, LabelLayer, assemble_labels
-from segloop.core.geometry import check_same_grid, embed_in_grid
+from segloop.core.geometry import align_to_grid, embed_in_grid
 from segloop.core.labels import IGNORE_NAME, LabelSchema
 from segloop.core.volume import Volume
 from segloop.errors import LabelValueError
@@ -30,7 +30,8 @@ def read_schema_labels(
     """Read a label file as schema values on a case's grid.
 
     A Slicer .seg.nrrd is mapped by segment *name* (not colour or order) and may be cropped; any
-    other file must hold schema values (0, 1..N, ignore) on exactly the case's grid.
+    other file must hold schema values (0, 1..N, ignore) on the case's grid (axes may be flipped
+    or permuted, as other tools write them; they are put in the case's voxel order).
 
     Args:
         path: the label file.
@@ -62,9 +63,9 @@ def read_schema_labels(
     if volume.array.ndim != 3:
         msg = f"{what} must be a 3D label map; got shape {volume.array.shape}"
         raise LabelValueError(msg)
-    check_same_grid(shape, affine, volume.spatial_shape, volume.affine, what=what)
-    schema.check_values(volume.array, what=what)
-    return volume.array.astype(schema.dtype), None
+    labels = align_to_grid(volume.array, volume.affine, shape, affine, what=what)
+    schema.check_values(labels, what=what)
+    return labels.astype(schema.dtype), None
 
 
 def count_voxels(labels: np.ndarray, schema: LabelSchema) -> dict[str, int]:

@@ -1,0 +1,106 @@
+"""The README's commands, in-process, on real OpenKBP and TotalSegmentator data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pydicom
+
+from segloop.io import read_volume
+from segloop.store import Project
+from tests.conftest import OPENKBP_CLASSES, snapshot_project
+
+
+def test_help_starts_without_importing_torch_numpy_or_sqlalchemy():
+    code = (
+        "import sys; from segloop.cli.main import app; "
+        "print(sorted(m for m in ('torch', 'monai', 'numpy', 'sqlalchemy', 'nibabel') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_wrong_arguments_exit_non_zero(run_cli, tmp_path):
+    assert run_cli("init", tmp_path / "p").code == 2  # neither --labels nor --labels-file
+    result = run_cli("status", tmp_path / "nothing-here")
+    assert result.code == 1
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1
+
+
+def test_openkbp_init_add_status_show_export(run_cli, openkbp, tmp_path):
+    project = tmp_path / "kbp"
+    assert run_cli("init", project, "--labels", OPENKBP_CLASSES, "--modality", "CT").code == 0
+    images = sorted((openkbp / "imagesTr").glob("*.nii.gz"))
+    result = run_cli("add", project, *images, "--labels-dir", openkbp / "labelsTr", "--source", "original")
+    assert result.code == 0, result.err
+    assert "added 34 cases (34 with original labels)" in result.out
+
+    status = run_cli("status", project)
+    assert status.code == 0 and "34 cases" in status.out and "openkbp_pt_4" in status.out
+
+    show = run_cli("show", project, "openkbp_pt_4")
+    assert show.code == 0 and "original" in show.out and "segloop add" in show.out
+
+    out = tmp_path / "pt4.seg.nrrd"
+    assert run_cli("export", project, "openkbp_pt_4", out).code == 0
+    exported = read_volume(out)
+    reference = nib.load(openkbp / "labelsTr" / "openkbp_pt_4.nii.gz")
+    np.testing.assert_array_equal(exported.array, np.asanyarray(reference.dataobj))
+    np.testing.assert_allclose(exported.affine, reference.affine, atol=1e-4)
+    assert [s["name"] for s in exported.meta["segments"]] == OPENKBP_CLASSES.split(",")
+
+    # bad input through the CLI: one line, exit 1, nothing changed
+    before = snapshot_project(project)
+    again = run_cli("add", project, images[0], "--labels-dir", openkbp / "labelsTr")
+    assert again.code == 1 and "already in the project" in again.err and again.err.count("\n") == 1
+    wrong_class = run_cli("add", project, tmp_path / "x.nii.gz", "--classes", "liver")
+    assert wrong_class.code == 1 and "unknown class 'liver'" in wrong_class.err
+    assert run_cli("export", project, "openkbp_pt_4", out).code == 1  # exists: not overwritten
+    assert snapshot_project(project) == before
+
+
+def test_totalsegmentator_dicom_series_and_nifti_with_pseudo_labels(run_cli, totalseg, tmp_path):
+    classes = json.loads((totalseg / "class_maps.json").read_text())["total"]
+    labels_file = tmp_path / "total.json"
+    labels_file.write_text(json.dumps(classes))
+    project = tmp_path / "ts"
+    assert run_cli("init", project, "--labels-file", labels_file).code == 0
+    series = totalseg / "ct_dicom_series"
+    result = run_cli("add", project, series / "dicom", "--case-id", "ct_dicom",
+                     "--label", series / "label_totalseg_fast.nii.gz", "--source", "pseudo")
+    assert result.code == 0, result.err
+    result = run_cli("add", project, totalseg / "ct_small" / "image.nii.gz", "--case-id", "ct_small",
+                     "--label", totalseg / "ct_small" / "label_totalseg.nii.gz", "--source", "pseudo")
+    assert result.code == 0, result.err
+    opened = Project.open(project)
+    [version] = opened.list_label_versions("ct_dicom")
+    labels = opened.read_labels(version)
+    image = read_volume(series / "dicom").array
+    # the label NIfTI stores the rows reversed; once aligned, the liver is soft tissue, air is outside
+    liver = list(classes.values()).index("liver") + 1
+    assert 40 < image[labels == liver].mean() < 200
+    assert image[labels == 0].mean() < -300
+    status = run_cli("status", project)
+    assert "pseudo 117/117" in status.out
+
+
+def test_a_dicom_folder_with_two_series_is_refused(run_cli, totalseg, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    files = sorted((totalseg / "ct_dicom_series" / "dicom").iterdir())
+    for path in files[:3]:
+        shutil.copy(path, folder / path.name)
+    for path in files[3:6]:
+        dataset = pydicom.dcmread(path)
+        dataset.SeriesInstanceUID = pydicom.uid.generate_uid()
+        dataset.save_as(folder / path.name)
+    assert run_cli("init", tmp_path / "p", "--labels", "liver").code == 0
+    before = snapshot_project(tmp_path / "p")
+    result = run_cli("add", tmp_path / "p", folder)
+    assert result.code == 1 and "series" in result.err and result.err.count("\n") == 1
+    assert snapshot_project(tmp_path / "p") == before
