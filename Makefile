@@ -1,6 +1,8 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both set up .venv from scratch first.
 PYTHON ?= python3
 VENV ?= .venv
+# e.g. VENV_FLAGS=--system-site-packages to reuse a torch (CUDA build) installed system-wide
+VENV_FLAGS ?=
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
@@ -10,7 +12,10 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# Debian's python3 needs python3-venv for `-m venv`; install it when missing (root or sudo).
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV) || { \
+	  rm -rf $(VENV); SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV_FLAGS) $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, CPU build, only when no torch is importable (an existing CUDA torch is kept)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)

@@ -75,5 +75,9 @@ def snapshot_project(root: Path) -> tuple[str, tuple[str, ...]]:
     finally:
         connection.close()
     objects = tuple(sorted(str(p.relative_to(root)) for p in (root / "objects").rglob("*")))
-    images = tuple(sorted(str(p.relative_to(root)) for p in (root / "images").rglob("*"))) if (root / "images").exists() else ()
+    images = (
+        tuple(sorted(str(p.relative_to(root)) for p in (root / "images").rglob("*")))
+        if (root / "images").exists()
+        else ()
+    )
     return hashlib.sha256(dump.encode()).hexdigest(), objects + images

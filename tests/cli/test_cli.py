@@ -71,11 +71,29 @@ def test_totalsegmentator_dicom_series_and_nifti_with_pseudo_labels(run_cli, tot
     project = tmp_path / "ts"
     assert run_cli("init", project, "--labels-file", labels_file).code == 0
     series = totalseg / "ct_dicom_series"
-    result = run_cli("add", project, series / "dicom", "--case-id", "ct_dicom",
-                     "--label", series / "label_totalseg_fast.nii.gz", "--source", "pseudo")
+    result = run_cli(
+        "add",
+        project,
+        series / "dicom",
+        "--case-id",
+        "ct_dicom",
+        "--label",
+        series / "label_totalseg_fast.nii.gz",
+        "--source",
+        "pseudo",
+    )
     assert result.code == 0, result.err
-    result = run_cli("add", project, totalseg / "ct_small" / "image.nii.gz", "--case-id", "ct_small",
-                     "--label", totalseg / "ct_small" / "label_totalseg.nii.gz", "--source", "pseudo")
+    result = run_cli(
+        "add",
+        project,
+        totalseg / "ct_small" / "image.nii.gz",
+        "--case-id",
+        "ct_small",
+        "--label",
+        totalseg / "ct_small" / "label_totalseg.nii.gz",
+        "--source",
+        "pseudo",
+    )
     assert result.code == 0, result.err
     opened = Project.open(project)
     [version] = opened.list_label_versions("ct_dicom")

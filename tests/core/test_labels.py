@@ -27,7 +27,9 @@ def test_bad_schemas_are_rejected(names):
 def test_check_values_accepts_classes_and_ignore_and_rejects_the_rest():
     schema = LabelSchema.from_names(["a", "b"])
     schema.check_values(np.array([0, 1, 2, 3]))
-    with pytest.raises(LabelValueError, match=r"values 4, 9 outside the schema: expected 0 \(background\), 1..2"):
+    with pytest.raises(
+        LabelValueError, match=r"values 4, 9 outside the schema: expected 0 \(background\), 1..2"
+    ):
         schema.check_values(np.array([0, 4, 9]))
     with pytest.raises(LabelValueError, match="non-integer"):
         schema.check_values(np.array([0.5]))

@@ -30,7 +30,9 @@ def test_flip_ras_lps_is_its_own_inverse(rng):
 
 
 def test_check_same_grid_names_shapes():
-    with pytest.raises(GeometryMismatchError, match=r"shape \(2, 2, 3\) does not match the image shape \(2, 2, 2\)"):
+    with pytest.raises(
+        GeometryMismatchError, match=r"shape \(2, 2, 3\) does not match the image shape \(2, 2, 2\)"
+    ):
         check_same_grid((2, 2, 2), np.eye(4), (2, 2, 3), np.eye(4))
 
 

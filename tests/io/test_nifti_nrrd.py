@@ -8,12 +8,14 @@ from segloop.core import Volume
 from segloop.errors import ConflictError, CorruptFileError, NotFoundError, UnsupportedFormatError
 from segloop.io import read_volume, write_volume
 
-OBLIQUE = np.array([
-    [0.7, 0.1, 0.0, -12.25],
-    [0.05, -0.9, 0.0, 44.5],
-    [0.0, 0.0, 2.5, 1.0],
-    [0.0, 0.0, 0.0, 1.0],
-])
+OBLIQUE = np.array(
+    [
+        [0.7, 0.1, 0.0, -12.25],
+        [0.05, -0.9, 0.0, 44.5],
+        [0.0, 0.0, 2.5, 1.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
 
 
 @pytest.fixture(params=["x.nii.gz", "x.nii", "x.nrrd", "x.nhdr", "x.seg.nrrd"])
@@ -63,7 +65,9 @@ def test_nifti_scaled_integers_stay_integers(tmp_path):
 
 
 def test_truncated_nifti_is_a_corrupt_file_error(tmp_path, rng):
-    path = write_volume(Volume(rng.normal(size=(20, 20, 20)).astype(np.float32), np.eye(4)), tmp_path / "x.nii.gz")
+    path = write_volume(
+        Volume(rng.normal(size=(20, 20, 20)).astype(np.float32), np.eye(4)), tmp_path / "x.nii.gz"
+    )
     data = path.read_bytes()
     (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptFileError, match=r"cut.nii.gz: .*truncated or corrupt"):
@@ -80,7 +84,9 @@ def test_missing_files_and_unknown_suffixes_are_named(tmp_path):
     with pytest.raises(NotFoundError, match="nope.nii.gz: no such file"):
         read_volume(tmp_path / "nope.nii.gz")
     (tmp_path / "x.xyz").write_text("?")
-    with pytest.raises(UnsupportedFormatError, match=r"x.xyz: unsupported file suffix; expected one of .*\.nii\.gz"):
+    with pytest.raises(
+        UnsupportedFormatError, match=r"x.xyz: unsupported file suffix; expected one of .*\.nii\.gz"
+    ):
         read_volume(tmp_path / "x.xyz")
 
 

@@ -49,10 +49,16 @@ def test_layered_segmentations_keep_overlapping_segments(tmp_path):
     layers[0, :2] = 1  # tumour in layer 0
     layers[1, 1:3] = 5  # organ in layer 1, overlapping the tumour at I == 1
     fields = {
-        "Segment0_ID": "Segment_1", "Segment0_Name": "tumour", "Segment0_Color": "1 0 0",
-        "Segment0_LabelValue": "1", "Segment0_Layer": "0",
-        "Segment1_ID": "Segment_2", "Segment1_Name": "organ", "Segment1_Color": "0 1 0",
-        "Segment1_LabelValue": "5", "Segment1_Layer": "1",
+        "Segment0_ID": "Segment_1",
+        "Segment0_Name": "tumour",
+        "Segment0_Color": "1 0 0",
+        "Segment0_LabelValue": "1",
+        "Segment0_Layer": "0",
+        "Segment1_ID": "Segment_2",
+        "Segment1_Name": "organ",
+        "Segment1_Color": "0 1 0",
+        "Segment1_LabelValue": "5",
+        "Segment1_Layer": "1",
     }
     _write_slicer_style(tmp_path / "layered.seg.nrrd", layers, fields, ["list", "domain", "domain", "domain"])
     volume = read_volume(tmp_path / "layered.seg.nrrd")
@@ -71,7 +77,12 @@ def test_pre_4_11_files_have_one_binary_layer_per_segment(tmp_path):
     layers = np.zeros((2, 3, 3, 3), np.uint8)
     layers[0, 0] = 1
     layers[1, 2] = 1
-    fields = {"Segment0_Name": "a", "Segment0_Color": "1 0 0", "Segment1_Name": "b", "Segment1_Color": "0 0 1"}
+    fields = {
+        "Segment0_Name": "a",
+        "Segment0_Color": "1 0 0",
+        "Segment1_Name": "b",
+        "Segment1_Color": "0 0 1",
+    }
     _write_slicer_style(tmp_path / "old.seg.nrrd", layers, fields, ["list", "domain", "domain", "domain"])
     masks = {s["name"]: m for s, m in segments_to_masks(read_volume(tmp_path / "old.seg.nrrd"))}
     assert masks["a"][0].all() and not masks["a"][2].any()

@@ -101,7 +101,7 @@ def test_a_seg_nrrd_label_is_mapped_by_name_and_uncropped(project, tmp_path):
     spleen = phantom.labels.array == 2
     lo = np.argwhere(spleen).min(axis=0)
     hi = np.argwhere(spleen).max(axis=0) + 1
-    crop = spleen[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.uint8) * 7
+    crop = spleen[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.uint8) * 7
     affine = phantom.image.affine.copy()
     affine[:3, 3] = affine[:3, :3] @ lo
     segments = [{"name": "spleen", "color": (0, 255, 0), "label_value": 7, "layer": 0}]
@@ -131,7 +131,9 @@ def _bad_inputs(tmp_path: Path, images: list[Path]):
     shifted = affine.copy()
     shifted[2, 3] += 5.0
     _write_label(folder, "c0.nii.gz", good, shifted)
-    cases.append(("affine", folder, None, GeometryMismatchError, "differs from the image affine by up to 5 mm"))
+    cases.append(
+        ("affine", folder, None, GeometryMismatchError, "differs from the image affine by up to 5 mm")
+    )
     folder = tmp_path / "bad-values"
     _write_label(folder, "c0.nii.gz", (good * 3).astype(np.uint8), affine)
     cases.append(("values", folder, None, LabelValueError, "outside the schema"))
@@ -143,8 +145,15 @@ def _bad_inputs(tmp_path: Path, images: list[Path]):
     data = (tmp_path / "data" / "labelsTr" / "c0.nii.gz").read_bytes()
     (folder / "c0.nii.gz").write_bytes(data[: len(data) // 2])
     cases.append(("corrupt", folder, None, CorruptFileError, "truncated or corrupt"))
-    cases.append(("class", tmp_path / "data" / "labelsTr", ["liver", "pancreas"], UnknownClassError,
-                  "unknown class 'pancreas'"))
+    cases.append(
+        (
+            "class",
+            tmp_path / "data" / "labelsTr",
+            ["liver", "pancreas"],
+            UnknownClassError,
+            "unknown class 'pancreas'",
+        )
+    )
     cases.append(("missing dir", tmp_path / "nowhere", None, NotFoundError, "does not exist"))
     return cases
 

@@ -86,9 +86,19 @@ def test_two_add_processes_at_once_lose_nothing(tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "segloop.cli.main", "add", str(tmp_path / "p"), *map(str, paths),
-             "--labels-dir", str(tmp_path / f"labels{batch}")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
+            [
+                sys.executable,
+                "-m",
+                "segloop.cli.main",
+                "add",
+                str(tmp_path / "p"),
+                *map(str, paths),
+                "--labels-dir",
+                str(tmp_path / f"labels{batch}"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
         )
         for batch, paths in enumerate(batches)
     ]
@@ -104,11 +114,17 @@ def test_two_add_processes_at_once_lose_nothing(tmp_path):
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     connection.close()
     # the same batch twice at once: exactly one wins, the other adds nothing
-    extra = [write_volume(make_ct_phantom((24, 24, 12), seed=99).image, tmp_path / "x" / f"dup{i}.nii.gz")
-             for i in range(3)]
+    extra = [
+        write_volume(make_ct_phantom((24, 24, 12), seed=99).image, tmp_path / "x" / f"dup{i}.nii.gz")
+        for i in range(3)
+    ]
     processes = [
-        subprocess.Popen([sys.executable, "-m", "segloop.cli.main", "add", str(tmp_path / "p"), *map(str, extra)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+        subprocess.Popen(
+            [sys.executable, "-m", "segloop.cli.main", "add", str(tmp_path / "p"), *map(str, extra)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=120) for p in processes]

@@ -42,9 +42,12 @@ def _split(text: str | None) -> list[str]:
 @app.command()
 def init(
     project: ProjectArg,
-    labels: Annotated[str | None, typer.Option(help="Class names in label-value order, comma separated.")] = None,
-    labels_file: Annotated[Path | None, typer.Option(
-        help="Class names from a file: one per line, or JSON {\"1\": name, ...}.")] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="Class names in label-value order, comma separated.")
+    ] = None,
+    labels_file: Annotated[
+        Path | None, typer.Option(help='Class names from a file: one per line, or JSON {"1": name, ...}.')
+    ] = None,
     modality: Annotated[str, typer.Option(help="CT, MR, microscopy, EM, cryo-ET or other.")] = "CT",
 ) -> None:
     """Create a project folder with its label schema."""
@@ -68,7 +71,9 @@ def add(
     classes: Annotated[str | None, typer.Option(help="Classes the labels annotate (default: all).")] = None,
     case_id: Annotated[str | None, typer.Option(help="Case id for a single image.")] = None,
     copy: Annotated[bool, typer.Option("--copy", help="Copy images into the project.")] = False,
-    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Accept labels with no foreground.")] = False,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Accept labels with no foreground.")
+    ] = False,
 ) -> None:
     """Add images (and their labels) as new cases; all or nothing."""
     from segloop.cli.output import console
@@ -77,8 +82,16 @@ def add(
 
     opened = Project.open(project)
     report = import_cases(
-        opened, images, labels_dir=labels_dir, label_path=label, source=source, classes=_split(classes) or None,
-        case_id=case_id, copy=copy, allow_empty=allow_empty, author=_author(),
+        opened,
+        images,
+        labels_dir=labels_dir,
+        label_path=label,
+        source=source,
+        classes=_split(classes) or None,
+        case_id=case_id,
+        copy=copy,
+        allow_empty=allow_empty,
+        author=_author(),
     )
     console.print(
         f"added {len(report.added)} cases ({len(report.labeled)} with {source} labels)"
@@ -114,7 +127,9 @@ def show(project: ProjectArg, case: CaseArg) -> None:
 def export(
     project: ProjectArg,
     case: CaseArg,
-    out: Annotated[Path, typer.Argument(help="Output file; the suffix picks the format.", show_default=False)],
+    out: Annotated[
+        Path, typer.Argument(help="Output file; the suffix picks the format.", show_default=False)
+    ],
     version: Annotated[int | None, typer.Option(help="Export this label version instead.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
 ) -> None:

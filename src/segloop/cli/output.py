@@ -16,7 +16,11 @@ from segloop.store import CaseRecord, LabelVersionRecord, Project
 console = Console()
 
 _SOURCE_STYLE = {
-    "original": "green", "revised": "cyan", "sparse": "yellow", "draft": "magenta", "pseudo": "blue",
+    "original": "green",
+    "revised": "cyan",
+    "sparse": "yellow",
+    "draft": "magenta",
+    "pseudo": "blue",
 }
 _WIDE_SCHEMA = 10
 
@@ -54,8 +58,12 @@ def print_status(project: Project, summaries: Sequence[CaseSummary]) -> None:
         for name in names:
             table.add_column(name, justify="center")
     for summary in summaries:
-        row = [summary.case_id, "x".join(map(str, summary.shape)), _fmt_spacing(summary.spacing),
-               str(summary.n_versions)]
+        row = [
+            summary.case_id,
+            "x".join(map(str, summary.shape)),
+            _fmt_spacing(summary.spacing),
+            str(summary.n_versions),
+        ]
         if wide:
             counts: dict[str, int] = {}
             for source in summary.class_sources.values():
@@ -70,8 +78,11 @@ def print_status(project: Project, summaries: Sequence[CaseSummary]) -> None:
         table.add_row(*row)
     console.print(table)
     if not wide:
-        console.print("  " + "  ".join(f"[{style}]{s[0].upper()}[/] {s}" for s, style in _SOURCE_STYLE.items())
-                      + "  [dim]-[/] not annotated")
+        console.print(
+            "  "
+            + "  ".join(f"[{style}]{s[0].upper()}[/] {s}" for s, style in _SOURCE_STYLE.items())
+            + "  [dim]-[/] not annotated"
+        )
 
 
 def _fmt_classes(classes: Sequence[str], schema_names: Sequence[str]) -> str:
@@ -83,20 +94,28 @@ def _fmt_classes(classes: Sequence[str], schema_names: Sequence[str]) -> str:
 def print_case(project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> None:
     """A case's images and its label versions."""
     spacing = np.linalg.norm(case.affine[:3, :3], axis=0)
-    console.print(f"[bold]{case.case_id}[/bold]  {'x'.join(map(str, case.shape))} voxels,"
-                  f" {_fmt_spacing(spacing)} mm, {case.dtype}")
+    console.print(
+        f"[bold]{case.case_id}[/bold]  {'x'.join(map(str, case.shape))} voxels,"
+        f" {_fmt_spacing(spacing)} mm, {case.dtype}"
+    )
     for image in case.images:
         where = "copied" if image.copied else "in place"
-        console.print(f"  channel {image.channel}: {image.path} ({where}, {image.size_bytes} bytes,"
-                      f" sha256 {image.sha256[:12]})")
+        console.print(
+            f"  channel {image.channel}: {image.path} ({where}, {image.size_bytes} bytes,"
+            f" sha256 {image.sha256[:12]})"
+        )
     table = Table(title="label versions (oldest first)")
     for column in ("id", "source", "classes", "author", "tool", "parent", "round", "created (UTC)"):
         table.add_column(column, no_wrap=column != "classes")
     for v in versions:
         table.add_row(
-            str(v.id), f"[{_SOURCE_STYLE[v.source]}]{v.source}[/]",
-            _fmt_classes(v.classes, project.config.schema.names), v.author,
-            v.tool, str(v.parent_id or "-"), str(v.round if v.round is not None else "-"),
+            str(v.id),
+            f"[{_SOURCE_STYLE[v.source]}]{v.source}[/]",
+            _fmt_classes(v.classes, project.config.schema.names),
+            v.author,
+            v.tool,
+            str(v.parent_id or "-"),
+            str(v.round if v.round is not None else "-"),
             v.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     console.print(table)
@@ -111,4 +130,6 @@ def print_volume_info(path: Path, volume: Volume) -> None:
     if array.size:
         console.print(f"  values {array.min()} .. {array.max()}")
     for segment in volume.meta.get("segments", []):
-        console.print(f"  segment {segment['name']!r}: value {segment['label_value']}, layer {segment['layer']}")
+        console.print(
+            f"  segment {segment['name']!r}: value {segment['label_value']}, layer {segment['layer']}"
+        )

@@ -67,9 +67,7 @@ class Assembly:
     class_sources: dict[int, int]
 
 
-def assemble_labels(
-    layers: Sequence[LabelLayer], *, n_classes: int, ignore_index: int
-) -> Assembly:
+def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_index: int) -> Assembly:
     """Combine label versions into the effective label (rules in the module docstring).
 
     Args:

@@ -34,9 +34,7 @@ def flip_ras_lps(affine: np.ndarray) -> np.ndarray:
     return _RAS_LPS @ np.asarray(affine, dtype=np.float64)
 
 
-def affine_from_spacing(
-    spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0)
-) -> np.ndarray:
+def affine_from_spacing(spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
     """A diagonal affine: voxel size ``spacing`` (mm, per axis) and ``origin`` (mm).
 
     Examples:
@@ -129,7 +127,9 @@ def embed_in_grid(
             f" {np.round(target_affine[:3, :3], 4).tolist()}, got {np.round(affine[:3, :3], 4).tolist()}"
         )
         raise GeometryMismatchError(msg)
-    shift = np.linalg.solve(np.asarray(target_affine)[:3, :3], np.asarray(affine)[:3, 3] - target_affine[:3, 3])
+    shift = np.linalg.solve(
+        np.asarray(target_affine)[:3, :3], np.asarray(affine)[:3, 3] - target_affine[:3, 3]
+    )
     offset = np.round(shift).astype(int)
     if np.max(np.abs(shift - offset)) > tolerance_mm:
         msg = f"{what} origin is shifted by {np.round(shift, 4).tolist()} voxels: expected whole voxels"

@@ -21,10 +21,26 @@ IGNORE_NAME = "ignore"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # A colour cycle of clearly distinct hues (RGB 0-255) for classes created without a colour.
 _PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+    (128, 128, 128),
 )
 
 
@@ -58,7 +74,10 @@ class LabelSchema:
             raise SegloopError(msg)
         for position, label in enumerate(self.classes, start=1):
             if label.index != position:
-                msg = f"class indices must run 1..N in order; class {label.name!r} has {label.index}, expected {position}"
+                msg = (
+                    f"class indices must run 1..N in order;"
+                    f" class {label.name!r} has {label.index}, expected {position}"
+                )
                 raise SegloopError(msg)
             if not _NAME_PATTERN.match(label.name) or label.name in (BACKGROUND_NAME, IGNORE_NAME):
                 msg = (
@@ -73,9 +92,7 @@ class LabelSchema:
             raise SegloopError(msg)
 
     @classmethod
-    def from_names(
-        cls, names: Sequence[str], colors: Sequence[Sequence[int]] | None = None
-    ) -> LabelSchema:
+    def from_names(cls, names: Sequence[str], colors: Sequence[Sequence[int]] | None = None) -> LabelSchema:
         """Build a schema from class names (indices 1..N); colours default to a distinct palette."""
         colors = colors or [_PALETTE[i % len(_PALETTE)] for i in range(len(names))]
         if len(colors) != len(names):
@@ -129,10 +146,10 @@ class LabelSchema:
             labels: integer array of any shape.
             what: name of the array for the message (e.g. a file path).
         """
-        if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-            if not np.all(np.mod(labels, 1) == 0):
-                msg = f"{what} must hold integer label values; got non-integer {labels.dtype} values"
-                raise LabelValueError(msg)
+        is_integer = np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool
+        if not is_integer and not np.all(np.mod(labels, 1) == 0):
+            msg = f"{what} must hold integer label values; got non-integer {labels.dtype} values"
+            raise LabelValueError(msg)
         values = np.unique(labels)
         bad = [v for v in values.tolist() if not (0 <= v <= self.ignore_index)]
         if bad:

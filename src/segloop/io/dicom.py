@@ -49,6 +49,11 @@ _META_TAGS = {
 _GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
 
 
+def _detail(error: Exception) -> str:
+    """First line of a library's error message (pydicom's run over several lines)."""
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
     """DICOM image headers of the files directly in ``folder``, grouped by SeriesInstanceUID."""
     series: dict[str, list[tuple[Path, Dataset]]] = {}
@@ -58,7 +63,10 @@ def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
         except InvalidDicomError:
             continue  # not DICOM: README.txt, .DS_Store, ...
         except (EOFError, OSError, ValueError) as error:
-            msg = f"{path}: cannot read the DICOM header ({error}); the file is truncated or corrupt"
+            msg = (
+                f"{path}: cannot read the DICOM header ({_detail(error)}); the file is truncated"
+                " or corrupt"
+            )
             raise CorruptFileError(msg) from error
         if "Rows" in header:  # DICOMDIR, reports and RT structures hold no image
             series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append((path, header))
@@ -90,8 +98,8 @@ def _check_slices(slices: list[tuple[Path, Dataset]]) -> None:
             )
             raise UnsupportedFormatError(msg)
         for tag in ("Rows", "Columns", "ImageOrientationPatient", "PixelSpacing"):
-            if not np.allclose(np.array(header[tag].value, float), np.array(first[tag].value, float),
-                               rtol=0, atol=1e-4):
+            value, expected = np.array(header[tag].value, float), np.array(first[tag].value, float)
+            if not np.allclose(value, expected, rtol=0, atol=1e-4):
                 msg = (
                     f"expected one {tag} in a series; {first_path.name} has {first[tag].value},"
                     f" {path.name} has {header[tag].value}; put each acquisition in its own folder"
@@ -155,16 +163,18 @@ def _read_pixels(paths: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
     """Rescaled voxel values ``(I, J, K)`` of the sorted slice files."""
     planes, scales = [], []
     for path in paths:
-        dataset = pydicom.dcmread(path)
         try:
+            dataset = pydicom.dcmread(path)
             planes.append(dataset.pixel_array)
         except (ValueError, EOFError, OSError) as error:
-            msg = f"{path}: cannot decode the pixel data ({error}); the file is truncated or corrupt"
+            msg = (
+                f"{path}: cannot decode the pixel data ({_detail(error)}); the file is truncated"
+                " or corrupt"
+            )
             raise CorruptFileError(msg) from error
         except (RuntimeError, NotImplementedError) as error:
-            syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown")
             msg = (
-                f"{path}: no decoder for transfer syntax {syntax!s} ({error}); install one"
+                f"{path}: no decoder for this transfer syntax ({_detail(error)}); install one"
                 " (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)"
             )
             raise UnsupportedFormatError(msg) from error

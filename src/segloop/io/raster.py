@@ -85,10 +85,8 @@ def read(path: Path) -> Volume:
             image.load()
             mode = image.mode
             if mode not in _GREY_MODES and mode not in _COLOUR_MODES:
-                msg = (
-                    f"{path}: expected an image of mode {', '.join([*_GREY_MODES, *_COLOUR_MODES])};"
-                    f" got {mode}; convert it to RGB or L first"
-                )
+                known = ", ".join([*_GREY_MODES, *_COLOUR_MODES])
+                msg = f"{path}: expected an image of mode {known}; got {mode}; convert to RGB or L"
                 raise UnsupportedFormatError(msg)
             pixels = np.asarray(image)
             affine = _affine(image, path, meta)
@@ -117,7 +115,7 @@ def _pixels_and_mode(volume: Volume, is_jpeg: bool) -> tuple[np.ndarray, str]:
     pixels = plane.T if plane.ndim == 2 else np.transpose(plane, (2, 1, 0))
     mode = _PNG_MODES.get((pixels.dtype, volume.n_channels))
     if mode is None or (is_jpeg and mode not in ("L", "RGB")):
-        expected = "uint8 grey or RGB" if is_jpeg else "uint8, uint16 or bool grey; uint8 LA/RGB/RGBA"
+        expected = "uint8 grey or RGB" if is_jpeg else "uint8/uint16/bool grey or uint8 LA/RGB/RGBA"
         msg = (
             f"{name} writing needs {expected}; got {pixels.dtype} with {volume.n_channels}"
             " channel(s); cast the array or write TIFF, which keeps any dtype"

@@ -28,16 +28,24 @@ class Format:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("slicer-seg", (".seg.nrrd",), "segloop.io.slicer_seg",
-           "3D Slicer segmentation (segment names, colours, label values; layered)"),
+    Format(
+        "slicer-seg",
+        (".seg.nrrd",),
+        "segloop.io.slicer_seg",
+        "3D Slicer segmentation (segment names, colours, label values; layered)",
+    ),
     Format("nifti", (".nii.gz", ".nii"), "segloop.io.nifti", "NIfTI-1/2"),
     Format("nrrd", (".nrrd", ".nhdr"), "segloop.io.nrrd", "NRRD, attached or detached header"),
     Format("dicom", (), "segloop.io.dicom", "DICOM series folder", is_directory=True),
     Format("tiff", (".tif", ".tiff"), "segloop.io.tiff", "TIFF image or stack"),
     Format("png", (".png",), "segloop.io.raster", "PNG 2D image"),
     Format("jpeg", (".jpg", ".jpeg"), "segloop.io.raster", "JPEG 2D image (lossy)"),
-    Format("mrc", (".mrc", ".rec", ".map", ".st"), "segloop.io.mrc",
-           "MRC / REC / MAP (cryo-EM, cryo-ET; voxel size in Å)"),
+    Format(
+        "mrc",
+        (".mrc", ".rec", ".map", ".st"),
+        "segloop.io.mrc",
+        "MRC / REC / MAP (cryo-EM, cryo-ET; voxel size in Å)",
+    ),
 )
 
 

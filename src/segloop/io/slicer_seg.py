@@ -30,21 +30,26 @@ __all__ = ["read", "segments_to_masks", "write"]
 
 def _parse_segments(header: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     numbers = sorted(
-        {int(key[len("Segment"):].split("_", 1)[0]) for key in header
-         if key.startswith("Segment") and key[len("Segment"):].split("_", 1)[0].isdigit()}
+        {
+            int(key[len("Segment") :].split("_", 1)[0])
+            for key in header
+            if key.startswith("Segment") and key[len("Segment") :].split("_", 1)[0].isdigit()
+        }
     )
     segments = []
     for number in numbers:
         prefix = f"Segment{number}_"
         try:
             color = [float(c) for c in str(header.get(prefix + "Color", "0.5 0.5 0.5")).split()]
-            segments.append({
-                "id": str(header.get(prefix + "ID", f"Segment_{number + 1}")),
-                "name": str(header.get(prefix + "Name", f"Segment_{number + 1}")),
-                "color": tuple(int(round(255 * c)) for c in color[:3]),
-                "label_value": int(header.get(prefix + "LabelValue", 1)),
-                "layer": int(header.get(prefix + "Layer", number if _is_pre_411(header) else 0)),
-            })
+            segments.append(
+                {
+                    "id": str(header.get(prefix + "ID", f"Segment_{number + 1}")),
+                    "name": str(header.get(prefix + "Name", f"Segment_{number + 1}")),
+                    "color": tuple(round(255 * c) for c in color[:3]),
+                    "label_value": int(header.get(prefix + "LabelValue", 1)),
+                    "layer": int(header.get(prefix + "Layer", number if _is_pre_411(header) else 0)),
+                }
+            )
         except ValueError as error:
             msg = f"{path}: malformed segment field {prefix}* ({error})"
             raise CorruptFileError(msg) from error
@@ -62,7 +67,10 @@ def read(path: Path) -> Volume:
     layers = 1 if array.ndim == 3 else array.shape[0]
     for segment in segments:
         if segment["layer"] >= layers:
-            msg = f"{path}: segment {segment['name']!r} is in layer {segment['layer']}, but the file has {layers}"
+            msg = (
+                f"{path}: segment {segment['name']!r} is in layer {segment['layer']},"
+                f" but the file has {layers}"
+            )
             raise CorruptFileError(msg)
     offset = [int(v) for v in str(header.get("Segmentation_ReferenceImageExtentOffset", "0 0 0")).split()]
     return Volume(array, affine, {"segments": segments, "reference_extent_offset": offset})
@@ -109,8 +117,9 @@ def write(volume: Volume, path: Path) -> None:
     segments = volume.meta.get("segments")
     if segments is None:
         values = [int(v) for v in np.unique(volume.array) if v != 0]
-        segments = [{"name": f"Segment_{v}", "color": (128, 128, 128), "label_value": v, "layer": 0}
-                    for v in values]
+        segments = [
+            {"name": f"Segment_{v}", "color": (128, 128, 128), "label_value": v, "layer": 0} for v in values
+        ]
     fields = {
         "Segmentation_MasterRepresentation": "Binary labelmap",
         "Segmentation_ContainedRepresentationNames": "Binary labelmap|",

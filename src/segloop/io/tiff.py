@@ -2,10 +2,10 @@
 
 Conventions converted here and nowhere else:
 
-* TIFF pages are ``(Y, X)`` (row, column); a 2D image becomes ``(X, Y, 1)``, a stack ``(Z, Y, X)``
-  becomes ``(X, Y, Z)``, and a sample or channel axis (tifffile's ``S`` or ``C``) becomes the leading
-  channel axis ``(C, X, Y, Z)``. A generic page axis (``I`` or ``Q``) counts as Z when it is the only
-  axis besides Y, X and the channels; time (``T``) and other axes are refused.
+* TIFF pages are ``(Y, X)`` (row, column); a 2D image becomes ``(X, Y, 1)``, a stack
+  ``(Z, Y, X)`` becomes ``(X, Y, Z)``, and a sample or channel axis (tifffile's ``S`` or ``C``)
+  becomes the leading channel axis ``(C, X, Y, Z)``. A generic page axis (``I`` or ``Q``) counts as
+  Z when it is the only axis besides Y, X and the channels; time (``T``) and others are refused.
 * Voxel size, in this order: the exact affine segloop stored in the shaped-metadata JSON
   description; ImageJ's ``unit`` (micron, um, µm, nm, mm, cm) with XResolution / YResolution and
   ``spacing`` for Z; ResolutionUnit inch or centimetre with XResolution / YResolution (Z is then

@@ -57,7 +57,7 @@ def read_class_names(path: Path) -> list[str]:
     try:
         mapping = {int(k): str(v) for k, v in json.loads(text).items()}
     except (ValueError, AttributeError, TypeError) as error:
-        msg = f"{path}: expected a JSON object mapping label values to names, like {{\"1\": \"liver\"}} ({error})"
+        msg = f'{path}: expected a JSON object mapping label values to names, like {{"1": "liver"}} ({error})'
         raise SegloopError(msg) from error
     if sorted(mapping) != list(range(1, len(mapping) + 1)):
         msg = f"{path}: label values must be 1..{len(mapping)} without gaps; got {sorted(mapping)[:10]}"
@@ -130,7 +130,10 @@ def _group_channels(image_paths: Sequence[Path], case_id: str | None) -> dict[st
         groups[case][channel] = path
     for case, channels in groups.items():
         if sorted(channels) != list(range(len(channels))):
-            msg = f"case {case!r} has channels {sorted(channels)}: expected 0..{len(channels) - 1} (_0000, _0001, ...)"
+            msg = (
+                f"case {case!r} has channels {sorted(channels)}:"
+                f" expected 0..{len(channels) - 1} (_0000, _0001, ...)"
+            )
             raise SegloopError(msg)
     return groups
 
@@ -149,7 +152,7 @@ def _index_labels(labels_dir: Path) -> dict[str, Path]:
 
 
 def _copy_into_project(project: Project, case_id: str, channel: int, source: Path) -> Path:
-    suffix = source.name[len(strip_suffix(source)):]
+    suffix = source.name[len(strip_suffix(source)) :]
     target = project.root / "images" / f"{case_id}_{channel:04d}{suffix}"
     if source.is_dir():
         with atomic_directory(target) as temporary:
@@ -233,11 +236,16 @@ def import_cases(
                 if reference is None:
                     reference = volume
                 else:
-                    check_same_grid(reference.spatial_shape, reference.affine, volume.spatial_shape,
-                                    volume.affine, what=f"channel {channel} image {path}")
+                    check_same_grid(
+                        reference.spatial_shape,
+                        reference.affine,
+                        volume.spatial_shape,
+                        volume.affine,
+                        what=f"channel {channel} image {path}",
+                    )
                 digest, size = hash_path(path)
                 images.append(ImageRecord(channel, str(path.resolve()), size, digest))
-            assert reference is not None  # every group has channel 0  # noqa: S101
+            assert reference is not None  # every group has channel 0
             label = None
             if case in label_index:
                 label_path = label_index[case]
@@ -246,20 +254,33 @@ def import_cases(
                 )
                 counts = count_voxels(labels, schema)
                 if not allow_empty and sum(counts[n] for n in schema.names) == 0:
-                    msg = f"label {label_path} has no foreground voxel: expected at least one (or --allow-empty)"
+                    msg = (
+                        f"label {label_path} has no foreground voxel:"
+                        " expected at least one (or --allow-empty)"
+                    )
                     raise LabelValueError(msg)
                 key = staged.put(labels, reference.affine)
                 label = NewLabel(
-                    object_key=key, source=source,
-                    classes=declared or segment_names or schema.names, voxel_counts=counts,
-                    author=author, tool="segloop add",
+                    object_key=key,
+                    source=source,
+                    classes=declared or segment_names or schema.names,
+                    voxel_counts=counts,
+                    author=author,
+                    tool="segloop add",
                     params={"file": str(label_path.resolve()), "sha256": hash_path(label_path)[0]},
                 )
                 report.labeled.append(case)
-            new_cases.append(NewCase(
-                case_id=case, shape=reference.spatial_shape, affine=reference.affine,
-                dtype=str(reference.array.dtype), images=tuple(images), added_by=author, label=label,
-            ))
+            new_cases.append(
+                NewCase(
+                    case_id=case,
+                    shape=reference.spatial_shape,
+                    affine=reference.affine,
+                    dtype=str(reference.array.dtype),
+                    images=tuple(images),
+                    added_by=author,
+                    label=label,
+                )
+            )
     if copy:
         new_cases = [_with_copied_images(project, c) for c in new_cases]
     project.add_cases(new_cases)
@@ -271,8 +292,13 @@ def import_cases(
 
 def _with_copied_images(project: Project, case: NewCase) -> NewCase:
     images = tuple(
-        ImageRecord(i.channel, str(_copy_into_project(project, case.case_id, i.channel, Path(i.path))),
-                    i.size_bytes, i.sha256, copied=True)
+        ImageRecord(
+            i.channel,
+            str(_copy_into_project(project, case.case_id, i.channel, Path(i.path))),
+            i.size_bytes,
+            i.sha256,
+            copied=True,
+        )
         for i in case.images
     )
     return NewCase(case.case_id, case.shape, case.affine, case.dtype, images, case.added_by, case.label)

@@ -93,8 +93,7 @@ def compute_effective_label(
     if not versions:
         return None
     layers = [
-        LabelLayer(project.read_labels(v), v.source, schema.indices_of(v.classes), v.id)
-        for v in versions
+        LabelLayer(project.read_labels(v), v.source, schema.indices_of(v.classes), v.id) for v in versions
     ]
     return assemble_labels(layers, n_classes=len(schema.classes), ignore_index=schema.ignore_index)
 

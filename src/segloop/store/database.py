@@ -149,7 +149,10 @@ def migrate(engine: Engine) -> int:
             connection.execute(schema_info.insert().values(version=0))
             found = 0
         if found > SCHEMA_VERSION:
-            msg = f"database schema version {found} is newer than this segloop's {SCHEMA_VERSION}: upgrade segloop"
+            msg = (
+                f"database schema version {found} is newer than"
+                f" this segloop's {SCHEMA_VERSION}: upgrade segloop"
+            )
             raise SegloopError(msg)
         for version in range(found, SCHEMA_VERSION):
             MIGRATIONS[version](connection)

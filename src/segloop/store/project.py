@@ -106,18 +106,35 @@ class Project:
             with self.engine.begin() as connection:
                 existing = self._existing_case_ids(connection, ids)
                 if existing:
-                    msg = f"case ids already in the project: {', '.join(sorted(existing))} (nothing was added)"
+                    msg = (
+                        f"case ids already in the project: {', '.join(sorted(existing))} (nothing was added)"
+                    )
                     raise ConflictError(msg)
                 for case in new_cases:
-                    pk = connection.execute(cases.insert().values(
-                        case_id=case.case_id, shape=list(case.shape), affine=case.affine.tolist(),
-                        dtype=case.dtype, added_at=now, added_by=case.added_by,
-                    )).inserted_primary_key[0]
-                    connection.execute(case_images.insert(), [
-                        {"case_pk": pk, "channel": image.channel, "path": image.path,
-                         "size_bytes": image.size_bytes, "sha256": image.sha256, "copied": image.copied}
-                        for image in case.images
-                    ])
+                    pk = connection.execute(
+                        cases.insert().values(
+                            case_id=case.case_id,
+                            shape=list(case.shape),
+                            affine=case.affine.tolist(),
+                            dtype=case.dtype,
+                            added_at=now,
+                            added_by=case.added_by,
+                        )
+                    ).inserted_primary_key[0]
+                    connection.execute(
+                        case_images.insert(),
+                        [
+                            {
+                                "case_pk": pk,
+                                "channel": image.channel,
+                                "path": image.path,
+                                "size_bytes": image.size_bytes,
+                                "sha256": image.sha256,
+                                "copied": image.copied,
+                            }
+                            for image in case.images
+                        ],
+                    )
                     if case.label is not None:
                         self._insert_label(connection, pk, case.label, now)
         except IntegrityError as error:
@@ -128,8 +145,10 @@ class Project:
     def _existing_case_ids(self, connection: Connection, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            found.update(connection.execute(select(cases.c.case_id).where(cases.c.case_id.in_(chunk))).scalars())
+            chunk = list(ids[start : start + 500])
+            found.update(
+                connection.execute(select(cases.c.case_id).where(cases.c.case_id.in_(chunk))).scalars()
+            )
         return found
 
     def find_case(self, case_id: str) -> CaseRecord | None:
@@ -188,12 +207,23 @@ class Project:
         if unknown:
             msg = f"label classes {unknown} are not in the schema ({', '.join(self.config.schema.names)})"
             raise SegloopError(msg)
-        return int(connection.execute(label_versions.insert().values(
-            case_pk=case_pk, object_key=label.object_key, source=label.source,
-            classes=list(label.classes), voxel_counts=label.voxel_counts, author=label.author,
-            tool=label.tool, params=label.params, parent_id=label.parent_id, round=label.round,
-            created_at=now,
-        )).inserted_primary_key[0])
+        return int(
+            connection.execute(
+                label_versions.insert().values(
+                    case_pk=case_pk,
+                    object_key=label.object_key,
+                    source=label.source,
+                    classes=list(label.classes),
+                    voxel_counts=label.voxel_counts,
+                    author=label.author,
+                    tool=label.tool,
+                    params=label.params,
+                    parent_id=label.parent_id,
+                    round=label.round,
+                    created_at=now,
+                )
+            ).inserted_primary_key[0]
+        )
 
     def list_label_versions(self, case_id: str | None = None) -> list[LabelVersionRecord]:
         """Label versions (of one case, or all), oldest first."""
@@ -206,9 +236,11 @@ class Project:
 
     def get_label_version(self, version_id: int) -> LabelVersionRecord:
         """The label version ``version_id``; raises `NotFoundError`."""
-        query = (select(label_versions, cases.c.case_id)
-                 .join(cases, label_versions.c.case_pk == cases.c.id)
-                 .where(label_versions.c.id == version_id))
+        query = (
+            select(label_versions, cases.c.case_id)
+            .join(cases, label_versions.c.case_pk == cases.c.id)
+            .where(label_versions.c.id == version_id)
+        )
         with self.engine.connect() as connection:
             row = connection.execute(query).first()
         if row is None:
@@ -239,17 +271,29 @@ def _database_url(root: Path, config: ProjectConfig) -> str:
 
 def _case_record(row: Row, images: Sequence[Row]) -> CaseRecord:
     return CaseRecord(
-        pk=row.id, case_id=row.case_id, shape=tuple(row.shape), affine=np.asarray(row.affine),
+        pk=row.id,
+        case_id=row.case_id,
+        shape=tuple(row.shape),
+        affine=np.asarray(row.affine),
         dtype=row.dtype,
         images=tuple(ImageRecord(i.channel, i.path, i.size_bytes, i.sha256, i.copied) for i in images),
-        added_at=row.added_at, added_by=row.added_by,
+        added_at=row.added_at,
+        added_by=row.added_by,
     )
 
 
 def _label_record(row: Row) -> LabelVersionRecord:
     return LabelVersionRecord(
-        id=row.id, case_id=row.case_id, object_key=row.object_key, source=row.source,
-        classes=tuple(row.classes), voxel_counts=dict(row.voxel_counts), author=row.author,
-        tool=row.tool, params=dict(row.params), parent_id=row.parent_id, round=row.round,
+        id=row.id,
+        case_id=row.case_id,
+        object_key=row.object_key,
+        source=row.source,
+        classes=tuple(row.classes),
+        voxel_counts=dict(row.voxel_counts),
+        author=row.author,
+        tool=row.tool,
+        params=dict(row.params),
+        parent_id=row.parent_id,
+        round=row.round,
         created_at=row.created_at,
     )
