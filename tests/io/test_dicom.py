@@ -20,9 +20,10 @@ AXIAL = np.array(  # the usual axial CT grid: I -> right-to-left, J -> anterior-
 
 
 def _oblique() -> np.ndarray:
-    turn, tilt = 0.3, 0.2
-    rotation = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]])
-    rotation = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]]) @ rotation
+    c, s = np.cos(0.3), np.sin(0.3)  # turned 0.3 rad about z ...
+    turn = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    c, s = np.cos(0.2), np.sin(0.2)  # ... then tilted 0.2 rad about x
+    rotation = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ turn
     affine = np.eye(4)
     affine[:3, :3] = rotation @ np.diag([0.7, 0.8, 1.3])
     affine[:3, 3] = [10.1, -20.3, 5.7]
@@ -58,7 +59,18 @@ def test_write_then_read_round_trips_array_and_affine(tmp_path):
     again = read_volume(_write(volume, tmp_path / "again"))
     np.testing.assert_array_equal(again.array, array)
     np.testing.assert_array_equal(again.affine, AXIAL)
-    assert again.meta["series_uid"] != volume.meta["series_uid"]  # a new series every time
+    assert again.meta["series_uid"] != volume.meta["series_uid"]  # a new series every time ...
+    assert again.meta["study_uid"] == volume.meta["study_uid"]  # ... in the same study
+
+
+def test_left_handed_grid_reads_back_with_slices_reversed(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    affine = AXIAL @ np.diag([1.0, 1.0, -1.0, 1.0])  # K runs feet-ward
+    volume = read_volume(_write(Volume(array, affine), tmp_path / "ct"))
+    np.testing.assert_array_equal(volume.array, array[:, :, ::-1])
+    last = affine @ [0, 0, 3, 1]  # the same voxel centres, counted the other way
+    np.testing.assert_array_equal(volume.affine[:, 3], last)
+    np.testing.assert_array_equal(volume.affine[:3, :3], AXIAL[:3, :3])
 
 
 def test_oblique_series_round_trips_exactly_once_read(tmp_path):
@@ -117,7 +129,8 @@ def test_shuffled_unnamed_files_are_sorted_by_position(tmp_path):
     array = rng.integers(-100, 100, (5, 4, 6)).astype(np.int16)
     folder = _write(Volume(array, AXIAL), tmp_path / "ct")
     files = sorted(folder.iterdir())
-    for index, name in zip(rng.permutation(len(files)), ("q", "b", "z", "a", "m", "c"), strict=True):
+    names = ("q", "b", "z", "a", "m", "c")  # no extension, not in slice order
+    for index, name in zip(rng.permutation(len(files)), names, strict=True):
         dataset = pydicom.dcmread(files[index])
         dataset.InstanceNumber = int(rng.integers(1, 100))
         dataset.save_as(folder / name)
@@ -169,7 +182,7 @@ def test_real_series_matches_its_nifti_label_and_simpleitk():
     assert volume.spacing == (0.9765625, 0.9765625, 2.0)  # SliceThickness says 3 mm: overlapping
     label = nib.load(folder / "label_totalseg_fast.nii.gz")
     assert label.shape == volume.spatial_shape
-    # The label (TotalSegmentator via dcm2niix) stores the rows bottom-up: its J axis is ours reversed.
+    # The label (TotalSegmentator, via dcm2niix) stores rows bottom-up: its J runs against ours.
     reverse_rows = np.array([[1, 0, 0, 0], [0, -1, 0, 511], [0, 0, 1, 0], [0, 0, 0, 1]])
     np.testing.assert_allclose(volume.affine @ reverse_rows, label.affine, atol=1e-3)
 

@@ -106,3 +106,24 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
     with pytest.raises(Exception):  # noqa: B017, PT011 - nibabel refuses complex64 NRRD? any error will do
         write_volume(bad, tmp_path / "x.nrrd")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_blocked_gzip_is_plain_gzip_and_reads_back_in_parallel(monkeypatch, tmp_path, rng):
+    import gzip
+
+    from segloop.io import gzip_blocks
+
+    monkeypatch.setattr(gzip_blocks, "BLOCK_BYTES", 1000)  # many members on a small array
+    array = rng.integers(0, 50, (20, 20, 20)).astype(np.int16)
+    path = write_volume(Volume(array, np.eye(4)), tmp_path / "x.nii.gz")
+    assert gzip_blocks._member_spans(path.read_bytes()) is not None
+    with gzip.open(path) as stream:
+        header_and_data = stream.read()
+    assert header_and_data[-array.nbytes :] == array.tobytes(order="F")
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.array, array)
+    volume.array[0, 0, 0] = 7  # the array owns a writable buffer
+    data = path.read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[:-100])
+    with pytest.raises(CorruptFileError, match="truncated or corrupt"):
+        read_volume(tmp_path / "cut.nii.gz")

@@ -18,8 +18,13 @@ AFFINE = np.array(
 
 @pytest.mark.parametrize(
     ("shape", "dtype"),
-    [((9, 7, 1), np.uint8), ((9, 7, 1), np.uint16), ((2, 9, 7, 1), np.uint8),
-     ((3, 9, 7, 1), np.uint8), ((4, 9, 7, 1), np.uint8)],
+    [
+        ((9, 7, 1), np.uint8),
+        ((9, 7, 1), np.uint16),
+        ((2, 9, 7, 1), np.uint8),
+        ((3, 9, 7, 1), np.uint8),
+        ((4, 9, 7, 1), np.uint8),
+    ],
 )
 def test_png_round_trips_array_dtype_and_affine(tmp_path, shape, dtype):
     rng = np.random.default_rng(0)
@@ -79,7 +84,8 @@ def test_unwritable_dtypes_and_stacks_are_refused(tmp_path):
 
 def test_pixel_size_from_dpi_else_pixel_units(tmp_path):
     Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "dpi.png", dpi=(254, 127))
-    np.testing.assert_allclose(read_volume(tmp_path / "dpi.png").spacing, (0.1, 0.2, 0.1), rtol=1e-4)
+    spacing = read_volume(tmp_path / "dpi.png").spacing
+    np.testing.assert_allclose(spacing, (0.1, 0.2, 0.1), rtol=1e-4)  # pHYs: whole pixels per metre
     Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "plain.png")
     volume = read_volume(tmp_path / "plain.png")
     assert volume.meta["spacing_unit"] == "pixel"

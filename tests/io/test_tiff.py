@@ -75,8 +75,13 @@ def test_imagej_stack_with_microns_and_channels(tmp_path):
 )
 def test_resolution_tags_give_the_pixel_size(tmp_path, unit, resolution, spacing):
     path = tmp_path / "plain.tif"
-    tifffile.imwrite(path, np.zeros((4, 6), np.uint8), resolution=(resolution, resolution),
-                     resolutionunit=unit, metadata=None)
+    tifffile.imwrite(
+        path,
+        np.zeros((4, 6), np.uint8),
+        resolution=(resolution, resolution),
+        resolutionunit=unit,
+        metadata=None,
+    )
     volume = read_volume(path)
     assert volume.array.shape == (6, 4, 1)
     np.testing.assert_allclose(volume.spacing, (spacing, spacing, spacing))
@@ -103,8 +108,9 @@ def test_rgb_samples_become_the_channel_axis(tmp_path):
 
 
 def test_time_series_is_refused(tmp_path):
-    tifffile.imwrite(tmp_path / "t.tif", np.zeros((2, 3, 4, 5), np.uint8), imagej=True,
-                     metadata={"axes": "TZYX"})
+    tifffile.imwrite(
+        tmp_path / "t.tif", np.zeros((2, 3, 4, 5), np.uint8), imagej=True, metadata={"axes": "TZYX"}
+    )
     with pytest.raises(UnsupportedFormatError, match="got 'TZYX'.*one time point per file"):
         read_volume(tmp_path / "t.tif")
 
@@ -138,7 +144,7 @@ def test_real_pngs_as_a_tiff_stack(tmp_path):
     folder = _real("nih3t3-nuclei-2d")
     names = ["dna-0.png", "dna-1.png", "dna-26.png"]
     stack = np.stack([np.asarray(Image.open(folder / "images" / n)) for n in names])  # Z Y X
-    # No pixel size, like most conversions; without photometric tifffile would store 3 planes as RGB.
+    # No pixel size, like most conversions; without photometric, tifffile stores 3 planes as RGB.
     tifffile.imwrite(tmp_path / "nuclei.tif", stack, photometric="minisblack")
     volume = read_volume(tmp_path / "nuclei.tif")
     assert volume.array.shape == (1344, 1024, 3) and volume.array.dtype == np.uint8
@@ -164,8 +170,13 @@ def test_real_em_stack_in_nanometres(tmp_path):
     stack = np.stack([np.asarray(Image.open(folder / "images" / f"0{k}.png")) for k in range(3)])
     path = tmp_path / "em.tif"
     # ssTEM of the ISBI 2012 challenge: 4 x 4 x 50 nm voxels, written the way Fiji does.
-    tifffile.imwrite(path, stack, imagej=True, resolution=(1 / 0.004, 1 / 0.004),
-                     metadata={"axes": "ZYX", "unit": "um", "spacing": 0.05})
+    tifffile.imwrite(
+        path,
+        stack,
+        imagej=True,
+        resolution=(1 / 0.004, 1 / 0.004),
+        metadata={"axes": "ZYX", "unit": "um", "spacing": 0.05},
+    )
     volume = read_volume(path)
     np.testing.assert_allclose(volume.spacing, (4e-6, 4e-6, 5e-5))
     np.testing.assert_array_equal(volume.array, stack.transpose(2, 1, 0))

@@ -47,6 +47,10 @@ _META_TAGS = {
     "series_description": "SeriesDescription",
 }
 _GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+#: Attributes the CT image IOD requires to be present, even if empty (type 2).
+_EMPTY_TAGS = ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+               "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer",
+               "PositionReferenceIndicator", "KVP", "AcquisitionNumber")  # fmt: skip
 
 
 def _detail(error: Exception) -> str:
@@ -179,21 +183,33 @@ def _read_pixels(paths: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
             )
             raise UnsupportedFormatError(msg) from error
         scales.append(_rescale(dataset))
-    integral = all(p.dtype.kind in "iub" for p in planes) and all(
-        float(s).is_integer() and float(i).is_integer() for s, i in scales
-    )
-    dtype: type[np.generic] = np.float32
-    if integral:
-        ends = [v * s + i for p, (s, i) in zip(planes, scales, strict=True)
-                for v in (int(p.min()), int(p.max()))]
-        dtype = next((t for t in (np.int16, np.int32) if np.iinfo(t).min <= min(ends)
-                      and max(ends) <= np.iinfo(t).max), np.int64)
+    dtype = _rescaled_dtype(planes, scales)
     array = np.empty(shape, dtype)
     for k, (plane, (slope, intercept)) in enumerate(zip(planes, scales, strict=True)):
-        work = plane.astype(np.int64 if integral else np.float64)
-        array[:, :, k] = (work * (int(slope) if integral else slope)
-                          + (int(intercept) if integral else intercept)).T
+        if np.issubdtype(dtype, np.integer):
+            values = plane.astype(np.int64) * int(slope) + int(intercept)
+        else:
+            values = plane.astype(np.float64) * slope + intercept
+        array[:, :, k] = values.T
     return array
+
+
+def _rescaled_dtype(planes: list[np.ndarray], scales: list[tuple[float, float]]) -> type:
+    """int16 (int32, int64) when every rescaled value is an integer that fits, else float32."""
+    integral = all(p.dtype.kind in "iub" for p in planes) and all(
+        slope.is_integer() and intercept.is_integer() for slope, intercept in scales
+    )
+    if not integral:
+        return np.float32
+    ends = [
+        value * slope + intercept
+        for plane, (slope, intercept) in zip(planes, scales, strict=True)
+        for value in (int(plane.min()), int(plane.max()))
+    ]
+    for dtype in (np.int16, np.int32):
+        if np.iinfo(dtype).min <= min(ends) and max(ends) <= np.iinfo(dtype).max:
+            return dtype
+    return np.int64
 
 
 def read(path: Path) -> Volume:
@@ -243,8 +259,11 @@ def read(path: Path) -> Volume:
     affine = _geometry_affine(geometry, path)
     shape = (int(first.Columns), int(first.Rows), len(slices))
     array = _read_pixels([p for p, _ in slices], shape)
-    meta: dict[str, Any] = {key: str(first.get(tag)) for key, tag in _META_TAGS.items()
-                            if first.get(tag) not in (None, "")}
+    meta: dict[str, Any] = {
+        key: str(first.get(tag))
+        for key, tag in _META_TAGS.items()
+        if first.get(tag) not in (None, "")
+    }
     meta["dicom_geometry"] = geometry
     return Volume(array, affine, meta)
 
@@ -317,9 +336,7 @@ def _slice_dataset(volume: Volume, dtype: np.dtype, common: dict[str, str]) -> D
     dataset.PatientID = str(volume.meta.get("patient_id") or "anonymous")
     dataset.SeriesDescription = str(volume.meta.get("series_description") or "segloop")
     dataset.ImageType = ["DERIVED", "SECONDARY"]
-    for tag in ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer",
-                "PositionReferenceIndicator", "KVP", "AcquisitionNumber"):
+    for tag in _EMPTY_TAGS:
         setattr(dataset, tag, "")
     dataset.SeriesNumber = 1
     dataset.SamplesPerPixel = 1
@@ -334,6 +351,12 @@ def _slice_dataset(volume: Volume, dtype: np.dtype, common: dict[str, str]) -> D
 
 def write(volume: Volume, path: Path) -> None:
     """Write ``volume`` as a CT Image Storage series, one file per slice, into folder ``path``.
+
+    The series gets new series, frame-of-reference and instance UIDs; it joins the study in
+    ``meta["study_uid"]`` when there is one (a new study otherwise). Modality, PatientID and
+    SeriesDescription come from ``meta`` ("OT", "anonymous", "segloop" without). A left-handed
+    affine (slices stacked against row x column) is written at the right positions but reads
+    back with K reversed, since readers sort slices along the normal.
 
     Args:
         volume: a 3D ``(I, J, K)`` integer volume with values in int16 or uint16 range; I becomes
@@ -352,11 +375,13 @@ def write(volume: Volume, path: Path) -> None:
         raise UnsupportedFormatError(msg)
     dtype = _stored_dtype(volume.array)
     geometry = _geometry_from_affine(volume)
-    row, column = _unit(np.array(geometry["orientation"][:3])), _unit(
-        np.array(geometry["orientation"][3:]))
-    normal = np.cross(row, column)
-    common = {"study_uid": str(volume.meta.get("study_uid") or generate_uid()),
-              "series_uid": generate_uid(), "frame_uid": generate_uid()}
+    orientation = np.array(geometry["orientation"], float)
+    normal = np.cross(_unit(orientation[:3]), _unit(orientation[3:]))
+    common = {
+        "study_uid": str(volume.meta.get("study_uid") or generate_uid()),
+        "series_uid": generate_uid(),
+        "frame_uid": generate_uid(),
+    }
     for k, position in enumerate(geometry["positions"]):
         dataset = _slice_dataset(volume, dtype, common)
         dataset.InstanceNumber = k + 1

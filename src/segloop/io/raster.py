@@ -31,12 +31,25 @@ from segloop.errors import CorruptFileError, UnsupportedFormatError
 __all__ = ["read", "write"]
 
 _AFFINE_KEY = "segloop:affine"
-_GREY_MODES = {"1": np.uint8, "L": np.uint8, "P": np.uint8, "I": np.int32,
-               "I;16": np.uint16, "I;16L": np.uint16, "I;16B": np.uint16, "I;16N": np.uint16}
+_GREY_MODES = {
+    "1": np.uint8,
+    "L": np.uint8,
+    "P": np.uint8,
+    "I": np.int32,
+    "I;16": np.uint16,
+    "I;16L": np.uint16,
+    "I;16B": np.uint16,
+    "I;16N": np.uint16,
+}
 _COLOUR_MODES = ("LA", "RGB", "RGBA")
-_PNG_MODES = {(np.dtype(np.uint8), 1): "L", (np.dtype(np.uint16), 1): "I;16",
-              (np.dtype(bool), 1): "1", (np.dtype(np.uint8), 2): "LA",
-              (np.dtype(np.uint8), 3): "RGB", (np.dtype(np.uint8), 4): "RGBA"}
+_PNG_MODES = {
+    (np.dtype(np.uint8), 1): "L",
+    (np.dtype(np.uint16), 1): "I;16",
+    (np.dtype(bool), 1): "1",
+    (np.dtype(np.uint8), 2): "LA",
+    (np.dtype(np.uint8), 3): "RGB",
+    (np.dtype(np.uint8), 4): "RGBA",
+}
 
 
 def _stored_affine(image: Image.Image) -> str | None:
@@ -44,7 +57,7 @@ def _stored_affine(image: Image.Image) -> str | None:
     comment = image.info.get("comment", b"")
     prefix = f"{_AFFINE_KEY}=".encode()
     if text is None and isinstance(comment, bytes) and comment.startswith(prefix):
-        text = comment[len(prefix):].decode("ascii")
+        text = comment[len(prefix) :].decode("ascii")
     return text
 
 
@@ -92,6 +105,9 @@ def read(path: Path) -> Volume:
             affine = _affine(image, path, meta)
             if mode == "P":
                 meta["palette"] = image.getpalette()
+    except Image.DecompressionBombError as error:
+        msg = f"{path}: {error}; store images this large as TIFF"
+        raise UnsupportedFormatError(msg) from error
     except (OSError, SyntaxError) as error:
         msg = f"{path}: cannot decode the image ({error}); the file is truncated or corrupt"
         raise CorruptFileError(msg) from error

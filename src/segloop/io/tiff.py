@@ -32,8 +32,15 @@ from segloop.errors import CorruptFileError, UnsupportedFormatError
 
 __all__ = ["read", "write"]
 
-_MM_PER_UNIT = {"micron": 1e-3, "microns": 1e-3, "um": 1e-3, "µm": 1e-3, "nm": 1e-6,
-                "mm": 1.0, "cm": 10.0}
+_MM_PER_UNIT = {
+    "micron": 1e-3,
+    "microns": 1e-3,
+    "um": 1e-3,
+    "µm": 1e-3,
+    "nm": 1e-6,
+    "mm": 1.0,
+    "cm": 10.0,
+}
 _MM_PER_RESOLUTION_UNIT = {2: 25.4, 3: 10.0}  # TIFF ResolutionUnit: 2 inch, 3 centimetre
 
 
@@ -41,8 +48,11 @@ def _to_xyz(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
     """Reorder tifffile's ``axes`` to ``(X, Y, Z)`` or ``(C, X, Y, Z)``."""
     channels = [a for a in axes if a in "CS"]
     extra = [a for a in axes if a not in "YXCS"]
-    if "Y" not in axes or "X" not in axes or len(channels) > 1 or extra not in (
-        [], ["Z"], ["I"], ["Q"]
+    if (
+        "Y" not in axes
+        or "X" not in axes
+        or len(channels) > 1
+        or extra not in ([], ["Z"], ["I"], ["Q"])
     ):
         msg = (
             f"{path}: expected TIFF axes Y, X with optional Z (or one page axis I/Q) and one"
@@ -91,8 +101,10 @@ def _affine(tif: tifffile.TiffFile, meta: dict) -> np.ndarray:
 
 
 def _expected_size(tif: tifffile.TiffFile) -> int | None:
-    """Voxel count the file's shaped or ImageJ description promises (a broken page chain reads
-    short without an error otherwise)."""
+    """Voxel count the shaped or ImageJ description promises, or None.
+
+    A broken page chain otherwise reads short without an error.
+    """
     if tif.is_shaped and tif.shaped_metadata and "shape" in tif.shaped_metadata[0]:
         return int(np.prod(tif.shaped_metadata[0]["shape"]))
     if tif.is_imagej and tif.imagej_metadata and "images" in tif.imagej_metadata:
@@ -122,8 +134,15 @@ def read(path: Path) -> Volume:
             affine = _affine(tif, meta)
             axes = series.axes
             expected = _expected_size(tif)
-    except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, struct.error,
-            zlib.error) as error:
+    except (
+        tifffile.TiffFileError,
+        ValueError,
+        OSError,
+        EOFError,
+        IndexError,
+        struct.error,
+        zlib.error,
+    ) as error:
         msg = f"{path}: cannot read as TIFF ({error}); the file is truncated or corrupt"
         raise CorruptFileError(msg) from error
     if expected is not None and data.size != expected:

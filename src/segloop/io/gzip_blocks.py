@@ -1,0 +1,120 @@
+"""Block-parallel gzip: standard multi-member gzip, (de)compressed on every core by ISA-L.
+
+The payload is cut into blocks of `BLOCK_BYTES`; each block becomes one gzip member, compressed
+in a thread (ISA-L releases the GIL). Concatenated members are plain gzip (RFC 1952) that every
+reader opens (zlib, Python's gzip, ITK, nibabel). The first member's header carries an index in an
+``FEXTRA`` subfield ``SL``: the byte length of every member's body, so a reader finds the members
+without inflating and decompresses them in parallel too. Files without the index are inflated
+as one stream.
+
+Written by hand because no package pairs a parallel member layout with a fast codec: pgzip and
+mgzip do this on zlib (about 2.5x slower to inflate here than ISA-L), BGZF caps blocks at 64 KiB.
+"""
+
+from __future__ import annotations
+
+import struct
+from concurrent.futures import ThreadPoolExecutor
+
+from isal import igzip
+
+__all__ = ["BLOCK_BYTES", "compress_blocks", "decompress_blocks"]
+
+#: Uncompressed bytes per gzip member.
+BLOCK_BYTES = 8 << 20
+_PLAIN_HEADER_BYTES = 10
+_TRAILER_BYTES = 8
+_INDEX_ID = b"SL"
+_FLAG_EXTRA = 0x04
+
+
+def _compress_member(block: memoryview, level: int) -> bytes:
+    member = igzip.compress(block, compresslevel=level, mtime=0)
+    if member[3] != 0:  # a header with optional fields: cannot be re-headed safely
+        msg = "unexpected gzip header flags from ISA-L"
+        raise ValueError(msg)
+    return member
+
+
+def compress_blocks(data: bytes | bytearray | memoryview, *, level: int = 2, threads: int = 2) -> list[bytes]:
+    """Compress ``data`` into gzip members (the first one carrying the member index).
+
+    Args:
+        data: the payload.
+        level: ISA-L level 0-3.
+        threads: compression threads.
+
+    Returns:
+        The members; their concatenation is one valid gzip file.
+
+    Examples:
+        >>> import gzip
+        >>> gzip.decompress(b"".join(compress_blocks(b"abc" * 1000))) == b"abc" * 1000
+        True
+    """
+    view = memoryview(data).cast("B")
+    blocks = [view[start : start + BLOCK_BYTES] for start in range(0, max(len(view), 1), BLOCK_BYTES)]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        members = list(pool.map(lambda block: _compress_member(block, level), blocks))
+    bodies = [len(m) - _PLAIN_HEADER_BYTES for m in members]
+    index = struct.pack(f"<I{len(bodies)}I", len(bodies), *bodies)
+    subfield = _INDEX_ID + struct.pack("<H", len(index)) + index
+    first = members[0]
+    header = first[:3] + bytes([_FLAG_EXTRA]) + first[4:_PLAIN_HEADER_BYTES]
+    members[0] = header + struct.pack("<H", len(subfield)) + subfield + first[_PLAIN_HEADER_BYTES:]
+    return members
+
+
+def _member_spans(raw: bytes) -> list[tuple[int, int]] | None:
+    """(start, stop) of every member, from the index; None when the file has no valid index."""
+    if len(raw) < 12 or raw[:3] != b"\x1f\x8b\x08" or raw[3] != _FLAG_EXTRA:
+        return None
+    extra_length = struct.unpack_from("<H", raw, _PLAIN_HEADER_BYTES)[0]
+    extra = raw[_PLAIN_HEADER_BYTES + 2 : _PLAIN_HEADER_BYTES + 2 + extra_length]
+    if extra[:2] != _INDEX_ID or len(extra) < 8:
+        return None
+    count = struct.unpack_from("<I", extra, 4)[0]
+    if len(extra) != 8 + 4 * count:
+        return None
+    bodies = struct.unpack_from(f"<{count}I", extra, 8)
+    spans = []
+    start = 0
+    for number, body in enumerate(bodies):
+        header = _PLAIN_HEADER_BYTES + (2 + extra_length if number == 0 else 0)
+        spans.append((start, start + header + body))
+        start += header + body
+    if start != len(raw) or any(raw[s : s + 3] != b"\x1f\x8b\x08" for s, _ in spans):
+        return None
+    return spans
+
+
+def decompress_blocks(raw: bytes, *, threads: int = 2) -> bytearray:
+    """Inflate a gzip file (members in parallel when it has segloop's index).
+
+    Returns:
+        A writable buffer (numpy can wrap it without a copy).
+
+    Raises:
+        EOFError, OSError: truncated or corrupt data (from ISA-L).
+    """
+    spans = _member_spans(raw)
+    if spans is None:
+        return bytearray(igzip.decompress(raw))
+    sizes = [struct.unpack_from("<I", raw, stop - 4)[0] for _, stop in spans]
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
+    output = bytearray(offsets[-1])
+    target = memoryview(output)
+
+    def inflate(number: int) -> None:
+        start, stop = spans[number]
+        block = igzip.decompress(raw[start:stop])
+        if len(block) != sizes[number]:
+            msg = f"gzip member {number} inflates to {len(block)} bytes, its trailer says {sizes[number]}"
+            raise OSError(msg)
+        target[offsets[number] : offsets[number + 1]] = block
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(inflate, range(len(spans))))
+    return output
