@@ -51,7 +51,9 @@ class Volume:
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
             msg = f"Volume affine must be a finite 4x4 matrix; got shape {affine.shape}"
             raise SegloopError(msg)
-        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        lengths = np.linalg.norm(affine[:3, :3], axis=0)
+        # scale-free: cryo-ET voxels are 1e-7 mm, so test the shape of the axes, not their size
+        if np.any(lengths == 0) or abs(np.linalg.det(affine[:3, :3] / lengths)) < 1e-6:
             msg = f"Volume affine must be invertible; got a singular 3x3 part {affine[:3, :3].tolist()}"
             raise SegloopError(msg)
         object.__setattr__(self, "array", array)

@@ -70,7 +70,7 @@ def write_volume(
         The path written.
     """
     path = Path(path)
-    is_directory = format_name == "dicom" or (path.suffix == "" and path.is_dir())
+    is_directory = format_name == "dicom" or path.suffix == ""  # a folder: a DICOM series
     fmt = _resolve_format(path, format_name, is_directory=is_directory)
     module = load_format_module(fmt)
     writer = atomic_directory if fmt.is_directory else atomic_file

@@ -28,7 +28,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from segloop.core.geometry import flip_ras_lps
@@ -67,10 +67,7 @@ def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
         except InvalidDicomError:
             continue  # not DICOM: README.txt, .DS_Store, ...
         except (EOFError, OSError, ValueError) as error:
-            msg = (
-                f"{path}: cannot read the DICOM header ({_detail(error)}); the file is truncated"
-                " or corrupt"
-            )
+            msg = f"{path}: cannot read the DICOM header ({_detail(error)}); the file is truncated or corrupt"
             raise CorruptFileError(msg) from error
         if "Rows" in header:  # DICOMDIR, reports and RT structures hold no image
             series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append((path, header))
@@ -171,10 +168,7 @@ def _read_pixels(paths: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
             dataset = pydicom.dcmread(path)
             planes.append(dataset.pixel_array)
         except (ValueError, EOFError, OSError) as error:
-            msg = (
-                f"{path}: cannot decode the pixel data ({_detail(error)}); the file is truncated"
-                " or corrupt"
-            )
+            msg = f"{path}: cannot decode the pixel data ({_detail(error)}); the file is truncated or corrupt"
             raise CorruptFileError(msg) from error
         except (RuntimeError, NotImplementedError) as error:
             msg = (
@@ -238,10 +232,7 @@ def read(path: Path) -> Volume:
         raise NotFoundError(msg)
     if len(series) > 1:
         found = "; ".join(_describe(uid, slices) for uid, slices in series.items())
-        msg = (
-            f"{path}: expected one series, found {len(series)}: {found};"
-            " put each series in its own folder"
-        )
+        msg = f"{path}: expected one series, found {len(series)}: {found}; put each series in its own folder"
         raise SegloopError(msg)
     slices = next(iter(series.values()))
     _check_slices(slices)
@@ -260,9 +251,7 @@ def read(path: Path) -> Volume:
     shape = (int(first.Columns), int(first.Rows), len(slices))
     array = _read_pixels([p for p, _ in slices], shape)
     meta: dict[str, Any] = {
-        key: str(first.get(tag))
-        for key, tag in _META_TAGS.items()
-        if first.get(tag) not in (None, "")
+        key: str(first.get(tag)) for key, tag in _META_TAGS.items() if first.get(tag) not in (None, "")
     }
     meta["dicom_geometry"] = geometry
     return Volume(array, affine, meta)
@@ -320,19 +309,22 @@ def _stored_dtype(array: np.ndarray) -> np.dtype:
 
 
 def _slice_dataset(volume: Volume, dtype: np.dtype, common: dict[str, str]) -> Dataset:
-    """A CT Image Storage dataset with everything but the per-slice attributes."""
+    """A dataset with everything but the per-slice attributes: CT Image Storage for CT volumes,
+    Secondary Capture (modality OT unless ``meta`` names one) for everything else."""
     instance_uid = generate_uid()
+    modality = str(volume.meta.get("modality") or "OT")
+    sop_class = CTImageStorage if modality == "CT" else SecondaryCaptureImageStorage
     dataset = Dataset()
     dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    dataset.file_meta.MediaStorageSOPClassUID = sop_class
     dataset.file_meta.MediaStorageSOPInstanceUID = instance_uid
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SOPClassUID = CTImageStorage
+    dataset.SOPClassUID = sop_class
     dataset.SOPInstanceUID = instance_uid
     dataset.StudyInstanceUID = common["study_uid"]
     dataset.SeriesInstanceUID = common["series_uid"]
     dataset.FrameOfReferenceUID = common["frame_uid"]
-    dataset.Modality = str(volume.meta.get("modality") or "OT")
+    dataset.Modality = modality
     dataset.PatientID = str(volume.meta.get("patient_id") or "anonymous")
     dataset.SeriesDescription = str(volume.meta.get("series_description") or "segloop")
     dataset.ImageType = ["DERIVED", "SECONDARY"]
