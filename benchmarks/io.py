@@ -71,7 +71,9 @@ def bench_nifti(folder: Path, repeats: int) -> dict[str, float]:
     }
     # segloop's files must open in the peers exactly
     assert np.array_equal(np.asarray(nib.load(paths["segloop"]).dataobj), array)
-    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(paths["segloop"]))), array.transpose(2, 1, 0))
+    assert np.array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(paths["segloop"]))), array.transpose(2, 1, 0)
+    )
     for name, path in paths.items():
         results[f"size MiB {name}"] = path.stat().st_size / 2**20
     return results
@@ -108,7 +110,10 @@ def main() -> None:
     for key, value in results.items():
         if not key.startswith("size"):
             print(f"{key:<22}{value:>10.3f}")
-    print("file sizes (MiB): " + ", ".join(f"{k[9:]} {v:.1f}" for k, v in results.items() if k.startswith("size")))
+    print(
+        "file sizes (MiB): "
+        + ", ".join(f"{k[9:]} {v:.1f}" for k, v in results.items() if k.startswith("size"))
+    )
     fastest_read = min(results["read nibabel"], results["read SimpleITK"])
     fastest_write = min(results["write nibabel"], results["write SimpleITK"])
     print(f"read:  segloop is {fastest_read / results['read segloop']:.2f}x the faster peer")
