@@ -16,12 +16,13 @@ from __future__ import annotations
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from isal import igzip
 
 __all__ = ["BLOCK_BYTES", "compress_blocks", "decompress_blocks"]
 
 #: Uncompressed bytes per gzip member.
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 4 << 20
 _PLAIN_HEADER_BYTES = 10
 _TRAILER_BYTES = 8
 _INDEX_ID = b"SL"
@@ -88,24 +89,23 @@ def _member_spans(raw: bytes) -> list[tuple[int, int]] | None:
     return spans
 
 
-def decompress_blocks(raw: bytes, *, threads: int = 2) -> bytearray:
+def decompress_blocks(raw: bytes, *, threads: int = 2) -> np.ndarray:
     """Inflate a gzip file (members in parallel when it has segloop's index).
 
     Returns:
-        A writable buffer (numpy can wrap it without a copy).
+        The inflated bytes as a writable ``uint8`` array (views of it need no copy).
 
     Raises:
         EOFError, OSError: truncated or corrupt data (from ISA-L).
     """
     spans = _member_spans(raw)
     if spans is None:
-        return bytearray(igzip.decompress(raw))
+        return np.frombuffer(bytearray(igzip.decompress(raw)), dtype=np.uint8)
     sizes = [struct.unpack_from("<I", raw, stop - 4)[0] for _, stop in spans]
     offsets = [0]
     for size in sizes:
         offsets.append(offsets[-1] + size)
-    output = bytearray(offsets[-1])
-    target = memoryview(output)
+    output = np.empty(offsets[-1], dtype=np.uint8)  # not zeroed: every byte is written below
 
     def inflate(number: int) -> None:
         start, stop = spans[number]
@@ -113,7 +113,7 @@ def decompress_blocks(raw: bytes, *, threads: int = 2) -> bytearray:
         if len(block) != sizes[number]:
             msg = f"gzip member {number} inflates to {len(block)} bytes, its trailer says {sizes[number]}"
             raise OSError(msg)
-        target[offsets[number] : offsets[number + 1]] = block
+        output[offsets[number] : offsets[number + 1]] = np.frombuffer(block, dtype=np.uint8)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         list(pool.map(inflate, range(len(spans))))

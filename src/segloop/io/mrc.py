@@ -129,9 +129,7 @@ def write(volume: Volume, path: Path) -> None:
         raise UnsupportedFormatError(msg)
     linear = volume.affine[:3, :3]
     spacing_mm = np.diag(linear).copy()
-    if np.any(spacing_mm <= 0) or np.any(
-        np.abs(linear - np.diag(spacing_mm)) > 1e-6 * spacing_mm.max()
-    ):
+    if np.any(spacing_mm <= 0) or np.any(np.abs(linear - np.diag(spacing_mm)) > 1e-6 * spacing_mm.max()):
         msg = (
             "MRC has no orientation: expected a diagonal affine with positive voxel sizes; got"
             f" {np.round(linear, 6).tolist()}; reorient or resample the volume, or write NIfTI"
@@ -143,8 +141,6 @@ def write(volume: Volume, path: Path) -> None:
         grid = (int(mrc.header.mx), int(mrc.header.my), int(mrc.header.mz))
         if volume.meta.get("spacing_unit") == "pixel" and np.all(spacing_mm == 1.0):
             grid = (0, 0, 0)  # no cell: reads back as 1.0 per voxel in pixel units
-        for axis, size_mm, n, origin_mm in zip(
-            _AXES, spacing_mm, grid, volume.affine[:3, 3], strict=True
-        ):
+        for axis, size_mm, n, origin_mm in zip(_AXES, spacing_mm, grid, volume.affine[:3, 3], strict=True):
             mrc.header.cella[axis] = size_mm * ANGSTROM_PER_MM * n
             mrc.header.origin[axis] = origin_mm * ANGSTROM_PER_MM

@@ -48,12 +48,7 @@ def _to_xyz(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
     """Reorder tifffile's ``axes`` to ``(X, Y, Z)`` or ``(C, X, Y, Z)``."""
     channels = [a for a in axes if a in "CS"]
     extra = [a for a in axes if a not in "YXCS"]
-    if (
-        "Y" not in axes
-        or "X" not in axes
-        or len(channels) > 1
-        or extra not in ([], ["Z"], ["I"], ["Q"])
-    ):
+    if "Y" not in axes or "X" not in axes or len(channels) > 1 or extra not in ([], ["Z"], ["I"], ["Q"]):
         msg = (
             f"{path}: expected TIFF axes Y, X with optional Z (or one page axis I/Q) and one"
             f" channel axis C/S; got {axes!r} with shape {data.shape} (a time series?);"
