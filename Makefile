@@ -33,7 +33,9 @@ test: lint
 	$(PY) -m pytest -n 2 --durations=15
 
 bench: setup
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/io.py
+	$(PY) benchmarks/segment.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -12,6 +12,7 @@ __all__ = [
     "AFFINE_TOLERANCE_MM",
     "affine_from_spacing",
     "align_to_grid",
+    "axis_of_plane",
     "check_same_grid",
     "embed_in_grid",
     "flip_ras_lps",
@@ -194,3 +195,30 @@ def align_to_grid(
         array, affine = aligned, new_affine
     check_same_grid(target_shape, target_affine, array.shape, affine, what=what, tolerance_mm=tolerance_mm)
     return array
+
+
+#: Anatomical plane -> the world (RAS) axis its slices are perpendicular to.
+_PLANE_NORMALS = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def axis_of_plane(affine: np.ndarray, plane: str) -> int:
+    """The voxel axis whose slices are closest to an anatomical plane.
+
+    Args:
+        affine: ``(4, 4)`` RAS affine of the grid.
+        plane: ``axial``, ``coronal`` or ``sagittal`` (or a voxel axis ``"0"``, ``"1"``, ``"2"``).
+
+    Returns:
+        The voxel axis (0, 1 or 2) to step along to move through slices of that plane.
+
+    Examples:
+        >>> axis_of_plane(np.eye(4), "axial"), axis_of_plane(np.eye(4)[[2, 0, 1, 3]], "axial")
+        (2, 0)
+    """
+    if plane in ("0", "1", "2"):
+        return int(plane)
+    if plane not in _PLANE_NORMALS:
+        msg = f"unknown plane {plane!r}: expected axial, coronal, sagittal or a voxel axis 0, 1, 2"
+        raise GeometryMismatchError(msg)
+    directions = np.abs(np.asarray(affine)[:3, :3]) / np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    return int(np.argmax(directions[_PLANE_NORMALS[plane]]))
