@@ -213,7 +213,7 @@ def axis_of_plane(affine: np.ndarray, plane: str) -> int:
 
     Examples:
         >>> axis_of_plane(np.eye(4), "axial"), axis_of_plane(np.eye(4)[[2, 0, 1, 3]], "axial")
-        (2, 0)
+        (2, 1)
     """
     if plane in ("0", "1", "2"):
         return int(plane)
