@@ -1,0 +1,159 @@
+"""Connected components (islands) of masks and label maps, through connected-components-3d."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+
+from segloop.errors import SegloopError
+
+__all__ = [
+    "bounding_box",
+    "keep_component_at",
+    "keep_largest_component",
+    "keep_largest_per_class",
+    "label_components",
+    "remove_small_components",
+]
+
+_CONNECTIVITY = {3: (6, 18, 26), 2: (4, 8)}
+_TINY_VOXELS = 64
+
+
+def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding every True voxel, grown by ``margin`` voxels (clipped).
+
+    Returns None for an empty mask.
+
+    Examples:
+        >>> bounding_box(np.array([[0, 1, 1, 0]], bool), margin=1)
+        (slice(0, 1, None), slice(0, 4, None))
+    """
+    margins = [margin] * mask.ndim if isinstance(margin, int) else list(margin)
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(
+            slice(max(0, hits[0] - margins[axis]), min(mask.shape[axis], hits[-1] + 1 + margins[axis]))
+        )
+    return tuple(box)
+
+
+def _check_connectivity(mask: np.ndarray, connectivity: int) -> None:
+    allowed = _CONNECTIVITY.get(mask.ndim, ())
+    if connectivity not in allowed:
+        msg = f"connectivity {connectivity} is not valid for a {mask.ndim}D mask: expected one of {allowed}"
+        raise SegloopError(msg)
+
+
+def label_components(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.ndarray, int]:
+    """Number the connected components of a mask.
+
+    Args:
+        mask: ``(I, J, K)`` bool mask.
+        connectivity: 6, 18 or 26 (4 or 8 in 2D).
+
+    Returns:
+        ``(components, n)``: uint32 array (0 background, 1..n components) and the count.
+
+    Examples:
+        >>> label_components(np.array([[[1, 0, 1]]], bool))[1]
+        2
+    """
+    _check_connectivity(mask, connectivity)
+    if mask.size < _TINY_VOXELS:
+        # cc3d 4.1 mis-sizes its union-find on some tiny volumes (e.g. 1x1x3, 26-connected)
+        rank = _CONNECTIVITY[mask.ndim].index(connectivity) + 1
+        structure = ndimage.generate_binary_structure(mask.ndim, rank)
+        components, count = ndimage.label(mask, structure=structure, output=np.uint32)
+        return components, int(count)
+    components, count = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+    return components, int(count)
+
+
+def keep_largest_component(mask: np.ndarray, *, connectivity: int = 26) -> np.ndarray:
+    """The largest connected component of ``mask`` (an empty mask stays empty).
+
+    Examples:
+        >>> keep_largest_component(np.array([[[1, 0, 1, 1]]], bool)).astype(int).tolist()
+        [[[0, 0, 1, 1]]]
+    """
+    result = np.zeros(mask.shape, dtype=bool)
+    box = bounding_box(mask)
+    if box is None:
+        return result
+    crop = np.ascontiguousarray(mask[box], dtype=bool)
+    components, count = label_components(crop, connectivity=connectivity)
+    if count <= 1:
+        result[box] = crop
+        return result
+    # count only foreground voxels: much less work than a bincount over the whole box
+    sizes = np.bincount(components[crop], minlength=count + 1)
+    result[box] = components == np.argmax(sizes)
+    return result
+
+
+def keep_component_at(mask: np.ndarray, point: Sequence[int], *, connectivity: int = 26) -> np.ndarray:
+    """The connected component of ``mask`` that holds voxel ``point`` ``(i, j, k)``.
+
+    Raises:
+        SegloopError: the point lies outside the volume or on a False voxel.
+
+    Examples:
+        >>> keep_component_at(np.array([[[1, 0, 1]]], bool), (0, 0, 2)).astype(int).tolist()
+        [[[0, 0, 1]]]
+    """
+    point = tuple(int(p) for p in point)
+    if len(point) != mask.ndim or any(not 0 <= p < n for p, n in zip(point, mask.shape, strict=True)):
+        msg = f"seed point {point} lies outside the volume of shape {mask.shape}"
+        raise SegloopError(msg)
+    if not mask[point]:
+        msg = f"seed point {point} is not inside the mask: expected a voxel of the island to keep"
+        raise SegloopError(msg)
+    components, _ = label_components(mask, connectivity=connectivity)
+    return components == components[point]
+
+
+def remove_small_components(
+    mask: np.ndarray, *, min_size_voxels: int = 1000, connectivity: int = 26
+) -> np.ndarray:
+    """``mask`` without components smaller than ``min_size_voxels`` (Slicer's default: 1000).
+
+    Examples:
+        >>> remove_small_components(np.array([[[1, 0, 1, 1]]], bool), min_size_voxels=2).astype(int).tolist()
+        [[[0, 0, 1, 1]]]
+    """
+    if min_size_voxels < 0:
+        msg = f"min_size_voxels must be >= 0; got {min_size_voxels}"
+        raise SegloopError(msg)
+    _check_connectivity(mask, connectivity)
+    return cc3d.dust(
+        np.ascontiguousarray(mask, dtype=bool), threshold=min_size_voxels, connectivity=connectivity
+    )
+
+
+def keep_largest_per_class(
+    labels: np.ndarray, classes: Iterable[int] | None = None, *, connectivity: int = 26
+) -> np.ndarray:
+    """Keep only the largest island of each class; removed voxels become 0 (background).
+
+    Args:
+        labels: ``(I, J, K)`` integer label map.
+        classes: the class values to clean (default: every non-zero value present).
+        connectivity: 6, 18 or 26.
+
+    Examples:
+        >>> keep_largest_per_class(np.array([[[1, 0, 1, 1, 2]]])).tolist()
+        [[[0, 0, 1, 1, 2]]]
+    """
+    result = labels.copy()
+    values = [int(v) for v in np.unique(labels) if v != 0] if classes is None else list(classes)
+    for value in values:
+        mask = labels == value
+        result[mask & ~keep_largest_component(mask, connectivity=connectivity)] = 0
+    return result
