@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from segloop.errors import SegloopError
 from segloop.segment.components import (
-    keep_component_at,
+    keep_components_at,
     keep_largest_component,
     keep_largest_per_class,
     remove_small_components,
@@ -95,12 +95,13 @@ def test_islands(rng):
     mask[10:16, 10:16, 10:16] = True  # 216 voxels
     mask[18, 18, 18] = True
     assert keep_largest_component(mask).sum() == 216
-    assert keep_component_at(mask, (2, 2, 2)).sum() == 27
+    assert keep_components_at(mask, [(2, 2, 2)]).sum() == 27
+    assert keep_components_at(mask, [(2, 2, 2), (18, 18, 18)]).sum() == 28
     assert remove_small_components(mask, min_size_voxels=27).sum() == 243
     with pytest.raises(SegloopError, match="not inside the mask"):
-        keep_component_at(mask, (0, 0, 0))
+        keep_components_at(mask, [(0, 0, 0)])
     with pytest.raises(SegloopError, match="outside the volume"):
-        keep_component_at(mask, (0, 0, 40))
+        keep_components_at(mask, [(0, 0, 40)])
     labels = mask.astype(np.uint8) * 2
     labels[18, 18, 18] = 1
     cleaned = keep_largest_per_class(labels)

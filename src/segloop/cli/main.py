@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from segloop.cli.segment import app as segment_app
 from segloop.errors import SegloopError
 
 app = typer.Typer(
@@ -24,11 +25,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
+app.add_typer(segment_app, name="segment")
+
 ProjectArg = Annotated[Path, typer.Argument(help="Project folder.", show_default=False)]
 CaseArg = Annotated[str, typer.Argument(help="Case id (see `segloop status`).", show_default=False)]
 
 
-def _author() -> str:
+def current_user() -> str:
+    """The name recorded as author of what this command stores."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -91,7 +95,7 @@ def add(
         case_id=case_id,
         copy=copy,
         allow_empty=allow_empty,
-        author=_author(),
+        author=current_user(),
     )
     console.print(
         f"added {len(report.added)} cases ({len(report.labeled)} with {source} labels)"

@@ -106,7 +106,7 @@ def print_case(project: Project, case: CaseRecord, versions: Sequence[LabelVersi
         )
     table = Table(title="label versions (oldest first)")
     for column in ("id", "source", "classes", "author", "tool", "parent", "round", "created (UTC)"):
-        table.add_column(column, no_wrap=column != "classes")
+        table.add_column(column, no_wrap=column != "classes", min_width=10 if column == "classes" else None)
     for v in versions:
         table.add_row(
             str(v.id),

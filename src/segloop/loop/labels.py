@@ -25,7 +25,12 @@ __all__ = [
 
 
 def read_schema_labels(
-    path: Path, schema: LabelSchema, shape: Sequence[int], affine: np.ndarray
+    path: Path,
+    schema: LabelSchema,
+    shape: Sequence[int],
+    affine: np.ndarray,
+    *,
+    aliases: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Read a label file as schema values on a case's grid.
 
@@ -38,6 +43,7 @@ def read_schema_labels(
         schema: the project's classes.
         shape: the case's ``(I, J, K)``.
         affine: the case's ``(4, 4)`` affine.
+        aliases: more segment names and their values (e.g. ``{"background": N + 1}`` for scribbles).
 
     Returns:
         ``(labels, classes)``: the ``(I, J, K)`` array in ``schema.dtype`` and, for segmentation
@@ -54,8 +60,9 @@ def read_schema_labels(
         labels = np.zeros(volume.spatial_shape, dtype=schema.dtype)
         names = []
         for segment, mask in segments_to_masks(volume):
-            if segment["name"] == IGNORE_NAME:
-                labels[mask] = schema.ignore_index
+            extra = {IGNORE_NAME: schema.ignore_index, **(aliases or {})}
+            if segment["name"] in extra:
+                labels[mask] = extra[segment["name"]]
                 continue
             labels[mask] = schema.index_of(segment["name"])
             names.append(segment["name"])

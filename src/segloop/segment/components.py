@@ -12,7 +12,7 @@ from segloop.errors import SegloopError
 
 __all__ = [
     "bounding_box",
-    "keep_component_at",
+    "keep_components_at",
     "keep_largest_component",
     "keep_largest_per_class",
     "label_components",
@@ -98,25 +98,28 @@ def keep_largest_component(mask: np.ndarray, *, connectivity: int = 26) -> np.nd
     return result
 
 
-def keep_component_at(mask: np.ndarray, point: Sequence[int], *, connectivity: int = 26) -> np.ndarray:
-    """The connected component of ``mask`` that holds voxel ``point`` ``(i, j, k)``.
+def keep_components_at(
+    mask: np.ndarray, points: Sequence[Sequence[int]], *, connectivity: int = 26
+) -> np.ndarray:
+    """The connected components of ``mask`` that hold the voxels ``points`` (each ``(i, j, k)``).
 
     Raises:
-        SegloopError: the point lies outside the volume or on a False voxel.
+        SegloopError: a point lies outside the volume or on a False voxel.
 
     Examples:
-        >>> keep_component_at(np.array([[[1, 0, 1]]], bool), (0, 0, 2)).astype(int).tolist()
-        [[[0, 0, 1]]]
+        >>> keep_components_at(np.array([[[1, 0, 1, 0, 1]]], bool), [(0, 0, 2)]).astype(int).tolist()
+        [[[0, 0, 1, 0, 0]]]
     """
-    point = tuple(int(p) for p in point)
-    if len(point) != mask.ndim or any(not 0 <= p < n for p, n in zip(point, mask.shape, strict=True)):
-        msg = f"seed point {point} lies outside the volume of shape {mask.shape}"
-        raise SegloopError(msg)
-    if not mask[point]:
-        msg = f"seed point {point} is not inside the mask: expected a voxel of the island to keep"
-        raise SegloopError(msg)
+    seeds = [tuple(int(p) for p in point) for point in points]
+    for point in seeds:
+        if len(point) != mask.ndim or any(not 0 <= p < n for p, n in zip(point, mask.shape, strict=True)):
+            msg = f"seed point {point} lies outside the volume of shape {mask.shape}"
+            raise SegloopError(msg)
+        if not mask[point]:
+            msg = f"seed point {point} is not inside the mask: expected a voxel of an island to keep"
+            raise SegloopError(msg)
     components, _ = label_components(mask, connectivity=connectivity)
-    return components == components[point]
+    return np.isin(components, [components[point] for point in seeds])
 
 
 def remove_small_components(
