@@ -1,0 +1,114 @@
+"""`segloop segment ...`: each tool stores a new version with its parameters; bad input stores nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from segloop.core import Volume
+from segloop.io import read_volume, write_volume
+from segloop.loop.cases import import_cases, init_project
+from segloop.metrics import dice
+from segloop.store import Project
+from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+from tests.conftest import snapshot_project
+
+SHAPE = (40, 40, 24)
+
+
+@pytest.fixture
+def phantom_project(tmp_path):
+    phantom = make_ct_phantom(SHAPE, seed=3)
+    image = write_volume(phantom.image, tmp_path / "data" / "p3_0000.nii.gz")
+    project = init_project(tmp_path / "proj", PHANTOM_CLASSES)
+    import_cases(project, [image])
+    return project, phantom
+
+
+def test_threshold_stores_a_draft_of_one_class_with_its_parameters(run_cli, phantom_project):
+    project, phantom = phantom_project
+    result = run_cli("segment", project.root, "p3", "threshold", "--class", "kidney_left",
+                     "--range", "120,180", "--keep-largest")  # fmt: skip
+    assert result.code == 0, result.err
+    [version] = project.list_label_versions("p3")
+    assert (version.source, version.tool, version.classes) == ("draft", "threshold", ("kidney_left",))
+    assert version.params["low"] == 120 and version.params["keep_largest"] is True
+    labels = project.read_labels(version)
+    truth = phantom.labels.array
+    # both kidneys are 150 HU: the largest island is one of them
+    assert max(dice(labels == 3, truth == 3), dice(labels == 3, truth == 4)) > 0.9
+
+
+def test_postprocess_keeps_the_parent_source_and_links_it(run_cli, phantom_project, tmp_path):
+    project, phantom = phantom_project
+    noisy = phantom.labels.array.copy()
+    noisy[1, 1, 1] = 1  # a speck of liver
+    write_volume(phantom.labels.with_array(noisy), tmp_path / "pseudo" / "p3.nii.gz")
+    other = write_volume(phantom.image, tmp_path / "d2" / "p3b.nii.gz")
+    import_cases(
+        project, [other], case_id="p3b", label_path=tmp_path / "pseudo" / "p3.nii.gz", source="pseudo"
+    )
+    result = run_cli(
+        "segment", project.root, "p3b", "postprocess", "--close-mm", "1.5", "--open-mm", "1.5", "--largest"
+    )
+    assert result.code == 0, result.err
+    parent, child = project.list_label_versions("p3b")
+    assert child.parent_id == parent.id and child.source == "pseudo" and child.tool == "postprocess"
+    cleaned = project.read_labels(child)
+    assert cleaned[1, 1, 1] == 0
+    for value in range(1, 5):
+        assert dice(cleaned == value, phantom.labels.array == value) > 0.9
+
+
+def test_bad_tool_input_stores_nothing(run_cli, phantom_project, tmp_path):
+    project, _ = phantom_project
+    before = snapshot_project(project.root)
+    cases = [
+        (["threshold", "--class", "pancreas", "--range", "0,1"], "unknown class 'pancreas'"),
+        (["threshold", "--class", "liver", "--range", "0"], "--range must be 2 comma-separated numbers"),
+        (["threshold", "--class", "liver", "--range", "5000,6000"], "empty label"),
+        (
+            ["threshold", "--class", "liver", "--range", "-2000,-1500", "--seed", "1,1,1"],
+            "not inside the mask",
+        ),
+        (["threshold", "--class", "liver", "--preset", "spleen"], "unknown preset 'spleen'"),
+        (["postprocess", "--largest"], "no label version"),
+    ]
+    for args, message in cases:
+        result = run_cli("segment", project.root, "p3", *args)
+        assert result.code == 1, args
+        assert message in result.err, (args, result.err)
+        assert result.err.count("\n") == 1
+    assert run_cli("segment", project.root, "nope", "threshold", "--class", "liver", "--otsu").code == 1
+    assert snapshot_project(project.root) == before
+
+
+def test_lungs_by_threshold_and_seeds_on_the_totalsegmentator_ct(run_cli, totalseg, tmp_path):
+    """A loose check: the reference lungs are TotalSegmentator's own output, not manual labels."""
+    labels = read_volume(totalseg / "ct_full" / "label_totalseg_fast.nii.gz").array
+    names = json.loads((totalseg / "class_maps.json").read_text())["total"]
+    lungs = np.isin(labels, [int(k) for k, name in names.items() if name.startswith("lung")])
+    from segloop.segment.components import label_components
+
+    components, count = label_components(lungs)
+    sizes = np.bincount(components.ravel())[1:]
+    seeds = [np.argwhere(components == value)[0] for value in np.argsort(sizes)[::-1][:2] + 1]
+    project = tmp_path / "lungs"
+    assert run_cli("init", project, "--labels", "lung").code == 0
+    assert run_cli("add", project, totalseg / "ct_full" / "image.nii.gz", "--case-id", "ct").code == 0
+    seed_args = [arg for seed in seeds for arg in ("--seed", ",".join(map(str, seed)))]
+    result = run_cli("segment", project, "ct", "threshold", "--class", "lung", "--preset", "lung", *seed_args)
+    assert result.code == 0, result.err
+    opened = Project.open(project)
+    [version] = opened.list_label_versions("ct")
+    assert dice(opened.read_labels(version) == 1, lungs) > 0.8
+
+
+def test_export_of_a_tool_label_is_a_volume_on_the_case_grid(phantom_project, tmp_path):
+    project, _ = phantom_project
+    from segloop.loop.tools import run_threshold
+
+    version = run_threshold(project, "p3", class_name="liver", low=40, high=80, keep_largest=True, author="t")
+    assert isinstance(read_volume(project.objects.path_of(version.object_key)), Volume)
