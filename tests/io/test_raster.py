@@ -11,9 +11,7 @@ from segloop.errors import CorruptFileError, UnsupportedFormatError
 from segloop.io import read_volume, write_volume
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-AFFINE = np.array(
-    [[0.25, 0.0, 0.0, 1.5], [0.0, 0.125, 0.0, -2.0], [0.0, 0.0, 0.25, 3.0], [0, 0, 0, 1]]
-)
+AFFINE = np.array([[0.25, 0.0, 0.0, 1.5], [0.0, 0.125, 0.0, -2.0], [0.0, 0.0, 0.25, 3.0], [0, 0, 0, 1]])
 
 
 @pytest.mark.parametrize(

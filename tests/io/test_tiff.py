@@ -12,9 +12,7 @@ from segloop.errors import CorruptFileError, SegloopError, UnsupportedFormatErro
 from segloop.io import read_volume, write_volume
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-OBLIQUE = np.array(
-    [[2e-4, 1e-5, 0.0, 1.5], [0.0, 2.5e-4, 0.0, -2.25], [0.0, 0.0, 1e-3, 0.125], [0, 0, 0, 1]]
-)
+OBLIQUE = np.array([[2e-4, 1e-5, 0.0, 1.5], [0.0, 2.5e-4, 0.0, -2.25], [0.0, 0.0, 1e-3, 0.125], [0, 0, 0, 1]])
 
 
 @pytest.mark.parametrize(
