@@ -146,6 +146,26 @@ def export(
     console.print(f"wrote {written}")
 
 
+@app.command("export-mesh")
+def export_mesh(
+    project: ProjectArg,
+    case: CaseArg,
+    out: Annotated[Path, typer.Argument(help="Output .stl, .obj or .ply.", show_default=False)],
+    class_name: Annotated[str, typer.Option("--class", help="Class to export.")],
+    smoothing: Annotated[int, typer.Option(help="Taubin smoothing passes (0: exact voxel surface).")] = 10,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+) -> None:
+    """Write the smoothed surface of one class (mm; LPS on disk, as 3D Slicer reads it)."""
+    from segloop.cli.output import console
+    from segloop.loop.tools import export_mesh as write_class_mesh
+    from segloop.store import Project
+
+    written = write_class_mesh(
+        Project.open(project), case, class_name, out, smoothing_iterations=smoothing, overwrite=force
+    )
+    console.print(f"wrote {written}")
+
+
 @app.command()
 def info(path: Annotated[Path, typer.Argument(help="Image or label file, or DICOM folder.")]) -> None:
     """Read one file and print its grid (shape, spacing, orientation) and value range."""

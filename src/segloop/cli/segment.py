@@ -186,3 +186,16 @@ def postprocess(
             author=_author(),
         )
     )
+
+
+@app.command()
+def mesh(
+    context: typer.Context,
+    class_name: ClassOption,
+    stl: Annotated[Path, typer.Option("--stl", help="Closed surface: .stl, .obj or .ply (Slicer's LPS).")],
+) -> None:
+    """Voxelise a closed surface mesh into one class."""
+    from segloop.loop.tools import run_mesh
+
+    project, case = context.obj
+    _report(run_mesh(project, case, class_name=class_name, mesh_path=stl, author=_author()))

@@ -24,10 +24,13 @@ from segloop.loop.labels import compute_effective_label, count_voxels, read_sche
 from segloop.store import CaseRecord, LabelVersionRecord, NewLabel, Project
 
 __all__ = [
+    "current_class_mask",
+    "export_mesh",
     "read_case_image",
     "run_fast_marching",
     "run_grow",
     "run_interpolate",
+    "run_mesh",
     "run_postprocess",
     "run_threshold",
     "store_tool_labels",
@@ -361,3 +364,46 @@ def current_class_mask(project: Project, case: CaseRecord, class_name: str) -> n
         msg = f"case {case.case_id!r} has no {class_name!r} voxel in its effective label"
         raise LabelValueError(msg)
     return assembly.labels == value
+
+
+def run_mesh(
+    project: Project, case_id: str, *, class_name: str, mesh_path: Path, author: str
+) -> LabelVersionRecord:
+    """Voxelise a closed surface (STL/OBJ/PLY, in the case's physical space) into one class."""
+    from segloop.io.mesh import read_mesh
+    from segloop.segment.mesh import mesh_to_mask
+
+    project.config.schema.index_of(class_name)
+    case = project.get_case(case_id)
+    mesh = read_mesh(mesh_path)
+    mask = mesh_to_mask(mesh.vertices, mesh.faces, case.shape, case.affine)
+    params = {"mesh": _input_params(mesh_path)}
+    return store_tool_labels(
+        project,
+        case,
+        _class_labels(project, mask, class_name),
+        source="draft",
+        classes=[class_name],
+        tool="mesh",
+        params=params,
+        author=author,
+    )
+
+
+def export_mesh(
+    project: Project,
+    case_id: str,
+    class_name: str,
+    out_path: Path,
+    *,
+    smoothing_iterations: int = 10,
+    overwrite: bool = False,
+) -> Path:
+    """Write the surface of one class of a case's effective label (RAS mm; LPS on disk like Slicer)."""
+    from segloop.io.mesh import Mesh, write_mesh
+    from segloop.segment.mesh import mask_to_mesh
+
+    case = project.get_case(case_id)
+    mask = current_class_mask(project, case, class_name)
+    vertices, faces = mask_to_mesh(mask, case.affine, smoothing_iterations=smoothing_iterations)
+    return write_mesh(Mesh(vertices, faces), out_path, overwrite=overwrite)
