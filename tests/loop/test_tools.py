@@ -29,8 +29,17 @@ def phantom_project(tmp_path):
 
 def test_threshold_stores_a_draft_of_one_class_with_its_parameters(run_cli, phantom_project):
     project, phantom = phantom_project
-    result = run_cli("segment", project.root, "p3", "threshold", "--class", "kidney_left",
-                     "--range", "120,180", "--keep-largest")  # fmt: skip
+    result = run_cli(
+        "segment",
+        project.root,
+        "p3",
+        "threshold",
+        "--class",
+        "kidney_left",
+        "--range",
+        "120,180",
+        "--keep-largest",
+    )
     assert result.code == 0, result.err
     [version] = project.list_label_versions("p3")
     assert (version.source, version.tool, version.classes) == ("draft", "threshold", ("kidney_left",))
@@ -92,7 +101,7 @@ def test_lungs_by_threshold_and_seeds_on_the_totalsegmentator_ct(run_cli, totals
     lungs = np.isin(labels, [int(k) for k, name in names.items() if name.startswith("lung")])
     from segloop.segment.components import label_components
 
-    components, count = label_components(lungs)
+    components, _ = label_components(lungs)
     sizes = np.bincount(components.ravel())[1:]
     seeds = [np.argwhere(components == value)[0] for value in np.argsort(sizes)[::-1][:2] + 1]
     project = tmp_path / "lungs"
@@ -112,3 +121,105 @@ def test_export_of_a_tool_label_is_a_volume_on_the_case_grid(phantom_project, tm
 
     version = run_threshold(project, "p3", class_name="liver", low=40, high=80, keep_largest=True, author="t")
     assert isinstance(read_volume(project.objects.path_of(version.object_key)), Volume)
+
+
+def _scribbles(labels: np.ndarray, background: int) -> np.ndarray:
+    """A few strokes per organ (its eroded core on 3 slices) and a background shell."""
+    from scipy import ndimage
+
+    seeds = np.zeros_like(labels)
+    for value in np.unique(labels[labels > 0]):
+        core = ndimage.binary_erosion(labels == value, iterations=1)
+        slices = np.flatnonzero(core.any(axis=(0, 1)))
+        for k in slices[[len(slices) // 4, len(slices) // 2, 3 * len(slices) // 4]]:
+            seeds[:, :, k][core[:, :, k]] = value
+    shell = ndimage.binary_dilation(labels > 0, iterations=3) & ~ndimage.binary_dilation(
+        labels > 0, iterations=1
+    )
+    seeds[shell] = background
+    return seeds
+
+
+def test_grow_stores_the_scribbles_as_sparse_and_the_result_as_their_draft_child(
+    run_cli, phantom_project, tmp_path
+):
+    project, phantom = phantom_project
+    background = project.config.schema.ignore_index
+    seeds = _scribbles(phantom.labels.array, background)
+    path = write_volume(phantom.labels.with_array(seeds), tmp_path / "scribbles.nii.gz")
+    result = run_cli("segment", project.root, "p3", "grow", "--seeds", path)
+    assert result.code == 0, result.err
+    sparse, draft = project.list_label_versions("p3")
+    assert (sparse.source, draft.source, draft.parent_id) == ("sparse", "draft", sparse.id)
+    assert draft.params["seeds"]["sha256"] == sparse.params["seeds"]["sha256"]
+    drawn = project.read_labels(sparse)
+    assert np.all(drawn[seeds == 0] == background)  # unpainted: ignore
+    assert np.all(drawn[seeds == background] == 0)  # background scribble: background
+    grown = project.read_labels(draft)
+    assert dice(grown == 1, phantom.labels.array == 1) > 0.9
+
+
+def test_interpolate_from_seven_slices(run_cli, phantom_project, tmp_path):
+    project, phantom = phantom_project
+    liver = phantom.labels.array == 1
+    slices = np.flatnonzero(liver.any(axis=(0, 1)))
+    drawn = np.zeros_like(phantom.labels.array)
+    chosen = np.linspace(slices[0], slices[-1], 7).round().astype(int)
+    drawn[:, :, chosen] = np.where(liver[:, :, chosen], 1, 0)
+    path = write_volume(phantom.labels.with_array(drawn), tmp_path / "slices.nii.gz")
+    result = run_cli("segment", project.root, "p3", "interpolate", "--class", "liver", "--slices", path)
+    assert result.code == 0, result.err
+    sparse, draft = project.list_label_versions("p3")
+    assert sparse.params["annotated_slices"] == chosen.tolist()
+    assert dice(project.read_labels(draft) == 1, liver) > 0.9
+    sparse_labels = project.read_labels(sparse)
+    other = [k for k in range(SHAPE[2]) if k not in chosen]
+    assert np.all(sparse_labels[:, :, other] == project.config.schema.ignore_index)
+
+
+def test_mesh_round_trip_through_the_cli(run_cli, phantom_project, tmp_path):
+    project, _ = phantom_project
+    from segloop.loop.tools import run_threshold
+
+    run_threshold(project, "p3", class_name="liver", low=40, high=80, keep_largest=True, author="t")
+    out = tmp_path / "liver.stl"
+    assert run_cli("export-mesh", project.root, "p3", out, "--class", "liver", "--smoothing", "0").code == 0
+    assert run_cli("segment", project.root, "p3", "mesh", "--class", "liver", "--stl", out).code == 0
+    first, second = project.list_label_versions("p3")
+    np.testing.assert_array_equal(project.read_labels(first), project.read_labels(second))
+    assert run_cli("export-mesh", project.root, "p3", out, "--class", "liver").code == 1  # exists
+
+
+def test_contours_in_mm_become_sparse_slices_and_a_filled_draft(run_cli, phantom_project, tmp_path):
+    from segloop.segment.contours import make_polygon_document, mask_to_polygons
+
+    project, phantom = phantom_project
+    liver = phantom.labels.array == 1
+    slices = np.flatnonzero(liver.any(axis=(0, 1)))
+    chosen = np.linspace(slices[0], slices[-1], 6).round().astype(int)
+    drawn = np.zeros_like(liver)
+    drawn[:, :, chosen] = liver[:, :, chosen]
+    polygons = mask_to_polygons(drawn, 2)
+    document = make_polygon_document({"liver": polygons}, 2, affine=phantom.image.affine, coordinates="mm")
+    path = tmp_path / "contours.json"
+    path.write_text(json.dumps(document))
+    result = run_cli("segment", project.root, "p3", "contours", "--polygons", path, "--fill-between")
+    assert result.code == 0, result.err
+    sparse, draft = project.list_label_versions("p3")
+    assert (sparse.tool, draft.tool, draft.parent_id) == ("contours", "fill-between-slices", sparse.id)
+    on_slices = project.read_labels(sparse)[:, :, chosen] == 1
+    assert dice(on_slices, liver[:, :, chosen]) > 0.95
+    assert dice(project.read_labels(draft) == 1, liver) > 0.9
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "axis": 2,
+                "coordinates": "voxel",
+                "classes": {"liver": [{"slice": 99, "points": [[0, 0], [0, 2], [2, 0]]}]},
+            }
+        )
+    )
+    result = run_cli("segment", project.root, "p3", "contours", "--polygons", bad)
+    assert result.code == 1 and result.err.count("\n") == 1
+    assert len(project.list_label_versions("p3")) == 2

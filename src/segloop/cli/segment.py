@@ -162,6 +162,33 @@ def interpolate(
 
 
 @app.command()
+def contours(
+    context: typer.Context,
+    polygons: Annotated[Path, typer.Option(help="JSON polygon document (see segloop.segment.contours).")],
+    class_name: Annotated[str | None, typer.Option("--class", help="Only this class.")] = None,
+    fill_between: Annotated[
+        bool, typer.Option("--fill-between", help="Also fill between the slices.")
+    ] = False,
+    smooth: Annotated[float, typer.Option(help="Smoothing of the filled result (mm).")] = 0.0,
+) -> None:
+    """Polygons drawn on slices → masks on those slices (optionally filled between them)."""
+    from segloop.loop.tools import run_contours
+
+    project, case = context.obj
+    _report(
+        *run_contours(
+            project,
+            case,
+            polygons_path=polygons,
+            class_name=class_name,
+            fill_between=fill_between,
+            smoothing_mm=smooth,
+            author=_author(),
+        )
+    )
+
+
+@app.command()
 def postprocess(
     context: typer.Context,
     close_mm: Annotated[float, typer.Option(help="Closing radius (mm).")] = 0.0,

@@ -27,6 +27,7 @@ __all__ = [
     "current_class_mask",
     "export_mesh",
     "read_case_image",
+    "run_contours",
     "run_fast_marching",
     "run_grow",
     "run_interpolate",
@@ -407,3 +408,87 @@ def export_mesh(
     mask = current_class_mask(project, case, class_name)
     vertices, faces = mask_to_mesh(mask, case.affine, smoothing_iterations=smoothing_iterations)
     return write_mesh(Mesh(vertices, faces), out_path, overwrite=overwrite)
+
+
+def run_contours(
+    project: Project,
+    case_id: str,
+    *,
+    polygons_path: Path,
+    class_name: str | None = None,
+    fill_between: bool = False,
+    smoothing_mm: float = 0.0,
+    author: str,
+) -> list[LabelVersionRecord]:
+    """Polygons drawn on slices (a JSON polygon document) → one ``sparse`` version per class.
+
+    The drawn slices are labelled (inside the polygons: the class; elsewhere: background), all
+    other slices are *ignore*. With ``fill_between`` each class is also filled between its slices
+    into a ``draft`` whose parent is that sparse version.
+    """
+    import json
+
+    from segloop.segment.contours import read_polygons
+    from segloop.segment.interpolate import fill_between_slices
+
+    schema = project.config.schema
+    case = project.get_case(case_id)
+    try:
+        document = json.loads(Path(polygons_path).read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        msg = f"polygon file {polygons_path} does not exist"
+        raise NotFoundError(msg) from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        msg = f"{polygons_path}: not valid JSON ({error})"
+        raise SegloopError(msg) from error
+    parsed = read_polygons(document, case.shape, case.affine)
+    names = [class_name] if class_name else list(parsed.classes)
+    for name in names:
+        schema.index_of(name)
+        if name not in parsed.classes:
+            msg = f"{polygons_path} has no polygons for class {name!r}: it has {', '.join(parsed.classes)}"
+            raise SegloopError(msg)
+    masks = {name: mask for name, mask in parsed.to_masks(case.shape).items() if name in names}
+    spacing = tuple(float(s) for s in np.linalg.norm(case.affine[:3, :3], axis=0))
+    planned = []  # compute everything before storing anything
+    for name in names:
+        slices = sorted({int(p["slice"]) for p in parsed.classes[name]})
+        drawn = np.full(case.shape, schema.ignore_index, dtype=schema.dtype)
+        index = [slice(None)] * 3
+        index[parsed.axis] = slices
+        drawn[tuple(index)] = np.where(masks[name][tuple(index)], schema.index_of(name), 0)
+        filled = None
+        if fill_between:
+            filled = fill_between_slices(
+                masks[name], parsed.axis, spacing_mm=spacing, smoothing_mm=smoothing_mm, annotated=slices
+            )
+        planned.append((name, slices, drawn, filled))
+    params = {"polygons": _input_params(polygons_path), "axis": parsed.axis, "smoothing_mm": smoothing_mm}
+    stored = []
+    for name, slices, drawn, filled in planned:
+        sparse = store_tool_labels(
+            project,
+            case,
+            drawn,
+            source="sparse",
+            classes=[name],
+            tool="contours",
+            params={**params, "annotated_slices": slices},
+            author=author,
+        )
+        stored.append(sparse)
+        if filled is not None:
+            stored.append(
+                store_tool_labels(
+                    project,
+                    case,
+                    _class_labels(project, filled, name),
+                    source="draft",
+                    classes=[name],
+                    tool="fill-between-slices",
+                    params={**params, "annotated_slices": slices},
+                    author=author,
+                    parent_id=sparse.id,
+                )
+            )
+    return stored
