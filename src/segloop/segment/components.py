@@ -72,7 +72,9 @@ def label_components(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.nd
         structure = ndimage.generate_binary_structure(mask.ndim, rank)
         components, count = ndimage.label(mask, structure=structure, output=np.uint32)
         return components, int(count)
-    components, count = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+    # cc3d 4.1 mislabels some 2D bool arrays (connectivity 8); a uint8 view of the same bytes is right
+    data = mask.view(np.uint8) if mask.dtype == bool else mask
+    components, count = cc3d.connected_components(data, connectivity=connectivity, return_N=True)
     return components, int(count)
 
 
