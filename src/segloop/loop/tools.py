@@ -79,6 +79,31 @@ def store_tool_labels(
     return project.add_label_version(case.case_id, label)
 
 
+def _store_class_draft(
+    project: Project,
+    case: CaseRecord,
+    mask: np.ndarray,
+    class_name: str,
+    *,
+    tool: str,
+    params: dict[str, Any],
+    author: str,
+    parent_id: int | None = None,
+) -> LabelVersionRecord:
+    """Store a tool's mask of one class as a ``draft`` annotating only that class."""
+    return store_tool_labels(
+        project,
+        case,
+        _class_labels(project, mask, class_name),
+        source="draft",
+        classes=[class_name],
+        tool=tool,
+        params=params,
+        author=author,
+        parent_id=parent_id,
+    )
+
+
 def _class_labels(project: Project, mask: np.ndarray, class_name: str) -> np.ndarray:
     schema = project.config.schema
     labels = np.zeros(mask.shape, dtype=schema.dtype)
@@ -134,16 +159,7 @@ def run_threshold(
         "min_size_voxels": min_size_voxels,
         "seed_points": [list(p) for p in seed_points],
     }
-    return store_tool_labels(
-        project,
-        case,
-        _class_labels(project, mask, class_name),
-        source="draft",
-        classes=[class_name],
-        tool="threshold",
-        params=params,
-        author=author,
-    )
+    return _store_class_draft(project, case, mask, class_name, tool="threshold", params=params, author=author)
 
 
 def _read_seeds(project: Project, case: CaseRecord, path: Path) -> np.ndarray:
@@ -231,15 +247,8 @@ def run_fast_marching(
     image = read_case_image(project, case)
     mask = fast_marching(image.array, seeds, spacing_mm=image.spacing, volume_fraction=volume_fraction)
     params = {"seeds": _input_params(seeds_path), "volume_fraction": volume_fraction}
-    return store_tool_labels(
-        project,
-        case,
-        _class_labels(project, mask, class_name),
-        source="draft",
-        classes=[class_name],
-        tool="fast-marching",
-        params=params,
-        author=author,
+    return _store_class_draft(
+        project, case, mask, class_name, tool="fast-marching", params=params, author=author
     )
 
 
@@ -290,12 +299,11 @@ def run_interpolate(
         params=params,
         author=author,
     )
-    draft = store_tool_labels(
+    draft = _store_class_draft(
         project,
         case,
-        _class_labels(project, filled, class_name),
-        source="draft",
-        classes=[class_name],
+        filled,
+        class_name,
         tool="fill-between-slices",
         params=params,
         author=author,
@@ -379,16 +387,7 @@ def run_mesh(
     mesh = read_mesh(mesh_path)
     mask = mesh_to_mask(mesh.vertices, mesh.faces, case.shape, case.affine)
     params = {"mesh": _input_params(mesh_path)}
-    return store_tool_labels(
-        project,
-        case,
-        _class_labels(project, mask, class_name),
-        source="draft",
-        classes=[class_name],
-        tool="mesh",
-        params=params,
-        author=author,
-    )
+    return _store_class_draft(project, case, mask, class_name, tool="mesh", params=params, author=author)
 
 
 def export_mesh(
@@ -479,12 +478,11 @@ def run_contours(
         stored.append(sparse)
         if filled is not None:
             stored.append(
-                store_tool_labels(
+                _store_class_draft(
                     project,
                     case,
-                    _class_labels(project, filled, name),
-                    source="draft",
-                    classes=[name],
+                    filled,
+                    name,
                     tool="fill-between-slices",
                     params={**params, "annotated_slices": slices},
                     author=author,
