@@ -8,8 +8,10 @@ from segloop.store.records import (
     CaseRecord,
     ImageRecord,
     LabelVersionRecord,
+    ModelRecord,
     NewCase,
     NewLabel,
+    PredictionRecord,
 )
 
 __all__ = [
@@ -19,9 +21,11 @@ __all__ = [
     "CaseRecord",
     "ImageRecord",
     "LabelVersionRecord",
+    "ModelRecord",
     "NewCase",
     "NewLabel",
     "ObjectStore",
+    "PredictionRecord",
     "Project",
     "ProjectConfig",
     "compute_label_key",

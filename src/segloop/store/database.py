@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -38,6 +39,8 @@ __all__ = [
     "label_versions",
     "metadata",
     "migrate",
+    "models",
+    "predictions",
     "utc_now",
 ]
 
@@ -98,12 +101,49 @@ events = Table(
 )
 
 
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("author", String(255), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("parent_id", Integer, ForeignKey("models.id"), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("checkpoint", String(4096), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("label_version_ids", JSON, nullable=False),
+    Column("train_case_ids", JSON, nullable=False),
+    Column("val_case_ids", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("round", Integer, nullable=True),
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_pk", Integer, ForeignKey("cases.id"), nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("label_version_id", Integer, ForeignKey("label_versions.id"), nullable=False),
+    Column("uncertainty", String(4096), nullable=False),
+    Column("mean_entropy", Float, nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
 def _create_version_1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[cases, case_images, label_versions, events])
 
 
+def _add_models_and_predictions(connection: Connection) -> None:
+    metadata.create_all(connection, tables=[models, predictions])
+
+
 #: Ordered migrations: entry N brings a database from version N to N + 1.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_version_1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_version_1, _add_models_and_predictions)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

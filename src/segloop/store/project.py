@@ -25,6 +25,8 @@ from segloop.store.database import (
     events,
     label_versions,
     migrate,
+    models,
+    predictions,
     utc_now,
 )
 from segloop.store.objects import ObjectStore
@@ -33,8 +35,10 @@ from segloop.store.records import (
     CaseRecord,
     ImageRecord,
     LabelVersionRecord,
+    ModelRecord,
     NewCase,
     NewLabel,
+    PredictionRecord,
 )
 
 __all__ = ["DATABASE_NAME", "Project"]
@@ -252,6 +256,125 @@ class Project:
         """The ``(I, J, K)`` label array of ``version``."""
         return self.objects.read(version.object_key)
 
+    # -- models and predictions ----------------------------------------------------------------
+
+    def start_model(
+        self,
+        *,
+        author: str,
+        mode: str,
+        parent_id: int | None,
+        config: dict[str, Any],
+        label_version_ids: Sequence[int],
+        train_case_ids: Sequence[str],
+        val_case_ids: Sequence[str],
+        round_number: int | None = None,
+    ) -> ModelRecord:
+        """Record a training run that starts now (status ``running``); its folder is ``models/<id>``."""
+        with self.engine.begin() as connection:
+            model_id = int(
+                connection.execute(
+                    models.insert().values(
+                        created_at=utc_now(),
+                        author=author,
+                        mode=mode,
+                        parent_id=parent_id,
+                        status="running",
+                        checkpoint="",
+                        config=config,
+                        label_version_ids=list(label_version_ids),
+                        train_case_ids=list(train_case_ids),
+                        val_case_ids=list(val_case_ids),
+                        metrics={},
+                        round=round_number,
+                    )
+                ).inserted_primary_key[0]
+            )
+            connection.execute(
+                models.update()
+                .where(models.c.id == model_id)
+                .values(checkpoint=f"models/{model_id}/checkpoint.pt")
+            )
+        return self.get_model(model_id)
+
+    def finish_model(
+        self, model_id: int, *, status: str, metrics: dict[str, Any], config: dict[str, Any]
+    ) -> None:
+        """Mark a training run ``done`` or ``failed`` with its metrics and resolved config."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                models.update()
+                .where(models.c.id == model_id)
+                .values(status=status, metrics=metrics, config=config, finished_at=utc_now())
+            )
+
+    def get_model(self, model_id: int) -> ModelRecord:
+        """The model ``model_id``; raises `NotFoundError`."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(models).where(models.c.id == model_id)).first()
+        if row is None:
+            msg = f"no model {model_id} in {self.root} (see `segloop status`)"
+            raise NotFoundError(msg)
+        return _model_record(row)
+
+    def list_models(self) -> list[ModelRecord]:
+        """All models, oldest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(models).order_by(models.c.id)).all()
+        return [_model_record(row) for row in rows]
+
+    def find_latest_model(self, status: str = "done") -> ModelRecord | None:
+        """The newest model with ``status``, or None."""
+        candidates = [m for m in self.list_models() if m.status == status]
+        return candidates[-1] if candidates else None
+
+    def add_prediction(
+        self,
+        case_id: str,
+        *,
+        model_id: int,
+        label_version_id: int,
+        uncertainty: str,
+        mean_entropy: float,
+        params: dict[str, Any],
+    ) -> PredictionRecord:
+        """Record a prediction (its pseudo version and uncertainty file exist already)."""
+        case = self.get_case(case_id)
+        with self.engine.begin() as connection:
+            connection.execute(
+                predictions.insert().values(
+                    case_pk=case.pk,
+                    model_id=model_id,
+                    label_version_id=label_version_id,
+                    uncertainty=uncertainty,
+                    mean_entropy=mean_entropy,
+                    params=params,
+                    created_at=utc_now(),
+                )
+            )
+        return self.list_predictions(case_id)[-1]
+
+    def list_predictions(self, case_id: str | None = None) -> list[PredictionRecord]:
+        """Predictions (of one case, or all), oldest first."""
+        query = select(predictions, cases.c.case_id).join(cases, predictions.c.case_pk == cases.c.id)
+        if case_id is not None:
+            query = query.where(cases.c.case_id == case_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.order_by(predictions.c.id)).all()
+        return [
+            PredictionRecord(
+                r.id,
+                r.case_id,
+                r.model_id,
+                r.label_version_id,
+                r.uncertainty,
+                float(r.mean_entropy),
+                dict(r.params),
+                r.created_at,
+            )
+            for r in rows
+        ]
+
     # -- events ------------------------------------------------------------------------------
 
     def log_event(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
@@ -296,4 +419,23 @@ def _label_record(row: Row) -> LabelVersionRecord:
         parent_id=row.parent_id,
         round=row.round,
         created_at=row.created_at,
+    )
+
+
+def _model_record(row: Row) -> ModelRecord:
+    return ModelRecord(
+        id=row.id,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        author=row.author,
+        mode=row.mode,
+        parent_id=row.parent_id,
+        status=row.status,
+        checkpoint=row.checkpoint,
+        config=dict(row.config),
+        label_version_ids=tuple(row.label_version_ids),
+        train_case_ids=tuple(row.train_case_ids),
+        val_case_ids=tuple(row.val_case_ids),
+        metrics=dict(row.metrics),
+        round=row.round,
     )

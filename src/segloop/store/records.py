@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SOURCES", "CaseRecord", "ImageRecord", "LabelVersionRecord", "NewCase", "NewLabel"]
+__all__ = [
+    "SOURCES",
+    "CaseRecord",
+    "ImageRecord",
+    "LabelVersionRecord",
+    "ModelRecord",
+    "NewCase",
+    "NewLabel",
+    "PredictionRecord",
+]
 
 #: Label sources, from most to least trusted (see `segloop.core.assembly`).
 SOURCES = ("original", "revised", "sparse", "draft", "pseudo")
@@ -82,4 +91,38 @@ class LabelVersionRecord:
     params: dict[str, Any]
     parent_id: int | None
     round: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A trained (or training) model: its config, what it saw, and how it scored."""
+
+    id: int
+    created_at: datetime
+    finished_at: datetime | None
+    author: str
+    mode: str
+    parent_id: int | None
+    status: str
+    checkpoint: str
+    config: dict[str, Any]
+    label_version_ids: tuple[int, ...]
+    train_case_ids: tuple[str, ...]
+    val_case_ids: tuple[str, ...]
+    metrics: dict[str, Any]
+    round: int | None
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """A model's prediction of a case: the pseudo label version and its uncertainty file."""
+
+    id: int
+    case_id: str
+    model_id: int
+    label_version_id: int
+    uncertainty: str
+    mean_entropy: float
+    params: dict[str, Any]
     created_at: datetime
