@@ -146,6 +146,108 @@ def export(
     console.print(f"wrote {written}")
 
 
+@app.command("train")
+def train_command(
+    project: ProjectArg,
+    dims: Annotated[int, typer.Option(help="2: slice-wise network; 3: patch-wise.")] = 2,
+    mode: Annotated[
+        str, typer.Option(help="full (fresh weights) or continual (from the last model).")
+    ] = "full",
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Wall-time budget (validation included).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    init_weights: Annotated[Path | None, typer.Option(help="A segloop checkpoint to start from.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    seed: Annotated[int, typer.Option(help="Seeds weights and sampling.")] = 0,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="CT window WIDTH,LEVEL in stored units (default 400,40 HU; segloop.toml [defaults] window)."
+        ),
+    ] = None,
+) -> None:
+    """Train a network on every labelled case (ignore voxels teach nothing)."""
+    from segloop.cli.output import console, training_progress
+    from segloop.engine.config import TrainConfig
+    from segloop.loop.training import train_project
+    from segloop.store import Project
+
+    opened = Project.open(project)
+    settings: dict = {"dims": dims, "seed": seed, "modality": opened.config.modality}
+    if epochs is not None:
+        settings["epochs"] = epochs
+    if minutes is not None:
+        settings["time_budget_min"] = minutes
+    window_text = window or opened.config.defaults.get("window")
+    if window_text:
+        settings["window"] = tuple(float(v) for v in str(window_text).replace(" ", "").split(","))
+    config = TrainConfig(**settings)
+    with training_progress() as on_progress:
+        model = train_project(
+            opened,
+            config,
+            mode=mode,
+            device=device,
+            init_weights=init_weights,
+            resume=resume,
+            on_progress=on_progress,
+            author=current_user(),
+        )
+    dice = model.metrics.get("best_mean_dice")
+    console.print(
+        f"model {model.id}: {model.metrics.get('epochs')} epochs, best validation Dice"
+        f" {dice if dice is None else round(dice, 3)}, checkpoint {model.checkpoint}"
+    )
+
+
+@app.command("predict")
+def predict_command(
+    project: ProjectArg,
+    cases: Annotated[str | None, typer.Option(help="Case ids, comma separated (default: all).")] = None,
+    unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Only cases without labels.")] = False,
+    model: Annotated[int | None, typer.Option(help="Model id (default: the newest finished).")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Also average a pass flipped along axis 0.")] = False,
+    postprocess: Annotated[str | None, typer.Option(help="e.g. close,open,largest (2 mm radii).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Predict cases: each becomes a pseudo label version with probabilities and entropy."""
+    from segloop.cli.output import console
+    from segloop.engine.config import InferConfig
+    from segloop.loop.training import predict_cases
+    from segloop.store import Project
+
+    steps = _split(postprocess)
+    unknown = sorted(set(steps) - {"close", "open", "largest", "fill"})
+    if unknown:
+        raise typer.BadParameter(f"unknown post-processing {unknown}: expected close, open, largest, fill")
+    options = (
+        {
+            "close_mm": 2.0 if "close" in steps else 0.0,
+            "open_mm": 2.0 if "open" in steps else 0.0,
+            "keep_largest": "largest" in steps,
+            "fill": "fill" in steps,
+        }
+        if steps
+        else None
+    )
+    records = predict_cases(
+        Project.open(project),
+        _split(cases) or None,
+        unlabeled=unlabeled,
+        model_id=model,
+        infer_config=InferConfig(tta_flips=(0,) if tta else ()),
+        postprocess=options,
+        device=device,
+        author=current_user(),
+        on_case=lambda case_id: console.print(f"predicting {case_id}"),
+    )
+    for record in records:
+        console.print(
+            f"{record.case_id}: pseudo version {record.label_version_id},"
+            f" mean entropy {record.mean_entropy:.4f}"
+        )
+
+
 @app.command("export-mesh")
 def export_mesh(
     project: ProjectArg,

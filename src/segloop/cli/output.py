@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -133,3 +135,39 @@ def print_volume_info(path: Path, volume: Volume) -> None:
         console.print(
             f"  segment {segment['name']!r}: value {segment['label_value']}, layer {segment['layer']}"
         )
+
+
+@contextmanager
+def training_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A rich progress bar fed by the engine's progress dicts (loss, validation Dice, time left)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("left ~{task.fields[left]}"),
+        console=console,
+    ) as progress:
+        task = progress.add_task("training", total=None, status="starting", left="?")
+
+        def on_progress(state: dict[str, Any]) -> None:
+            eta = state.get("eta_s")
+            elapsed = state.get("elapsed_s") or 0.0
+            total = elapsed + eta if eta is not None else None
+            dice = state.get("best_dice")
+            loss = state.get("loss")
+            status = f"loss {loss:.3f}" if loss is not None else ""
+            if dice is not None:
+                status += f"  best val Dice {dice:.3f}"
+            progress.update(
+                task,
+                description=f"epoch {state.get('epoch', 0) + 1}",
+                total=total,
+                completed=elapsed,
+                status=status,
+                left=f"{eta:.0f} s" if eta is not None else "?",
+            )
+
+        yield on_progress

@@ -1,0 +1,70 @@
+"""The learning engine (torch + MONAI): networks, data with the ignore label, train, predict, evaluate.
+
+Importing ``segloop.engine`` is cheap: torch and MONAI load on first use of a name below, so the
+rest of segloop can hold a reference to the engine without paying for torch at start-up.
+`TrainConfig` and `InferConfig` never import torch.
+
+Modules: `config` (settings), `networks` (name -> MONAI constructor), `data` (cases, normalisation,
+resampling, sampler), `losses` (Dice + CE with ignore), `train`, `infer` (predict, load_model),
+`uncertainty` (entropy, disagreement), `evaluate` (Dice, HD95, surface Dice), `checkpoint`,
+`device`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "Case",
+    "InferConfig",
+    "Prediction",
+    "TrainConfig",
+    "TrainResult",
+    "TrainedModel",
+    "build_network",
+    "class_entropy",
+    "dice_ce_loss",
+    "dice_per_class",
+    "disagreement",
+    "evaluate_labels",
+    "load_model",
+    "predict",
+    "resolve_device",
+    "train",
+    "voxel_entropy",
+]
+
+_HOMES = {
+    "Case": "data",
+    "InferConfig": "config",
+    "Prediction": "infer",
+    "TrainConfig": "config",
+    "TrainResult": "train",
+    "TrainedModel": "infer",
+    "build_network": "networks",
+    "class_entropy": "uncertainty",
+    "dice_ce_loss": "losses",
+    "dice_per_class": "evaluate",
+    "disagreement": "uncertainty",
+    "evaluate_labels": "evaluate",
+    "load_model": "infer",
+    "predict": "infer",
+    "resolve_device": "device",
+    "train": "train",
+    "voxel_entropy": "uncertainty",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

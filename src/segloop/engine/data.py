@@ -1,0 +1,427 @@
+"""Cases in memory, intensity normalisation, resampling and the training sampler.
+
+A `Case` keeps its image in the stored dtype (int16 CT stays int16: 2 bytes a voxel, not a
+float32 copy) and its labels as uint8/uint16 schema values, where the ignore value
+(``n_classes``, i.e. `LabelSchema.ignore_index`) marks voxels that teach nothing. Normalisation
+is an affine map with clipping applied per batch on the fly; its four numbers are computed once
+per case (`IntensityParameters`).
+
+The `PatchSampler` draws 2D slices (along one array axis) or 3D patches, mostly centred on
+annotated foreground (a class drawn uniformly among those the case holds, then one of its
+voxels, nnU-Net style), otherwise on a random annotated voxel; slices or patches that hold only
+ignored voxels are never drawn. Everything random comes from one ``numpy.random.Generator``
+seeded by the config, whose state is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from segloop.engine.config import TrainConfig
+from segloop.errors import GeometryMismatchError, LabelValueError, SegloopError
+
+__all__ = [
+    "Case",
+    "IntensityParameters",
+    "PatchSampler",
+    "PreparedCase",
+    "compute_intensity_parameters",
+    "normalize_intensity",
+    "prepare_case",
+    "resample_image",
+    "resample_labels",
+    "resolve_patch_size",
+    "resolve_slice_axis",
+    "split_cases",
+]
+
+# At most this many voxel positions are kept per class (and for "any annotated voxel") per case:
+# enough to sample from, small next to the image (50,000 x 4 bytes).
+_MAX_LOCATIONS = 50_000
+_STATS_SAMPLE = 1_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One case in memory.
+
+    Args:
+        case_id: the store's case id (used in messages and validation reports).
+        image: ``(I, J, K)`` intensities in their stored dtype (e.g. int16); never copied to float32.
+        labels: ``(I, J, K)`` uint8/uint16 schema values (0 background, 1..N classes, N + 1
+            ignore), or None for an unlabelled case.
+        spacing: voxel size in mm along I, J, K.
+    """
+
+    case_id: str
+    image: np.ndarray
+    labels: np.ndarray | None
+    spacing: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3:
+            msg = f"case {self.case_id}: image must be 3D (I, J, K); got shape {self.image.shape}"
+            raise SegloopError(msg)
+        if self.labels is not None:
+            if self.labels.shape != self.image.shape:
+                msg = (
+                    f"case {self.case_id}: labels shape {self.labels.shape} does not match image shape"
+                    f" {self.image.shape}"
+                )
+                raise GeometryMismatchError(msg)
+            if not np.issubdtype(self.labels.dtype, np.integer):
+                msg = f"case {self.case_id}: labels must be an integer array; got {self.labels.dtype}"
+                raise LabelValueError(msg)
+        if len(self.spacing) != 3 or not all(s > 0 for s in self.spacing):
+            msg = f"case {self.case_id}: spacing must be 3 positive numbers (mm); got {self.spacing}"
+            raise SegloopError(msg)
+
+
+@dataclass(frozen=True)
+class IntensityParameters:
+    """``normalised = (clip(x, low, high) - shift) * scale`` for one case."""
+
+    low: float
+    high: float
+    shift: float
+    scale: float
+    pad_value: float
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedCase:
+    """A training case on its training grid with what the sampler needs.
+
+    Attributes:
+        case: the case (resampled when the config has a target spacing).
+        intensity: its normalisation.
+        foreground: class value -> flat voxel indices of that class (at most 50,000, random subset).
+        annotated: flat indices of not-ignored voxels (random subset), or None when none is ignored.
+        annotated_fraction: fraction of voxels that are not ignored.
+    """
+
+    case: Case
+    intensity: IntensityParameters
+    foreground: dict[int, np.ndarray] = field(default_factory=dict)
+    annotated: np.ndarray | None = None
+    annotated_fraction: float = 1.0
+
+
+def compute_intensity_parameters(image: np.ndarray, config: TrainConfig) -> IntensityParameters:
+    """The normalisation of one image by ``config.modality`` (computed on a subsample if large).
+
+    Args:
+        image: ``(I, J, K)`` array of any numeric dtype.
+        config: uses ``modality``, ``window`` and ``percentiles``.
+
+    Returns:
+        `IntensityParameters`. CT: clip to ``level ± width/2``, scale to [0, 1]; MR/other: z-score;
+        microscopy/EM/cryo-ET: clip to the percentiles, scale to [0, 1].
+
+    Examples:
+        >>> p = compute_intensity_parameters(np.zeros((2, 2, 2), np.int16), TrainConfig())
+        >>> (p.low, p.high, p.shift, p.scale)
+        (-160.0, 240.0, -160.0, 0.0025)
+    """
+    kind = config.normalization
+    if kind == "window":
+        width, level = config.window
+        low = level - width / 2.0
+        return IntensityParameters(low, low + width, low, 1.0 / width, low)
+    flat = image.reshape(-1)
+    step = max(1, flat.size // _STATS_SAMPLE)
+    sample = flat[::step].astype(np.float64)
+    if kind == "zscore":
+        mean, std = float(sample.mean()), float(sample.std())
+        return IntensityParameters(-math.inf, math.inf, mean, 1.0 / max(std, 1e-8), float(sample.min()))
+    low, high = (float(v) for v in np.percentile(sample, config.percentiles))
+    return IntensityParameters(low, high, low, 1.0 / max(high - low, 1e-8), low)
+
+
+def normalize_intensity(
+    batch: torch.Tensor, low: torch.Tensor, high: torch.Tensor, shift, scale
+) -> torch.Tensor:
+    """Clip and scale a float batch in place, one parameter set per sample.
+
+    Args:
+        batch: ``(B, C, *spatial)`` float32 tensor (stored values); modified in place and returned.
+        low, high, shift, scale: ``(B,)`` tensors (or floats) of `IntensityParameters` fields.
+    """
+    shape = (-1,) + (1,) * (batch.ndim - 1)
+
+    def per_sample(value):
+        return torch.as_tensor(value, dtype=batch.dtype, device=batch.device).reshape(shape)
+
+    torch.clamp(batch, per_sample(low), per_sample(high), out=batch)
+    batch.sub_(per_sample(shift)).mul_(per_sample(scale))
+    return batch
+
+
+def _target_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
+
+
+def resample_image(
+    image: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float]
+) -> np.ndarray:
+    """Resample an image to ``target_spacing`` (trilinear), keeping its dtype (integers are rounded).
+
+    Args:
+        image: ``(I, J, K)`` array.
+        spacing: its voxel size in mm.
+        target_spacing: the wanted voxel size in mm.
+
+    Returns:
+        The resampled ``(I', J', K')`` array, ``I' = round(I * spacing / target)``; the input itself
+        when the grid does not change.
+    """
+    shape = _target_shape(image.shape, spacing, target_spacing)
+    if shape == image.shape:
+        return image
+    values = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    result = torch.nn.functional.interpolate(values, size=shape, mode="trilinear", align_corners=False)[0, 0]
+    result = result.numpy()
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        result = np.clip(np.rint(result), info.min, info.max)
+    return result.astype(image.dtype)
+
+
+def resample_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour resampling of a label array to ``shape`` (dtype kept)."""
+    shape = tuple(int(n) for n in shape)
+    if shape == labels.shape:
+        return labels
+    values = torch.from_numpy(labels.astype(np.int16 if labels.dtype == np.uint8 else np.int32))
+    result = torch.nn.functional.interpolate(values[None, None].float(), size=shape, mode="nearest-exact")
+    return result[0, 0].numpy().astype(labels.dtype)
+
+
+def _compact_labels(labels: np.ndarray, n_classes: int, case_id: str) -> np.ndarray:
+    top = int(labels.max(initial=0))
+    low = int(labels.min(initial=0))
+    if low < 0 or top > n_classes:
+        msg = (
+            f"case {case_id}: labels hold values {low}..{top}; expected 0..{n_classes - 1} (classes)"
+            f" and {n_classes} (ignore)"
+        )
+        raise LabelValueError(msg)
+    dtype = np.uint8 if n_classes <= 255 else np.uint16
+    return labels if labels.dtype == dtype else labels.astype(dtype)
+
+
+def prepare_case(case: Case, config: TrainConfig, n_classes: int, *, seed: int = 0) -> PreparedCase:
+    """Resample (if ``config.target_spacing``), check labels and index foreground for sampling.
+
+    Args:
+        case: a labelled case.
+        config: the training config.
+        n_classes: output classes with background (the ignore value is ``n_classes``).
+        seed: seeds the random subset of kept voxel positions.
+
+    Raises:
+        LabelValueError: labels missing or outside ``0..n_classes``.
+    """
+    if case.labels is None:
+        msg = f"case {case.case_id} has no labels: training needs labelled cases"
+        raise LabelValueError(msg)
+    image, labels, spacing = case.image, _compact_labels(case.labels, n_classes, case.case_id), case.spacing
+    if config.target_spacing is not None:
+        image = resample_image(image, spacing, config.target_spacing)
+        labels = resample_labels(labels, image.shape)
+        spacing = tuple(float(s) for s in config.target_spacing)
+    rng = np.random.default_rng(seed)
+    flat = labels.reshape(-1)
+    foreground_index = np.flatnonzero((flat > 0) & (flat < n_classes))
+    foreground_values = flat[foreground_index]
+    foreground = {}
+    for value in np.unique(foreground_values).tolist():
+        positions = foreground_index[foreground_values == value]
+        if positions.size > _MAX_LOCATIONS:
+            positions = np.sort(rng.choice(positions, _MAX_LOCATIONS, replace=False))
+        foreground[int(value)] = positions.astype(np.int32 if flat.size < 2**31 else np.int64)
+    ignored = flat == n_classes
+    n_ignored = int(np.count_nonzero(ignored))
+    annotated = None
+    if n_ignored:
+        positions = np.flatnonzero(~ignored)
+        if positions.size > _MAX_LOCATIONS:
+            positions = np.sort(rng.choice(positions, _MAX_LOCATIONS, replace=False))
+        annotated = positions.astype(np.int32 if flat.size < 2**31 else np.int64)
+    prepared = Case(case.case_id, image, labels, spacing)  # type: ignore[arg-type]
+    return PreparedCase(
+        prepared,
+        compute_intensity_parameters(image, config),
+        foreground,
+        annotated,
+        1.0 - n_ignored / flat.size,
+    )
+
+
+def resolve_slice_axis(config: TrainConfig, spacings: Sequence[Sequence[float]]) -> int:
+    """``config.slice_axis``, or the axis with the largest median spacing (ties: the last such axis).
+
+    Examples:
+        >>> resolve_slice_axis(TrainConfig(), [(0.8, 0.8, 3.0)])
+        2
+    """
+    if config.slice_axis is not None:
+        return config.slice_axis
+    median = np.median(np.asarray(spacings, dtype=float).reshape(-1, 3), axis=0)
+    return int(np.flatnonzero(median >= median.max() * (1 - 1e-6))[-1])
+
+
+def resolve_patch_size(
+    config: TrainConfig, shapes: Sequence[Sequence[int]], slice_axis: int, divisor: int
+) -> tuple[int, ...]:
+    """``config.patch_size``, or the largest in-plane shape (2D) / 64³ (3D), rounded up to ``divisor``."""
+    if config.patch_size is not None:
+        size = config.patch_size
+    elif config.dims == 2:
+        planes = [[n for axis, n in enumerate(shape) if axis != slice_axis] for shape in shapes]
+        size = tuple(int(v) for v in np.max(np.asarray(planes), axis=0))
+    else:
+        size = (64, 64, 64)
+    return tuple(int(math.ceil(s / divisor) * divisor) for s in size)
+
+
+def split_cases(case_ids: Sequence[str], config: TrainConfig) -> tuple[list[str], list[str]]:
+    """Training and validation case ids: ``config.validation_case_ids`` or a seeded fraction.
+
+    Examples:
+        >>> split_cases(["a", "b", "c", "d", "e"], TrainConfig(validation_case_ids=("c",)))
+        (['a', 'b', 'd', 'e'], ['c'])
+    """
+    ids = list(case_ids)
+    if config.validation_case_ids is not None:
+        unknown = sorted(set(config.validation_case_ids) - set(ids))
+        if unknown:
+            msg = f"validation case ids {', '.join(unknown)} are not among the labelled cases"
+            raise SegloopError(msg)
+        chosen = set(config.validation_case_ids)
+    else:
+        count = round(len(ids) * config.validation_fraction)
+        count = min(count, len(ids) - 1) if len(ids) > 1 else 0
+        order = np.random.default_rng(config.seed).permutation(len(ids))
+        chosen = {ids[i] for i in order[:count]}
+    return [i for i in ids if i not in chosen], [i for i in ids if i in chosen]
+
+
+class PatchSampler:
+    """Draws training batches from prepared cases (2D slices or 3D patches).
+
+    Args:
+        cases: prepared training cases (at least one with an annotated voxel).
+        config: uses ``dims``, ``batch_size``, ``foreground_ratio``, ``flip_axes``,
+            ``intensity_augmentation``.
+        n_classes: output classes with background (ignore value ``n_classes``).
+        patch_size: resolved patch (2 sizes for 2D in the order of the in-plane axes, 3 for 3D).
+        slice_axis: the array axis 2D slices are taken along (unused for 3D).
+        seed: seeds the generator (its state is `state` / `set_state`).
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[PreparedCase],
+        config: TrainConfig,
+        *,
+        n_classes: int,
+        patch_size: Sequence[int],
+        slice_axis: int,
+        seed: int,
+    ) -> None:
+        self.cases = [c for c in cases if c.annotated_fraction > 0]
+        if not self.cases:
+            msg = (
+                "no training case has an annotated voxel: label some voxels (all are ignore or no case given)"
+            )
+            raise SegloopError(msg)
+        self.config = config
+        self.n_classes = n_classes
+        self.patch_size = tuple(int(s) for s in patch_size)
+        self.slice_axis = slice_axis
+        self.rng = np.random.default_rng(seed)
+        self.plane_axes = tuple(a for a in range(3) if a != slice_axis) if config.dims == 2 else (0, 1, 2)
+        self.flip_dims = tuple(
+            self.plane_axes.index(a) for a in config.flip_axes if a in self.plane_axes
+        )  # positions within the patch's spatial dims
+
+    @property
+    def state(self) -> dict:
+        """The generator state (plain data, for checkpoints)."""
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        """Restore a generator state from `state`."""
+        self.rng.bit_generator.state = state
+
+    def _centre(self, prepared: PreparedCase) -> tuple[int, int, int]:
+        """A voxel to centre the sample on: foreground (by class) or any annotated voxel."""
+        rng = self.rng
+        shape = prepared.case.image.shape
+        if prepared.foreground and rng.random() < self.config.foreground_ratio:
+            classes = sorted(prepared.foreground)
+            positions = prepared.foreground[classes[int(rng.integers(len(classes)))]]
+            flat = int(positions[int(rng.integers(positions.size))])
+        elif prepared.annotated is not None:
+            flat = int(prepared.annotated[int(rng.integers(prepared.annotated.size))])
+        else:
+            flat = int(rng.integers(int(np.prod(shape))))
+        return tuple(int(v) for v in np.unravel_index(flat, shape))  # type: ignore[return-value]
+
+    def _window(self, centre: int, size: int, extent: int) -> int:
+        """Start of a window of ``size`` that holds ``centre`` at a random position (kept in bounds)."""
+        start = centre - int(self.rng.integers(size))
+        return min(max(start, 0), max(extent - size, 0)) if extent >= size else (extent - size) // 2
+
+    def _extract(self, prepared: PreparedCase, centre: tuple[int, int, int], image_out, label_out) -> None:
+        image, labels = prepared.case.image, prepared.case.labels
+        source, target = [], []
+        for axis in range(3):
+            if self.config.dims == 2 and axis == self.slice_axis:
+                source.append(centre[axis])
+                continue
+            size = self.patch_size[self.plane_axes.index(axis)]
+            extent = image.shape[axis]
+            start = self._window(centre[axis], size, extent)
+            lo, hi = max(start, 0), min(start + size, extent)
+            source.append(slice(lo, hi))
+            target.append(slice(lo - start, hi - start))
+        source, target = tuple(source), tuple(target)
+        image_out.fill(prepared.intensity.pad_value)
+        label_out.fill(self.n_classes)
+        image_out[target] = image[source]
+        label_out[target] = labels[source]  # type: ignore[index]
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch.
+
+        Returns:
+            ``images``: ``(B, 1, *patch)`` float32, normalised; ``labels``: ``(B, *patch)`` int64 with
+            ignored voxels (and padding) = ``n_classes``.
+        """
+        batch = self.config.batch_size
+        images = np.empty((batch, 1, *self.patch_size), dtype=np.float32)
+        labels = np.empty((batch, *self.patch_size), dtype=np.uint8 if self.n_classes <= 255 else np.int32)
+        params = np.empty((4, batch), dtype=np.float64)
+        for b in range(batch):
+            prepared = self.cases[int(self.rng.integers(len(self.cases)))]
+            self._extract(prepared, self._centre(prepared), images[b, 0], labels[b])
+            p = prepared.intensity
+            params[:, b] = (p.low, p.high, p.shift, p.scale)
+            for dim in self.flip_dims:
+                if self.rng.random() < 0.5:
+                    images[b, 0] = np.flip(images[b, 0], dim).copy()
+                    labels[b] = np.flip(labels[b], dim).copy()
+        tensor = normalize_intensity(torch.from_numpy(images), *(torch.from_numpy(row) for row in params))
+        if self.config.intensity_augmentation:
+            scale = self.rng.uniform(0.9, 1.1, batch).astype(np.float32)
+            shift = self.rng.uniform(-0.1, 0.1, batch).astype(np.float32)
+            shape = (-1,) + (1,) * (tensor.ndim - 1)
+            tensor.mul_(torch.from_numpy(scale).reshape(shape)).add_(torch.from_numpy(shift).reshape(shape))
+        return tensor, torch.from_numpy(labels).long()

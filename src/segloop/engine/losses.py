@@ -1,0 +1,80 @@
+"""Dice + cross-entropy that learns nothing from ignored voxels (nnU-Net's ignore label).
+
+- Cross-entropy uses ``ignore_index``: ignored voxels add nothing to the sum nor to the count it
+  is averaged over. A batch without any annotated voxel gives a zero loss (with a graph, so
+  ``backward`` still works).
+- Dice is computed on probabilities and one-hot targets multiplied by the not-ignored mask, so
+  true positives, false positives and false negatives all count annotated voxels only. It is a
+  *batch* Dice (sums over the batch and space, as nnU-Net's ``batch_dice``) over the foreground
+  classes present in the batch's annotated reference. A class absent from the reference is left
+  out of the Dice mean: its Dice would be ~0 whatever the network does (a constant with no useful
+  gradient); its false positives are still penalised by the cross-entropy. A batch with no
+  foreground class gets a Dice term of 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual alias
+
+__all__ = ["dice_ce_loss"]
+
+
+def dice_ce_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int,
+    dice_weight: float = 1.0,
+    ce_weight: float = 1.0,
+    smooth: float = 1e-5,
+) -> torch.Tensor:
+    """Cross-entropy + (1 - soft Dice), both over not-ignored voxels only.
+
+    Args:
+        logits: ``(B, C, *spatial)`` float network output (C classes, background included).
+        labels: ``(B, *spatial)`` integer targets in ``0..C-1``, or ``ignore_index`` to leave out.
+        ignore_index: the ignore value (``C`` for segloop schemas: `LabelSchema.ignore_index`).
+        dice_weight: weight of the Dice term.
+        ce_weight: weight of the cross-entropy term.
+        smooth: added to the Dice numerator and denominator.
+
+    Returns:
+        A scalar tensor. Changing ``labels`` only where they equal ``ignore_index`` (or changing
+        ``logits`` only at those voxels) leaves it unchanged.
+
+    Examples:
+        >>> logits = torch.zeros(1, 3, 4, 4)
+        >>> labels = torch.full((1, 4, 4), 3)
+        >>> float(dice_ce_loss(logits, labels, ignore_index=3))
+        0.0
+    """
+    n_classes = logits.shape[1]
+    labels = labels.long()
+    mask = labels != ignore_index
+    n_annotated = int(mask.sum())
+    if n_annotated == 0:
+        return logits.sum() * 0.0
+    log_probabilities = F.log_softmax(logits.float(), dim=1)
+    ce = F.nll_loss(log_probabilities, labels, ignore_index=ignore_index, reduction="sum") / n_annotated
+    probabilities = log_probabilities.exp()
+    flat = probabilities.flatten(2)  # (B, C, V)
+    if n_annotated == labels.numel():
+        targets = labels.reshape(-1)
+        predicted = flat.sum((0, 2))
+        true_class = flat.gather(1, labels.reshape(labels.shape[0], 1, -1)).reshape(-1)
+    else:  # tp, fp and fn count annotated voxels only
+        keep = mask.reshape(-1)
+        safe = torch.where(mask, labels, 0).reshape(labels.shape[0], 1, -1)
+        predicted = torch.einsum("bcv,bv->c", flat, mask.reshape(mask.shape[0], -1).to(flat.dtype))
+        true_class = flat.gather(1, safe).reshape(-1)[keep]
+        targets = labels.reshape(-1)[keep]
+    # per class: sum of the true class's probability (tp), its reference size and predicted size
+    intersection = torch.zeros(n_classes, dtype=flat.dtype, device=flat.device).index_add(
+        0, targets, true_class
+    )
+    reference = torch.bincount(targets, minlength=n_classes).to(flat.dtype)
+    dice = (2.0 * intersection + smooth) / (predicted + reference + smooth)
+    present = reference[1:] > 0
+    dice_loss = 1.0 - dice[1:][present].mean() if bool(present.any()) else logits.sum() * 0.0
+    return ce_weight * ce + dice_weight * dice_loss

@@ -1,0 +1,78 @@
+"""`build_network`: a name -> MONAI constructor table (no subclass per variant), 2D and 3D."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from monai.networks.nets import DynUNet, UNet
+
+from segloop.engine.config import TrainConfig
+from segloop.errors import SegloopError
+
+__all__ = ["build_network", "size_divisor"]
+
+
+def _unet(config: TrainConfig, in_channels: int, n_classes: int) -> torch.nn.Module:
+    return UNet(
+        spatial_dims=config.dims,
+        in_channels=in_channels,
+        out_channels=n_classes,
+        channels=config.features,
+        strides=(2,) * (len(config.features) - 1),
+        num_res_units=config.num_res_units,
+        norm=config.norm.upper(),
+        dropout=config.dropout,
+    )
+
+
+def _dynunet(config: TrainConfig, in_channels: int, n_classes: int) -> torch.nn.Module:
+    levels = len(config.features)
+    strides = [1] + [2] * (levels - 1)
+    norm = ("INSTANCE", {"affine": True}) if config.norm == "instance" else "BATCH"
+    return DynUNet(
+        spatial_dims=config.dims,
+        in_channels=in_channels,
+        out_channels=n_classes,
+        kernel_size=[3] * levels,
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=config.features,
+        dropout=config.dropout or None,
+        norm_name=norm,
+        res_block=config.num_res_units > 0,
+    )
+
+
+_CONSTRUCTORS: dict[str, Callable[[TrainConfig, int, int], torch.nn.Module]] = {
+    "unet": _unet,
+    "dynunet": _dynunet,
+}
+
+
+def build_network(config: TrainConfig, in_channels: int, n_classes: int) -> torch.nn.Module:
+    """The network of ``config`` with fresh weights (seed the torch RNG first for reproducibility).
+
+    Args:
+        config: ``network``, ``dims``, ``features``, ``num_res_units``, ``norm``, ``dropout`` are used.
+        in_channels: image channels (1 for a grey-value volume).
+        n_classes: output channels, background included (a schema with N classes: N + 1).
+
+    Returns:
+        A ``torch.nn.Module`` mapping ``(B, in_channels, *spatial)`` float32 to
+        ``(B, n_classes, *spatial)`` logits; spatial sizes must be multiples of `size_divisor`.
+
+    Examples:
+        >>> net = build_network(TrainConfig(features=(4, 8)), 1, 3)
+        >>> tuple(net(torch.zeros(1, 1, 8, 8)).shape)
+        (1, 3, 8, 8)
+    """
+    if in_channels < 1 or n_classes < 2:
+        msg = f"a network needs in_channels >= 1 and n_classes >= 2; got {in_channels}, {n_classes}"
+        raise SegloopError(msg)
+    return _CONSTRUCTORS[config.network](config, in_channels, n_classes)
+
+
+def size_divisor(config: TrainConfig) -> int:
+    """Spatial sizes the network accepts are multiples of this (2 ** number of downsamplings)."""
+    return 2 ** (len(config.features) - 1)
