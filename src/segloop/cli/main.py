@@ -280,12 +280,19 @@ def info(path: Annotated[Path, typer.Argument(help="Image or label file, or DICO
 @app.command()
 def demo(
     folder: Annotated[Path | None, typer.Option(help="Where to create the demo project.")] = None,
+    minutes: Annotated[float, typer.Option(help="Training budget in minutes (0: no training).")] = 1.0,
 ) -> None:
     """Run the most complete path on the embedded synthetic cohort (labelled as synthetic)."""
-    from segloop.cli.output import console, print_status
+    from segloop.cli.output import console, print_status, training_progress
     from segloop.loop.demo import run_demo
 
-    project, summaries = run_demo(folder, on_step=lambda text: console.print(f"[bold]>[/bold] {text}"))
+    with training_progress() as on_progress:
+        project, summaries = run_demo(
+            folder,
+            on_step=lambda text: console.print(f"[bold]>[/bold] {text}"),
+            minutes=minutes,
+            on_progress=on_progress,
+        )
     print_status(project, summaries)
     console.print(f"demo project: {project.root}")
 
