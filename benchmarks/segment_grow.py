@@ -31,55 +31,19 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 from skimage.filters import sobel
-from skimage.morphology import skeletonize
 from skimage.segmentation import watershed
 
 from segloop.core.geometry import spacing_from_affine
 from segloop.io import read_volume
 from segloop.metrics import dice
 from segloop.segment.grow import fast_marching, grow_from_seeds
-from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+from segloop.synthetic import PHANTOM_CLASSES, SCRIBBLE_BACKGROUND, make_ct_phantom, make_scribbles
 
 PHANTOM_SHAPE = (256, 256, 128)
 PHANTOM_SPACING_MM = (1.6, 1.6, 2.5)
 OPENKBP_ORGANS = ["brainstem", "spinal_cord", "parotid_r", "parotid_l", "esophagus", "larynx", "mandible"]
-BACKGROUND = 255
+BACKGROUND = SCRIBBLE_BACKGROUND
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def scribbles_from_labels(
-    labels: np.ndarray,
-    spacing_mm: tuple[float, float, float],
-    *,
-    slices: int = 3,
-    erode_mm: float = 3.0,
-    ring_mm: tuple[float, float] = (6.0, 8.0),
-    shell: bool = False,
-) -> np.ndarray:
-    """Seeds on axial (axis 2) slices: organ strokes, and `BACKGROUND` on a ring or a 3D shell."""
-    seeds = np.zeros(labels.shape, np.uint8)
-    in_plane = spacing_mm[:2]
-    organs = labels > 0
-    for value in (int(v) for v in np.unique(labels) if v):
-        mask = labels == value
-        present = np.flatnonzero(mask.any(axis=(0, 1)))
-        picks = {int(present[round(f * (len(present) - 1))]) for f in np.linspace(0.2, 0.8, slices)}
-        for k in sorted(picks):
-            depth = ndimage.distance_transform_edt(mask[:, :, k], sampling=in_plane)
-            eroded = depth > min(erode_mm, 0.6 * depth.max())
-            stroke = skeletonize(eroded) if eroded.sum() > 2 else eroded.copy()
-            ci, cj = (round(c) for c in np.argwhere(eroded).mean(axis=0))
-            stroke[ci, :] |= eroded[ci, :]
-            stroke[:, cj] |= eroded[:, cj]
-            seeds[:, :, k][stroke] = value
-            if not shell:
-                away = ndimage.distance_transform_edt(~organs[:, :, k], sampling=in_plane)
-                ring = (away > ring_mm[0]) & (away <= ring_mm[1]) & (seeds[:, :, k] == 0)
-                seeds[:, :, k][ring] = BACKGROUND
-    if shell:
-        away = ndimage.distance_transform_edt(~organs, sampling=spacing_mm)
-        seeds[(away > ring_mm[0]) & (away <= ring_mm[1]) & (seeds == 0)] = BACKGROUND
-    return seeds
 
 
 def skimage_watershed(image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -138,7 +102,7 @@ def phantom_rows(repeats: int) -> list[dict]:
     phantom = make_ct_phantom(PHANTOM_SHAPE, PHANTOM_SPACING_MM, seed=0)
     image, labels = phantom.image.array, phantom.labels.array
     spacing = spacing_from_affine(phantom.image.affine)
-    seeds = scribbles_from_labels(labels, spacing)
+    seeds = make_scribbles(labels, spacing)
     ours_s, ours = _median_seconds(lambda: grow_from_seeds(image, seeds, spacing_mm=spacing), repeats, True)
     peer_s, peer = _median_seconds(lambda: skimage_watershed(image, seeds), repeats)
     ours_dice, peer_dice = organ_dice(ours, labels), organ_dice(peer, labels)
@@ -203,7 +167,7 @@ def openkbp_rows(folder: Path, repeats: int, cases: int) -> list[dict]:
         volume = read_volume(folder / "imagesTr" / f"{case}_0000.nii.gz")
         labels = read_volume(folder / "labelsTr" / f"{case}.nii.gz").array
         image, spacing = volume.array, spacing_from_affine(volume.affine)
-        seeds = scribbles_from_labels(labels, spacing, ring_mm=(6.0, 10.0), shell=True)
+        seeds = make_scribbles(labels, spacing, ring_mm=(6.0, 10.0), shell=True)
         seconds, grown = _median_seconds(
             partial(grow_from_seeds, image, seeds, spacing_mm=spacing), repeats, True
         )

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import skeletonize
 
 from segloop.core.geometry import affine_from_spacing
 from segloop.core.volume import Volume
 
-__all__ = ["PHANTOM_CLASSES", "Phantom", "make_ct_phantom"]
+__all__ = ["PHANTOM_CLASSES", "SCRIBBLE_BACKGROUND", "Phantom", "make_ct_phantom", "make_scribbles"]
 
 #: name, HU, centre (fractions of the grid), semi-axes (fractions of the grid)
 _ORGANS = (
@@ -24,6 +25,8 @@ _ORGANS = (
     ("kidney_right", 150, (0.34, 0.66, 0.40), (0.06, 0.07, 0.12)),
 )
 PHANTOM_CLASSES = tuple(organ[0] for organ in _ORGANS)
+#: Label value of background scribbles made by `make_scribbles`.
+SCRIBBLE_BACKGROUND = 255
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,45 @@ def make_ct_phantom(
         Volume(np.clip(image, -1024, 3071).astype(np.int16), affine, {"synthetic": True}),
         Volume(labels, affine.copy(), {"synthetic": True}),
     )
+
+
+def make_scribbles(
+    labels: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    *,
+    slices: int = 3,
+    erode_mm: float = 3.0,
+    ring_mm: tuple[float, float] = (6.0, 8.0),
+    shell: bool = False,
+    background: int = SCRIBBLE_BACKGROUND,
+) -> np.ndarray:
+    """Seeds a user might paint on axial (axis 2) slices, made from reference labels.
+
+    Per class: on ``slices`` slices spread over 20-80 % of its extent, the skeleton of the class
+    eroded by up to ``erode_mm`` plus a cross through the eroded part's centre. Background
+    (value ``background``): a ring ``ring_mm`` away from all classes on those slices, or, with ``shell``,
+    a 3D shell at that distance on every slice.
+    """
+    seeds = np.zeros(labels.shape, np.uint8 if background <= 255 else np.uint16)
+    in_plane = spacing_mm[:2]
+    organs = labels > 0
+    for value in (int(v) for v in np.unique(labels) if v):
+        mask = labels == value
+        present = np.flatnonzero(mask.any(axis=(0, 1)))
+        picks = {int(present[round(f * (len(present) - 1))]) for f in np.linspace(0.2, 0.8, slices)}
+        for k in sorted(picks):
+            depth = ndimage.distance_transform_edt(mask[:, :, k], sampling=in_plane)
+            eroded = depth > min(erode_mm, 0.6 * depth.max())
+            stroke = skeletonize(eroded) if eroded.sum() > 2 else eroded.copy()
+            ci, cj = (round(c) for c in np.argwhere(eroded).mean(axis=0))
+            stroke[ci, :] |= eroded[ci, :]
+            stroke[:, cj] |= eroded[:, cj]
+            seeds[:, :, k][stroke] = value
+            if not shell:
+                away = ndimage.distance_transform_edt(~organs[:, :, k], sampling=in_plane)
+                ring = (away > ring_mm[0]) & (away <= ring_mm[1]) & (seeds[:, :, k] == 0)
+                seeds[:, :, k][ring] = background
+    if shell:
+        away = ndimage.distance_transform_edt(~organs, sampling=spacing_mm)
+        seeds[(away > ring_mm[0]) & (away <= ring_mm[1]) & (seeds == 0)] = background
+    return seeds

@@ -7,57 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import ndimage
-from skimage.morphology import skeletonize
 
 from segloop.core.geometry import spacing_from_affine
 from segloop.errors import GeometryMismatchError, SegloopError
 from segloop.io import read_volume
 from segloop.metrics import dice
 from segloop.segment.grow import fast_marching, grow_from_seeds
-from segloop.synthetic import make_ct_phantom
+from segloop.synthetic import SCRIBBLE_BACKGROUND, make_ct_phantom, make_scribbles
 
-BACKGROUND = 255
-
-
-def scribbles_from_labels(
-    labels: np.ndarray,
-    spacing_mm: tuple[float, float, float],
-    *,
-    slices: int = 3,
-    erode_mm: float = 3.0,
-    ring_mm: tuple[float, float] = (6.0, 8.0),
-    shell: bool = False,
-) -> np.ndarray:
-    """Seeds a user might paint on axial (axis 2) slices, made from reference labels.
-
-    Per class: on ``slices`` slices spread over 20-80 % of its extent, the skeleton of the class
-    eroded by up to ``erode_mm`` plus a cross through the eroded part's centre. Background
-    (`BACKGROUND`): a ring ``ring_mm`` away from all classes on those slices, or, with ``shell``,
-    a 3D shell at that distance on every slice.
-    """
-    seeds = np.zeros(labels.shape, np.uint8)
-    in_plane = spacing_mm[:2]
-    organs = labels > 0
-    for value in (int(v) for v in np.unique(labels) if v):
-        mask = labels == value
-        present = np.flatnonzero(mask.any(axis=(0, 1)))
-        picks = {int(present[round(f * (len(present) - 1))]) for f in np.linspace(0.2, 0.8, slices)}
-        for k in sorted(picks):
-            depth = ndimage.distance_transform_edt(mask[:, :, k], sampling=in_plane)
-            eroded = depth > min(erode_mm, 0.6 * depth.max())
-            stroke = skeletonize(eroded) if eroded.sum() > 2 else eroded.copy()
-            ci, cj = (round(c) for c in np.argwhere(eroded).mean(axis=0))
-            stroke[ci, :] |= eroded[ci, :]
-            stroke[:, cj] |= eroded[:, cj]
-            seeds[:, :, k][stroke] = value
-            if not shell:
-                away = ndimage.distance_transform_edt(~organs[:, :, k], sampling=in_plane)
-                ring = (away > ring_mm[0]) & (away <= ring_mm[1]) & (seeds[:, :, k] == 0)
-                seeds[:, :, k][ring] = BACKGROUND
-    if shell:
-        away = ndimage.distance_transform_edt(~organs, sampling=spacing_mm)
-        seeds[(away > ring_mm[0]) & (away <= ring_mm[1]) & (seeds == 0)] = BACKGROUND
-    return seeds
+BACKGROUND = SCRIBBLE_BACKGROUND
 
 
 def organ_dice(grown: np.ndarray, labels: np.ndarray) -> dict[int, float]:
@@ -69,7 +27,7 @@ def phantom():
     case = make_ct_phantom((96, 96, 64), (2.0, 2.0, 3.0), seed=3)
     spacing = spacing_from_affine(case.image.affine)
     labels = case.labels.array
-    return case.image.array, labels, scribbles_from_labels(labels, spacing), spacing
+    return case.image.array, labels, make_scribbles(labels, spacing), spacing
 
 
 # --- grow_from_seeds on the phantom --------------------------------------------------------------
@@ -252,7 +210,7 @@ def test_grow_on_openkbp_organs(openkbp):
     ours, theirs = [], []
     for case in OPENKBP_CASES:
         image, labels, spacing = read_openkbp(openkbp, case)
-        seeds = scribbles_from_labels(labels, spacing, ring_mm=(6.0, 10.0), shell=True)
+        seeds = make_scribbles(labels, spacing, ring_mm=(6.0, 10.0), shell=True)
         ours.append(list(organ_dice(grow_from_seeds(image, seeds, spacing_mm=spacing), labels).values()))
         peer = watershed(sobel(ndimage.gaussian_filter(image.astype(np.float32), 1.0)), seeds)
         theirs.append(list(organ_dice(peer, labels).values()))
@@ -266,7 +224,7 @@ def test_grow_on_openkbp_organs(openkbp):
 
 def test_fast_marching_on_an_openkbp_parotid(openkbp):
     image, labels, spacing = read_openkbp(openkbp, OPENKBP_CASES[0])
-    seeds = scribbles_from_labels(labels, spacing)
+    seeds = make_scribbles(labels, spacing)
     parotid = labels == 3
     mask = fast_marching(image, seeds == 3, spacing_mm=spacing, volume_fraction=parotid.mean())
     assert dice(mask, parotid) > 0.6  # measured 0.709
