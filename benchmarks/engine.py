@@ -1,0 +1,443 @@
+"""The learning engine on real data (OpenKBP head-and-neck CT), against plain MONAI, in one run.
+
+Parts (each prints its numbers; ``--only`` picks some):
+
+- ``train``: train on the 30 train-split cases for a time budget (default 10 min) and report 3D
+  Dice per organ on the 4 validation-split cases; 2D and 3D; then the same with only 5 training
+  cases. Each run is a subprocess, so its peak RSS is its own.
+- ``memory``: peak RSS of loading N cases and running a few training steps, for N = 10 and 34
+  (with the float32 size of those images for comparison).
+- ``throughput``: training slices/s through segloop's pipeline (sampler + normalisation + loss +
+  AdamW) vs a plain PyTorch/MONAI loop (pre-normalised float32 slices in memory, MONAI's
+  DiceCELoss, Adam) over the same network; ratio = segloop / plain (target >= 0.95).
+- ``predict``: seconds per volume of ``segloop.engine.infer.predict`` (probabilities, labels,
+  entropy) vs plain MONAI producing the same outputs (``sliding_window_inference`` for 3D,
+  ``SliceInferer`` for 2D) on the same model; ratio = MONAI / segloop (target >= 1.0).
+
+Run from the repository root (the CPU load of the machine is printed with every part, since
+other work on a shared machine slows every number down):
+
+    .venv/bin/python benchmarks/engine.py [--only train,memory,throughput,predict] [--minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Two OpenMP threads that spin while waiting for each other collapse (5x slower, measured here)
+# when another process takes a core; passive waiting avoids that. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA = REPO_ROOT.parent / "shared" / "data" / "openkbp-headneck-ct"
+ORGANS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
+N_CLASSES = len(ORGANS) + 1
+# OpenKBP stores CT numbers as HU + 1024; soft-tissue window W400 / L40 HU in stored units.
+WINDOW = (400.0, 40.0 + 1024.0)
+PARTS = ("train", "memory", "throughput", "predict")
+
+
+def load_load() -> str:
+    """The machine's 1-minute load average and core count, for the record."""
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f} (5 min {five:.2f}) on {os.cpu_count()} cores"
+
+
+def list_cases(split: str | None = None) -> list[str]:
+    """OpenKBP case ids of ``split`` (``train-pats`` / ``validation-pats``; None: all), in file order."""
+    with open(DATA / "cases.tsv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return [row["case"] for row in rows if split is None or row["source_split"] == split]
+
+
+def load_case(case_id: str):
+    """A `segloop.engine.data.Case`: int16 CT clipped to [0, 4095] (the dataset's advice), uint8 labels."""
+    from segloop.engine.data import Case
+    from segloop.io import read_volume
+
+    image = read_volume(DATA / "imagesTr" / f"{case_id}_0000.nii.gz")
+    labels = read_volume(DATA / "labelsTr" / f"{case_id}.nii.gz")
+    array = np.clip(np.asarray(image.array), 0, 4095).astype(np.int16)
+    return Case(case_id, array, np.asarray(labels.array).astype(np.uint8), image.spacing)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def base_config(dims: int, minutes: float):
+    from segloop.engine.config import TrainConfig
+
+    if dims == 2:
+        return TrainConfig(
+            dims=2,
+            slice_axis=2,  # axial, as the MONAI peer (the largest spacing here is in-plane)
+            patch_size=(80, 80),  # crops around foreground; prediction on whole 128 x 128 slices
+            norm="batch",
+            window=WINDOW,
+            epochs=None,
+            time_budget_min=minutes,
+            num_threads=2,
+        )
+    return TrainConfig(
+        dims=3,
+        features=(16, 32, 64, 128),
+        num_res_units=1,
+        patch_size=(64, 64, 64),
+        batch_size=2,
+        norm="instance",
+        learning_rate=3e-3,
+        window=WINDOW,
+        epochs=None,
+        time_budget_min=minutes,
+        steps_per_epoch=100,
+        num_threads=2,
+    )
+
+
+def run_training(dims: int, n_train: int, minutes: float, out: Path, threads: int) -> dict:
+    """Train (in this process) and return Dice per organ on the validation split, time, peak RSS."""
+    from segloop.engine.train import train
+
+    started = time.perf_counter()
+    train_ids = list_cases("train-pats")[:n_train]
+    train_cases = [load_case(c) for c in train_ids]
+    val_cases = [load_case(c) for c in list_cases("validation-pats")]
+    load_s = time.perf_counter() - started
+    config = base_config(dims, minutes).replace(num_threads=threads)
+    epochs = []
+
+    def progress(event: dict) -> None:
+        if event["phase"] == "epoch":
+            epochs.append((event["epoch"], round(event["elapsed_s"], 1), event["val_dice"]))
+            print(
+                f"    epoch {event['epoch']}: {event['elapsed_s']:.0f} s, step {event['step']},"
+                f" loss {event['loss']:.3f}, val Dice {event['val_dice']:.3f} ({load_load()})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    result = train(
+        config,
+        train_cases,
+        val_cases,
+        n_classes=N_CLASSES,
+        device="cpu",
+        checkpoint_path=out / f"engine_{dims}d_{n_train}.pt",
+        on_progress=progress,
+    )
+    return {
+        "dims": dims,
+        "train_cases": n_train,
+        "budget_min": minutes,
+        "load_s": load_s,
+        "train_s": result.elapsed_s,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "samples_per_s": result.samples_per_s,
+        "best_epoch": result.best_epoch,
+        "mean_dice": result.best_metric,
+        "dice": {ORGANS[c - 1]: d for c, d in result.best_dice_per_class.items()},
+        "peak_rss_mib": peak_rss_mib(),
+        "curve": epochs,
+        "config": result.config.to_dict(),
+    }
+
+
+def part_train(minutes: float, out: Path, runs: list[tuple[int, int]], threads: int) -> None:
+    print(f"== train: Dice per organ on the 4 validation cases ({minutes:g} min budget each)")
+    for dims, n_train in runs:
+        print(f"  {dims}D, {n_train} training cases ({load_load()})", flush=True)
+        command = [
+            sys.executable,
+            __file__,
+            "_train",
+            str(dims),
+            str(n_train),
+            str(minutes),
+            str(out),
+            str(threads),
+        ]
+        completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)  # epochs: stderr
+        row = json.loads(completed.stdout.strip().splitlines()[-1])
+        dice = "  ".join(f"{k} {v:.3f}" for k, v in row["dice"].items())
+        print(
+            f"  -> mean Dice {row['mean_dice']:.3f}  [{dice}]  train {row['train_s']:.0f} s"
+            f" ({row['epochs']} epochs, {row['steps']} steps, {row['samples_per_s']:.1f} samples/s),"
+            f" load {row['load_s']:.1f} s, peak RSS {row['peak_rss_mib']:.0f} MiB",
+            flush=True,
+        )
+
+
+def choose_threads() -> int:
+    """1 or 2 torch threads, whichever trains the 2D UNet faster right now.
+
+    On a machine shared with other busy processes, two OpenMP threads that keep waiting for each
+    other can be several times slower than one; the probe picks what this moment allows.
+    """
+    import torch
+
+    from segloop.engine.losses import dice_ce_loss
+    from segloop.engine.networks import build_network
+
+    network = build_network(base_config(2, 1.0), 1, N_CLASSES)
+    optimizer = torch.optim.AdamW(network.parameters())
+    images, labels = torch.randn(16, 1, 96, 96), torch.randint(0, N_CLASSES, (16, 96, 96))
+    times = {}
+    previous = torch.get_num_threads()
+    for threads in (2, 1, 2, 1):
+        torch.set_num_threads(threads)
+        tick = time.perf_counter()
+        for _ in range(3):
+            optimizer.zero_grad()
+            dice_ce_loss(network(images), labels, ignore_index=N_CLASSES).backward()
+            optimizer.step()
+        times[threads] = min(times.get(threads, math.inf), time.perf_counter() - tick)
+    torch.set_num_threads(previous)
+    return min(times, key=times.get)
+
+
+def run_memory(n_cases: int) -> dict:
+    """Peak RSS of loading ``n_cases`` cases and 5 training steps of the 2D config."""
+    import torch
+
+    from segloop.engine.train import train
+
+    baseline = peak_rss_mib()
+    ids = list_cases()[:n_cases]
+    cases = [load_case(c) for c in ids]
+    image_mib = sum(c.image.nbytes for c in cases) / 2**20
+    config = base_config(2, 10.0).replace(epochs=1, time_budget_min=None, steps_per_epoch=5)
+    train(
+        config,
+        cases,
+        n_classes=N_CLASSES,
+        device="cpu",
+        checkpoint_path=Path(f"/tmp/segloop-mem-{n_cases}.pt"),
+    )
+    return {
+        "cases": n_cases,
+        "peak_rss_mib": peak_rss_mib(),
+        "rss_after_imports_mib": baseline,
+        "images_stored_mib": image_mib,
+        "images_float32_mib": image_mib * 4 / cases[0].image.itemsize,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def part_memory() -> None:
+    print(f"== memory: peak RSS of loading N cases + 5 training steps (2D) ({load_load()})")
+    rows = []
+    for n_cases in (10, 34):
+        completed = subprocess.run(
+            [sys.executable, __file__, "_memory", str(n_cases)], stdout=subprocess.PIPE, text=True, check=True
+        )
+        rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+        row = rows[-1]
+        print(
+            f"  {row['cases']:>3} cases: peak RSS {row['peak_rss_mib']:.0f} MiB (after imports"
+            f" {row['rss_after_imports_mib']:.0f} MiB); images int16 {row['images_stored_mib']:.0f} MiB,"
+            f" as float32 {row['images_float32_mib']:.0f} MiB"
+        )
+    grown = rows[1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]
+    float_grown = rows[1]["images_float32_mib"] - rows[0]["images_float32_mib"]
+    print(f"  10 -> 34 cases: +{grown:.0f} MiB peak RSS vs +{float_grown:.0f} MiB of float32 images")
+
+
+def part_throughput(threads: int, steps: int = 60, repeats: int = 5) -> None:
+    """segloop's training loop vs a plain PyTorch/MONAI loop on in-memory float32 slices."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    from segloop.engine.data import compute_intensity_parameters
+    from segloop.engine.networks import build_network
+    from segloop.engine.train import train
+
+    print(f"== throughput: training samples/s, segloop vs plain loop, {threads} thread(s) ({load_load()})")
+    cases = [load_case(c) for c in list_cases("train-pats")]
+    config = base_config(2, 10.0).replace(
+        epochs=1, time_budget_min=None, steps_per_epoch=steps, num_threads=threads
+    )
+    patch = config.patch_size or (128, 128)
+    # plain: every axial slice, centre-cropped to the patch, normalised, float32, in memory
+    slices, targets = [], []
+    for case in cases:
+        p = compute_intensity_parameters(case.image, config)
+        image = (np.clip(case.image.astype(np.float32), p.low, p.high) - p.shift) * p.scale
+        lo = [(n - s) // 2 for n, s in zip(case.image.shape[:2], patch, strict=True)]
+        crop = (slice(lo[0], lo[0] + patch[0]), slice(lo[1], lo[1] + patch[1]))
+        slices.append(torch.from_numpy(np.moveaxis(image[crop], 2, 0).copy()))
+        targets.append(torch.from_numpy(np.moveaxis(case.labels[crop], 2, 0).astype(np.int64)))
+    images, labels = torch.cat(slices)[:, None], torch.cat(targets)[:, None]
+    print(f"  plain loop data: {tuple(images.shape)} float32 ({images.nbytes / 2**20:.0f} MiB) in memory")
+    torch.set_num_threads(threads)
+    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+    generator = torch.Generator().manual_seed(0)
+
+    def plain() -> float:
+        # a fresh network and optimiser each run, as train() builds them (first steps are slower)
+        torch.manual_seed(0)
+        network = build_network(config.replace(slice_axis=2, patch_size=patch), 1, N_CLASSES).train()
+        optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+        tick = time.perf_counter()
+        for _ in range(steps):
+            index = torch.randint(0, images.shape[0], (config.batch_size,), generator=generator)
+            optimizer.zero_grad()
+            loss = loss_function(network(images[index]), labels[index])
+            loss.backward()
+            optimizer.step()
+        return steps * config.batch_size / (time.perf_counter() - tick)
+
+    def segloop() -> float:
+        result = train(
+            config, cases, n_classes=N_CLASSES, device="cpu", checkpoint_path=Path("/tmp/segloop-tp.pt")
+        )
+        return result.samples_per_s
+
+    ours, theirs = [], []
+    for repeat in range(repeats):  # interleaved, alternating who goes first: load changes hit both alike
+        if repeat % 2 == 0:
+            ours.append(segloop())
+            theirs.append(plain())
+        else:
+            theirs.append(plain())
+            ours.append(segloop())
+    ours_median, theirs_median = float(np.median(ours)), float(np.median(theirs))
+    print(f"  segloop {ours_median:.1f} samples/s median (runs {', '.join(f'{v:.1f}' for v in ours)})")
+    print(f"  plain   {theirs_median:.1f} samples/s median (runs {', '.join(f'{v:.1f}' for v in theirs)})")
+    print(
+        f"  ratio segloop / plain = {ours_median / theirs_median:.2f} by medians,"
+        f" {max(ours) / max(theirs):.2f} by best runs (target >= 0.95)"
+    )
+
+
+def _plain_outputs(probabilities, torch):
+    """What segloop's Prediction holds, made from plain MONAI probabilities."""
+    labels = probabilities.argmax(0).numpy().astype(np.uint8)
+    entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-7))).sum(0) / math.log(
+        probabilities.shape[0]
+    )
+    return labels, probabilities.to(torch.float16).numpy(), entropy.to(torch.float16).numpy()
+
+
+def part_predict(threads: int, out: Path, repeats: int = 5) -> None:
+    """Seconds per volume: segloop.predict vs plain MONAI producing the same outputs."""
+    import torch
+    from monai.inferers import SliceInferer, sliding_window_inference
+
+    from segloop.engine.config import InferConfig
+    from segloop.engine.data import compute_intensity_parameters
+    from segloop.engine.infer import load_model, predict
+    from segloop.engine.networks import build_network
+
+    print(f"== predict: seconds per 128^3 volume, {threads} thread(s) ({load_load()})")
+    torch.set_num_threads(threads)
+    case = load_case(list_cases("validation-pats")[0])
+    for dims in (2, 3):
+        checkpoint = out / f"engine_{dims}d_30.pt"
+        if checkpoint.exists():
+            model = load_model(checkpoint, "cpu")
+            network, config = model.network, model.config
+        else:  # untrained weights time the same
+            config = base_config(dims, 1.0)
+            config = config.replace(slice_axis=2, patch_size=config.patch_size or (128, 128))
+            torch.manual_seed(0)
+            network = build_network(config, 1, N_CLASSES).eval()
+        infer_config = InferConfig(batch_size=config.batch_size if dims == 2 else 2, overlap=0.25)
+
+        def ours(network=network, config=config, infer_config=infer_config):
+            return predict(network, case.image, case.spacing, config, infer_config, device="cpu")
+
+        def plain(network=network, config=config, infer_config=infer_config, dims=dims):
+            p = compute_intensity_parameters(case.image, config)
+            image = (np.clip(case.image.astype(np.float32), p.low, p.high) - p.shift) * p.scale
+            volume = torch.from_numpy(image)[None, None]
+            with torch.no_grad():
+                if dims == 3:
+                    logits = sliding_window_inference(
+                        volume,
+                        config.patch_size,
+                        infer_config.batch_size,
+                        network,
+                        overlap=infer_config.overlap,
+                        mode="gaussian",
+                    )
+                else:
+                    inferer = SliceInferer(  # whole slices, as segloop predicts them
+                        roi_size=case.image.shape[:2], sw_batch_size=infer_config.batch_size, spatial_dim=2
+                    )
+                    logits = inferer(volume, network)
+                return _plain_outputs(torch.softmax(logits[0], 0), torch)
+
+        ours_s, plain_s = [], []
+        for repeat in range(repeats):  # alternate which goes first, so that load changes hit both alike
+            for name in ("ours", "plain") if repeat % 2 == 0 else ("plain", "ours"):
+                tick = time.perf_counter()
+                if name == "ours":
+                    prediction = ours()
+                    ours_s.append(time.perf_counter() - tick)
+                else:
+                    labels, _, _ = plain()
+                    plain_s.append(time.perf_counter() - tick)
+        agree = float(np.mean(prediction.labels == labels))
+        a, b = float(np.median(ours_s)), float(np.median(plain_s))
+        peer = "SliceInferer" if dims == 2 else "sliding_window_inference"
+        print(
+            f"  {dims}D: segloop {a:.2f} s, MONAI {peer} {b:.2f} s (medians of {repeats}),"
+            f" ratio MONAI / segloop = {b / a:.2f} by medians,"
+            f" {min(plain_s) / min(ours_s):.2f} by best runs (target >= 1.0);"
+            f" labels agree on {agree:.4f} of voxels"
+        )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_memory":
+        print(json.dumps(run_memory(int(sys.argv[2]))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_train":
+        dims, n_train, minutes, out = (
+            int(sys.argv[2]),
+            int(sys.argv[3]),
+            float(sys.argv[4]),
+            Path(sys.argv[5]),
+        )
+        print(json.dumps(run_training(dims, n_train, minutes, out, int(sys.argv[6]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to run")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
+    parser.add_argument(
+        "--runs", default="2x30,3x30,2x5,3x5", help="training runs as DIMSxCASES, comma-separated"
+    )
+    parser.add_argument("--out", type=Path, default=Path("/tmp/segloop-bench-engine"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: probe 1 vs 2)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts = args.only.split(",")
+    threads = args.threads or choose_threads()
+    print(f"torch threads: {threads} ({'given' if args.threads else 'probed: the faster of 1 and 2 now'})")
+    if "train" in parts:
+        runs = [tuple(int(v) for v in run.split("x")) for run in args.runs.split(",")]
+        part_train(args.minutes, args.out, runs, threads)  # type: ignore[arg-type]
+    if "memory" in parts:
+        part_memory()
+    if "throughput" in parts:
+        part_throughput(threads)
+    if "predict" in parts:
+        part_predict(threads, args.out)
+
+
+if __name__ == "__main__":
+    main()
