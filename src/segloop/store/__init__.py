@@ -6,12 +6,15 @@ from segloop.store.project import Project
 from segloop.store.records import (
     SOURCES,
     CaseRecord,
+    EvaluationRecord,
+    EventRecord,
     ImageRecord,
     LabelVersionRecord,
     ModelRecord,
     NewCase,
     NewLabel,
     PredictionRecord,
+    RoundRecord,
 )
 
 __all__ = [
@@ -19,6 +22,8 @@ __all__ = [
     "MODALITIES",
     "SOURCES",
     "CaseRecord",
+    "EvaluationRecord",
+    "EventRecord",
     "ImageRecord",
     "LabelVersionRecord",
     "ModelRecord",
@@ -28,5 +33,6 @@ __all__ = [
     "PredictionRecord",
     "Project",
     "ProjectConfig",
+    "RoundRecord",
     "compute_label_key",
 ]

@@ -35,12 +35,14 @@ __all__ = [
     "case_images",
     "cases",
     "connect",
+    "evaluations",
     "events",
     "label_versions",
     "metadata",
     "migrate",
     "models",
     "predictions",
+    "rounds",
     "utc_now",
 ]
 
@@ -133,6 +135,30 @@ predictions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("case_pk", Integer, ForeignKey("cases.id"), nullable=False),
+    Column("reference_version_ids", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("round", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+rounds = Table(
+    "rounds",
+    metadata,
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("mode", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("stages", JSON, nullable=False),
+    Column("summary", JSON, nullable=False),
+)
+
 
 def _create_version_1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[cases, case_images, label_versions, events])
@@ -142,8 +168,16 @@ def _add_models_and_predictions(connection: Connection) -> None:
     metadata.create_all(connection, tables=[models, predictions])
 
 
+def _add_evaluations_and_rounds(connection: Connection) -> None:
+    metadata.create_all(connection, tables=[evaluations, rounds])
+
+
 #: Ordered migrations: entry N brings a database from version N to N + 1.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_version_1, _add_models_and_predictions)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _create_version_1,
+    _add_models_and_predictions,
+    _add_evaluations_and_rounds,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -22,23 +22,28 @@ from segloop.store.database import (
     case_images,
     cases,
     connect,
+    evaluations,
     events,
     label_versions,
     migrate,
     models,
     predictions,
+    rounds,
     utc_now,
 )
 from segloop.store.objects import ObjectStore
 from segloop.store.records import (
     SOURCES,
     CaseRecord,
+    EvaluationRecord,
+    EventRecord,
     ImageRecord,
     LabelVersionRecord,
     ModelRecord,
     NewCase,
     NewLabel,
     PredictionRecord,
+    RoundRecord,
 )
 
 __all__ = ["DATABASE_NAME", "Project"]
@@ -386,6 +391,120 @@ class Project:
         """How many events of ``kind`` the journal holds."""
         with self.engine.connect() as connection:
             return int(connection.execute(select(func.count()).where(events.c.kind == kind)).scalar() or 0)
+
+    def list_events(self, kind: str | None = None) -> list[EventRecord]:
+        """Journal entries (of one kind, or all), oldest first."""
+        query = select(events).order_by(events.c.id)
+        if kind is not None:
+            query = query.where(events.c.kind == kind)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [EventRecord(r.id, r.at, r.kind, r.actor, dict(r.detail)) for r in rows]
+
+    # -- evaluations and rounds --------------------------------------------------------------
+
+    def add_evaluation(
+        self,
+        case_id: str,
+        *,
+        model_id: int,
+        reference_version_ids: Sequence[int],
+        metrics: dict[str, Any],
+        round_number: int | None = None,
+    ) -> EvaluationRecord:
+        """Record a model's metrics on a case (per class name: dice, hd95_mm, surface_dice)."""
+        case = self.get_case(case_id)
+        with self.engine.begin() as connection:
+            evaluation_id = connection.execute(
+                evaluations.insert().values(
+                    model_id=model_id,
+                    case_pk=case.pk,
+                    reference_version_ids=list(reference_version_ids),
+                    metrics=metrics,
+                    round=round_number,
+                    created_at=utc_now(),
+                )
+            ).inserted_primary_key[0]
+        return next(e for e in self.list_evaluations(model_id=model_id) if e.id == evaluation_id)
+
+    def list_evaluations(self, *, model_id: int | None = None) -> list[EvaluationRecord]:
+        """Evaluations (of one model, or all), oldest first."""
+        query = select(evaluations, cases.c.case_id).join(cases, evaluations.c.case_pk == cases.c.id)
+        if model_id is not None:
+            query = query.where(evaluations.c.model_id == model_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.order_by(evaluations.c.id)).all()
+        return [
+            EvaluationRecord(
+                r.id,
+                r.model_id,
+                r.case_id,
+                tuple(r.reference_version_ids),
+                dict(r.metrics),
+                r.round,
+                r.created_at,
+            )
+            for r in rows
+        ]
+
+    def start_round(self, number: int, *, mode: str) -> RoundRecord:
+        """Record that round ``number`` starts now (``running``); `ConflictError` if it exists."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    rounds.insert().values(
+                        number=number,
+                        mode=mode,
+                        status="running",
+                        started_at=utc_now(),
+                        stages={},
+                        summary={},
+                    )
+                )
+        except IntegrityError as error:
+            msg = f"round {number} exists already in {self.root}"
+            raise ConflictError(msg) from error
+        return self.get_round(number)
+
+    def record_round_stage(self, number: int, stage: str, result: dict[str, Any]) -> RoundRecord:
+        """Add a finished stage (and what it produced) to a running round."""
+        current = self.get_round(number)
+        with self.engine.begin() as connection:
+            connection.execute(
+                rounds.update()
+                .where(rounds.c.number == number)
+                .values(stages={**current.stages, stage: result})
+            )
+        return self.get_round(number)
+
+    def finish_round(self, number: int, summary: dict[str, Any]) -> RoundRecord:
+        """Mark a round ``done`` with its summary."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                rounds.update()
+                .where(rounds.c.number == number)
+                .values(status="done", summary=summary, finished_at=utc_now())
+            )
+        return self.get_round(number)
+
+    def get_round(self, number: int) -> RoundRecord:
+        """Round ``number``; raises `NotFoundError`."""
+        found = [r for r in self.list_rounds() if r.number == number]
+        if not found:
+            msg = f"no round {number} in {self.root}"
+            raise NotFoundError(msg)
+        return found[0]
+
+    def list_rounds(self) -> list[RoundRecord]:
+        """All rounds, first first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(rounds).order_by(rounds.c.number)).all()
+        return [
+            RoundRecord(
+                r.number, r.mode, r.status, r.started_at, r.finished_at, dict(r.stages), dict(r.summary)
+            )
+            for r in rows
+        ]
 
 
 def _database_url(root: Path, config: ProjectConfig) -> str:

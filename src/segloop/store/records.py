@@ -11,12 +11,15 @@ import numpy as np
 __all__ = [
     "SOURCES",
     "CaseRecord",
+    "EvaluationRecord",
+    "EventRecord",
     "ImageRecord",
     "LabelVersionRecord",
     "ModelRecord",
     "NewCase",
     "NewLabel",
     "PredictionRecord",
+    "RoundRecord",
 ]
 
 #: Label sources, from most to least trusted (see `segloop.core.assembly`).
@@ -126,3 +129,40 @@ class PredictionRecord:
     mean_entropy: float
     params: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """A model's metrics on one case against its reference label versions (original/revised)."""
+
+    id: int
+    model_id: int
+    case_id: str
+    reference_version_ids: tuple[int, ...]
+    metrics: dict[str, Any]  # {class name: {"dice": .., "hd95_mm": .., "surface_dice": ..}}
+    round: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round of the loop: its stages (train, predict, evaluate, rank, report) and summary."""
+
+    number: int
+    mode: str
+    status: str  # running | done
+    started_at: datetime
+    finished_at: datetime | None
+    stages: dict[str, Any]  # stage name -> what it produced (model id, case ids, ...)
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One entry of the project's journal."""
+
+    id: int
+    at: datetime
+    kind: str
+    actor: str
+    detail: dict[str, Any]
