@@ -13,7 +13,7 @@ from segloop.loop.cases import import_cases, init_project
 
 def test_evaluations_are_kept_per_model_and_case(tmp_path):
     project = init_project(tmp_path / "p", ["a"])
-    write_volume(tmp_path / "c1.nii.gz", Volume(np.zeros((4, 4, 2), np.int16), np.eye(4)))
+    write_volume(Volume(np.zeros((4, 4, 2), np.int16), np.eye(4)), tmp_path / "c1.nii.gz")
     import_cases(project, [tmp_path / "c1.nii.gz"], author="me")
     model = project.start_model(
         author="me",
