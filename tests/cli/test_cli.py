@@ -30,6 +30,13 @@ def test_wrong_arguments_exit_non_zero(run_cli, tmp_path):
     result = run_cli("status", tmp_path / "nothing-here")
     assert result.code == 1
     assert result.err.startswith("error: ") and result.err.count("\n") == 1
+    bad_window = run_cli("init", tmp_path / "w", "--labels", "a", "--window", "400")
+    assert bad_window.code == 2 and "WIDTH,LEVEL" in bad_window.err and not (tmp_path / "w").exists()
+
+
+def test_init_keeps_the_training_window_in_the_project(run_cli, tmp_path):
+    assert run_cli("init", tmp_path / "p", "--labels", "a", "--window", "400,1064").code == 0
+    assert Project.open(tmp_path / "p").config.defaults["window"] == [400.0, 1064.0]
 
 
 def test_openkbp_init_add_status_show_export(run_cli, openkbp, tmp_path):

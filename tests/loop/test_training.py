@@ -77,3 +77,63 @@ def test_training_refuses_what_it_cannot_do(tmp_path, project):
         predict_cases(project, author="t")
     with pytest.raises(SegloopError, match="unknown training mode"):
         train_project(project, _tiny_config(), mode="sometimes", author="t")
+
+
+def test_pseudo_labels_teach_only_when_asked_and_evaluation_scores_held_out_cases(project):
+    from segloop.loop.evaluation import evaluate_model, evaluation_cases, summarize_evaluations
+
+    model = train_project(project, _tiny_config(validation_case_ids=("c1",)), author="t")
+    assert (model.train_case_ids, model.val_case_ids) == (("c0",), ("c1",))
+    predict_cases(project, unlabeled=True, author="t")
+    again = train_project(project, _tiny_config(validation_case_ids=("c1",)), author="t")
+    assert again.train_case_ids == ("c0",)  # c2, c3 hold only pseudo labels
+    with_pseudo = train_project(
+        project, _tiny_config(validation_case_ids=("c1",)), include_pseudo=True, author="t"
+    )
+    assert with_pseudo.train_case_ids == ("c0", "c2", "c3") and with_pseudo.config["include_pseudo"]
+    assert evaluation_cases(project, model) == ["c1"]
+    records = evaluate_model(project, model_id=model.id, round_number=1)
+    assert [r.case_id for r in records] == ["c1"] and records[0].round == 1
+    assert set(records[0].metrics) == set(PHANTOM_CLASSES)
+    scores = records[0].metrics[PHANTOM_CLASSES[0]]
+    assert set(scores) == {"dice", "hd95_mm", "surface_dice"} and 0.0 <= scores["dice"] <= 1.0
+    assert project.list_evaluations(model_id=model.id) == records
+    assert summarize_evaluations(records)["mean"]["dice"] is not None
+    with pytest.raises(SegloopError, match="case c2 has no original or revised label"):
+        evaluate_model(project, ["c2"], model_id=model.id)
+    assert len(project.list_evaluations()) == 1  # checked before anything is scored
+
+
+def test_interrupted_training_stays_running_and_resumes(project):
+    def interrupt_in_second_epoch(event):
+        if event["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    config = _tiny_config(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_project(project, config, on_progress=interrupt_in_second_epoch, author="t")
+    (interrupted,) = project.list_models()
+    assert interrupted.status == "running"
+    resumed = train_project(project, config, resume=True, author="t")
+    assert (resumed.id, resumed.status, resumed.metrics["epochs"]) == (interrupted.id, "done", 3)
+
+
+def test_a_checkpoint_of_another_schema_is_refused(tmp_path, project):
+    model = train_project(project, _tiny_config(), author="t")
+    other = init_project(tmp_path / "other", ["liver"])
+    phantom = make_ct_phantom(SHAPE, seed=9)
+    labels = (np.asarray(phantom.labels.array) > 0).astype(np.uint8)
+    image = write_volume(phantom.image, tmp_path / "o" / "x_0000.nii.gz")
+    from segloop.core.volume import Volume
+
+    write_volume(Volume(labels, phantom.labels.affine), tmp_path / "olab" / "x.nii.gz")
+    import_cases(other, [image], labels_dir=tmp_path / "olab")
+    with pytest.raises(SegloopError, match=r"trained for 4 classes .* another label schema"):
+        train_project(
+            other,
+            _tiny_config(validation_fraction=0.0),
+            mode="continual",
+            init_weights=project.root / model.checkpoint,
+            author="t",
+        )
+    assert [m.status for m in other.list_models()] == ["failed"]

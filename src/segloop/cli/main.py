@@ -43,6 +43,18 @@ def _split(text: str | None) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()] if text else []
 
 
+def _parse_window(text: str | list | tuple) -> tuple[float, float]:
+    """``"WIDTH,LEVEL"`` (or a stored ``[width, level]``) as floats; BadParameter otherwise."""
+    parts = _split(text) if isinstance(text, str) else list(text)
+    try:
+        width, level = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise typer.BadParameter(f"window must be WIDTH,LEVEL (e.g. 400,40); got {text!r}") from None
+    if width <= 0:
+        raise typer.BadParameter(f"window width must be > 0; got {width:g}")
+    return width, level
+
+
 @app.command()
 def init(
     project: ProjectArg,
@@ -53,6 +65,13 @@ def init(
         Path | None, typer.Option(help='Class names from a file: one per line, or JSON {"1": name, ...}.')
     ] = None,
     modality: Annotated[str, typer.Option(help="CT, MR, microscopy, EM, cryo-ET or other.")] = "CT",
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="CT window WIDTH,LEVEL in stored units for training (default 400,40 HU;"
+            " e.g. 400,1064 for CT stored as HU + 1024)."
+        ),
+    ] = None,
 ) -> None:
     """Create a project folder with its label schema."""
     from segloop.cli.output import print_schema
@@ -60,8 +79,9 @@ def init(
 
     if (labels is None) == (labels_file is None):
         raise typer.BadParameter("give exactly one of --labels or --labels-file")
+    defaults = {"window": list(_parse_window(window))} if window else {}
     names = _split(labels) if labels is not None else read_class_names(labels_file)
-    created = init_project(project, names, modality=modality)
+    created = init_project(project, names, modality=modality, defaults=defaults)
     print_schema(created)
 
 
@@ -165,6 +185,12 @@ def train_command(
             help="CT window WIDTH,LEVEL in stored units (default 400,40 HU; segloop.toml [defaults] window)."
         ),
     ] = None,
+    val_cases: Annotated[
+        str | None, typer.Option(help="Validation cases, comma separated (default: a seeded 20 %).")
+    ] = None,
+    include_pseudo: Annotated[
+        bool, typer.Option("--include-pseudo", help="Also learn from pseudo labels (model predictions).")
+    ] = False,
 ) -> None:
     """Train a network on every labelled case (ignore voxels teach nothing)."""
     from segloop.cli.output import console, training_progress
@@ -178,9 +204,11 @@ def train_command(
         settings["epochs"] = epochs
     if minutes is not None:
         settings["time_budget_min"] = minutes
-    window_text = window or opened.config.defaults.get("window")
-    if window_text:
-        settings["window"] = tuple(float(v) for v in str(window_text).replace(" ", "").split(","))
+    window_setting = window or opened.config.defaults.get("window")
+    if window_setting:
+        settings["window"] = _parse_window(window_setting)
+    if val_cases:
+        settings["validation_case_ids"] = tuple(_split(val_cases))
     config = TrainConfig(**settings)
     with training_progress() as on_progress:
         model = train_project(
@@ -190,6 +218,7 @@ def train_command(
             device=device,
             init_weights=init_weights,
             resume=resume,
+            include_pseudo=include_pseudo,
             on_progress=on_progress,
             author=current_user(),
         )
@@ -246,6 +275,34 @@ def predict_command(
             f"{record.case_id}: pseudo version {record.label_version_id},"
             f" mean entropy {record.mean_entropy:.4f}"
         )
+
+
+@app.command()
+def evaluate(
+    project: ProjectArg,
+    cases: Annotated[
+        str | None,
+        typer.Option(help="Case ids, comma separated (default: labelled cases the model did not train on)."),
+    ] = None,
+    model: Annotated[int | None, typer.Option(help="Model id (default: the newest finished).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    tolerance: Annotated[float, typer.Option(help="Surface Dice tolerance in mm.")] = 2.0,
+) -> None:
+    """Score a model against original/revised labels: Dice, HD95, surface Dice per class (stored)."""
+    from segloop.cli.output import console, print_evaluation
+    from segloop.loop.evaluation import evaluate_model
+    from segloop.store import Project
+
+    opened = Project.open(project)
+    records = evaluate_model(
+        opened,
+        _split(cases) or None,
+        model_id=model,
+        device=device,
+        tolerance_mm=tolerance,
+        on_case=lambda case_id: console.print(f"evaluating {case_id}"),
+    )
+    print_evaluation(records)
 
 
 @app.command("export-mesh")

@@ -171,3 +171,37 @@ def training_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
             )
 
         yield on_progress
+
+
+def _fmt_metric(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_evaluation(records: Sequence[Any]) -> None:
+    """Dice / HD95 / surface Dice per class: per case, then the mean over cases."""
+    from segloop.loop.evaluation import summarize_evaluations
+
+    if not records:
+        return
+    names = list(records[0].metrics)
+    table = Table(title=f"model {records[0].model_id}: Dice per class (mean row: HD95 mm, surface Dice)")
+    table.add_column("case")
+    for name in names:
+        table.add_column(name, justify="right")
+    for record in records:
+        table.add_row(record.case_id, *(_fmt_metric(record.metrics[n]["dice"]) for n in names))
+    summary = summarize_evaluations(records)
+    table.add_row(
+        "[bold]mean[/bold]",
+        *(
+            f"{_fmt_metric(summary[n]['dice'])} ({_fmt_metric(summary[n]['hd95_mm'], 1)},"
+            f" {_fmt_metric(summary[n]['surface_dice'], 2)})"
+            for n in names
+        ),
+    )
+    console.print(table)
+    mean = summary["mean"]
+    console.print(
+        f"mean over classes: Dice {_fmt_metric(mean['dice'])}, HD95 {_fmt_metric(mean['hd95_mm'], 1)} mm,"
+        f" surface Dice {_fmt_metric(mean['surface_dice'])} ({len(records)} cases)"
+    )

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +39,29 @@ _HASH_CHUNK_BYTES = 1 << 20
 
 
 def init_project(
-    root: Path, class_names: Sequence[str], *, modality: str = "CT", name: str | None = None
+    root: Path,
+    class_names: Sequence[str],
+    *,
+    modality: str = "CT",
+    name: str | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> Project:
-    """Create a project folder with a label schema of ``class_names`` (indices 1..N)."""
+    """Create a project folder with a label schema of ``class_names`` (indices 1..N).
+
+    Args:
+        root: the new project folder.
+        class_names: class names in label-value order.
+        modality: CT, MR, microscopy, EM, cryo-ET or other.
+        name: the project's name (default: the folder's).
+        defaults: the ``[defaults]`` table of `segloop.toml` (e.g. ``{"window": [400, 40]}``).
+    """
     schema = LabelSchema.from_names([n for n in class_names if n])
-    config = ProjectConfig(name=name or Path(root).resolve().name, schema=schema, modality=modality)
+    config = ProjectConfig(
+        name=name or Path(root).resolve().name,
+        schema=schema,
+        modality=modality,
+        defaults=dict(defaults or {}),
+    )
     return Project.create(root, config)
 
 

@@ -26,8 +26,14 @@ __all__ = ["collect_labeled_cases", "predict_cases", "train_project"]
 MODES = ("full", "continual")
 
 
-def collect_labeled_cases(project: Project) -> tuple[list[Any], list[int]]:
+def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> tuple[list[Any], list[int]]:
     """Engine `Case`s of every case with an effective label that is not all *ignore*.
+
+    Args:
+        project: the open project.
+        include_pseudo: also learn from ``pseudo`` versions (model predictions, or labels imported
+            as pseudo such as TotalSegmentator's). Off by default: a loop that trains on its own
+            predictions learns its own mistakes; classes decided only by pseudo labels are ignored.
 
     Returns:
         ``(cases, label_version_ids)``: the cases (images in their stored dtype) and the ids of
@@ -37,7 +43,8 @@ def collect_labeled_cases(project: Project) -> tuple[list[Any], list[int]]:
 
     versions_by_case: dict[str, list] = {}
     for version in project.list_label_versions():
-        versions_by_case.setdefault(version.case_id, []).append(version)
+        if include_pseudo or version.source != "pseudo":
+            versions_by_case.setdefault(version.case_id, []).append(version)
     cases, seen = [], []
     for case in project.list_cases():
         versions = versions_by_case.get(case.case_id)
@@ -60,6 +67,8 @@ def train_project(
     device: str = "auto",
     init_weights: Path | None = None,
     resume: bool = False,
+    include_pseudo: bool = False,
+    round_number: int | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     author: str,
 ) -> ModelRecord:
@@ -73,6 +82,8 @@ def train_project(
         device: ``auto``, ``cpu`` or ``cuda``.
         init_weights: a local checkpoint to start from (continual training from elsewhere).
         resume: continue the newest interrupted (``running``) training run.
+        include_pseudo: also learn from ``pseudo`` versions (see `collect_labeled_cases`).
+        round_number: the loop round this model belongs to, if any.
         on_progress: receives the engine's progress dicts.
         author: who started it.
 
@@ -91,14 +102,18 @@ def train_project(
         if record is None:
             msg = "nothing to resume: no interrupted training run in this project"
             raise NotFoundError(msg)
-        cases, _ = collect_labeled_cases(project)
+        include_pseudo = bool(record.config.get("include_pseudo", False))
+        cases, _ = collect_labeled_cases(project, include_pseudo=include_pseudo)
         by_id = {case.case_id: case for case in cases}
         train_ids, val_ids = list(record.train_case_ids), list(record.val_case_ids)
         parent = project.get_model(record.parent_id) if record.parent_id else None
     else:
-        cases, seen = collect_labeled_cases(project)
+        cases, seen = collect_labeled_cases(project, include_pseudo=include_pseudo)
         if not cases:
-            msg = "no labelled case to train on: add labels (segloop add --labels-dir, segloop segment ...)"
+            msg = (
+                "no labelled case to train on: add labels (segloop add --labels-dir, segloop segment ...)"
+                + ("" if include_pseudo else "; pseudo labels count only with --include-pseudo")
+            )
             raise LabelValueError(msg)
         by_id = {case.case_id: case for case in cases}
         train_ids, val_ids = split_cases(list(by_id), config)
@@ -110,10 +125,11 @@ def train_project(
             author=author,
             mode=mode,
             parent_id=parent.id if parent else None,
-            config=config.to_dict(),
+            config={**config.to_dict(), "include_pseudo": include_pseudo},
             label_version_ids=seen,
             train_case_ids=train_ids,
             val_case_ids=val_ids,
+            round_number=round_number,
         )
     missing = [case_id for case_id in [*train_ids, *val_ids] if case_id not in by_id]
     if missing:
@@ -147,7 +163,8 @@ def train_project(
         "samples_per_s": result.samples_per_s,
         "unseen_classes": [schema.name_of(k) for k in result.unseen_classes if k > 0],
     }
-    project.finish_model(record.id, status="done", metrics=metrics, config=result.config.to_dict())
+    resolved = {**result.config.to_dict(), "include_pseudo": record.config.get("include_pseudo", False)}
+    project.finish_model(record.id, status="done", metrics=metrics, config=resolved)
     project.log_event("train", author, {"model": record.id, "mode": mode, "cases": len(train_ids)})
     return project.get_model(record.id)
 
