@@ -94,8 +94,9 @@ def test_pseudo_labels_teach_only_when_asked_and_evaluation_scores_held_out_case
     assert evaluation_cases(project, model) == ["c1"]
     records = evaluate_model(project, model_id=model.id, round_number=1)
     assert [r.case_id for r in records] == ["c1"] and records[0].round == 1
-    assert set(records[0].metrics) == set(PHANTOM_CLASSES)
-    scores = records[0].metrics[PHANTOM_CLASSES[0]]
+    assert set(records[0].metrics["per_class"]) == set(PHANTOM_CLASSES)
+    assert 0.0 <= records[0].metrics["mean_entropy"] <= 1.0
+    scores = records[0].metrics["per_class"][PHANTOM_CLASSES[0]]
     assert set(scores) == {"dice", "hd95_mm", "surface_dice"} and 0.0 <= scores["dice"] <= 1.0
     assert project.list_evaluations(model_id=model.id) == records
     assert summarize_evaluations(records)["mean"]["dice"] is not None

@@ -183,13 +183,14 @@ def print_evaluation(records: Sequence[Any]) -> None:
 
     if not records:
         return
-    names = list(records[0].metrics)
+    names = list(records[0].metrics["per_class"])
     table = Table(title=f"model {records[0].model_id}: Dice per class (mean row: HD95 mm, surface Dice)")
     table.add_column("case")
     for name in names:
         table.add_column(name, justify="right")
     for record in records:
-        table.add_row(record.case_id, *(_fmt_metric(record.metrics[n]["dice"]) for n in names))
+        per_class = record.metrics["per_class"]
+        table.add_row(record.case_id, *(_fmt_metric(per_class[n]["dice"]) for n in names))
     summary = summarize_evaluations(records)
     table.add_row(
         "[bold]mean[/bold]",

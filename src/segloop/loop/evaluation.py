@@ -63,8 +63,9 @@ def evaluate_model(
         on_case: called with each case id before it is scored (progress).
 
     Returns:
-        One record per case; its ``metrics`` map class names to ``{"dice", "hd95_mm",
-        "surface_dice"}`` (None where the class is in neither map, or HD95 where it is in one only).
+        One record per case; its ``metrics`` hold ``per_class``: class name -> ``{"dice", "hd95_mm",
+        "surface_dice"}`` (None where the class is in neither map, or HD95 where it is in one only),
+        and ``mean_entropy``: the prediction's mean normalised voxel entropy (0..1).
 
     Raises:
         NotFoundError: no finished model, an unknown case.
@@ -115,8 +116,11 @@ def evaluate_model(
             tolerance_mm=tolerance_mm,
         )
         metrics = {
-            schema.name_of(value): {name: _finite_or_none(score[name]) for name in METRICS}
-            for value, score in scores.items()
+            "per_class": {
+                schema.name_of(value): {name: _finite_or_none(score[name]) for name in METRICS}
+                for value, score in scores.items()
+            },
+            "mean_entropy": float(np.mean(prediction.entropy, dtype=np.float64)),
         }
         records.append(
             project.add_evaluation(
@@ -140,14 +144,14 @@ def summarize_evaluations(records: Sequence[EvaluationRecord]) -> dict[str, dict
     Examples:
         >>> from types import SimpleNamespace as S
         >>> summary = summarize_evaluations(
-        ...     [S(metrics={"a": {"dice": 0.5, "hd95_mm": None, "surface_dice": 1.0}}),
-        ...      S(metrics={"a": {"dice": 1.0, "hd95_mm": 2.0, "surface_dice": None}})])
+        ...     [S(metrics={"per_class": {"a": {"dice": 0.5, "hd95_mm": None, "surface_dice": 1.0}}}),
+        ...      S(metrics={"per_class": {"a": {"dice": 1.0, "hd95_mm": 2.0, "surface_dice": None}}})])
         >>> summary["a"]
         {'dice': 0.75, 'hd95_mm': 2.0, 'surface_dice': 1.0}
     """
     values: dict[str, dict[str, list[float]]] = {}
     for record in records:
-        for name, scores in record.metrics.items():
+        for name, scores in record.metrics["per_class"].items():
             for metric in METRICS:
                 values.setdefault(name, {}).setdefault(metric, []).append(scores.get(metric))
     summary: dict[str, dict[str, Any]] = {

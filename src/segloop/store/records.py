@@ -139,7 +139,7 @@ class EvaluationRecord:
     model_id: int
     case_id: str
     reference_version_ids: tuple[int, ...]
-    metrics: dict[str, Any]  # {class name: {"dice": .., "hd95_mm": .., "surface_dice": ..}}
+    metrics: dict[str, Any]  # {"per_class": {name: {"dice", "hd95_mm", "surface_dice"}}, "mean_entropy"}
     round: int | None
     created_at: datetime
 
