@@ -206,3 +206,30 @@ def print_evaluation(records: Sequence[Any]) -> None:
         f"mean over classes: Dice {_fmt_metric(mean['dice'])}, HD95 {_fmt_metric(mean['hd95_mm'], 1)} mm,"
         f" surface Dice {_fmt_metric(mean['surface_dice'])} ({len(records)} cases)"
     )
+
+
+def print_rounds(project: Project) -> None:
+    """One row per round: cases by label source, model and its scores, the correction queue."""
+    rounds = project.list_rounds()
+    if not rounds:
+        return
+    table = Table(title="rounds")
+    for column in ("round", "status", "mode", "model", "cases by source", "val. Dice", "eval. Dice", "queue"):
+        table.add_column(column, justify="right" if column in ("round", "model") else "left")
+    for record in rounds:
+        summary, stages = record.summary, record.stages
+        sources = summary.get("cases_by_source", {})
+        evaluation = summary.get("evaluation") or {}
+        table.add_row(
+            str(record.number),
+            record.status
+            if record.status == "done"
+            else f"{record.status} ({', '.join(stages) or 'started'})",
+            summary.get("mode", record.mode),
+            str(summary.get("model", stages.get("train", {}).get("model", "-"))),
+            ", ".join(f"{s} {n}" for s, n in sources.items() if n) or "-",
+            _fmt_metric(summary.get("validation_dice")),
+            _fmt_metric(evaluation.get("mean", {}).get("dice")),
+            ", ".join(summary.get("queue", [])) or "-",
+        )
+    console.print(table)
