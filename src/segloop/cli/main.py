@@ -10,12 +10,16 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from segloop.cli.segment import app as segment_app
 from segloop.errors import SegloopError
+
+if TYPE_CHECKING:
+    from segloop.engine.config import TrainConfig
+    from segloop.store import Project
 
 app = typer.Typer(
     name="segloop",
@@ -129,12 +133,13 @@ def add(
 @app.command()
 def status(project: ProjectArg) -> None:
     """Cases, and which source decides each class."""
-    from segloop.cli.output import print_status
+    from segloop.cli.output import print_rounds, print_status
     from segloop.loop.cases import summarize_cases
     from segloop.store import Project
 
     opened = Project.open(project)
     print_status(opened, summarize_cases(opened))
+    print_rounds(opened)
 
 
 @app.command()
@@ -166,39 +171,37 @@ def export(
     console.print(f"wrote {written}")
 
 
-@app.command("train")
-def train_command(
-    project: ProjectArg,
-    dims: Annotated[int, typer.Option(help="2: slice-wise network; 3: patch-wise.")] = 2,
-    mode: Annotated[
-        str, typer.Option(help="full (fresh weights) or continual (from the last model).")
-    ] = "full",
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
-    minutes: Annotated[float | None, typer.Option(help="Wall-time budget (validation included).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    init_weights: Annotated[Path | None, typer.Option(help="A segloop checkpoint to start from.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    seed: Annotated[int, typer.Option(help="Seeds weights and sampling.")] = 0,
-    window: Annotated[
-        str | None,
-        typer.Option(
-            help="CT window WIDTH,LEVEL in stored units (default 400,40 HU; segloop.toml [defaults] window)."
-        ),
-    ] = None,
-    val_cases: Annotated[
-        str | None, typer.Option(help="Validation cases, comma separated (default: a seeded 20 %).")
-    ] = None,
-    include_pseudo: Annotated[
-        bool, typer.Option("--include-pseudo", help="Also learn from pseudo labels (model predictions).")
-    ] = False,
-) -> None:
-    """Train a network on every labelled case (ignore voxels teach nothing)."""
-    from segloop.cli.output import console, training_progress
-    from segloop.engine.config import TrainConfig
-    from segloop.loop.training import train_project
-    from segloop.store import Project
+DimsOption = Annotated[int, typer.Option(help="2: slice-wise network; 3: patch-wise.")]
+EpochsOption = Annotated[int | None, typer.Option(help="Number of epochs.")]
+MinutesOption = Annotated[float | None, typer.Option(help="Wall-time budget (validation included).")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+SeedOption = Annotated[int, typer.Option(help="Seeds weights and sampling.")]
+WindowOption = Annotated[
+    str | None,
+    typer.Option(
+        help="CT window WIDTH,LEVEL in stored units (default 400,40 HU; segloop.toml [defaults] window)."
+    ),
+]
+ValCasesOption = Annotated[
+    str | None, typer.Option(help="Validation cases, comma separated (default: a seeded 20 %).")
+]
+IncludePseudoOption = Annotated[
+    bool, typer.Option("--include-pseudo", help="Also learn from pseudo labels (model predictions).")
+]
 
-    opened = Project.open(project)
+
+def _train_config(
+    opened: Project,
+    dims: int,
+    epochs: int | None,
+    minutes: float | None,
+    seed: int,
+    window: str | None,
+    val_cases: str | None,
+) -> TrainConfig:
+    """The `TrainConfig` of the training options (window: option, else the project's default)."""
+    from segloop.engine.config import TrainConfig
+
     settings: dict = {"dims": dims, "seed": seed, "modality": opened.config.modality}
     if epochs is not None:
         settings["epochs"] = epochs
@@ -209,7 +212,33 @@ def train_command(
         settings["window"] = _parse_window(window_setting)
     if val_cases:
         settings["validation_case_ids"] = tuple(_split(val_cases))
-    config = TrainConfig(**settings)
+    return TrainConfig(**settings)
+
+
+@app.command("train")
+def train_command(
+    project: ProjectArg,
+    dims: DimsOption = 2,
+    mode: Annotated[
+        str, typer.Option(help="full (fresh weights) or continual (from the last model).")
+    ] = "full",
+    epochs: EpochsOption = None,
+    minutes: MinutesOption = None,
+    device: DeviceOption = "auto",
+    init_weights: Annotated[Path | None, typer.Option(help="A segloop checkpoint to start from.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    seed: SeedOption = 0,
+    window: WindowOption = None,
+    val_cases: ValCasesOption = None,
+    include_pseudo: IncludePseudoOption = False,
+) -> None:
+    """Train a network on every labelled case (ignore voxels teach nothing)."""
+    from segloop.cli.output import console, training_progress
+    from segloop.loop.training import train_project
+    from segloop.store import Project
+
+    opened = Project.open(project)
+    config = _train_config(opened, dims, epochs, minutes, seed, window, val_cases)
     with training_progress() as on_progress:
         model = train_project(
             opened,
@@ -303,6 +332,61 @@ def evaluate(
         on_case=lambda case_id: console.print(f"evaluating {case_id}"),
     )
     print_evaluation(records)
+
+
+@app.command("round")
+def round_command(
+    project: ProjectArg,
+    mode: Annotated[
+        str, typer.Option(help="continual (from the last model; full in round 1) or full.")
+    ] = "continual",
+    strategy: Annotated[
+        str, typer.Option(help="Ranking: uncertainty, random or least-recent.")
+    ] = "uncertainty",
+    n: Annotated[int, typer.Option("-n", help="Cases in the correction queue.")] = 5,
+    dims: DimsOption = 2,
+    epochs: EpochsOption = None,
+    minutes: MinutesOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    window: WindowOption = None,
+    val_cases: ValCasesOption = None,
+    include_pseudo: IncludePseudoOption = False,
+) -> None:
+    """One round: train -> predict unlabelled -> evaluate -> rank -> report (resumes if killed)."""
+    from segloop.cli.output import console, print_rounds, training_progress
+    from segloop.loop.rounds import run_round
+    from segloop.store import Project
+
+    opened = Project.open(project)
+    config = _train_config(opened, dims, epochs, minutes, seed, window, val_cases)
+    with training_progress() as on_progress:
+        run_round(
+            opened,
+            config,
+            mode=mode,
+            strategy=strategy,
+            n_next=n,
+            include_pseudo=include_pseudo,
+            device=device,
+            author=current_user(),
+            on_step=lambda text: console.print(f"[bold]>[/bold] {text}"),
+            on_progress=on_progress,
+        )
+    print_rounds(opened)
+
+
+@app.command()
+def report(
+    project: ProjectArg,
+    out: Annotated[Path | None, typer.Option(help="Folder (default: PROJECT/reports).")] = None,
+) -> None:
+    """Write the HTML report with PNG plots of every round."""
+    from segloop.cli.output import console
+    from segloop.loop.report import write_report
+    from segloop.store import Project
+
+    console.print(f"wrote {write_report(Project.open(project), out)}")
 
 
 @app.command("export-mesh")
