@@ -154,7 +154,7 @@ def run_round(
         project.record_round_stage(number, "evaluate", stages["evaluate"])
 
     if "rank" not in stages:
-        ranked = rank_cases(project, n=n_next, strategy=strategy, author=author)
+        ranked = rank_cases(project, strategy=strategy, count=n_next, author=author)
         queue = project.root / "rounds" / str(number) / "priority.csv"
         write_priority_csv(ranked, queue, overwrite=True)
         on_step(f"ranked the next {len(ranked)} cases to correct ({strategy}): {queue}")

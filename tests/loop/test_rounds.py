@@ -1,0 +1,91 @@
+"""Rounds of the loop (train, predict, evaluate, rank, report) on tiny phantoms, and the report."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+from segloop.errors import SegloopError
+from segloop.io import write_volume
+from segloop.loop.cases import import_cases, init_project
+from segloop.loop.rounds import count_cases_by_source, run_round, unlabeled_cases
+from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+
+SHAPE = (32, 32, 16)
+
+
+def _tiny_config(**changes):
+    from segloop.engine.config import TrainConfig
+
+    settings = {
+        "features": (8, 16),
+        "epochs": 1,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "validation_case_ids": ("c1",),
+        "time_budget_min": None,
+    }
+    return TrainConfig(**{**settings, **changes})
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = init_project(tmp_path / "proj", PHANTOM_CLASSES)
+    images = []
+    for index in range(5):
+        phantom = make_ct_phantom(SHAPE, seed=index)
+        images.append(write_volume(phantom.image, tmp_path / "img" / f"c{index}_0000.nii.gz"))
+        if index < 2:
+            write_volume(phantom.labels, tmp_path / "lab" / f"c{index}.nii.gz")
+    import_cases(project, images, labels_dir=tmp_path / "lab")
+    return project
+
+
+def test_two_rounds_record_every_stage_and_write_the_report(project):
+    assert unlabeled_cases(project) == ["c2", "c3", "c4"]
+    first = run_round(project, _tiny_config(), n_next=2, author="t")
+    assert first.number == 1 and first.status == "done"
+    assert list(first.stages) == ["train", "predict", "evaluate", "rank", "report"]
+    assert first.stages["train"]["mode"] == "full"  # nothing to continue from in round 1
+    assert first.stages["predict"]["cases"] == ["c2", "c3", "c4"]
+    assert first.stages["evaluate"]["cases"] == ["c1"]  # held out: the model did not train on it
+    assert 0.0 <= first.summary["evaluation"]["mean"]["dice"] <= 1.0
+    assert len(first.summary["queue"]) == 2 and set(first.summary["queue"]) <= {"c2", "c3", "c4"}
+    assert first.summary["cases_by_source"]["original"] == 2
+    assert first.summary["cases_by_source"]["pseudo"] == 3
+    assert (project.root / "rounds" / "1" / "priority.csv").is_file()
+
+    second = run_round(project, _tiny_config(), n_next=2, author="t")
+    model = project.get_model(second.summary["model"])
+    assert (second.number, model.mode, model.round) == (2, "continual", 2)
+    assert model.parent_id == first.summary["model"]
+    report = project.root / first.stages["report"]["path"]
+    text = report.read_text(encoding="utf-8")
+    for image in ("dice_per_round.png", "sources_per_round.png", "uncertainty_vs_dice.png"):
+        assert f'src="{image}"' in text and (report.parent / image).stat().st_size > 1000
+    assert "<td>2</td>" in text  # one row per round
+    assert count_cases_by_source(project) == second.summary["cases_by_source"]
+
+
+def test_a_killed_round_resumes_without_redoing_finished_stages(project):
+    def kill_at_evaluation(text):
+        if text.startswith("evaluating"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_round(project, _tiny_config(), author="t", on_step=kill_at_evaluation)
+    (interrupted,) = project.list_rounds()
+    assert interrupted.status == "running" and list(interrupted.stages) == ["train", "predict"]
+    resumed = run_round(project, _tiny_config(), author="t")
+    assert resumed.number == 1 and resumed.status == "done"
+    assert len(project.list_models()) == 1  # the model was not trained again
+    assert len(project.list_predictions()) == 3  # nor the cases predicted twice
+
+
+def test_round_rejects_unknown_modes_and_strategies(project):
+    with pytest.raises(SegloopError, match="unknown ranking strategy 'smart'"):
+        run_round(project, _tiny_config(), strategy="smart", author="t")
+    with pytest.raises(SegloopError, match="unknown training mode"):
+        run_round(project, _tiny_config(), mode="partial", author="t")
+    assert project.list_rounds() == []
