@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from segloop.cli.exchange import app as exchange_app
 from segloop.cli.segment import app as segment_app
 from segloop.errors import SegloopError
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 
 app.add_typer(segment_app, name="segment")
+app.add_typer(exchange_app, name="exchange")
 
 ProjectArg = Annotated[Path, typer.Argument(help="Project folder.", show_default=False)]
 CaseArg = Annotated[str, typer.Argument(help="Case id (see `segloop status`).", show_default=False)]

@@ -7,7 +7,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from segloop.core.assembly import SOURCE_PRIORITY
-from segloop.core.geometry import check_same_grid
+from segloop.core.geometry import align_to_grid, check_same_grid
 from segloop.core.labels import LabelSchema
-from segloop.errors import ConflictError, LabelValueError, NotFoundError, SegloopError
+from segloop.errors import ConflictError, GeometryMismatchError, LabelValueError, NotFoundError, SegloopError
+from segloop.exchange.values import remap_labels
 from segloop.io import read_volume, supported_suffixes, write_volume
 from segloop.io.atomic import atomic_directory, atomic_file
 from segloop.loop.labels import compute_effective_label, count_voxels, label_volume, read_schema_labels
@@ -31,6 +32,7 @@ __all__ = [
     "import_cases",
     "init_project",
     "read_class_names",
+    "read_mapped_labels",
     "summarize_cases",
 ]
 
@@ -124,6 +126,35 @@ def hash_path(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def read_mapped_labels(
+    path: Path,
+    schema: LabelSchema,
+    shape: Sequence[int],
+    affine: np.ndarray,
+    value_map: Mapping[int, int],
+) -> np.ndarray:
+    """Read a label file whose values follow its own convention, in schema values on a case's grid.
+
+    Args:
+        path: the label file (any format `segloop.io` reads; axes may be flipped or permuted).
+        schema: the project's classes.
+        shape: the case's ``(I, J, K)``.
+        affine: the case's ``(4, 4)`` affine.
+        value_map: ``{file value: schema value}`` covering every value the file holds (e.g.
+            ``{0: 0, 255: 1}`` for a binary mask, ``{0: ignore, 1: 0, 2: 1}`` for a sparse paint).
+
+    Raises:
+        GeometryMismatchError: the grid differs from the case's.
+        LabelValueError: a value the map does not name.
+    """
+    volume = read_volume(path)
+    if volume.array.ndim != 3:
+        msg = f"label {path} must be a 3D label map (I, J, K); got shape {volume.array.shape}"
+        raise GeometryMismatchError(msg)
+    aligned = align_to_grid(volume.array, volume.affine, shape, affine, what=f"label {path}")
+    return remap_labels(aligned, value_map, dtype=schema.dtype, what=f"label {path}")
+
+
 @dataclass
 class ImportReport:
     """What `import_cases` did."""
@@ -193,6 +224,7 @@ def import_cases(
     case_id: str | None = None,
     copy: bool = False,
     allow_empty: bool = False,
+    label_values: Mapping[int, int] | None = None,
     author: str = "unknown",
 ) -> ImportReport:
     """Add images (and their labels from ``labels_dir``) as new cases: all or nothing.
@@ -210,6 +242,8 @@ def import_cases(
         case_id: the case id for a single image (instead of its file name).
         copy: copy images into the project instead of referencing them in place.
         allow_empty: accept label files with no foreground voxel.
+        label_values: ``{file value: schema value}`` for labels in another convention (a binary
+            mask image's 255, a sparse paint's 0 = not painted); default: schema values.
         author: who adds them.
 
     Raises:
@@ -268,9 +302,15 @@ def import_cases(
             label = None
             if case in label_index:
                 label_path = label_index[case]
-                labels, segment_names = read_schema_labels(
-                    label_path, schema, reference.spatial_shape, reference.affine
-                )
+                if label_values is None:
+                    labels, segment_names = read_schema_labels(
+                        label_path, schema, reference.spatial_shape, reference.affine
+                    )
+                else:
+                    labels = read_mapped_labels(
+                        label_path, schema, reference.spatial_shape, reference.affine, label_values
+                    )
+                    segment_names = None
                 counts = count_voxels(labels, schema)
                 if not allow_empty and sum(counts[n] for n in schema.names) == 0:
                     msg = (
@@ -286,7 +326,7 @@ def import_cases(
                     voxel_counts=counts,
                     author=author,
                     tool="segloop add",
-                    params={"file": str(label_path.resolve()), "sha256": hash_path(label_path)[0]},
+                    params=_label_params(label_path, label_values),
                 )
                 report.labeled.append(case)
             new_cases.append(
@@ -307,6 +347,13 @@ def import_cases(
     report.seconds = time.perf_counter() - started
     project.log_event("add", author, {"cases": report.added, "labeled": report.labeled, "source": source})
     return report
+
+
+def _label_params(path: Path, label_values: Mapping[int, int] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"file": str(path.resolve()), "sha256": hash_path(path)[0]}
+    if label_values:
+        params["label_values"] = {str(k): int(v) for k, v in label_values.items()}
+    return params
 
 
 def _with_copied_images(project: Project, case: NewCase) -> NewCase:
