@@ -1,0 +1,411 @@
+"""The simulated annotator: a person played from reference labels, through the doors a person uses.
+
+The annotator holds reference labels *outside* the project and submits only what a person would:
+
+- a **sparse first annotation**: per class, contours on a few slices spread evenly over the
+  organ (seed 000 corrects "5-7 layers ... evenly distributed and include the top and bottom
+  layers"), written as a polygon document and given to the contour tool with fill-between
+  (`segloop segment CASE contours --polygons P.json --fill-between`): a ``sparse`` version of the
+  drawn slices and a ``draft`` of the filled organ;
+- **corrections** of what the ranking picked: the person scrolls through the predicted class,
+  and on each slice where the prediction is visibly wrong paints what is missing and erases what
+  is extra (`segloop correct CASE --add A --remove R --class C`): a ``revised`` version.
+
+Effort is counted the way a person spends it (`Effort`), priced by a `CostModel`. The engine only
+ever sees the submitted label versions; the reference arrays never enter the project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from segloop.core.geometry import axis_of_plane
+from segloop.core.volume import Volume
+from segloop.io import write_volume
+from segloop.loop.labels import compute_effective_label
+from segloop.loop.tools import run_contours
+from segloop.segment.contours import make_polygon_document, mask_to_polygons
+from segloop.store import LabelVersionRecord, Project
+
+__all__ = [
+    "CostModel",
+    "Effort",
+    "SimulatedAnnotator",
+    "SimulatedRound",
+    "evenly_spaced_slices",
+    "manual_effort",
+    "run_simulated_loop",
+    "score_test_cases",
+]
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds a person spends per action (assumptions; calibrate with a stopwatch for your tools).
+
+    Attributes:
+        seconds_per_contour_point: placing one polygon vertex (AnatomySketch / Slicer / ITK-SNAP
+            polygon tools: click on the organ's edge).
+        seconds_per_reviewed_slice: scrolling to a slice and judging one class on it.
+        seconds_per_stroke: one brush or eraser stroke (one connected region painted or erased on
+            a slice).
+        polygon_tolerance_voxels: how far a clicked outline may stray from the true edge (the
+            Douglas-Peucker tolerance that turns a traced outline into the vertices a person
+            clicks).
+    """
+
+    seconds_per_contour_point: float = 1.5
+    seconds_per_reviewed_slice: float = 2.0
+    seconds_per_stroke: float = 3.0
+    polygon_tolerance_voxels: float = 1.0
+
+
+@dataclass(frozen=True)
+class Effort:
+    """Work a person did (sums with ``+``).
+
+    Attributes:
+        slices_drawn: slices contoured.
+        contour_points: polygon vertices placed.
+        slices_reviewed: class slices looked at while correcting.
+        slices_corrected: slices painted or erased on.
+        strokes: brush / eraser strokes.
+        voxels_changed: voxels whose label the submitted work changed.
+        seconds: the time estimate of the cost model.
+    """
+
+    slices_drawn: int = 0
+    contour_points: int = 0
+    slices_reviewed: int = 0
+    slices_corrected: int = 0
+    strokes: int = 0
+    voxels_changed: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: Effort) -> Effort:
+        return Effort(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)}
+        )
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600.0
+
+
+def evenly_spaced_slices(mask: np.ndarray, axis: int, count: int) -> list[int]:
+    """``count`` slice indices along ``axis`` spread evenly from the first to the last slice of ``mask``.
+
+    Examples:
+        >>> m = np.zeros((1, 1, 20), bool); m[..., 4:15] = True
+        >>> evenly_spaced_slices(m, 2, 3)
+        [4, 9, 14]
+    """
+    present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+    if present.size == 0:
+        return []
+    chosen = np.linspace(present[0], present[-1], num=min(count, present.size)).round().astype(int)
+    # a linspace point may fall on a gap of a split organ: take the nearest slice that holds it
+    snapped = {int(present[np.argmin(np.abs(present - c))]) for c in chosen}
+    return sorted(snapped)
+
+
+def _contour(
+    mask: np.ndarray, axis: int, slices: Sequence[int], cost: CostModel
+) -> tuple[list[dict], Effort]:
+    """Polygons a person clicks on ``slices`` of ``mask``, and what that costs."""
+    only = np.zeros_like(mask)
+    index = [slice(None)] * 3
+    index[axis] = list(slices)
+    only[tuple(index)] = mask[tuple(index)]
+    polygons = mask_to_polygons(only, axis, tolerance_voxels=cost.polygon_tolerance_voxels)
+    points = sum(len(p["points"]) for p in polygons)
+    effort = Effort(
+        slices_drawn=len(slices),
+        contour_points=points,
+        voxels_changed=int(only.sum()),
+        seconds=points * cost.seconds_per_contour_point,
+    )
+    return polygons, effort
+
+
+def manual_effort(reference: np.ndarray, classes: Sequence[int], axis: int, cost: CostModel) -> Effort:
+    """Effort of contouring every slice of every class from scratch (the baseline without segloop).
+
+    Args:
+        reference: ``(I, J, K)`` reference label array.
+        classes: class values to count.
+        axis: the slice axis a person contours along.
+        cost: the cost model.
+    """
+    total = Effort()
+    for value in classes:
+        mask = reference == value
+        slices = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))).tolist()
+        total += _contour(mask, axis, slices, cost)[1]
+    return total
+
+
+@dataclass
+class SimulatedAnnotator:
+    """Plays the person from reference labels (which never enter the project).
+
+    Args:
+        references: case id -> ``(I, J, K)`` reference label array in the project's schema values.
+        cost: the cost model.
+        plane: the plane a person draws and reviews in.
+        author: recorded on every submitted version.
+        slice_tolerance: a reviewed slice is corrected when more than this fraction of the class's
+            voxels on it (reference or predicted, whichever is larger) is wrong.
+        min_error_voxels: ...and at least this many voxels are wrong (a person ignores specks).
+    """
+
+    references: dict[str, np.ndarray]
+    cost: CostModel = dataclasses.field(default_factory=CostModel)
+    plane: str = "axial"
+    author: str = "simulated-annotator"
+    slice_tolerance: float = 0.1
+    min_error_voxels: int = 5
+    log: list[tuple[str, str, Effort]] = dataclasses.field(default_factory=list)
+
+    @property
+    def total(self) -> Effort:
+        """All effort so far."""
+        result = Effort()
+        for _, _, effort in self.log:
+            result += effort
+        return result
+
+    def _reference(self, case_id: str) -> np.ndarray:
+        return self.references[case_id]
+
+    def annotate_sparse(
+        self, project: Project, case_id: str, *, slices_per_class: int = 7
+    ) -> tuple[list[LabelVersionRecord], Effort]:
+        """Contour ``slices_per_class`` slices of every class present and fill between them.
+
+        Returns:
+            The stored versions (a sparse and a draft per class) and the effort spent.
+        """
+        case = project.get_case(case_id)
+        schema = project.config.schema
+        axis = axis_of_plane(case.affine, self.plane)
+        reference = self._reference(case_id)
+        polygons_by_class, effort = {}, Effort()
+        for value in sorted(int(v) for v in np.unique(reference) if 0 < v < schema.ignore_index):
+            mask = reference == value
+            polygons, spent = _contour(
+                mask, axis, evenly_spaced_slices(mask, axis, slices_per_class), self.cost
+            )
+            if polygons:
+                polygons_by_class[schema.name_of(value)] = polygons
+                effort += spent
+        if not polygons_by_class:
+            return [], effort
+        with tempfile.TemporaryDirectory(prefix="segloop-annotator-") as folder:
+            path = Path(folder) / f"{case_id}.polygons.json"
+            path.write_text(json.dumps(make_polygon_document(polygons_by_class, axis)), encoding="utf-8")
+            versions = run_contours(
+                project, case_id, polygons_path=path, fill_between=True, author=self.author
+            )
+        self.log.append((case_id, "sparse", effort))
+        return versions, effort
+
+    def correct_class(
+        self, project: Project, case_id: str, class_name: str
+    ) -> tuple[LabelVersionRecord | None, Effort]:
+        """Review one class of a case's current label and fix the visibly wrong slices.
+
+        The person looks at every slice where the class is predicted or truly present, and on
+        slices whose error exceeds the tolerance paints the missing voxels (Add) and erases the
+        extra ones (Remove); each connected region painted or erased on a slice is one stroke.
+
+        Returns:
+            The ``revised`` version of the class (also when nothing needed fixing: the person
+            reviewed and accepted it) and the effort spent.
+        """
+        from segloop.loop.corrections import correct_case_masks
+
+        case = project.get_case(case_id)
+        schema = project.config.schema
+        value = schema.index_of(class_name)
+        axis = axis_of_plane(case.affine, self.plane)
+        assembly = compute_effective_label(project, case)
+        current = np.zeros(case.shape, bool) if assembly is None else assembly.labels == value
+        truth = self._reference(case_id) == value
+        other = tuple(a for a in range(3) if a != axis)
+        reviewed = np.flatnonzero((current | truth).any(axis=other))
+        add = np.zeros(case.shape, bool)
+        remove = np.zeros(case.shape, bool)
+        strokes = corrected = 0
+        for k in reviewed.tolist():
+            index = [slice(None)] * 3
+            index[axis] = k
+            plane_index = tuple(index)
+            missing = truth[plane_index] & ~current[plane_index]
+            extra = current[plane_index] & ~truth[plane_index]
+            wrong = int(missing.sum() + extra.sum())
+            size = max(int(truth[plane_index].sum()), int(current[plane_index].sum()), 1)
+            if wrong < self.min_error_voxels or wrong <= self.slice_tolerance * size:
+                continue
+            add[plane_index] = missing
+            remove[plane_index] = extra
+            strokes += ndimage.label(missing)[1] + ndimage.label(extra)[1]
+            corrected += 1
+        seconds = (
+            reviewed.size * self.cost.seconds_per_reviewed_slice + strokes * self.cost.seconds_per_stroke
+        )
+        effort = Effort(
+            slices_reviewed=int(reviewed.size),
+            slices_corrected=corrected,
+            strokes=int(strokes),
+            voxels_changed=int(add.sum() + remove.sum()),
+            seconds=seconds,
+        )
+        # submitted even when nothing needed fixing: the person reviewed the class and accepts it
+        with tempfile.TemporaryDirectory(prefix="segloop-annotator-") as folder:
+            paths = {
+                kind: write_volume(Volume(mask.astype(np.uint8), case.affine), Path(folder) / f"{kind}.nrrd")
+                for kind, mask in (("add", add), ("remove", remove))
+            }
+            result = correct_case_masks(
+                project,
+                case_id,
+                add=[paths["add"]],
+                remove=[paths["remove"]],
+                class_name=class_name,
+                author=self.author,
+            )
+        self.log.append((case_id, f"correct {class_name}", effort))
+        return result.version, effort
+
+
+@dataclass(frozen=True)
+class SimulatedRound:
+    """What one round of a simulated loop reached, and what it cost so far.
+
+    Attributes:
+        round: the round number.
+        model_id: the round's model.
+        cases_by_source: cases by the most trusted source of their labels.
+        test_dice: class name -> mean Dice over the test cases whose reference holds the class.
+        mean_test_dice: mean over classes.
+        effort: cumulative effort before this round's training (what the model could learn from).
+    """
+
+    round: int
+    model_id: int
+    cases_by_source: dict[str, int]
+    test_dice: dict[str, float]
+    mean_test_dice: float
+    effort: Effort
+
+
+def score_test_cases(
+    project: Project, model_id: int, test_cases: dict[str, tuple[Volume, np.ndarray]], *, device: str = "auto"
+) -> dict[str, float]:
+    """Mean Dice per class of a model on test cases kept outside the project.
+
+    Args:
+        project: the project the model belongs to.
+        model_id: the model.
+        test_cases: case id -> (image, ``(I, J, K)`` reference labels in schema values).
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+    from segloop.engine.infer import load_model, predict
+    from segloop.metrics import dice_per_class
+
+    schema = project.config.schema
+    trained = load_model(project.root / project.get_model(model_id).checkpoint, device)
+    scores: dict[str, list[float]] = {}
+    for image, reference in test_cases.values():
+        labels = predict(
+            trained.network, image.array, image.spacing, trained.config, device=trained.device
+        ).labels
+        present = [v for v in range(1, schema.ignore_index) if (reference == v).any()]
+        for value, dice in dice_per_class(labels, reference, present).items():
+            scores.setdefault(schema.name_of(value), []).append(float(dice))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def run_simulated_loop(
+    project: Project,
+    annotator: SimulatedAnnotator,
+    train_config: object,
+    *,
+    start_cases: Sequence[str],
+    test_cases: dict[str, tuple[Volume, np.ndarray]],
+    rounds: int,
+    corrections_per_round: int,
+    mode: str = "continual",
+    strategy: str = "uncertainty",
+    slices_per_class: int = 7,
+    device: str = "auto",
+    on_step: Callable[[str], None] = lambda _: None,
+    on_progress: Callable[[dict], None] | None = None,
+) -> list[SimulatedRound]:
+    """Sparse start, then rounds of train → predict → rank → simulated corrections of the queue.
+
+    The queue of the last round is not corrected (no later training would learn from it).
+
+    Args:
+        project: a project holding the images (the annotator holds their reference labels).
+        annotator: the simulated person.
+        train_config: the `segloop.engine.TrainConfig` of every round.
+        start_cases: cases the person annotates sparsely before the first round.
+        test_cases: images and references kept outside the project, to measure each model.
+        rounds: how many rounds.
+        corrections_per_round: cases corrected (every open class) after each round but the last.
+        mode: ``continual`` or ``full`` training.
+        strategy: ``uncertainty``, ``random`` or ``least-recent`` ranking.
+        slices_per_class: contoured slices per class of a sparse start.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        on_step: receives one line per step.
+        on_progress: the engine's training progress callback.
+    """
+    from segloop.loop.rounds import run_round
+
+    for case_id in start_cases:
+        _, effort = annotator.annotate_sparse(project, case_id, slices_per_class=slices_per_class)
+        on_step(f"{case_id}: sparse start, {effort.slices_drawn} slices, {effort.contour_points} points")
+    results = []
+    for index in range(rounds):
+        spent = annotator.total
+        record = run_round(
+            project,
+            train_config,
+            mode=mode,
+            strategy=strategy,
+            n_next=corrections_per_round,
+            device=device,
+            author=annotator.author,
+            on_step=on_step,
+            on_progress=on_progress,
+        )
+        test_dice = score_test_cases(project, int(record.summary["model"]), test_cases, device=device)
+        mean = float(np.mean(list(test_dice.values()))) if test_dice else 0.0
+        results.append(
+            SimulatedRound(
+                record.number,
+                int(record.summary["model"]),
+                record.summary["cases_by_source"],
+                test_dice,
+                mean,
+                spent,
+            )
+        )
+        on_step(f"round {record.number}: test Dice {mean:.3f} after {spent.hours:.2f} h of simulated work")
+        if index == rounds - 1:
+            break
+        for item in record.stages["rank"]["queue"]:
+            for class_name in item["classes"]:
+                annotator.correct_class(project, item["case"], class_name)
+            on_step(f"corrected {item['case']} ({', '.join(item['classes'])})")
+    return results
