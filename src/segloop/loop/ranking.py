@@ -1,0 +1,555 @@
+"""What a person should correct next: rank cases (and the classes within a case).
+
+Strategies:
+
+- ``uncertainty`` — AbdomenAtlas's attention (seed 002) from the stored predictions. Per class
+  ``c``: an *entropy* map (binary entropy of the class's probability ``p_c``, in bits, so in
+  [0, 1]) above 0.05, and, where several passes or models exist, a *disagreement* map above 0.1;
+  each binary map is cleaned by 2 erosions then 2 dilations (3x3x3, full connectivity) and their
+  union is the class's flagged voxels. Cases are ordered by flagged voxels summed over classes
+  (most first); classes within a case by their attention (the entropy and disagreement values
+  summed over the flagged voxels), classes with none dropped. The order really is by
+  uncertainty: the time a case was last served plays no part (MONAI Label's epistemic strategy
+  re-sorts its top-k by time; this one does not).
+- ``least-recent`` — cases never served first, then the one served longest ago (each call of
+  `rank_cases` with ``record=True`` logs a ``served`` event).
+- ``random`` — a seeded permutation (same seed, same order).
+
+Candidates: every case whose effective label is not entirely human — a case drops out once each
+of its classes is decided by an ``original`` or ``revised`` version made for the whole case. A
+``revised`` version merged from patches (`segloop.loop.patches`) does not count: a person saw
+only its patches, so the case stays a candidate and the voxels of those patches are not scored.
+Within a case, classes decided by a human version are not scored (AbdomenAtlas scores only the
+organs missing from the original annotation).
+
+Disagreement, by what is stored: with predictions of the case by two or more models (the newest
+prediction of each of the newest ``max_models``), the standard deviation of ``p_c`` across them,
+per class (AbdomenAtlas's inconsistency map); else a ``disagreement`` map stored with the
+prediction (std over TTA / MC-dropout passes, averaged over classes, counted for class ``c``
+where ``p_c >= 0.05``); else none, and the entropy map alone decides — one model with one pass
+has nothing to disagree with. AbdomenAtlas's third map (overlapping organs) does not arise: a
+softmax prediction assigns one class per voxel.
+
+The morphology is in voxels (scipy's binary erosion/dilation, iterated), not millimetres as in
+`segloop.segment.morphology`: AbdomenAtlas cleans with a 3x3x3 element twice, and a voxel-wise
+opening removes speckle of the prediction's own resolution whatever the spacing. Along an axis
+of length 1 (2D images) the element is flat, so a single slice is not eroded away.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from segloop.core.corrections import PatchBox, patch_box
+from segloop.errors import CorruptFileError, NotFoundError, SegloopError
+from segloop.io.atomic import atomic_file
+from segloop.loop.labels import compute_effective_label
+from segloop.store import CaseRecord, LabelVersionRecord, PredictionRecord, Project
+
+__all__ = [
+    "STRATEGIES",
+    "CaseAttention",
+    "ClassScore",
+    "RankedCase",
+    "binary_entropy",
+    "compute_attention",
+    "find_attention_centers",
+    "list_candidate_cases",
+    "open_mask",
+    "order_least_recent",
+    "order_random",
+    "rank_cases",
+    "score_case",
+    "write_priority_csv",
+]
+
+STRATEGIES = ("uncertainty", "random", "least-recent")
+ENTROPY_THRESHOLD = 0.05
+STD_THRESHOLD = 0.1
+NEAR_PROBABILITY = 0.05
+HUMAN_SOURCES = ("original", "revised")
+
+
+# -- pure parts ----------------------------------------------------------------------------------
+
+
+def open_mask(mask: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """Erode ``iterations`` times, then dilate as often (3x3x3, full connectivity; flat on unit axes).
+
+    Args:
+        mask: ``(I, J, K)`` bool.
+        iterations: erosions and dilations (AbdomenAtlas: 2).
+
+    Returns:
+        A new ``(I, J, K)`` bool array: specks thinner than ``2 * iterations + 1`` voxels vanish.
+
+    Examples:
+        >>> mask = np.zeros((9, 9, 1), bool); mask[1:8, 1:8] = True; mask[0, 0] = True
+        >>> opened = open_mask(mask)
+        >>> int(opened.sum()), bool(opened[0, 0, 0])
+        (49, False)
+    """
+    if iterations <= 0 or not mask.any():
+        return mask.astype(bool, copy=True)
+    structure = np.ones(tuple(3 if n > 1 else 1 for n in mask.shape), dtype=bool)
+    eroded = ndimage.binary_erosion(mask, structure=structure, iterations=iterations)
+    if not eroded.any():
+        return eroded
+    return ndimage.binary_dilation(eroded, structure=structure, iterations=iterations)
+
+
+def binary_entropy(probability: np.ndarray) -> np.ndarray:
+    """Entropy of one class's probability against the rest, in bits (in [0, 1]).
+
+    Args:
+        probability: ``(I, J, K)`` probabilities of one class (any float dtype).
+
+    Returns:
+        ``(I, J, K)`` float32: 1 at p = 0.5, 0 at p = 0 or 1.
+
+    Examples:
+        >>> binary_entropy(np.array([0.0, 0.5, 1.0])).tolist()
+        [0.0, 1.0, 0.0]
+    """
+    p = np.clip(np.asarray(probability, dtype=np.float32), 0.0, 1.0)
+    q = 1.0 - p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -(np.where(p > 0, p * np.log2(p), 0.0) + np.where(q > 0, q * np.log2(q), 0.0))
+    return np.clip(entropy, 0.0, 1.0).astype(np.float32) + np.float32(0.0)
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """The attention one class of a case gets.
+
+    Attributes:
+        value: the class's label value (1..N).
+        flagged_voxels: voxels in the class's cleaned entropy-or-disagreement map.
+        attention: entropy + disagreement summed over those voxels (orders classes in a case).
+    """
+
+    value: int
+    flagged_voxels: int
+    attention: float
+
+
+@dataclass(frozen=True)
+class CaseAttention:
+    """A case's attention: per class scores and the union of flagged voxels.
+
+    Attributes:
+        classes: `ClassScore` of each scored class, most attention first (zero ones dropped).
+        flagged: ``(I, J, K)`` bool union of every class's flagged voxels.
+        disagreement: what the disagreement map came from: ``models``, ``passes`` or ``none``.
+    """
+
+    classes: tuple[ClassScore, ...]
+    flagged: np.ndarray
+    disagreement: str
+
+    @property
+    def score(self) -> int:
+        """Flagged voxels summed over classes (a voxel counts once per class that flags it)."""
+        return sum(c.flagged_voxels for c in self.classes)
+
+
+def compute_attention(
+    probabilities: Sequence[np.ndarray],
+    classes: Sequence[int],
+    *,
+    pass_disagreement: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
+    entropy_threshold: float = ENTROPY_THRESHOLD,
+    std_threshold: float = STD_THRESHOLD,
+    iterations: int = 2,
+    near_probability: float = NEAR_PROBABILITY,
+) -> CaseAttention:
+    """AbdomenAtlas attention of a case's classes (see the module docstring).
+
+    Args:
+        probabilities: one ``(C, I, J, K)`` softmax array per model, the newest first (channel 0
+            background, channel ``c`` class ``c``). The entropy comes from the first; with two or
+            more the per-class standard deviation across them is the disagreement.
+        classes: the class values to score.
+        pass_disagreement: ``(I, J, K)`` std over passes of the newest model (used when only one
+            model is given), or None.
+        exclude: ``(I, J, K)`` bool voxels not to score (already reviewed by a person), or None.
+        entropy_threshold: binary-entropy threshold in bits (AbdomenAtlas: 0.05).
+        std_threshold: disagreement threshold (AbdomenAtlas: 0.1).
+        iterations: erosions then dilations cleaning each binary map (AbdomenAtlas: 2).
+        near_probability: a class-averaged ``pass_disagreement`` counts for class ``c`` only
+            where ``p_c`` is at least this.
+
+    Returns:
+        The `CaseAttention`. Inputs are not modified.
+
+    Raises:
+        SegloopError: no probabilities, or arrays of different shapes.
+
+    Examples:
+        >>> p = np.zeros((2, 12, 12, 1), np.float32); p[0] = 1.0
+        >>> p[1, 2:9, 2:9] = 0.5; p[0, 2:9, 2:9] = 0.5
+        >>> attention = compute_attention([p], [1])
+        >>> attention.score, attention.classes[0].flagged_voxels
+        (49, 49)
+    """
+    if not probabilities:
+        msg = "uncertainty needs at least one probability array; got none"
+        raise SegloopError(msg)
+    newest = probabilities[0]
+    for other in probabilities[1:]:
+        if other.shape != newest.shape:
+            msg = f"predictions of one case must share a shape; got {newest.shape} and {other.shape}"
+            raise SegloopError(msg)
+    spatial = newest.shape[1:]
+    flagged_all = np.zeros(spatial, dtype=bool)
+    keep = np.ones(spatial, dtype=bool) if exclude is None else ~exclude
+    source = "models" if len(probabilities) > 1 else ("passes" if pass_disagreement is not None else "none")
+    scores = []
+    for value in classes:
+        if value >= newest.shape[0]:
+            msg = f"class value {value} has no probability channel (the prediction has {newest.shape[0]})"
+            raise SegloopError(msg)
+        entropy = binary_entropy(newest[value])
+        entropy_bin = open_mask((entropy > entropy_threshold) & keep, iterations)
+        heat = np.where(entropy_bin, entropy, 0.0)
+        flagged = entropy_bin
+        std = None
+        if len(probabilities) > 1:
+            std = np.std(np.stack([np.asarray(p[value], dtype=np.float32) for p in probabilities]), axis=0)
+        elif pass_disagreement is not None:
+            near = np.asarray(newest[value], dtype=np.float32) >= near_probability
+            std = np.where(near, np.asarray(pass_disagreement, dtype=np.float32), 0.0)
+        if std is not None:
+            std_bin = open_mask((std > std_threshold) & keep, iterations)
+            heat = heat + np.where(std_bin, std, 0.0)
+            flagged = flagged | std_bin
+        count = int(flagged.sum())
+        if count:
+            scores.append(ClassScore(int(value), count, float(heat.sum(dtype=np.float64))))
+            flagged_all |= flagged
+    scores.sort(key=lambda s: (-s.attention, s.value))
+    return CaseAttention(tuple(scores), flagged_all, source)
+
+
+def order_random(case_ids: Sequence[str], seed: int) -> list[str]:
+    """A seeded permutation of ``case_ids``.
+
+    Examples:
+        >>> order_random(["a", "b", "c"], 0) == order_random(["a", "b", "c"], 0)
+        True
+    """
+    order = np.random.default_rng(seed).permutation(len(case_ids))
+    return [case_ids[i] for i in order]
+
+
+def order_least_recent(case_ids: Sequence[str], last_served: dict[str, int]) -> list[str]:
+    """Cases never served first (in the given order), then by when they were last served.
+
+    Args:
+        case_ids: the candidates, in project order.
+        last_served: case id -> a number that grows with time (the ``served`` event's id).
+
+    Examples:
+        >>> order_least_recent(["a", "b", "c"], {"a": 7, "b": 3})
+        ['c', 'b', 'a']
+    """
+    position = {case_id: i for i, case_id in enumerate(case_ids)}
+    return sorted(case_ids, key=lambda c: (last_served.get(c, -1), position[c]))
+
+
+# -- use case ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankedCase:
+    """One row of the priority list.
+
+    Attributes:
+        rank: 1 for the case to correct first.
+        case_id: the case.
+        score: flagged voxels (``uncertainty``); None for other strategies or without prediction.
+        classes: class names in attention order (``uncertainty``), else the classes not decided
+            by a human version.
+        model_id: the model whose prediction was scored, or None.
+        note: why a case has no score, or where the disagreement came from.
+    """
+
+    rank: int
+    case_id: str
+    score: float | None
+    classes: tuple[str, ...]
+    model_id: int | None = None
+    note: str = ""
+    detail: dict = field(default_factory=dict, compare=False)
+
+
+def _is_patch_merge(version: LabelVersionRecord) -> bool:
+    return "patches" in version.params
+
+
+def _human_classes(project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> set[str]:
+    """Classes of a case decided by a whole-case original or revised version."""
+    if not versions:
+        return set()
+    assembly = compute_effective_label(project, case, versions)
+    by_id = {v.id: v for v in versions}
+    schema = project.config.schema
+    human = set()
+    for value, version_id in (assembly.class_sources if assembly else {}).items():
+        version = by_id.get(version_id)
+        if version is not None and version.source in HUMAN_SOURCES and not _is_patch_merge(version):
+            human.add(schema.name_of(value))
+    return human
+
+
+def _versions_by_case(project: Project) -> dict[str, list[LabelVersionRecord]]:
+    grouped: dict[str, list[LabelVersionRecord]] = {}
+    for version in project.list_label_versions():
+        grouped.setdefault(version.case_id, []).append(version)
+    return grouped
+
+
+def list_candidate_cases(project: Project) -> list[tuple[str, tuple[str, ...]]]:
+    """Cases still worth correcting and, for each, its classes not decided by a person.
+
+    Returns:
+        ``[(case_id, class_names), ...]`` in project order (rules in the module docstring).
+    """
+    names = project.config.schema.names
+    grouped = _versions_by_case(project)
+    candidates = []
+    for case in project.list_cases():
+        human = _human_classes(project, case, grouped.get(case.case_id, []))
+        open_classes = tuple(n for n in names if n not in human)
+        if open_classes:
+            candidates.append((case.case_id, open_classes))
+    return candidates
+
+
+def _reviewed_boxes(versions: Sequence[LabelVersionRecord], shape: Sequence[int]) -> np.ndarray | None:
+    """Voxels inside patches merged into the case (None when there are none)."""
+    boxes = [p for v in versions if _is_patch_merge(v) for p in v.params["patches"]]
+    if not boxes:
+        return None
+    mask = np.zeros(tuple(shape), dtype=bool)
+    for patch in boxes:
+        case_slices, _ = PatchBox(tuple(patch["offset"]), tuple(patch["size"])).inside(shape)
+        mask[case_slices] = True
+    return mask
+
+
+def _read_prediction(project: Project, record: PredictionRecord) -> dict[str, np.ndarray]:
+    path = project.root / record.uncertainty
+    if not path.is_file():
+        msg = f"uncertainty file {path} of case {record.case_id!r} (model {record.model_id}) is missing"
+        raise NotFoundError(msg)
+    try:
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        msg = f"{path}: cannot read the stored prediction ({error})"
+        raise CorruptFileError(msg) from error
+
+
+def score_case(
+    project: Project,
+    case_id: str,
+    *,
+    classes: Sequence[str] | None = None,
+    max_models: int = 3,
+    versions: Sequence[LabelVersionRecord] | None = None,
+) -> tuple[CaseAttention, int] | None:
+    """The attention of a case from its stored predictions, or None if it has none.
+
+    Args:
+        project: the open project.
+        case_id: the case.
+        classes: class names to score (default: those not decided by a person).
+        max_models: how many models' newest predictions (newest models first) to compare.
+        versions: the case's label versions, if already listed.
+
+    Returns:
+        ``(attention, model_id)`` of the newest prediction, or None.
+    """
+    records = project.list_predictions(case_id)
+    if not records:
+        return None
+    case = project.get_case(case_id)
+    versions = project.list_label_versions(case_id) if versions is None else versions
+    schema = project.config.schema
+    if classes is None:
+        human = _human_classes(project, case, versions)
+        classes = [n for n in schema.names if n not in human]
+    newest_per_model: dict[int, PredictionRecord] = {}
+    for record in records:
+        newest_per_model[record.model_id] = record  # oldest first: the last one wins
+    chosen = sorted(newest_per_model.values(), key=lambda r: r.id, reverse=True)[: max(1, max_models)]
+    stored = [_read_prediction(project, r) for r in chosen]
+    if any("probabilities" not in s for s in stored):
+        msg = f"stored predictions of case {case_id!r} hold no 'probabilities': predict the case again"
+        raise CorruptFileError(msg)
+    shape = stored[0]["probabilities"].shape
+    arrays = [s["probabilities"] for s in stored if s["probabilities"].shape == shape]
+    attention = compute_attention(
+        arrays,
+        schema.indices_of(classes),
+        pass_disagreement=stored[0].get("disagreement"),
+        exclude=_reviewed_boxes(versions, case.shape),
+    )
+    return attention, chosen[0].model_id
+
+
+def _last_served(project: Project) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for event in project.list_events("served"):
+        for case_id in event.detail.get("cases", []):
+            last[case_id] = event.id
+    return last
+
+
+def rank_cases(
+    project: Project,
+    *,
+    strategy: str = "uncertainty",
+    count: int | None = None,
+    seed: int = 0,
+    max_models: int = 3,
+    record: bool = True,
+    author: str = "unknown",
+) -> list[RankedCase]:
+    """Rank the candidate cases (module docstring) and log the served ones.
+
+    Args:
+        project: the open project.
+        strategy: ``uncertainty``, ``random`` or ``least-recent``.
+        count: how many to return (None: all candidates).
+        seed: the ``random`` strategy's seed.
+        max_models: models compared for disagreement (``uncertainty``).
+        record: log a ``served`` event with the returned cases.
+        author: who asked (the event's actor).
+
+    Returns:
+        `RankedCase` rows, rank 1 first. With ``uncertainty``, cases without a stored prediction
+        follow the scored ones (in project order) with score None.
+
+    Raises:
+        SegloopError: an unknown strategy or a negative count.
+    """
+    if strategy not in STRATEGIES:
+        msg = f"unknown ranking strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}"
+        raise SegloopError(msg)
+    if count is not None and count < 0:
+        msg = f"the number of cases must be >= 0; got {count}"
+        raise SegloopError(msg)
+    candidates = list_candidate_cases(project)
+    open_classes = dict(candidates)
+    ids = [case_id for case_id, _ in candidates]
+    rows: list[RankedCase] = []
+    if strategy == "random":
+        rows = [RankedCase(0, c, None, open_classes[c]) for c in order_random(ids, seed)]
+    elif strategy == "least-recent":
+        rows = [
+            RankedCase(0, c, None, open_classes[c]) for c in order_least_recent(ids, _last_served(project))
+        ]
+    else:
+        schema = project.config.schema
+        grouped = _versions_by_case(project)
+        scored, unscored = [], []
+        for case_id in ids:
+            result = score_case(
+                project,
+                case_id,
+                classes=open_classes[case_id],
+                max_models=max_models,
+                versions=grouped.get(case_id, []),
+            )
+            if result is None:
+                unscored.append(RankedCase(0, case_id, None, open_classes[case_id], None, "no prediction"))
+                continue
+            attention, model_id = result
+            names = tuple(schema.name_of(c.value) for c in attention.classes)
+            detail = {
+                schema.name_of(c.value): {"flagged_voxels": c.flagged_voxels, "attention": c.attention}
+                for c in attention.classes
+            }
+            note = f"disagreement: {attention.disagreement}"
+            scored.append(RankedCase(0, case_id, float(attention.score), names, model_id, note, detail))
+        scored.sort(key=lambda r: -(r.score or 0.0))  # stable: ties keep project order
+        rows = scored + unscored
+    rows = rows[:count] if count is not None else rows
+    ranked = [
+        RankedCase(i, r.case_id, r.score, r.classes, r.model_id, r.note, r.detail)
+        for i, r in enumerate(rows, start=1)
+    ]
+    if record and ranked:
+        project.log_event(
+            "served", author, {"cases": [r.case_id for r in ranked], "strategy": strategy, "seed": seed}
+        )
+    return ranked
+
+
+def write_priority_csv(ranked: Sequence[RankedCase], path: Path, *, overwrite: bool = True) -> Path:
+    """Write ``rank,case,score,classes`` rows (classes in attention order, ``;``-separated)."""
+    path = Path(path)
+    with atomic_file(path, overwrite=overwrite) as temporary, open(temporary, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["rank", "case", "score", "classes"])
+        for row in ranked:
+            score = "" if row.score is None else f"{row.score:g}"
+            writer.writerow([row.rank, row.case_id, score, ";".join(row.classes)])
+    return path
+
+
+def find_attention_centers(
+    project: Project,
+    case_id: str,
+    count: int,
+    size: Sequence[int] | int,
+    *,
+    max_models: int = 3,
+) -> list[tuple[tuple[int, int, int], int]]:
+    """Centres of a case's largest flagged regions, for correction patches.
+
+    The flagged voxels (union over classes) are split into 26-connected regions; each region's
+    centre is its centroid rounded to a voxel. Regions are taken largest first, skipping any whose
+    centre falls inside a patch already chosen.
+
+    Returns:
+        Up to ``count`` ``(centre, region voxels)`` pairs.
+
+    Raises:
+        NotFoundError: the case has no stored prediction.
+    """
+    result = score_case(project, case_id, max_models=max_models)
+    if result is None:
+        msg = f"case {case_id!r} has no stored prediction to find uncertain regions in: run `segloop predict`"
+        raise NotFoundError(msg)
+    flagged = result[0].flagged
+    structure = np.ones((3, 3, 3), dtype=bool)
+    regions, n_regions = ndimage.label(flagged, structure=structure)
+    if n_regions == 0:
+        return []
+    sizes = np.bincount(regions.ravel())[1:]
+    centroids = ndimage.center_of_mass(flagged, regions, index=np.arange(1, n_regions + 1))
+    chosen: list[tuple[tuple[int, int, int], int]] = []
+    boxes: list[PatchBox] = []
+    for index in np.argsort(-sizes, kind="stable"):
+        center = tuple(int(np.rint(v)) for v in centroids[index])
+        if any(_box_contains(box, center) for box in boxes):
+            continue
+        chosen.append((center, int(sizes[index])))  # type: ignore[arg-type]
+        boxes.append(patch_box(center, size, flagged.shape))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def _box_contains(box: PatchBox, point: Sequence[int]) -> bool:
+    return all(o <= p < o + s for o, s, p in zip(box.offset, box.size, point, strict=True))
