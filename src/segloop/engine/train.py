@@ -18,6 +18,7 @@ wall clock, so two runs differ.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -39,8 +40,10 @@ from segloop.engine.checkpoint import (
 from segloop.engine.config import InferConfig, TrainConfig
 from segloop.engine.data import (
     Case,
+    CompressedVolume,
     PatchSampler,
     PreparedCase,
+    compress_case,
     prepare_case,
     resolve_patch_size,
     resolve_slice_axis,
@@ -133,7 +136,8 @@ def _validate(
     """Mean over classes of the per-class Dice averaged over cases (NaN cases skipped).
 
     3D validation uses non-overlapping windows: about 3x cheaper than the default overlap of the
-    final prediction, and good enough to pick the best epoch.
+    final prediction, and good enough to pick the best epoch. Compressed cases are decompressed
+    one at a time.
     """
     if config.dims == 2:
         infer_config = InferConfig(batch_size=max(config.batch_size, 8))
@@ -142,10 +146,17 @@ def _validate(
     scores = []
     for case in cases:
         probabilities, _, _ = predict_mean_probabilities(
-            network, case.image, case.spacing, config, infer_config, device=device, n_classes=n_classes
+            network,
+            np.asarray(case.image),
+            case.spacing,
+            config,
+            infer_config,
+            device=device,
+            n_classes=n_classes,
         )
         labels = argmax_classes(probabilities).numpy()
-        scores.append(dice_per_class(labels, case.labels, n_classes))  # type: ignore[arg-type]
+        del probabilities
+        scores.append(dice_per_class(labels, np.asarray(case.labels), n_classes))
     table = np.asarray(scores, dtype=np.float64)
     per_class = {}
     for index in range(n_classes - 1):
@@ -258,10 +269,20 @@ def _prepare(
         )
         raise SegloopError(msg)
     slice_axis = resolve_slice_axis(config, [p.case.spacing for p in prepared])
+    if config.dims == 2:  # a compressed case must hold its planes along the slice axis: 1 plane a slice
+        prepared = [_planes_along(p, slice_axis) for p in prepared]
     shapes = [p.case.image.shape for p in prepared]
     patch_size = resolve_patch_size(config, shapes, slice_axis, size_divisor(config))
     resolved = config.replace(slice_axis=slice_axis, patch_size=patch_size)
     return prepared, resolved, tuple(c for c in range(1, n_classes) if c not in seen)
+
+
+def _planes_along(prepared: PreparedCase, axis: int) -> PreparedCase:
+    """The prepared case with compressed arrays recompressed along ``axis`` if they are not already."""
+    arrays = (prepared.case.image, prepared.case.labels)
+    if all(not isinstance(a, CompressedVolume) or a.axis == axis for a in arrays):
+        return prepared
+    return dataclasses.replace(prepared, case=compress_case(prepared.case, axis))
 
 
 def _build_parts(

@@ -36,10 +36,11 @@ def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> 
             predictions learns its own mistakes; classes decided only by pseudo labels are ignored.
 
     Returns:
-        ``(cases, label_version_ids)``: the cases (images in their stored dtype) and the ids of
-        the label versions they were assembled from.
+        ``(cases, label_version_ids)``: the cases (image in its stored dtype, image and labels
+        compressed in memory: `segloop.engine.data.compress_case`) and the ids of the label
+        versions they were assembled from.
     """
-    from segloop.engine.data import Case
+    from segloop.engine.data import Case, compress_case
 
     versions_by_case: dict[str, list] = {}
     for version in project.list_label_versions():
@@ -54,7 +55,9 @@ def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> 
         if assembly is None or assembly.ignore_mask.all():
             continue
         image = read_case_image(project, case)
-        cases.append(Case(case.case_id, image.array, assembly.labels, image.spacing))
+        # compressed at once: the raw arrays of all cases never exist together (the memory peak)
+        cases.append(compress_case(Case(case.case_id, image.array, assembly.labels, image.spacing)))
+        del image, assembly
         seen.extend(v.id for v in versions)
     return cases, seen
 
