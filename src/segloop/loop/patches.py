@@ -1,0 +1,473 @@
+"""Correction patches (seed 003, MemBrain-seg's ``patch_corrections``): extract, correct, merge back.
+
+**Extract.** Cubes (default 160³) centred on given voxels or on a case's largest uncertain
+regions (`segloop.loop.ranking.find_attention_centers`). Along an axis where the case is not
+longer than the size, the patch is the whole axis (a 2D image gets ``160 x 160 x 1`` patches).
+A centre near the border works: the patch reaches past the case and the part outside is padded
+(image: the image's minimum; label: *ignore*); the offset (the patch's first voxel in case
+coordinates, possibly negative) is recorded. The label patch is cut from the case's **current
+effective label** (what segloop believes now, assembled from all versions; for a case that only
+has predictions, that is the newest prediction), with a 16-voxel *ignore* border on every face
+that lies inside the case (configurable; faces on the case's edge have nothing beyond them).
+Image and label patches are NRRD files whose affine places them where they lie in the case
+(spacing, direction and origin kept; MemBrain-seg loses them). Layout of ``OUTDIR``::
+
+    images/<patch>.nrrd   labels/<patch>.nrrd   manifests/<patch>.json   corrections/<patch>/
+
+A manifest holds the case, offset, size, border, the label version ids the label was assembled
+from (``parent_version_id``: the one deciding most classes) and the SHA-256 of the effective
+label it was cut from (whole, and under the patch); it is also logged in the project (event
+``patch-extracted``), so a patch id is unique in the project and a merge needs only the
+corrections folder.
+
+**Merge.** For each ``corrections/<patch>/`` with files: every ``Add*``, ``Remove*``,
+``Ignore*`` file of the patch (on the patch's grid) is read and unioned per kind, then applied
+with seed 003's precedence (Ignore > Add > Remove > label; classes as in
+`segloop.loop.corrections`) to the case's current label under the patch. Only the reviewed part
+(inside the case, off the ignore border) goes back into the case: corrections painted on the
+border are dropped (and counted). All patches of a case become one ``revised`` version whose
+parent is the version that was corrected; it annotates every class not decided by an
+``original`` version, repeats the current label outside its patches (assembly has no per-region
+versions) and records the patches in ``params["patches"]`` (offset, size, digest of the files),
+so the ranking still treats the rest of the case as unreviewed.
+
+Merging the same folder again adds nothing (the files' digest is recorded). A patch whose label
+changed under the patch since extraction (someone else revised the case there, or a new
+prediction replaced it) is refused, naming both versions, unless ``force`` (then the corrections
+apply to the current label). Changes elsewhere in the case do not block a patch (so sibling
+patches merged one at a time do not block each other) and are kept. Everything is read and checked
+before anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segloop.core.corrections import PatchBox, crop_with_padding, patch_box, reviewed_mask
+from segloop.core.volume import Volume
+from segloop.errors import ConflictError, NotFoundError, SegloopError
+from segloop.io import write_volume
+from segloop.io.atomic import atomic_file
+from segloop.loop.corrections import (
+    CorrectionMasks,
+    choose_parent,
+    list_correction_files,
+    original_class_values,
+    read_correction_masks,
+    read_current_label,
+    store_revised,
+)
+from segloop.loop.tools import read_case_image
+from segloop.store import CaseRecord, LabelVersionRecord, Project, compute_label_key
+
+__all__ = [
+    "DEFAULT_BORDER_VOXELS",
+    "DEFAULT_PATCH_SIZE",
+    "MergeReport",
+    "PatchMerge",
+    "extract_patches",
+    "list_patch_manifests",
+    "merge_patches",
+    "patch_affine",
+]
+
+DEFAULT_PATCH_SIZE = 160
+DEFAULT_BORDER_VOXELS = 16
+EXTRACT_EVENT = "patch-extracted"
+MERGE_TOOL = "patch-corrections"
+
+_CORRECTIONS_README = """\
+One folder per patch. Correct the label patch labels/<patch>.nrrd (over images/<patch>.nrrd) by
+saving masks on the patch's grid into corrections/<patch>/ (MemBrain-seg's naming, any case):
+
+  Add1.nrrd, Add2.nrrd ...          voxels of the class (Add_<class>1.nrrd names the class;
+                                    or pass --class; or paint class values into the mask)
+  Remove1.nrrd ...                  voxels that are background (Remove_<class>1.nrrd: only that class)
+  Ignore1.nrrd ...                  voxels nobody can tell: the network will not learn there
+
+Precedence: Ignore > Add > Remove > the label. The outer {border} voxels (ignore in the label patch)
+are not merged. Then: segloop patches merge PROJECT --corrections-dir {folder}
+"""
+
+
+def patch_affine(affine: np.ndarray, offset: Sequence[int]) -> np.ndarray:
+    """The affine of a patch whose first voxel is ``offset`` of a grid with ``affine``.
+
+    Examples:
+        >>> patch_affine(np.diag([2.0, 2.0, 3.0, 1.0]), (1, -1, 0))[:3, 3].tolist()
+        [2.0, -2.0, 0.0]
+    """
+    result = np.asarray(affine, dtype=np.float64).copy()
+    result[:3, 3] = result[:3, :3] @ np.asarray(offset, dtype=np.float64) + result[:3, 3]
+    return result
+
+
+def list_patch_manifests(project: Project) -> dict[str, dict[str, Any]]:
+    """Every patch extracted in the project: patch id -> manifest."""
+    return {event.detail["patch"]: event.detail for event in project.list_events(EXTRACT_EVENT)}
+
+
+def _choose_centers(
+    project: Project,
+    case_id: str | None,
+    centers: Sequence[Sequence[int]],
+    auto: int,
+    size: int,
+) -> list[tuple[str, tuple[int, int, int], str, int | None]]:
+    """``(case, centre, reason, flagged voxels)`` of the patches to extract."""
+    from segloop.loop.ranking import find_attention_centers, rank_cases
+
+    if bool(centers) == bool(auto):
+        msg = "give either centres (--case C --center x,y,z) or --auto N; got " + (
+            "both" if centers else "neither"
+        )
+        raise SegloopError(msg)
+    if centers:
+        if case_id is None:
+            msg = "--center needs --case: the centres are voxel indices of one case"
+            raise SegloopError(msg)
+        return [(case_id, tuple(int(v) for v in c), "center", None) for c in centers]  # type: ignore[misc]
+    if auto < 0:
+        msg = f"--auto must be a positive number of patches; got {auto}"
+        raise SegloopError(msg)
+    if case_id is not None:
+        found = [(case_id, c, n) for c, n in find_attention_centers(project, case_id, auto, size)]
+    else:
+        ranked = [r for r in rank_cases(project, count=auto, record=False) if r.score]
+        found = []
+        for row in ranked:
+            found += [
+                (row.case_id, c, n) for c, n in find_attention_centers(project, row.case_id, auto, size)
+            ]
+        found.sort(key=lambda item: -item[2])
+        found = found[:auto]
+    if not found:
+        where = f"case {case_id!r}" if case_id else "any candidate case"
+        msg = f"no uncertain region in {where}: predict first (segloop predict) or give --center"
+        raise NotFoundError(msg)
+    return [(c, center, "uncertainty", n) for c, center, n in found]
+
+
+def _new_patch_ids(out_dir: Path, taken: set[str], case_ids: Sequence[str]) -> list[str]:
+    ids: list[str] = []
+    counters: dict[str, int] = {}
+    for case_id in case_ids:
+        number = counters.get(case_id, 0)
+        while True:
+            number += 1
+            candidate = f"{case_id}_patch{number}"
+            exists = (out_dir / "images" / f"{candidate}.nrrd").exists() or (
+                out_dir / "corrections" / candidate
+            ).exists()
+            if candidate not in taken and candidate not in ids and not exists:
+                break
+        counters[case_id] = number
+        ids.append(candidate)
+    return ids
+
+
+def extract_patches(
+    project: Project,
+    out_dir: Path,
+    *,
+    case_id: str | None = None,
+    centers: Sequence[Sequence[int]] = (),
+    auto: int = 0,
+    size: int = DEFAULT_PATCH_SIZE,
+    border_voxels: int = DEFAULT_BORDER_VOXELS,
+    author: str,
+) -> list[dict[str, Any]]:
+    """Cut correction patches out of cases (module docstring) and write the corrections skeleton.
+
+    Args:
+        project: the open project.
+        out_dir: the output folder (created; more patches may be added to it later).
+        case_id: the case (required with ``centers``; with ``auto``, None picks the most
+            uncertain regions among the ranked cases).
+        centers: voxel indices ``(i, j, k)`` of patch centres.
+        auto: number of patches centred on the largest uncertain regions instead.
+        size: edge length in voxels (clipped to the case along shorter axes).
+        border_voxels: width of the ignore border of the label patches.
+        author: recorded in the project's journal.
+
+    Returns:
+        The manifests of the new patches.
+
+    Raises:
+        SegloopError: a centre outside the case, both or neither of ``centers`` and ``auto``.
+        NotFoundError: an unknown case, or ``auto`` without predictions.
+    """
+    if size < 1 or border_voxels < 0:
+        msg = f"patch size must be >= 1 and the border >= 0 voxels; got {size} and {border_voxels}"
+        raise SegloopError(msg)
+    out_dir = Path(out_dir)
+    chosen = _choose_centers(project, case_id, centers, auto, size)
+    cases: dict[str, CaseRecord] = {c: project.get_case(c) for c, *_ in chosen}
+    boxes = [patch_box(center, size, cases[c].shape) for c, center, *_ in chosen]  # checks every centre
+    schema = project.config.schema
+    ids = _new_patch_ids(out_dir, set(list_patch_manifests(project)), [c for c, *_ in chosen])
+    planned = []  # everything computed before anything is written
+    state: dict[str, tuple[list[LabelVersionRecord], np.ndarray, LabelVersionRecord | None, Volume]] = {}
+    for patch_id, (case_id_, center, reason, flagged), box in zip(ids, chosen, boxes, strict=True):
+        case = cases[case_id_]
+        if case_id_ not in state:
+            versions, assembly, labels = read_current_label(project, case)
+            image = read_case_image(project, case)
+            if image.array.ndim == 4:
+                image = Volume(image.array[0], image.affine)
+            state[case_id_] = (versions, labels, choose_parent(versions, assembly), image)
+        versions, labels, parent, image = state[case_id_]
+        image_patch = crop_with_padding(image.array, box, fill=image.array.min())
+        label_patch = crop_with_padding(labels, box, fill=schema.ignore_index)
+        label_patch[~reviewed_mask(box, case.shape, border_voxels)] = schema.ignore_index
+        affine = patch_affine(case.affine, box.offset)
+        assembled = sorted({v.id for v in versions})
+        manifest = {
+            "patch": patch_id,
+            "case": case_id_,
+            "center": list(center),
+            "offset": list(box.offset),
+            "size": list(box.size),
+            "border_voxels": border_voxels,
+            "reason": reason,
+            "flagged_voxels": flagged,
+            "label": "effective",
+            "parent_version_id": parent.id if parent else None,
+            "version_ids": assembled,
+            "label_sha256": compute_label_key(labels),
+            "region_sha256": compute_label_key(crop_with_padding(labels, box, fill=schema.ignore_index)),
+            "label_patch_sha256": compute_label_key(label_patch),
+            "affine": affine.tolist(),
+            "spacing_mm": [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)],
+            "files": {
+                "image": f"images/{patch_id}.nrrd",
+                "label": f"labels/{patch_id}.nrrd",
+                "corrections": f"corrections/{patch_id}",
+            },
+        }
+        planned.append((manifest, Volume(image_patch, affine), Volume(label_patch, affine)))
+    for manifest, image_volume, label_volume_ in planned:
+        patch_id = manifest["patch"]
+        write_volume(image_volume, out_dir / "images" / f"{patch_id}.nrrd")
+        write_volume(label_volume_, out_dir / "labels" / f"{patch_id}.nrrd")
+        with atomic_file(out_dir / "manifests" / f"{patch_id}.json") as temporary:
+            temporary.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        (out_dir / "corrections" / patch_id).mkdir(parents=True, exist_ok=True)
+    readme = out_dir / "corrections" / "README.txt"
+    if not readme.exists():
+        text = _CORRECTIONS_README.format(border=border_voxels, folder=out_dir / "corrections")
+        readme.write_text(text, encoding="utf-8")
+    for manifest, *_ in planned:
+        project.log_event(EXTRACT_EVENT, author, manifest)
+    return [manifest for manifest, *_ in planned]
+
+
+@dataclass(frozen=True)
+class PatchMerge:
+    """What happened to one patch folder.
+
+    Attributes:
+        patch: the patch id (the folder's name).
+        case_id: its case.
+        status: ``merged``, ``already merged`` or ``skipped (no corrections)``.
+        version_id: the revised version holding it (None when skipped).
+        changed_voxels: voxels of the case this patch changed.
+        files: the correction files read.
+        dropped_voxels: corrected voxels in the ignore border or padding (not merged).
+    """
+
+    patch: str
+    case_id: str
+    status: str
+    version_id: int | None = None
+    changed_voxels: int = 0
+    files: tuple[str, ...] = ()
+    dropped_voxels: int = 0
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """The result of `merge_patches`: one row per patch folder, the new versions, warnings."""
+
+    patches: tuple[PatchMerge, ...]
+    versions: tuple[LabelVersionRecord, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _merged_digest(versions: Sequence[LabelVersionRecord], patch_id: str, digest: str) -> int | None:
+    for version in versions:
+        for patch in version.params.get("patches", []):
+            if patch.get("patch") == patch_id and patch.get("corrections_sha256") == digest:
+                return version.id
+    return None
+
+
+def _outdated_message(
+    manifest: dict[str, Any], current: LabelVersionRecord | None, versions: Sequence[LabelVersionRecord]
+) -> str:
+    newer = [v for v in versions if v.id not in set(manifest["version_ids"])]
+    described = ", ".join(f"{v.id} ({v.source} by {v.author}, {v.tool})" for v in newer[-3:]) or "none"
+    hint = ""
+    if any(p.get("patch") == manifest["patch"] for v in newer for p in v.params.get("patches", [])):
+        hint = " (an earlier merge of this patch; its corrections changed since)"
+    now = current.id if current else None
+    return (
+        f"patch {manifest['patch']} of case {manifest['case']!r} was cut from label version"
+        f" {manifest['parent_version_id']}, but the case is now at version {now}: added since:"
+        f" {described}{hint}"
+    )
+
+
+def merge_patches(
+    project: Project,
+    corrections_dir: Path,
+    *,
+    class_name: str | None = None,
+    force: bool = False,
+    accept_empty: bool = False,
+    author: str,
+) -> MergeReport:
+    """Merge ``corrections_dir/<patch>/`` folders into their cases (module docstring).
+
+    Args:
+        project: the open project.
+        corrections_dir: the folder holding one sub-folder per patch.
+        class_name: the class *Add* files without a class in their name paint (``--class``).
+        force: merge patches whose case changed since extraction, onto its current label.
+        accept_empty: merge patches without correction files too (a person found nothing to
+            fix: the patch becomes reviewed as it is); by default they are skipped.
+        author: recorded on the versions.
+
+    Raises:
+        NotFoundError: the folder is missing, or a sub-folder is no known patch.
+        GeometryMismatchError: a correction's grid differs from its patch's.
+        ConflictError: a patch's case changed since extraction (without ``force``).
+    """
+    corrections_dir = Path(corrections_dir)
+    if not corrections_dir.is_dir():
+        msg = f"corrections folder {corrections_dir} does not exist: expected OUTDIR/corrections"
+        raise NotFoundError(msg)
+    folders = sorted(p for p in corrections_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        msg = (
+            f"{corrections_dir} holds no patch folder: expected <patch>/ folders"
+            " from `segloop patches extract`"
+        )
+        raise NotFoundError(msg)
+    manifests = list_patch_manifests(project)
+    unknown = [f.name for f in folders if f.name not in manifests]
+    if unknown:
+        known = ", ".join(sorted(manifests)[:5]) or "none"
+        msg = (
+            f"{corrections_dir}: no patch {', '.join(unknown[:5])} was extracted in {project.root}"
+            f" (known patches: {known}); nothing was merged"
+        )
+        raise NotFoundError(msg)
+    schema = project.config.schema
+    rows: list[PatchMerge] = []
+    warnings: list[str] = []
+    pending: dict[str, list[tuple[dict[str, Any], CorrectionMasks, str]]] = {}
+    case_versions: dict[str, list[LabelVersionRecord]] = {}
+    for folder in folders:
+        manifest = manifests[folder.name]
+        case_id = manifest["case"]
+        files, others = list_correction_files(folder, schema.names)
+        warnings += [f"{folder.name}: {p.name} is no Add*/Remove*/Ignore* file; skipped" for p in others]
+        if not files and not accept_empty:
+            rows.append(PatchMerge(folder.name, case_id, "skipped (no corrections)"))
+            continue
+        affine = np.asarray(manifest["affine"])
+        try:
+            masks = read_correction_masks(files, schema, manifest["size"], affine, class_name=class_name)
+        except SegloopError as error:
+            raise type(error)(f"patch {folder.name}: {error}") from error
+        digest = masks.digest(class_name=class_name, border_voxels=manifest["border_voxels"])
+        if case_id not in case_versions:
+            case_versions[case_id] = project.list_label_versions(case_id)
+        done = _merged_digest(case_versions[case_id], folder.name, digest)
+        if done is not None:
+            rows.append(PatchMerge(folder.name, case_id, "already merged", done, 0, _names(files)))
+            continue
+        pending.setdefault(case_id, []).append((manifest, masks, digest))
+    planned, outdated = [], []
+    for case_id, patches in pending.items():
+        case = project.get_case(case_id)
+        versions, assembly, current = read_current_label(project, case)
+        parent = choose_parent(versions, assembly)
+        for manifest, _, _ in patches:
+            box = PatchBox(tuple(manifest["offset"]), tuple(manifest["size"]))
+            region = crop_with_padding(current, box, fill=schema.ignore_index)
+            if compute_label_key(region) != manifest["region_sha256"]:
+                outdated.append(_outdated_message(manifest, parent, versions))
+        labels, records, merged_rows = current.copy(), [], []
+        for manifest, masks, digest in patches:
+            box = PatchBox(tuple(manifest["offset"]), tuple(manifest["size"]))
+            region = crop_with_padding(labels, box, fill=schema.ignore_index)
+            merged = masks.apply(region, schema.ignore_index)
+            reviewed = reviewed_mask(box, case.shape, manifest["border_voxels"])
+            dropped = int(np.count_nonzero((merged != region) & ~reviewed))
+            case_slices, patch_slices = box.inside(case.shape)
+            target = labels[case_slices]
+            inside = reviewed[patch_slices]
+            changed = int(np.count_nonzero(target[inside] != merged[patch_slices][inside]))
+            target[inside] = merged[patch_slices][inside]
+            if dropped:
+                border = manifest["border_voxels"]
+                warnings.append(
+                    f"{manifest['patch']}: {dropped} corrected voxels lie in the {border}-voxel"
+                    " ignore border or outside the case and were not merged"
+                )
+            records.append(
+                {
+                    "patch": manifest["patch"],
+                    "offset": manifest["offset"],
+                    "size": manifest["size"],
+                    "border_voxels": manifest["border_voxels"],
+                    "corrections_sha256": digest,
+                    "extracted_label_sha256": manifest["label_sha256"],
+                    "files": [{"file": f.path.name, "kind": f.kind, "sha256": f.sha256} for f in masks.files],
+                }
+            )
+            merged_rows.append((manifest["patch"], changed, _names(masks.files), dropped))
+        originals = original_class_values(versions, assembly)
+        classes = tuple(c.name for c in schema.classes if c.index not in originals)
+        planned.append((case, labels, classes, parent, records, merged_rows))
+    if outdated and not force:
+        msg = (
+            "; ".join(outdated[:3]) + " — the label under the patch changed since extraction: re-extract,"
+            " or pass --force to apply these corrections to the current label; nothing was merged"
+        )
+        raise ConflictError(msg)
+    versions_out = []
+    for case, labels, classes, parent, records, merged_rows in planned:
+        params = {"patches": records, "class": class_name, "force": force}
+        version = store_revised(
+            project,
+            case,
+            labels,
+            classes=classes,
+            parent_id=parent.id if parent else None,
+            tool=MERGE_TOOL,
+            params=params,
+            author=author,
+        )
+        versions_out.append(version)
+        rows += [PatchMerge(p, case.case_id, "merged", version.id, n, f, d) for p, n, f, d in merged_rows]
+        project.log_event(
+            "patches-merged",
+            author,
+            {"case": case.case_id, "version": version.id, "patches": [r["patch"] for r in records]},
+        )
+    order = {f.name: i for i, f in enumerate(folders)}
+    rows.sort(key=lambda r: order[r.patch])
+    return MergeReport(tuple(rows), tuple(versions_out), tuple(warnings))
+
+
+def _names(files: Sequence[Any]) -> tuple[str, ...]:
+    return tuple(f.path.name for f in files)
