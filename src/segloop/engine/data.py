@@ -205,7 +205,7 @@ class CompressedVolume:
         Any other index (arrays, ``None``, ``...``) decompresses the whole volume first.
 
         Returns:
-            A new (writable) array, never a view of compressed data.
+            A new (writable) array, never a view of compressed data; a numpy scalar for 3 ints.
 
         Raises:
             IndexError: an integer out of range, as numpy.
@@ -223,7 +223,8 @@ class CompressedVolume:
         count = self.shape[self.axis]
         if not isinstance(along, slice):
             rows, rows_key = self._plane_rows(operator.index(along) % count, rest[0])
-            return np.array(rows[rows_key, rest[1]])
+            part = np.array(rows[rows_key, rest[1]])
+            return part[()] if part.ndim == 0 else part  # a numpy scalar for 3 ints, as numpy
         out = np.empty(shape, self.dtype)
         position = sum(isinstance(k, slice) for k in key[: self.axis])  # the axis in the result
         moved = np.moveaxis(out, position, 0)
