@@ -159,15 +159,31 @@ def export(
     project: ProjectArg,
     case: CaseArg,
     out: Annotated[
-        Path, typer.Argument(help="Output file; the suffix picks the format.", show_default=False)
+        Path,
+        typer.Argument(
+            help="Output file (the suffix picks the format); with --for, a folder.", show_default=False
+        ),
     ],
     version: Annotated[int | None, typer.Option(help="Export this label version instead.")] = None,
+    for_tool: Annotated[
+        str | None,
+        typer.Option("--for", help="slicer, itksnap or mitk: image, label and a corrections template."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
 ) -> None:
     """Write a case's effective label (original > revised > pseudo) in any supported format."""
     from segloop.cli.output import console
-    from segloop.loop.cases import export_label
     from segloop.store import Project
+
+    if for_tool is not None:
+        from segloop.loop.corrections import export_for_tool
+
+        if version is not None:
+            raise typer.BadParameter("--for exports the current label; --version cannot be combined with it")
+        written = export_for_tool(Project.open(project), case, for_tool, out, overwrite=force)
+        console.print(f"wrote {out}/: " + ", ".join(str(p.relative_to(out)) for p in written))
+        return
+    from segloop.loop.cases import export_label
 
     written = export_label(Project.open(project), case, out, version_id=version, overwrite=force)
     console.print(f"wrote {written}")
@@ -438,6 +454,13 @@ def demo(
         )
     print_status(project, summaries)
     console.print(f"demo project: {project.root}")
+
+
+from segloop.cli.corrections import correct_command, next_command, patches_app  # noqa: E402
+
+app.command("next")(next_command)
+app.command("correct")(correct_command)
+app.add_typer(patches_app, name="patches")
 
 
 def main() -> None:
