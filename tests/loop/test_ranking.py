@@ -275,3 +275,20 @@ def test_attention_centers_are_the_largest_regions(project):
     assert centers[1][0] == (22, 22, 10)  # 22.5 rounds to even
     # a patch as large as the case covers both regions: one centre only
     assert len(find_attention_centers(project, "c0", 5, 64)) == 1
+
+
+def test_a_whole_case_revision_stays_human_under_later_patch_merges(project):
+    case = project.get_case("c2")
+    labels = make_ct_phantom(SHAPE, seed=2).labels.array
+    names = project.config.schema.names
+    for params in ({}, {"patches": [{"patch": "c2_patch1", "offset": [0, 0, 0], "size": [8, 8, 8]}]}):
+        store_tool_labels(
+            project, case, labels, source="revised", classes=names, tool="t", params=params, author="a"
+        )
+    assert "c2" not in dict(list_candidate_cases(project))
+    only_patch = project.get_case("c1")
+    params = {"patches": [{"patch": "c1_patch1", "offset": [0, 0, 0], "size": [8, 8, 8]}]}
+    store_tool_labels(
+        project, only_patch, labels, source="revised", classes=names, tool="t", params=params, author="a"
+    )
+    assert dict(list_candidate_cases(project))["c1"] == names

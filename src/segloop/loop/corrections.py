@@ -301,13 +301,13 @@ def store_revised(
 
 
 def _same_as_latest(
-    versions: Sequence[LabelVersionRecord], labels: np.ndarray, classes: Sequence[str]
+    versions: Sequence[LabelVersionRecord], labels: np.ndarray, classes: Sequence[str], tool: str
 ) -> LabelVersionRecord | None:
     """The newest version if it is already this revision (so storing it again adds nothing)."""
     if not versions:
         return None
     latest = versions[-1]
-    same = latest.source == "revised" and set(latest.classes) == set(classes)
+    same = latest.source == "revised" and latest.tool == tool and set(latest.classes) == set(classes)
     return latest if same and latest.object_key == compute_label_key(labels) else None
 
 
@@ -419,7 +419,7 @@ def correct_case_label(
     for folder in _export_folders([Path(label_path)]):
         _check_export_manifest(folder, project, case_id, key, parent and parent.id, force)
     changed = int(np.count_nonzero(labels != current))
-    existing = _same_as_latest(versions, labels, annotated)
+    existing = _same_as_latest(versions, labels, annotated, "correct-label")
     if existing is not None:
         return CorrectionResult(case_id, existing, False, 0, annotated)
     originals = original_class_values(versions, assembly) & set(schema.indices_of(annotated))
@@ -515,7 +515,7 @@ def correct_case_masks(
         labels[merged == value] = value
     labels[masks.ignore] = schema.ignore_index
     annotated = tuple(schema.name_of(v) for v in sorted(touched))
-    existing = _same_as_latest(versions, labels, annotated)
+    existing = _same_as_latest(versions, labels, annotated, "correct-masks")
     if existing is not None:
         return CorrectionResult(case_id, existing, False, 0, annotated)
     params = {

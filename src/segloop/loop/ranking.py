@@ -15,12 +15,13 @@ Strategies:
   `rank_cases` with ``record=True`` logs a ``served`` event).
 - ``random`` — a seeded permutation (same seed, same order).
 
-Candidates: every case whose effective label is not entirely human — a case drops out once each
-of its classes is decided by an ``original`` or ``revised`` version made for the whole case. A
-``revised`` version merged from patches (`segloop.loop.patches`) does not count: a person saw
-only its patches, so the case stays a candidate and the voxels of those patches are not scored.
-Within a case, classes decided by a human version are not scored (AbdomenAtlas scores only the
-organs missing from the original annotation).
+Candidates: every case whose label is not entirely human — a case drops out once each of its
+classes is annotated by some ``original`` or ``revised`` version made for the whole case (an
+imported annotation, `segloop correct`). A ``revised`` version merged from patches
+(`segloop.loop.patches`) does not count: a person saw only its patches, so the case stays a
+candidate and the voxels of those patches are not scored again. Within a case, classes a human
+version annotates are not scored (AbdomenAtlas scores only the organs missing from the original
+annotation).
 
 Disagreement, by what is stored: with predictions of the case by two or more models (the newest
 prediction of each of the newest ``max_models``), the standard deviation of ``p_c`` across them,
@@ -49,8 +50,7 @@ from scipy import ndimage
 from segloop.core.corrections import PatchBox, patch_box
 from segloop.errors import CorruptFileError, NotFoundError, SegloopError
 from segloop.io.atomic import atomic_file
-from segloop.loop.labels import compute_effective_label
-from segloop.store import CaseRecord, LabelVersionRecord, PredictionRecord, Project
+from segloop.store import LabelVersionRecord, PredictionRecord, Project
 
 __all__ = [
     "STRATEGIES",
@@ -294,18 +294,12 @@ def _is_patch_merge(version: LabelVersionRecord) -> bool:
     return "patches" in version.params
 
 
-def _human_classes(project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> set[str]:
-    """Classes of a case decided by a whole-case original or revised version."""
-    if not versions:
-        return set()
-    assembly = compute_effective_label(project, case, versions)
-    by_id = {v.id: v for v in versions}
-    schema = project.config.schema
-    human = set()
-    for value, version_id in (assembly.class_sources if assembly else {}).items():
-        version = by_id.get(version_id)
-        if version is not None and version.source in HUMAN_SOURCES and not _is_patch_merge(version):
-            human.add(schema.name_of(value))
+def _human_classes(versions: Sequence[LabelVersionRecord]) -> set[str]:
+    """Classes some whole-case ``original`` or ``revised`` version annotates (patch merges excluded)."""
+    human: set[str] = set()
+    for version in versions:
+        if version.source in HUMAN_SOURCES and not _is_patch_merge(version):
+            human.update(version.classes)
     return human
 
 
@@ -326,7 +320,7 @@ def list_candidate_cases(project: Project) -> list[tuple[str, tuple[str, ...]]]:
     grouped = _versions_by_case(project)
     candidates = []
     for case in project.list_cases():
-        human = _human_classes(project, case, grouped.get(case.case_id, []))
+        human = _human_classes(grouped.get(case.case_id, []))
         open_classes = tuple(n for n in names if n not in human)
         if open_classes:
             candidates.append((case.case_id, open_classes))
@@ -385,7 +379,7 @@ def score_case(
     versions = project.list_label_versions(case_id) if versions is None else versions
     schema = project.config.schema
     if classes is None:
-        human = _human_classes(project, case, versions)
+        human = _human_classes(versions)
         classes = [n for n in schema.names if n not in human]
     newest_per_model: dict[int, PredictionRecord] = {}
     for record in records:
