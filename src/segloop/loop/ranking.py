@@ -211,31 +211,76 @@ def compute_attention(
     flagged_all = np.zeros(spatial, dtype=bool)
     keep = np.ones(spatial, dtype=bool) if exclude is None else ~exclude
     source = "models" if len(probabilities) > 1 else ("passes" if pass_disagreement is not None else "none")
+    low, high = _entropy_bounds(entropy_threshold)
     scores = []
     for value in classes:
         if value >= newest.shape[0]:
             msg = f"class value {value} has no probability channel (the prediction has {newest.shape[0]})"
             raise SegloopError(msg)
-        entropy = binary_entropy(newest[value])
-        entropy_bin = open_mask((entropy > entropy_threshold) & keep, iterations)
+        # Where a map can exceed its threshold at all (cheap comparisons on the stored float16):
+        # the entropy where low < p < high, the std across models where some p > 2 * threshold
+        # (a std of values in [0, m] is at most m / 2). Everything else runs inside that box, which
+        # gives the same opening: the opened mask lies inside the mask.
+        candidates = (newest[value] > low) & (newest[value] < high)
+        if len(probabilities) > 1:
+            candidates |= np.logical_or.reduce([p[value] > 2 * std_threshold for p in probabilities])
+        elif pass_disagreement is not None:
+            candidates |= (newest[value] >= near_probability) & (pass_disagreement > std_threshold)
+        box = _bounding_box(candidates & keep)
+        if box is None:
+            continue
+        inside = keep[box]
+        entropy = binary_entropy(newest[value][box])
+        entropy_bin = open_mask((entropy > entropy_threshold) & inside, iterations)
         heat = np.where(entropy_bin, entropy, 0.0)
         flagged = entropy_bin
         std = None
         if len(probabilities) > 1:
-            std = np.std(np.stack([np.asarray(p[value], dtype=np.float32) for p in probabilities]), axis=0)
+            std = np.std(
+                np.stack([np.asarray(p[value][box], dtype=np.float32) for p in probabilities]), axis=0
+            )
         elif pass_disagreement is not None:
-            near = np.asarray(newest[value], dtype=np.float32) >= near_probability
-            std = np.where(near, np.asarray(pass_disagreement, dtype=np.float32), 0.0)
+            near = np.asarray(newest[value][box], dtype=np.float32) >= near_probability
+            std = np.where(near, np.asarray(pass_disagreement[box], dtype=np.float32), 0.0)
         if std is not None:
-            std_bin = open_mask((std > std_threshold) & keep, iterations)
+            std_bin = open_mask((std > std_threshold) & inside, iterations)
             heat = heat + np.where(std_bin, std, 0.0)
             flagged = flagged | std_bin
         count = int(flagged.sum())
         if count:
             scores.append(ClassScore(int(value), count, float(heat.sum(dtype=np.float64))))
-            flagged_all |= flagged
+            flagged_all[box] |= flagged
     scores.sort(key=lambda s: (-s.attention, s.value))
     return CaseAttention(tuple(scores), flagged_all, source)
+
+
+def _entropy_bounds(threshold: float) -> tuple[float, float]:
+    """``(low, high)``: the binary entropy exceeds ``threshold`` bits exactly for low < p < high."""
+    if threshold >= 1.0:
+        return 0.5, 0.5
+    if threshold <= 0.0:
+        return 0.0, 1.0
+    low, high = 0.0, 0.5
+    for _ in range(60):  # bisection: the entropy rises on [0, 0.5]
+        middle = (low + high) / 2
+        if binary_entropy(np.array(middle)) > threshold:
+            high = middle
+        else:
+            low = middle
+    margin = 1e-3 * low  # a little wider: float16 inputs are compared exactly below
+    return low - margin, 1.0 - low + margin
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask``, or None when there is none."""
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def order_random(case_ids: Sequence[str], seed: int) -> list[str]:
