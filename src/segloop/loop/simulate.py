@@ -218,6 +218,36 @@ class SimulatedAnnotator:
         self.log.append((case_id, "sparse", effort))
         return versions, effort
 
+    def _slice_fix_cost(self, missing: np.ndarray, extra: np.ndarray, truth: np.ndarray) -> Effort:
+        """Fixing one slice: paint and erase region by region, or erase all and redraw the contour.
+
+        A region of at least ``min_error_voxels`` is one stroke; smaller specks together are one
+        more (an island-removal click). When that costs more than clearing the slice (one stroke)
+        and clicking the organ's contour anew, the person redraws.
+        """
+        regions = [ndimage.label(mask)[0] for mask in (missing, extra)]
+        sizes = np.concatenate([np.bincount(r.ravel())[1:] for r in regions])
+        strokes = int(np.sum(sizes >= self.min_error_voxels)) + int(np.any(sizes < self.min_error_voxels))
+        changed = int(missing.sum() + extra.sum())
+        brush = strokes * self.cost.seconds_per_stroke
+        points = sum(
+            len(p["points"])
+            for p in mask_to_polygons(
+                truth[..., None], 2, tolerance_voxels=self.cost.polygon_tolerance_voxels
+            )
+        )
+        redraw = self.cost.seconds_per_stroke + points * self.cost.seconds_per_contour_point
+        if brush <= redraw:
+            return Effort(slices_corrected=1, strokes=strokes, voxels_changed=changed, seconds=brush)
+        return Effort(
+            slices_corrected=1,
+            slices_drawn=1,
+            contour_points=points,
+            strokes=1,
+            voxels_changed=changed,
+            seconds=redraw,
+        )
+
     def correct_class(
         self, project: Project, case_id: str, class_name: str
     ) -> tuple[LabelVersionRecord | None, Effort]:
@@ -225,7 +255,8 @@ class SimulatedAnnotator:
 
         The person looks at every slice where the class is predicted or truly present, and on
         slices whose error exceeds the tolerance paints the missing voxels (Add) and erases the
-        extra ones (Remove); each connected region painted or erased on a slice is one stroke.
+        extra ones (Remove), priced by `_slice_fix_cost`; the result is exactly the reference on
+        the fixed slices, and the prediction elsewhere.
 
         Returns:
             The ``revised`` version of the class (also when nothing needed fixing: the person
@@ -244,7 +275,10 @@ class SimulatedAnnotator:
         reviewed = np.flatnonzero((current | truth).any(axis=other))
         add = np.zeros(case.shape, bool)
         remove = np.zeros(case.shape, bool)
-        strokes = corrected = 0
+        effort = Effort(
+            slices_reviewed=int(reviewed.size),
+            seconds=reviewed.size * self.cost.seconds_per_reviewed_slice,
+        )
         for k in reviewed.tolist():
             index = [slice(None)] * 3
             index[axis] = k
@@ -257,18 +291,7 @@ class SimulatedAnnotator:
                 continue
             add[plane_index] = missing
             remove[plane_index] = extra
-            strokes += ndimage.label(missing)[1] + ndimage.label(extra)[1]
-            corrected += 1
-        seconds = (
-            reviewed.size * self.cost.seconds_per_reviewed_slice + strokes * self.cost.seconds_per_stroke
-        )
-        effort = Effort(
-            slices_reviewed=int(reviewed.size),
-            slices_corrected=corrected,
-            strokes=int(strokes),
-            voxels_changed=int(add.sum() + remove.sum()),
-            seconds=seconds,
-        )
+            effort += self._slice_fix_cost(missing, extra, truth[plane_index])
         # submitted even when nothing needed fixing: the person reviewed the class and accepts it
         with tempfile.TemporaryDirectory(prefix="segloop-annotator-") as folder:
             paths = {
