@@ -292,3 +292,20 @@ def test_a_whole_case_revision_stays_human_under_later_patch_merges(project):
         project, only_patch, labels, source="revised", classes=names, tool="t", params=params, author="a"
     )
     assert dict(list_candidate_cases(project))["c1"] == names
+
+
+def test_equal_flagged_voxels_are_ordered_by_attention(project):
+    model = start_model(project)
+    n_channels = project.config.schema.ignore_index
+    box = (slice(2, 12),) * 3
+    for case_id, p in (("c0", 0.2), ("c1", 0.5), ("c2", 0.3)):  # entropy 0.72, 1.0, 0.88 bits
+        add_prediction(
+            project,
+            case_id,
+            blur_block(confident(np.zeros(SHAPE, np.uint8), n_channels), 1, box, p),
+            model_id=model,
+        )
+    ranked = rank_cases(project, record=False)
+    assert [r.score for r in ranked] == [1000.0] * 3
+    assert [r.case_id for r in ranked] == ["c1", "c2", "c0"]
+    assert ranked[0].attention == pytest.approx(1000.0, rel=1e-3)

@@ -7,10 +7,10 @@ Strategies:
   [0, 1]) above 0.05, and, where several passes or models exist, a *disagreement* map above 0.1;
   each binary map is cleaned by 2 erosions then 2 dilations (3x3x3, full connectivity) and their
   union is the class's flagged voxels. Cases are ordered by flagged voxels summed over classes
-  (most first); classes within a case by their attention (the entropy and disagreement values
-  summed over the flagged voxels), classes with none dropped. The order really is by
-  uncertainty: the time a case was last served plays no part (MONAI Label's epistemic strategy
-  re-sorts its top-k by time; this one does not).
+  (most first; ties by the summed attention); classes within a case by their attention (the
+  entropy and disagreement values summed over the flagged voxels), classes with none dropped.
+  The order really is by uncertainty: the time a case was last served plays no part (MONAI
+  Label's epistemic strategy re-sorts its top-k by time; this one does not).
 - ``least-recent`` — cases never served first, then the one served longest ago (each call of
   `rank_cases` with ``record=True`` logs a ``served`` event).
 - ``random`` — a seeded permutation (same seed, same order).
@@ -324,6 +324,9 @@ class RankedCase:
             by a human version.
         model_id: the model whose prediction was scored, or None.
         note: why a case has no score, or where the disagreement came from.
+        detail: per class name, ``flagged_voxels`` and ``attention`` (``uncertainty``).
+        attention: the classes' attention summed; breaks ties of ``score`` (a model that is
+            unsure everywhere flags every voxel of every case).
     """
 
     rank: int
@@ -333,6 +336,7 @@ class RankedCase:
     model_id: int | None = None
     note: str = ""
     detail: dict = field(default_factory=dict, compare=False)
+    attention: float | None = None
 
 
 def _is_patch_merge(version: LabelVersionRecord) -> bool:
@@ -519,12 +523,15 @@ def rank_cases(
                 for c in attention.classes
             }
             note = f"disagreement: {attention.disagreement}"
-            scored.append(RankedCase(0, case_id, float(attention.score), names, model_id, note, detail))
-        scored.sort(key=lambda r: -(r.score or 0.0))  # stable: ties keep project order
+            total = sum(c.attention for c in attention.classes)
+            scored.append(
+                RankedCase(0, case_id, float(attention.score), names, model_id, note, detail, total)
+            )
+        scored.sort(key=lambda r: (-(r.score or 0.0), -(r.attention or 0.0)))  # stable: then project order
         rows = scored + unscored
     rows = rows[:count] if count is not None else rows
     ranked = [
-        RankedCase(i, r.case_id, r.score, r.classes, r.model_id, r.note, r.detail)
+        RankedCase(i, r.case_id, r.score, r.classes, r.model_id, r.note, r.detail, r.attention)
         for i, r in enumerate(rows, start=1)
     ]
     if record and ranked:
