@@ -1,4 +1,4 @@
-"""`segloop demo` (what `make demo` runs), with a tiny training budget."""
+"""`segloop demo` (what `make demo` runs): the loop with a simulated annotator, tiny budget."""
 
 import pytest
 
@@ -6,13 +6,23 @@ pytest.importorskip("torch")
 
 
 @pytest.mark.slow
-def test_demo_trains_and_predicts_the_unlabelled_synthetic_cases(run_cli, tmp_path):
-    result = run_cli("demo", "--folder", tmp_path, "--minutes", "0.1")
+def test_demo_runs_rounds_with_the_simulated_annotator(run_cli, tmp_path):
+    result = run_cli("demo", "--folder", tmp_path, "--rounds", "2", "--budget-minutes", "0.2")
     assert result.code == 0, result.err
-    assert "SYNTHETIC" in result.out and "pseudo labels" in result.out
+    assert "SYNTHETIC" in result.out and "from-scratch contouring" in result.out
     from segloop.store import Project
 
     project = Project.open(tmp_path / "project")
-    sources = {v.case_id: v.source for v in project.list_label_versions()}
-    assert sorted(sources.values()) == ["original"] * 2 + ["pseudo"] * 4
-    assert (tmp_path / "synth_000.seg.nrrd").is_file()
+    assert [r.status for r in project.list_rounds()] == ["done", "done"]
+    sources = {v.source for v in project.list_label_versions()}
+    assert sources == {"sparse", "draft", "pseudo", "revised"}  # start, fill, prediction, corrections
+    assert {v.author for v in project.list_label_versions() if v.source != "pseudo"} == {
+        "simulated-annotator"
+    }
+    assert (project.root / "reports" / "index.html").is_file()
+    assert len(project.list_case_ids()) == 8  # 2 of the 10 synthetic cases are kept out for testing
+
+
+def test_demo_refuses_a_folder_that_is_no_dataset(run_cli, tmp_path):
+    result = run_cli("demo", "--folder", tmp_path / "d", "--data", tmp_path)
+    assert result.code == 1 and "expected imagesTr/ and labelsTr/" in result.err

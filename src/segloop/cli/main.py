@@ -438,22 +438,37 @@ def info(path: Annotated[Path, typer.Argument(help="Image or label file, or DICO
 
 @app.command()
 def demo(
-    folder: Annotated[Path | None, typer.Option(help="Where to create the demo project.")] = None,
-    minutes: Annotated[float, typer.Option(help="Training budget in minutes (0: no training).")] = 1.0,
+    folder: Annotated[
+        Path | None, typer.Option(help="Where to create the demo (default: a temp folder).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="nnU-Net raw folder (imagesTr/, labelsTr/); default: synthetic.")
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds of the loop.")] = 3,
+    budget_minutes: Annotated[float, typer.Option(help="Training minutes of all rounds together.")] = 3.0,
+    strategy: Annotated[
+        str, typer.Option(help="Ranking: uncertainty, random or least-recent.")
+    ] = "uncertainty",
+    mode: Annotated[str, typer.Option(help="continual or full training.")] = "continual",
+    window: WindowOption = None,
 ) -> None:
-    """Run the most complete path on the embedded synthetic cohort (labelled as synthetic)."""
-    from segloop.cli.output import console, print_status, training_progress
+    """The whole loop with a simulated annotator: sparse start, rounds of train/predict/rank/correct."""
+    from segloop.cli.output import console, print_demo, training_progress
     from segloop.loop.demo import run_demo
 
     with training_progress() as on_progress:
-        project, summaries = run_demo(
+        result = run_demo(
             folder,
+            data=data,
+            rounds=rounds,
+            budget_minutes=budget_minutes,
+            strategy=strategy,
+            mode=mode,
+            window=_parse_window(window) if window else None,
             on_step=lambda text: console.print(f"[bold]>[/bold] {text}"),
-            minutes=minutes,
             on_progress=on_progress,
         )
-    print_status(project, summaries)
-    console.print(f"demo project: {project.root}")
+    print_demo(result)
 
 
 from segloop.cli.corrections import correct_command, next_command, patches_app  # noqa: E402

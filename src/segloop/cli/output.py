@@ -233,3 +233,24 @@ def print_rounds(project: Project) -> None:
             ", ".join(summary.get("queue", [])) or "-",
         )
     console.print(table)
+
+
+def print_demo(result: Any) -> None:
+    """The per-round table of a `segloop.loop.demo.DemoResult` and where its report is."""
+    title = "SYNTHETIC data" if result.synthetic else "real data"
+    table = Table(title=f"segloop demo on {title}: {len(result.rounds)} rounds, simulated annotator")
+    for column in ("round", "cases by source", "test Dice", "effort (h)", "of from-scratch"):
+        table.add_column(column, justify="left" if column == "cases by source" else "right")
+    for item in result.rounds:
+        sources = ", ".join(f"{s} {n}" for s, n in item.cases_by_source.items() if n)
+        share = item.effort.seconds / result.manual.seconds if result.manual.seconds else 0.0
+        table.add_row(
+            str(item.round), sources, f"{item.mean_test_dice:.3f}", f"{item.effort.hours:.2f}", f"{share:.1%}"
+        )
+    console.print(table)
+    console.print(
+        f"from-scratch contouring of the same cases: {result.manual.hours:.2f} h"
+        f" ({result.manual.slices_drawn} slices, {result.manual.contour_points} points)"
+    )
+    console.print(f"report: {result.report}")
+    console.print(f"demo project: {result.project.root}")

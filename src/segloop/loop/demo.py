@@ -1,74 +1,188 @@
-"""`segloop demo`: the most complete path that exists so far, on a synthetic cohort.
+"""`segloop demo`: the whole loop with a simulated annotator, on synthetic or real data.
 
-It writes a small synthetic CT cohort in nnU-Net's raw layout, creates a project, adds the cases
-(two with original labels), exports an effective label as a Slicer segmentation, trains a 2D
-network for a short time budget and predicts the unlabelled cases as pseudo labels. It grows into
-the whole loop (rank, correct, retrain, measure) as those parts land.
+The data is a folder in nnU-Net's raw layout (``imagesTr/<case>_0000.nii.gz`` and
+``labelsTr/<case>.nii.gz``); with none, a SYNTHETIC CT-like cohort is written first. The reference
+labels stay with the simulated annotator (`segloop.loop.simulate`); the project sees only images
+and what the annotator submits. The last cases are test cases kept out of the project, to measure
+every round's model. Then: a sparse start on a few cases, and rounds of train → predict → evaluate
+→ rank → simulated corrections of the queue, each measured, and the HTML report.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from segloop.io import write_volume
-from segloop.loop.cases import CaseSummary, export_label, import_cases, init_project, summarize_cases
+import numpy as np
+
+from segloop.core.geometry import axis_of_plane
+from segloop.errors import NotFoundError, SegloopError
+from segloop.io import read_volume, write_volume
+from segloop.loop.cases import import_cases, init_project, strip_suffix
+from segloop.loop.simulate import (
+    Effort,
+    SimulatedAnnotator,
+    SimulatedRound,
+    manual_effort,
+    run_simulated_loop,
+)
 from segloop.store import Project
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 
-__all__ = ["run_demo"]
+__all__ = ["DemoResult", "read_raw_dataset", "run_demo", "write_synthetic_cohort"]
 
-_N_CASES = 6
-_N_LABELED = 2
+_SYNTHETIC_CASES = 10
+_SYNTHETIC_SHAPE = (80, 80, 40)
 
 
-def write_synthetic_cohort(folder: Path, n_cases: int, n_labeled: int) -> None:
-    """Write ``imagesTr/synth_NNN_0000.nii.gz`` and, for the first ``n_labeled``, ``labelsTr``."""
+def write_synthetic_cohort(folder: Path, n_cases: int, shape: Sequence[int] = _SYNTHETIC_SHAPE) -> None:
+    """Write ``imagesTr/synth_NNN_0000.nii.gz``, ``labelsTr/synth_NNN.nii.gz`` and a dataset.json."""
     for index in range(n_cases):
-        phantom = make_ct_phantom(seed=index)
+        phantom = make_ct_phantom(tuple(shape), seed=index)
         write_volume(phantom.image, folder / "imagesTr" / f"synth_{index:03d}_0000.nii.gz")
-        if index < n_labeled:
-            write_volume(phantom.labels, folder / "labelsTr" / f"synth_{index:03d}.nii.gz")
+        write_volume(phantom.labels, folder / "labelsTr" / f"synth_{index:03d}.nii.gz")
+    labels = {"background": 0, **{name: i for i, name in enumerate(PHANTOM_CLASSES, start=1)}}
+    document = {"name": "SYNTHETIC phantoms", "channel_names": {"0": "CT"}, "labels": labels}
+    (folder / "dataset.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+def read_raw_dataset(folder: Path) -> tuple[list[str], dict[str, Path], dict[str, Path]]:
+    """Class names, images and labels of an nnU-Net raw folder.
+
+    Class names come from ``dataset.json`` (``labels``: name -> value) when present, else
+    ``class_1..N`` for the largest label value.
+
+    Returns:
+        ``(class names in value order, case id -> image path, case id -> label path)``: cases with
+        both, sorted by id.
+    """
+    images_dir, labels_dir = folder / "imagesTr", folder / "labelsTr"
+    if not images_dir.is_dir() or not labels_dir.is_dir():
+        msg = f"{folder} is not an nnU-Net raw dataset: expected imagesTr/ and labelsTr/ in it"
+        raise NotFoundError(msg)
+    images = {strip_suffix(p).removesuffix("_0000"): p for p in sorted(images_dir.glob("*_0000.*"))}
+    labels = {strip_suffix(p): p for p in sorted(labels_dir.iterdir()) if p.is_file()}
+    shared = sorted(set(images) & set(labels))
+    if not shared:
+        msg = f"{folder}: no case has both imagesTr/<case>_0000.* and labelsTr/<case>.*"
+        raise NotFoundError(msg)
+    dataset_json = folder / "dataset.json"
+    if dataset_json.is_file():
+        values = json.loads(dataset_json.read_text(encoding="utf-8"))["labels"]
+        names = [
+            name for name, value in sorted(values.items(), key=lambda item: int(item[1])) if int(value) > 0
+        ]
+        names = [n for n in names if n != "ignore"]
+    else:
+        top = max(int(np.asarray(read_volume(labels[c]).array).max()) for c in shared)
+        names = [f"class_{value}" for value in range(1, top + 1)]
+    return names, {c: images[c] for c in shared}, {c: labels[c] for c in shared}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What `run_demo` made.
+
+    Attributes:
+        project: the demo project.
+        rounds: one entry per round.
+        manual: the effort of contouring every slice of every pool case from scratch.
+        report: the HTML report.
+        synthetic: whether the data was the synthetic cohort.
+    """
+
+    project: Project
+    rounds: list[SimulatedRound]
+    manual: Effort
+    report: Path
+    synthetic: bool
 
 
 def run_demo(
     folder: Path | None = None,
-    on_step: Callable[[str], None] = lambda _: None,
     *,
-    minutes: float = 1.0,
+    data: Path | None = None,
+    rounds: int = 3,
+    budget_minutes: float = 3.0,
+    start_cases: int = 2,
+    corrections_per_round: int = 2,
+    test_cases: int = 2,
+    strategy: str = "uncertainty",
+    mode: str = "continual",
+    window: tuple[float, float] | None = None,
+    on_step: Callable[[str], None] = lambda _: None,
     on_progress: Callable[[dict], None] | None = None,
-) -> tuple[Project, list[CaseSummary]]:
-    """Run the demo in ``folder`` (a new temporary folder if None); returns the project.
+) -> DemoResult:
+    """Run the loop with a simulated annotator in ``folder`` (a new temporary folder if None).
 
     Args:
-        folder: where to write the data and the project.
+        folder: where to write the project (and the synthetic data).
+        data: an nnU-Net raw folder (imagesTr/, labelsTr/); None: the synthetic cohort.
+        rounds: rounds of the loop.
+        budget_minutes: training time of all rounds together (split evenly).
+        start_cases: cases annotated sparsely (7 contoured slices per organ) before round 1.
+        corrections_per_round: top-ranked cases corrected after each round but the last.
+        test_cases: the last cases, kept out of the project to measure each model.
+        strategy: ranking strategy.
+        mode: ``continual`` or ``full`` training.
+        window: CT window (width, level) in stored units (default W400/L40 HU).
         on_step: receives one line per step.
-        minutes: training budget (0: skip training and prediction).
         on_progress: the engine's training progress callback.
     """
-    root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="segloop-demo-"))
-    data = root / "synthetic-data"
-    on_step(f"writing {_N_CASES} SYNTHETIC CT phantoms to {data}")
-    write_synthetic_cohort(data, _N_CASES, _N_LABELED)
-    project = init_project(root / "project", PHANTOM_CLASSES, modality="CT", name="synthetic-demo")
-    images = sorted((data / "imagesTr").glob("*.nii.gz"))
-    report = import_cases(project, images, labels_dir=data / "labelsTr", author="demo")
-    on_step(f"added {len(report.added)} cases, {len(report.labeled)} with original labels")
-    out = root / "synth_000.seg.nrrd"
-    export_label(project, "synth_000", out)
-    on_step(f"exported the effective label of synth_000 as a Slicer segmentation: {out}")
-    if minutes > 0:
-        from segloop.engine.config import TrainConfig
-        from segloop.loop.training import predict_cases, train_project
+    from segloop.engine.config import TrainConfig
+    from segloop.loop.report import write_report
 
-        config = TrainConfig(time_budget_min=minutes, epochs=None, validation_fraction=0.5, seed=0)
-        model = train_project(project, config, author="demo", on_progress=on_progress)
-        dice = model.metrics.get("dice_per_class", {})
-        on_step(
-            f"trained model {model.id} for {model.metrics['elapsed_s']:.0f} s; validation Dice "
-            + ", ".join(f"{name} {value:.2f}" for name, value in dice.items())
+    if rounds < 1 or budget_minutes <= 0:
+        msg = (
+            f"the demo needs rounds >= 1 and a budget > 0 minutes; got {rounds} rounds, {budget_minutes} min"
         )
-        predictions = predict_cases(project, unlabeled=True, author="demo")
-        on_step(f"predicted {len(predictions)} unlabelled cases as pseudo labels (with entropy maps)")
-    return project, summarize_cases(project)
+        raise SegloopError(msg)
+    root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="segloop-demo-"))
+    synthetic = data is None
+    if synthetic:
+        data = root / "synthetic-data"
+        on_step(f"writing {_SYNTHETIC_CASES} SYNTHETIC CT phantoms (not real patients) to {data}")
+        write_synthetic_cohort(data, _SYNTHETIC_CASES)
+    names, images, labels = read_raw_dataset(Path(data))
+    case_ids = list(images)
+    if len(case_ids) < start_cases + test_cases + 1:
+        msg = (
+            f"{data} holds {len(case_ids)} cases; the demo needs at least {start_cases + test_cases + 1}"
+            f" ({start_cases} to start, {test_cases} to test, one to predict)"
+        )
+        raise SegloopError(msg)
+    pool, tests = case_ids[: len(case_ids) - test_cases], case_ids[len(case_ids) - test_cases :]
+    defaults = {"window": list(window)} if window else {}
+    project = init_project(root / "project", names, modality="CT", name="demo", defaults=defaults)
+    import_cases(project, [images[c] for c in pool], author="demo")
+    references = {c: np.asarray(read_volume(labels[c]).array) for c in pool}
+    annotator = SimulatedAnnotator(references)
+    test_data = {c: (read_volume(images[c]), np.asarray(read_volume(labels[c]).array)) for c in tests}
+    on_step(f"project {project.root}: {len(pool)} images (no labels), {len(tests)} test cases kept aside")
+    settings = {"time_budget_min": budget_minutes / rounds, "epochs": None, "seed": 0}
+    if window:
+        settings["window"] = tuple(window)
+    if synthetic:  # simple shapes: a small network learns them in the demo's minutes on a CPU
+        settings.update(features=(8, 16, 32, 64), num_res_units=1, batch_size=8)
+    config = TrainConfig(**settings)
+    results = run_simulated_loop(
+        project,
+        annotator,
+        config,
+        start_cases=pool[:start_cases],
+        test_cases=test_data,
+        rounds=rounds,
+        corrections_per_round=corrections_per_round,
+        mode=mode,
+        strategy=strategy,
+        on_step=on_step,
+        on_progress=on_progress,
+    )
+    manual = Effort()
+    for case_id, reference in references.items():
+        axis = axis_of_plane(project.get_case(case_id).affine, annotator.plane)
+        manual += manual_effort(reference, range(1, len(names) + 1), axis, annotator.cost)
+    return DemoResult(project, results, manual, write_report(project), synthetic)
