@@ -285,3 +285,37 @@ def test_merged_patches_stay_candidates_and_are_not_rescored(project, tmp_path):
     flagged[block] = True
     flagged[16:24, 16:24, 8:16] = False  # the reviewed patch is not scored again
     assert after.case_id == "p" and after.score == open_mask(flagged).sum() > 0
+
+
+def test_patches_of_a_2d_image(tmp_path):
+    project = init_project(tmp_path / "flat", ["cell"])
+    image = np.zeros((30, 20, 1), np.uint8)
+    image[5:15, 5:15] = 200
+    affine = np.diag([0.5, 0.5, 1.0, 1.0])
+    path = write_volume(Volume(image, affine), tmp_path / "cells.nii.gz")
+    import_cases(project, [path], case_id="cells")
+    with pytest.raises(NotFoundError, match="has no label yet"):
+        extract_patches(project, tmp_path / "out", case_id="cells", centers=[(2, 10, 0)], author="me")
+    store_tool_labels(
+        project, project.get_case("cells"), (image > 100).astype(np.uint8), source="draft", classes=["cell"],
+        tool="threshold", params={}, author="me",
+    )  # fmt: skip
+    [manifest] = extract_patches(
+        project,
+        tmp_path / "out",
+        case_id="cells",
+        centers=[(2, 10, 0)],
+        size=12,
+        border_voxels=2,
+        author="me",
+    )
+    assert manifest["offset"] == [-4, 4, 0] and manifest["size"] == [12, 12, 1]
+    folder = tmp_path / "out" / "corrections" / manifest["patch"]
+    add = np.zeros((12, 12, 1), bool)
+    add[4:8, 4:8] = True  # one class: MemBrain-seg's binary Add needs no class name
+    write_mask(folder / "Add1.nrrd", add, np.asarray(manifest["affine"]))
+    [version] = merge_patches(project, folder.parent, author="me").versions
+    labels = project.read_labels(version)
+    assert labels.shape == (30, 20, 1) and version.classes == ("cell",)
+    assert (labels[0:4, 8:12, 0] == 1).all() and (labels[5:15, 5:15] == 1).all()
+    assert labels.sum() == 100 + 16  # the thresholded cell plus the 4 x 4 added above it

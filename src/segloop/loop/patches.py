@@ -7,7 +7,8 @@ A centre near the border works: the patch reaches past the case and the part out
 (image: the image's minimum; label: *ignore*); the offset (the patch's first voxel in case
 coordinates, possibly negative) is recorded. The label patch is cut from the case's **current
 effective label** (what segloop believes now, assembled from all versions; for a case that only
-has predictions, that is the newest prediction), with a 16-voxel *ignore* border on every face
+has predictions, that is the newest prediction; a case with no label at all is refused — there is
+nothing to correct yet), with a 16-voxel *ignore* border on every face
 that lies inside the case (configurable; faces on the case's edge have nothing beyond them).
 Image and label patches are NRRD files whose affine places them where they lie in the case
 (spacing, direction and origin kept; MemBrain-seg loses them). Layout of ``OUTDIR``::
@@ -218,6 +219,12 @@ def extract_patches(
         case = cases[case_id_]
         if case_id_ not in state:
             versions, assembly, labels = read_current_label(project, case)
+            if assembly is None:
+                msg = (
+                    f"case {case_id_!r} has no label yet: patches correct a label (predict it first with"
+                    " `segloop predict`, or label it with `segloop segment` / `segloop correct --label`)"
+                )
+                raise NotFoundError(msg)
             image = read_case_image(project, case)
             if image.array.ndim == 4:
                 image = Volume(image.array[0], image.affine)
