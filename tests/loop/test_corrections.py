@@ -117,6 +117,9 @@ def test_masks_merge_with_precedence_and_annotate_only_touched_classes(setup, tm
     assert unchanged.version is None and unchanged.changed_voxels == 0
     with pytest.raises(SegloopError, match="no correction given"):
         correct_case_masks(project, "k", author="me")
+    only_ignore = correct_case_masks(project, "k", ignore=[paths[2]], author="me")
+    assert only_ignore.version.classes == () and only_ignore.created
+    assert effective(project)[1, 1, 1] == project.config.schema.ignore_index
 
 
 def test_original_classes_are_reported(setup, tmp_path):
@@ -161,6 +164,10 @@ def test_export_for_tools(setup, tmp_path, tool):
         assert [lab["value"] for lab in stack["groups"][0]["labels"]] == [1, 2, 3, 4, 5]
     with pytest.raises(SegloopError, match="exists already"):
         export_for_tool(project, "k", tool, out)
+    export_for_tool(project, "k", tool, out, overwrite=True)
+    (out / "corrections" / "Add1.nrrd").write_bytes(b"work")
+    with pytest.raises(ConflictError, match="holds corrections"):
+        export_for_tool(project, "k", tool, out, overwrite=True)
     with pytest.raises(SegloopError, match="unknown tool"):
         export_for_tool(project, "k", "amira", tmp_path / "x")
 

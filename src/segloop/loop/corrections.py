@@ -647,7 +647,8 @@ def export_for_tool(
 
     Raises:
         SegloopError: an unknown tool.
-        ConflictError: ``out_dir`` exists (without ``overwrite``).
+        ConflictError: ``out_dir`` exists (without ``overwrite``), or holds corrections (even with
+            ``overwrite``: a re-export never deletes someone's masks).
     """
     if tool not in EXPORT_TOOLS:
         msg = f"unknown tool {tool!r}: expected one of {', '.join(EXPORT_TOOLS)}"
@@ -657,13 +658,21 @@ def export_for_tool(
     image = read_case_image(project, case)
     if image.array.ndim == 4:
         image = Volume(image.array[0], image.affine)
+    out_dir = Path(out_dir)
+    pending = sorted((out_dir / "corrections").glob("*")) if (out_dir / "corrections").is_dir() else []
+    if overwrite and pending:
+        msg = (
+            f"{out_dir} holds corrections ({', '.join(p.name for p in pending[:3])}): bring them back first"
+            f" (segloop correct {project.root} {case_id} --corrections-dir {out_dir / 'corrections'})"
+            " or move them; --force does not replace someone's work"
+        )
+        raise ConflictError(msg)
     versions, assembly, labels = read_current_label(project, case)
     parent = choose_parent(versions, assembly)
     suffix = {"slicer": ".seg.nrrd", "itksnap": ".nii.gz", "mitk": ".nrrd"}[tool]
     image_name = "image.nii.gz" if tool == "itksnap" else "image.nrrd"
     meta = {"segments": _slicer_segments(schema)} if tool == "slicer" else {}
     label = Volume(labels, case.affine, meta)
-    out_dir = Path(out_dir)
     extra = {
         "itksnap": "\n  labels.txt     names and colours (Segmentation > Import Label Descriptions)",
         "mitk": "\n  corrected.mitklabel.json  opens corrected.nrrd as a named MITK segmentation",
