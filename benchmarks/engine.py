@@ -6,10 +6,12 @@ Parts (each prints its numbers; ``--only`` picks some):
   Dice per organ on the 4 validation-split cases; 2D and 3D; then the same with only 5 training
   cases. Each run is a subprocess, so its peak RSS is its own.
 - ``memory``: peak RSS of loading N cases and running a few training steps, for N = 10 and 34
-  (with the float32 size of those images for comparison).
-- ``throughput``: training slices/s through segloop's pipeline (sampler + normalisation + loss +
-  AdamW) vs a plain PyTorch/MONAI loop (pre-normalised float32 slices in memory, MONAI's
-  DiceCELoss, Adam) over the same network; ratio = segloop / plain (target >= 0.95).
+  (with the float32 size of those images for comparison). Cases are loaded as training loads
+  them (`segloop.loop.training.collect_labeled_cases`): each compressed right after reading.
+- ``throughput``: training slices/s through segloop's pipeline (compressed cases, sampler with
+  decompression + normalisation + loss + AdamW) vs a plain PyTorch/MONAI loop (pre-normalised
+  float32 slices in memory, MONAI's DiceCELoss, Adam) over the same network; ratio = segloop /
+  plain (target >= 0.95).
 - ``predict``: seconds per volume of ``segloop.engine.infer.predict`` (probabilities, labels,
   entropy) vs plain MONAI producing the same outputs (``sliding_window_inference`` for 3D,
   ``SliceInferer`` for 2D) on the same model; ratio = MONAI / segloop (target >= 1.0).
@@ -61,15 +63,20 @@ def list_cases(split: str | None = None) -> list[str]:
     return [row["case"] for row in rows if split is None or row["source_split"] == split]
 
 
-def load_case(case_id: str):
-    """A `segloop.engine.data.Case`: int16 CT clipped to [0, 4095] (the dataset's advice), uint8 labels."""
-    from segloop.engine.data import Case
+def load_case(case_id: str, *, compress: bool = False):
+    """A `segloop.engine.data.Case`: int16 CT clipped to [0, 4095] (the dataset's advice), uint8 labels.
+
+    With ``compress``, compressed right after reading (`compress_case`, default axis), as
+    `segloop.loop.training.collect_labeled_cases` does: the raw arrays are dropped at once.
+    """
+    from segloop.engine.data import Case, compress_case
     from segloop.io import read_volume
 
     image = read_volume(DATA / "imagesTr" / f"{case_id}_0000.nii.gz")
     labels = read_volume(DATA / "labelsTr" / f"{case_id}.nii.gz")
     array = np.clip(np.asarray(image.array), 0, 4095).astype(np.int16)
-    return Case(case_id, array, np.asarray(labels.array).astype(np.uint8), image.spacing)
+    case = Case(case_id, array, np.asarray(labels.array).astype(np.uint8), image.spacing)
+    return compress_case(case) if compress else case
 
 
 def peak_rss_mib() -> float:
@@ -113,8 +120,8 @@ def run_training(dims: int, n_train: int, minutes: float, out: Path, threads: in
 
     started = time.perf_counter()
     train_ids = list_cases("train-pats")[:n_train]
-    train_cases = [load_case(c) for c in train_ids]
-    val_cases = [load_case(c) for c in list_cases("validation-pats")]
+    train_cases = [load_case(c, compress=True) for c in train_ids]
+    val_cases = [load_case(c, compress=True) for c in list_cases("validation-pats")]
     load_s = time.perf_counter() - started
     config = base_config(dims, minutes).replace(num_threads=threads)
     epochs = []
@@ -217,8 +224,11 @@ def run_memory(n_cases: int) -> dict:
 
     baseline = peak_rss_mib()
     ids = list_cases()[:n_cases]
-    cases = [load_case(c) for c in ids]
-    image_mib = sum(c.image.nbytes for c in cases) / 2**20
+    cases = [load_case(c, compress=True) for c in ids]  # one at a time, compressed at once
+    image_mib = sum(c.image.raw_nbytes for c in cases) / 2**20
+    labels_mib = sum(c.labels.raw_nbytes for c in cases) / 2**20
+    compressed_mib = sum(c.image.nbytes + c.labels.nbytes for c in cases) / 2**20
+    loaded = peak_rss_mib()
     config = base_config(2, 10.0).replace(epochs=1, time_budget_min=None, steps_per_epoch=5)
     train(
         config,
@@ -231,7 +241,10 @@ def run_memory(n_cases: int) -> dict:
         "cases": n_cases,
         "peak_rss_mib": peak_rss_mib(),
         "rss_after_imports_mib": baseline,
+        "peak_rss_after_loading_mib": loaded,
         "images_stored_mib": image_mib,
+        "labels_stored_mib": labels_mib,
+        "compressed_mib": compressed_mib,
         "images_float32_mib": image_mib * 4 / cases[0].image.itemsize,
         "torch_threads": torch.get_num_threads(),
     }
@@ -248,12 +261,18 @@ def part_memory() -> None:
         row = rows[-1]
         print(
             f"  {row['cases']:>3} cases: peak RSS {row['peak_rss_mib']:.0f} MiB (after imports"
-            f" {row['rss_after_imports_mib']:.0f} MiB); images int16 {row['images_stored_mib']:.0f} MiB,"
-            f" as float32 {row['images_float32_mib']:.0f} MiB"
+            f" {row['rss_after_imports_mib']:.0f} MiB, after loading {row['peak_rss_after_loading_mib']:.0f}"
+            f" MiB); images int16 {row['images_stored_mib']:.0f} MiB + labels uint8"
+            f" {row['labels_stored_mib']:.0f} MiB held compressed in {row['compressed_mib']:.1f} MiB;"
+            f" images as float32 {row['images_float32_mib']:.0f} MiB"
         )
     grown = rows[1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]
     float_grown = rows[1]["images_float32_mib"] - rows[0]["images_float32_mib"]
-    print(f"  10 -> 34 cases: +{grown:.0f} MiB peak RSS vs +{float_grown:.0f} MiB of float32 images")
+    compressed_grown = rows[1]["compressed_mib"] - rows[0]["compressed_mib"]
+    print(
+        f"  10 -> 34 cases: +{grown:.0f} MiB peak RSS vs +{float_grown:.0f} MiB of float32 images"
+        f" (+{compressed_grown:.1f} MiB compressed)"
+    )
 
 
 def part_throughput(threads: int, steps: int = 25, repeats: int = 8) -> None:
@@ -261,12 +280,13 @@ def part_throughput(threads: int, steps: int = 25, repeats: int = 8) -> None:
     import torch
     from monai.losses import DiceCELoss
 
-    from segloop.engine.data import compute_intensity_parameters
+    from segloop.engine.data import compress_case, compute_intensity_parameters
     from segloop.engine.networks import build_network
     from segloop.engine.train import train
 
     print(f"== throughput: training samples/s, segloop vs plain loop, {threads} thread(s) ({load_load()})")
     cases = [load_case(c) for c in list_cases("train-pats")]
+    compressed = [compress_case(c) for c in cases]  # segloop trains as the loop does: compressed
     config = base_config(2, 10.0).replace(
         epochs=1, time_budget_min=None, steps_per_epoch=steps, num_threads=threads
     )
@@ -302,7 +322,7 @@ def part_throughput(threads: int, steps: int = 25, repeats: int = 8) -> None:
 
     def segloop() -> float:
         result = train(
-            config, cases, n_classes=N_CLASSES, device="cpu", checkpoint_path=Path("/tmp/segloop-tp.pt")
+            config, compressed, n_classes=N_CLASSES, device="cpu", checkpoint_path=Path("/tmp/segloop-tp.pt")
         )
         return result.samples_per_s
 
@@ -315,6 +335,14 @@ def part_throughput(threads: int, steps: int = 25, repeats: int = 8) -> None:
             theirs.append(plain())
             ours.append(segloop())
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    raw_ms, compressed_ms = (
+        sampler_ms(source, config.replace(slice_axis=2, patch_size=patch)) for source in (cases, compressed)
+    )
+    print(
+        f"  sampler alone: {compressed_ms:.1f} ms a batch from compressed cases, {raw_ms:.1f} ms from"
+        f" raw int16 arrays (decompression: {compressed_ms - raw_ms:.1f} ms of a"
+        f" {1000 * config.batch_size / np.median(ours):.0f} ms step)"
+    )
     print(f"  segloop {np.median(ours):.1f} samples/s median (runs {', '.join(f'{v:.1f}' for v in ours)})")
     print(
         f"  plain   {np.median(theirs):.1f} samples/s median (runs {', '.join(f'{v:.1f}' for v in theirs)})"
@@ -323,6 +351,25 @@ def part_throughput(threads: int, steps: int = 25, repeats: int = 8) -> None:
         f"  ratio segloop / plain = {np.median(ratios):.2f} (median of {repeats} paired runs;"
         f" range {min(ratios):.2f}-{max(ratios):.2f}; target >= 0.95)"
     )
+
+
+def sampler_ms(cases, config, batches: int = 20, repeats: int = 5) -> float:
+    """Milliseconds one `PatchSampler.sample` takes on ``cases`` (best of ``repeats`` rounds)."""
+    from segloop.engine.data import CompressedVolume, PatchSampler, compress_case, prepare_case
+
+    # compressed planes along the slice axis, as train() makes them
+    cases = [compress_case(c, 2) if isinstance(c.image, CompressedVolume) else c for c in cases]
+    prepared = [prepare_case(c, config, N_CLASSES, seed=i) for i, c in enumerate(cases)]
+    sampler = PatchSampler(
+        prepared, config, n_classes=N_CLASSES, patch_size=config.patch_size, slice_axis=2, seed=0
+    )
+    best = math.inf
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        for _ in range(batches):
+            sampler.sample()
+        best = min(best, (time.perf_counter() - tick) / batches)
+    return 1000 * best
 
 
 def _plain_outputs(probabilities, torch):
