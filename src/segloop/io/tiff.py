@@ -12,7 +12,8 @@ Conventions converted here and nowhere else:
   assumed equal to X); else 1.0 per pixel and ``meta["spacing_unit"] = "pixel"``. Everything is
   converted to millimetres; TIFF has no origin or orientation, so the affine is diagonal.
 
-The writer stores ``(Z, Y, X)`` pages (``(C, Z, Y, X)`` with channels) with the affine in the
+The writer stores ``(Z, Y, X)`` pages (``(C, Z, Y, X)`` with channels; a one-slice volume as one
+plain ``(Y, X)`` page, as 2D tools write it) with the affine in the
 shaped-metadata description, so reading it back is exact, plus XResolution / YResolution in pixels
 per centimetre for other readers (ImageJ/Fiji, napari). Compression is zlib (Deflate): lossless,
 understood by every TIFF reader (libtiff, ImageJ, ITK), and label arrays shrink tens of times.
@@ -157,7 +158,9 @@ def write(volume: Volume, path: Path) -> None:
         path: the file to create.
     """
     array = volume.array
-    if array.ndim == 3:
+    if array.ndim == 3 and array.shape[2] == 1:
+        pages, axes = np.ascontiguousarray(array[:, :, 0].T), "YX"  # a 2D image stays one plain page
+    elif array.ndim == 3:
         pages, axes = np.transpose(array, (2, 1, 0)), "ZYX"
     else:
         pages, axes = np.transpose(array, (0, 3, 2, 1)), "CZYX"

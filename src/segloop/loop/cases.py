@@ -140,8 +140,9 @@ def read_mapped_labels(
         schema: the project's classes.
         shape: the case's ``(I, J, K)``.
         affine: the case's ``(4, 4)`` affine.
-        value_map: ``{file value: schema value}`` covering every value the file holds (e.g.
-            ``{0: 0, 255: 1}`` for a binary mask, ``{0: ignore, 1: 0, 2: 1}`` for a sparse paint).
+        value_map: ``{file value: schema value}`` covering every value the file holds but 0,
+            which is background unless the map names it (``{255: 1}`` for a binary mask,
+            ``{0: ignore, 1: 0, 2: 1}`` for a sparse paint where 0 means "not painted").
 
     Raises:
         GeometryMismatchError: the grid differs from the case's.
@@ -152,7 +153,7 @@ def read_mapped_labels(
         msg = f"label {path} must be a 3D label map (I, J, K); got shape {volume.array.shape}"
         raise GeometryMismatchError(msg)
     aligned = align_to_grid(volume.array, volume.affine, shape, affine, what=f"label {path}")
-    return remap_labels(aligned, value_map, dtype=schema.dtype, what=f"label {path}")
+    return remap_labels(aligned, {0: 0, **value_map}, dtype=schema.dtype, what=f"label {path}")
 
 
 @dataclass
