@@ -220,15 +220,20 @@ def _resize(pixels: np.ndarray, size: tuple[int, int], *, nearest: bool) -> np.n
 
 def _outlines(mask: np.ndarray, min_area_voxels: float) -> list[np.ndarray]:
     """Outer outlines ``(n, 2)`` (row, col) of each piece of a 2D mask, holes filled."""
-    filled = ndimage.binary_fill_holes(mask)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return []
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    filled = ndimage.binary_fill_holes(crop)
     pieces, count = ndimage.label(filled, structure=np.ones((3, 3)))
     sizes = np.bincount(pieces.ravel(), minlength=count + 1)
+    origin = np.array([rows[0], cols[0]], dtype=np.float64)
     outlines = []
     for piece in range(1, count + 1):
         if sizes[piece] < min_area_voxels:
             continue
         for polygon in mask_to_polygons((pieces == piece)[:, :, np.newaxis], 2):
-            outlines.append(np.asarray(polygon["points"]))
+            outlines.append(np.asarray(polygon["points"]) + origin)
     return outlines
 
 
@@ -451,7 +456,8 @@ def write_slice_images(folder: Path, slices: Sequence[SliceImage]) -> None:
         Image.fromarray(slice_image.pixels).convert("RGB").save(
             folder / IMAGES_DIR / slice_image.file_name, format="JPEG", quality=95
         )
-        Image.fromarray(slice_image.preview).save(folder / slice_image.entry["segloop"]["mask"], format="PNG")
+        preview_path = folder / slice_image.entry["segloop"]["mask"]
+        Image.fromarray(slice_image.preview).save(preview_path, format="PNG", compress_level=1)
 
 
 def write_document(folder: Path, document: Mapping[str, Any]) -> Path:
