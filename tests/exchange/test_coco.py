@@ -215,3 +215,29 @@ def test_cli_errors_are_one_line(run_cli, phantom_project, tmp_path):
     assert result.code == 1 and "WIDTH,LEVEL" in result.err
     result = run_cli("exchange", "import", root, Path("missing.json"), "--format", "coco-results")
     assert result.code == 1 and "does not exist" in result.err
+
+
+def test_rle_results_are_read_with_pycocotools(phantom_project, tmp_path):
+    mask_api = pytest.importorskip("pycocotools.mask")
+    project, references = phantom_project.project, phantom_project.references
+    export_coco_slices(project, tmp_path / "coco", case_ids=["c0"])
+    dataset = tmp_path / "coco" / coco.ANNOTATIONS_FILE
+    api = pycocotools_coco.COCO(str(dataset))
+    annotation = max(api.loadAnns(api.getAnnIds(catIds=[1])), key=lambda a: a["area"])  # the liver's largest
+    rle = mask_api.encode(np.asfortranarray(api.annToMask(annotation)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    result = {"image_id": annotation["image_id"], "category_id": 1, "segmentation": rle, "score": 0.8}
+    (tmp_path / "results.json").write_text(json.dumps([result]))
+    report = import_coco_results(
+        project,
+        tmp_path / "results.json",
+        dataset_path=dataset,
+        close_mm=0,
+        open_mm=0,
+        keep_largest=False,
+        author="t",
+    )
+    k = api.loadImgs(annotation["image_id"])[0]["segloop"]["slice"]
+    got = project.read_labels(report.versions[0])
+    assert np.flatnonzero(got.any(axis=(0, 1))).tolist() == [k]
+    assert dice(got[:, :, k] == 1, references["c0"][:, :, k] == 1) > 0.95

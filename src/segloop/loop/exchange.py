@@ -38,7 +38,7 @@ from segloop.io import read_volume, write_volume
 from segloop.io.atomic import atomic_directory
 from segloop.loop.cases import hash_path, import_cases, read_mapped_labels
 from segloop.loop.labels import compute_effective_label, count_voxels, read_schema_labels
-from segloop.store import CaseRecord, ImageRecord, LabelVersionRecord, NewCase, NewLabel, Project
+from segloop.store import SOURCES, CaseRecord, ImageRecord, LabelVersionRecord, NewCase, NewLabel, Project
 from segloop.store.objects import StagedObjects
 
 __all__ = [
@@ -211,6 +211,9 @@ class _Batch:
         params: dict[str, Any],
     ) -> None:
         """Stage a label version of ``case_id`` (schema values on its grid)."""
+        if source not in SOURCES:
+            msg = f"unknown label source {source!r}: expected one of {', '.join(SOURCES)}"
+            raise SegloopError(msg)
         schema = self.project.config.schema
         _, affine = self.grid_of(case_id)
         labels = labels.astype(schema.dtype, copy=False)
