@@ -129,3 +129,25 @@ def test_a_dicom_folder_with_two_series_is_refused(run_cli, totalseg, tmp_path):
     result = run_cli("add", tmp_path / "p", folder)
     assert result.code == 1 and "series" in result.err and result.err.count("\n") == 1
     assert snapshot_project(tmp_path / "p") == before
+
+
+def test_add_maps_mask_values_of_a_2d_image_folder(run_cli, tmp_path):
+    from tests.conftest import shared_dataset
+
+    nuclei = shared_dataset("nih3t3-nuclei-2d")
+    project = tmp_path / "my2d"
+    assert run_cli("init", project, "--labels", "nucleus", "--modality", "microscopy").code == 0
+    images = sorted((nuclei / "images").glob("*.png"))[:3]
+    refused = run_cli("add", project, *images, "--labels-dir", nuclei / "labels")
+    assert refused.code == 1 and "255" in refused.err  # 0/255 masks are not schema values
+    added = run_cli(
+        "add", project, *images, "--labels-dir", nuclei / "labels", "--label-values", "255=nucleus"
+    )
+    assert added.code == 0, added.err
+    assert "3 with original labels" in added.out
+    opened = Project.open(project)
+    (version,) = opened.list_label_versions(images[0].stem)
+    mask = np.asarray(read_volume(nuclei / "labels" / images[0].name).array) == 255
+    np.testing.assert_array_equal(
+        opened.read_labels(version) == 1, mask.reshape(opened.read_labels(version).shape)
+    )

@@ -104,13 +104,19 @@ def add(
     allow_empty: Annotated[
         bool, typer.Option("--allow-empty", help="Accept labels with no foreground.")
     ] = False,
+    label_values: Annotated[
+        str | None,
+        typer.Option(help="File value -> name for labels in another convention, e.g. 255=nucleus."),
+    ] = None,
 ) -> None:
     """Add images (and their labels) as new cases; all or nothing."""
     from segloop.cli.output import console
+    from segloop.exchange.values import parse_value_map
     from segloop.loop.cases import import_cases
     from segloop.store import Project
 
     opened = Project.open(project)
+    value_map = parse_value_map(label_values, opened.config.schema) if label_values else None
     report = import_cases(
         opened,
         images,
@@ -121,6 +127,7 @@ def add(
         case_id=case_id,
         copy=copy,
         allow_empty=allow_empty,
+        label_values=value_map,
         author=current_user(),
     )
     console.print(
