@@ -7,39 +7,17 @@ import pytest
 pytest.importorskip("torch")
 
 from segloop.errors import SegloopError
-from segloop.io import write_volume
-from segloop.loop.cases import import_cases, init_project
 from segloop.loop.rounds import count_cases_by_source, run_round, unlabeled_cases
-from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
-
-SHAPE = (32, 32, 16)
+from tests.loop.conftest import phantom_project, tiny_config
 
 
 def _tiny_config(**changes):
-    from segloop.engine.config import TrainConfig
-
-    settings = {
-        "features": (8, 16),
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "batch_size": 2,
-        "validation_case_ids": ("c1",),
-        "time_budget_min": None,
-    }
-    return TrainConfig(**{**settings, **changes})
+    return tiny_config(**{"validation_case_ids": ("c1",), **changes})
 
 
 @pytest.fixture
 def project(tmp_path):
-    project = init_project(tmp_path / "proj", PHANTOM_CLASSES)
-    images = []
-    for index in range(5):
-        phantom = make_ct_phantom(SHAPE, seed=index)
-        images.append(write_volume(phantom.image, tmp_path / "img" / f"c{index}_0000.nii.gz"))
-        if index < 2:
-            write_volume(phantom.labels, tmp_path / "lab" / f"c{index}.nii.gz")
-    import_cases(project, images, labels_dir=tmp_path / "lab")
-    return project
+    return phantom_project(tmp_path, n_cases=5, n_labeled=2)
 
 
 def test_two_rounds_record_every_stage_and_write_the_report(project):

@@ -223,3 +223,28 @@ def test_contours_in_mm_become_sparse_slices_and_a_filled_draft(run_cli, phantom
     result = run_cli("segment", project.root, "p3", "contours", "--polygons", bad)
     assert result.code == 1 and result.err.count("\n") == 1
     assert len(project.list_label_versions("p3")) == 2
+
+
+def test_an_empty_label_is_stored_only_when_allowed(phantom_project):
+    from segloop.errors import LabelValueError
+    from segloop.loop.tools import store_tool_labels
+
+    project, _ = phantom_project
+    case = project.get_case("p3")
+    empty = np.zeros(SHAPE, np.uint8)
+    with pytest.raises(LabelValueError, match="empty label"):
+        store_tool_labels(
+            project, case, empty, source="draft", classes=["liver"], tool="t", params={}, author="a"
+        )
+    stored = store_tool_labels(
+        project,
+        case,
+        empty,
+        source="pseudo",
+        classes=PHANTOM_CLASSES,
+        tool="m",
+        params={},
+        author="a",
+        allow_empty=True,
+    )
+    assert stored.voxel_counts["liver"] == 0

@@ -12,39 +12,17 @@ from segloop.io import write_volume
 from segloop.loop.cases import import_cases, init_project
 from segloop.loop.training import predict_cases, train_project
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
-
-SHAPE = (32, 32, 16)
-
-
-def _tiny_config(**changes):
-    from segloop.engine.config import TrainConfig
-
-    settings = {
-        "features": (8, 16),
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "batch_size": 2,
-        "validation_fraction": 0.5,
-        "time_budget_min": None,
-    }
-    return TrainConfig(**{**settings, **changes})
+from tests.loop.conftest import PHANTOM_SHAPE as SHAPE
+from tests.loop.conftest import phantom_project, tiny_config
 
 
 @pytest.fixture
 def project(tmp_path):
-    project = init_project(tmp_path / "proj", PHANTOM_CLASSES)
-    images = []
-    for index in range(4):
-        phantom = make_ct_phantom(SHAPE, seed=index)
-        images.append(write_volume(phantom.image, tmp_path / "img" / f"c{index}_0000.nii.gz"))
-        if index < 2:
-            write_volume(phantom.labels, tmp_path / "lab" / f"c{index}.nii.gz")
-    import_cases(project, images, labels_dir=tmp_path / "lab")
-    return project
+    return phantom_project(tmp_path, n_cases=4, n_labeled=2)
 
 
 def test_train_records_the_model_and_predict_stores_pseudo_versions(project):
-    model = train_project(project, _tiny_config(), author="t")
+    model = train_project(project, tiny_config(), author="t")
     assert model.status == "done" and model.mode == "full"
     assert sorted([*model.train_case_ids, *model.val_case_ids]) == ["c0", "c1"]
     assert len(model.label_version_ids) == 2
@@ -61,34 +39,34 @@ def test_train_records_the_model_and_predict_stores_pseudo_versions(project):
     stored = np.load(project.root / records[0].uncertainty)
     assert stored["probabilities"].dtype == np.float16 and stored["probabilities"].shape == (5, *SHAPE)
     assert float(stored["entropy"].min()) >= 0.0 and float(stored["entropy"].max()) <= 1.0
-    continual = train_project(project, _tiny_config(), mode="continual", author="t")
+    continual = train_project(project, tiny_config(), mode="continual", author="t")
     assert continual.parent_id == model.id
 
 
 def test_training_refuses_what_it_cannot_do(tmp_path, project):
     empty = init_project(tmp_path / "empty", ["liver"])
     with pytest.raises(LabelValueError, match="no labelled case"):
-        train_project(empty, _tiny_config(), author="t")
+        train_project(empty, tiny_config(), author="t")
     with pytest.raises(SegloopError, match="continual training needs a finished model"):
-        train_project(project, _tiny_config(), mode="continual", author="t")
+        train_project(project, tiny_config(), mode="continual", author="t")
     with pytest.raises(NotFoundError, match="nothing to resume"):
-        train_project(project, _tiny_config(), resume=True, author="t")
+        train_project(project, tiny_config(), resume=True, author="t")
     with pytest.raises(NotFoundError, match="no finished model"):
         predict_cases(project, author="t")
     with pytest.raises(SegloopError, match="unknown training mode"):
-        train_project(project, _tiny_config(), mode="sometimes", author="t")
+        train_project(project, tiny_config(), mode="sometimes", author="t")
 
 
 def test_pseudo_labels_teach_only_when_asked_and_evaluation_scores_held_out_cases(project):
     from segloop.loop.evaluation import evaluate_model, evaluation_cases, summarize_evaluations
 
-    model = train_project(project, _tiny_config(validation_case_ids=("c1",)), author="t")
+    model = train_project(project, tiny_config(validation_case_ids=("c1",)), author="t")
     assert (model.train_case_ids, model.val_case_ids) == (("c0",), ("c1",))
     predict_cases(project, unlabeled=True, author="t")
-    again = train_project(project, _tiny_config(validation_case_ids=("c1",)), author="t")
+    again = train_project(project, tiny_config(validation_case_ids=("c1",)), author="t")
     assert again.train_case_ids == ("c0",)  # c2, c3 hold only pseudo labels
     with_pseudo = train_project(
-        project, _tiny_config(validation_case_ids=("c1",)), include_pseudo=True, author="t"
+        project, tiny_config(validation_case_ids=("c1",)), include_pseudo=True, author="t"
     )
     assert with_pseudo.train_case_ids == ("c0", "c2", "c3") and with_pseudo.config["include_pseudo"]
     assert evaluation_cases(project, model) == ["c1"]
@@ -110,7 +88,7 @@ def test_interrupted_training_stays_running_and_resumes(project):
         if event["epoch"] == 1:
             raise KeyboardInterrupt
 
-    config = _tiny_config(epochs=3)
+    config = tiny_config(epochs=3)
     with pytest.raises(KeyboardInterrupt):
         train_project(project, config, on_progress=interrupt_in_second_epoch, author="t")
     (interrupted,) = project.list_models()
@@ -120,7 +98,7 @@ def test_interrupted_training_stays_running_and_resumes(project):
 
 
 def test_a_checkpoint_of_another_schema_is_refused(tmp_path, project):
-    model = train_project(project, _tiny_config(), author="t")
+    model = train_project(project, tiny_config(), author="t")
     other = init_project(tmp_path / "other", ["liver"])
     phantom = make_ct_phantom(SHAPE, seed=9)
     labels = (np.asarray(phantom.labels.array) > 0).astype(np.uint8)
@@ -132,7 +110,7 @@ def test_a_checkpoint_of_another_schema_is_refused(tmp_path, project):
     with pytest.raises(SegloopError, match=r"trained for 4 classes .*another label schema"):
         train_project(
             other,
-            _tiny_config(validation_fraction=0.0),
+            tiny_config(validation_fraction=0.0),
             mode="continual",
             init_weights=project.root / model.checkpoint,
             author="t",

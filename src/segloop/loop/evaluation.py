@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from segloop.errors import NotFoundError, SegloopError
+from segloop.errors import SegloopError
 from segloop.loop.labels import compute_effective_label
 from segloop.loop.tools import read_case_image
+from segloop.loop.training import finished_model
 from segloop.store import EvaluationRecord, ModelRecord, Project
 
 __all__ = ["REFERENCE_SOURCES", "evaluate_model", "evaluation_cases", "summarize_evaluations"]
@@ -74,13 +75,7 @@ def evaluate_model(
     from segloop.engine.evaluate import evaluate_labels
     from segloop.engine.infer import load_model, predict
 
-    model = project.get_model(model_id) if model_id is not None else project.find_latest_model()
-    if model is None:
-        msg = "no finished model in this project: run `segloop train` first"
-        raise NotFoundError(msg)
-    if model.status != "done":
-        msg = f"model {model.id} is {model.status}, not done: resume or retrain it"
-        raise SegloopError(msg)
+    model = finished_model(project, model_id)
     schema = project.config.schema
     case_ids = list(case_ids) if case_ids is not None else evaluation_cases(project, model)
     if not case_ids:

@@ -62,15 +62,20 @@ def store_tool_labels(
     params: dict[str, Any],
     author: str,
     parent_id: int | None = None,
+    allow_empty: bool = False,
 ) -> LabelVersionRecord:
     """Store a tool's ``(I, J, K)`` schema labels as a new version of ``case``.
+
+    Args:
+        allow_empty: store labels without a voxel of their classes (a model that finds nothing
+            says so; a tool that finds nothing is an error).
 
     Raises:
         LabelValueError: the labels hold no voxel of the classes they claim to annotate.
     """
     schema = project.config.schema
     counts = count_voxels(labels, schema)
-    if sum(counts[name] for name in classes) == 0:
+    if not allow_empty and sum(counts[name] for name in classes) == 0:
         msg = f"{tool} produced an empty label for {', '.join(classes)}: nothing was stored"
         raise LabelValueError(msg)
     with project.objects.stage() as staged:

@@ -21,7 +21,7 @@ from segloop.loop.labels import compute_effective_label
 from segloop.loop.tools import read_case_image, store_tool_labels
 from segloop.store import ModelRecord, PredictionRecord, Project
 
-__all__ = ["collect_labeled_cases", "predict_cases", "train_project"]
+__all__ = ["collect_labeled_cases", "finished_model", "predict_cases", "train_project"]
 
 MODES = ("full", "continual")
 
@@ -172,6 +172,23 @@ def train_project(
     return project.get_model(record.id)
 
 
+def finished_model(project: Project, model_id: int | None = None) -> ModelRecord:
+    """Model ``model_id`` (default: the newest finished one), which must be done training.
+
+    Raises:
+        NotFoundError: no such model, or none finished.
+        SegloopError: the model is still running or failed.
+    """
+    model = project.get_model(model_id) if model_id is not None else project.find_latest_model()
+    if model is None:
+        msg = "no finished model in this project: run `segloop train` first"
+        raise NotFoundError(msg)
+    if model.status != "done":
+        msg = f"model {model.id} is {model.status}, not done: resume or retrain it"
+        raise SegloopError(msg)
+    return model
+
+
 def predict_cases(
     project: Project,
     case_ids: Sequence[str] | None = None,
@@ -200,13 +217,7 @@ def predict_cases(
     """
     from segloop.engine.infer import load_model, predict
 
-    model = project.get_model(model_id) if model_id is not None else project.find_latest_model()
-    if model is None:
-        msg = "no finished model in this project: run `segloop train` first"
-        raise NotFoundError(msg)
-    if model.status != "done":
-        msg = f"model {model.id} is {model.status}, not done: resume or retrain it"
-        raise SegloopError(msg)
+    model = finished_model(project, model_id)
     schema = project.config.schema
     labelled = {v.case_id for v in project.list_label_versions()}
     if case_ids is None:
@@ -250,6 +261,7 @@ def predict_cases(
             tool=f"model {model.id}",
             params=params,
             author=author,
+            allow_empty=True,
         )
         records.append(
             project.add_prediction(
