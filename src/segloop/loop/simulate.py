@@ -385,7 +385,8 @@ def run_simulated_loop(
         start_cases: cases the person annotates sparsely before the first round.
         test_cases: images and references kept outside the project, to measure each model.
         rounds: how many rounds.
-        corrections_per_round: cases corrected (every open class) after each round but the last.
+        corrections_per_round: cases corrected (every class not yet decided by a person, those
+            the ranking points at first) after each round but the last.
         mode: ``continual`` or ``full`` training.
         strategy: ``uncertainty``, ``random`` or ``least-recent`` ranking.
         slices_per_class: contoured slices per class of a sparse start.
@@ -393,6 +394,7 @@ def run_simulated_loop(
         on_step: receives one line per step.
         on_progress: the engine's training progress callback.
     """
+    from segloop.loop.ranking import list_candidate_cases
     from segloop.loop.rounds import run_round
 
     for case_id in start_cases:
@@ -427,8 +429,12 @@ def run_simulated_loop(
         on_step(f"round {record.number}: test Dice {mean:.3f} after {spent.hours:.2f} h of simulated work")
         if index == rounds - 1:
             break
+        open_classes = dict(list_candidate_cases(project))
         for item in record.stages["rank"]["queue"]:
-            for class_name in item["classes"]:
+            # the classes the ranking points at first, then the case's other open classes: a
+            # person who opens a case reviews every class not yet confirmed
+            rest = [c for c in open_classes.get(item["case"], ()) if c not in item["classes"]]
+            for class_name in [*item["classes"], *rest]:
                 annotator.correct_class(project, item["case"], class_name)
-            on_step(f"corrected {item['case']} ({', '.join(item['classes'])})")
+            on_step(f"corrected {item['case']} ({', '.join([*item['classes'], *rest])})")
     return results
