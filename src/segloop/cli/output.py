@@ -213,9 +213,13 @@ def print_rounds(project: Project) -> None:
     rounds = project.list_rounds()
     if not rounds:
         return
-    table = Table(title="rounds")
-    for column in ("round", "status", "mode", "model", "cases by source", "val. Dice", "eval. Dice", "queue"):
-        table.add_column(column, justify="right" if column in ("round", "model") else "left")
+    table = Table(
+        title="rounds (cases by source: O original, R revised, S sparse, D draft, P pseudo, U unlabeled)"
+    )
+    for column in ("round", "status", "mode", "model", "cases", "val Dice", "eval Dice", "queue"):
+        table.add_column(
+            column, justify="right" if column in ("round", "model") else "left", no_wrap=column != "queue"
+        )
     for record in rounds:
         summary, stages = record.summary, record.stages
         sources = summary.get("cases_by_source", {})
@@ -227,7 +231,7 @@ def print_rounds(project: Project) -> None:
             else f"{record.status} ({', '.join(stages) or 'started'})",
             summary.get("mode", record.mode),
             str(summary.get("model", stages.get("train", {}).get("model", "-"))),
-            ", ".join(f"{s} {n}" for s, n in sources.items() if n) or "-",
+            " ".join(f"{s[0].upper()}{n}" for s, n in sources.items() if n) or "-",
             _fmt_metric(summary.get("validation_dice")),
             _fmt_metric(evaluation.get("mean", {}).get("dice")),
             ", ".join(summary.get("queue", [])) or "-",
