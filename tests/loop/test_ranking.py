@@ -309,3 +309,19 @@ def test_equal_flagged_voxels_are_ordered_by_attention(project):
     assert [r.score for r in ranked] == [1000.0] * 3
     assert [r.case_id for r in ranked] == ["c1", "c2", "c0"]
     assert ranked[0].attention == pytest.approx(1000.0, rel=1e-3)
+
+
+def test_entropy_mass_orders_cases_whose_cleaned_maps_are_empty():
+    from segloop.loop.ranking import compute_attention
+
+    def thin_rim(width):  # uncertain rims one voxel thick: 2 erosions erase them all
+        p = np.zeros((2, 20, 20, 3), np.float32)
+        p[0] = 1.0
+        p[1, 5 : 5 + width, 5:6] = 0.5
+        p[0, 5 : 5 + width, 5:6] = 0.5
+        return p
+
+    small, large = compute_attention([thin_rim(3)], [1]), compute_attention([thin_rim(12)], [1])
+    assert small.score == large.score == 0
+    assert large.entropy_mass > small.entropy_mass > 0
+    assert [c.value for c in large.classes] == [1]  # kept for the person, in entropy order

@@ -7,8 +7,10 @@ Strategies:
   [0, 1]) above 0.05, and, where several passes or models exist, a *disagreement* map above 0.1;
   each binary map is cleaned by 2 erosions then 2 dilations (3x3x3, full connectivity) and their
   union is the class's flagged voxels. Cases are ordered by flagged voxels summed over classes
-  (most first; ties by the summed attention); classes within a case by their attention (the
-  entropy and disagreement values summed over the flagged voxels), classes with none dropped.
+  (most first; ties by the summed attention, then by the entropy mass before cleaning, which
+  keeps the order by uncertainty on coarse grids where the cleaning erases every flagged voxel);
+  classes within a case by their attention (the entropy and disagreement values summed over the
+  flagged voxels), then by their entropy mass.
   The order really is by uncertainty: the time a case was last served plays no part (MONAI
   Label's epistemic strategy re-sorts its top-k by time; this one does not).
 - ``least-recent`` — cases never served first, then the one served longest ago (each call of
@@ -132,11 +134,15 @@ class ClassScore:
         value: the class's label value (1..N).
         flagged_voxels: voxels in the class's cleaned entropy-or-disagreement map.
         attention: entropy + disagreement summed over those voxels (orders classes in a case).
+        entropy_mass: the class's binary entropy summed over all its voxels, before any
+            threshold or cleaning (breaks ties: on coarse grids, e.g. 4 mm voxels, the cleaning
+            can erase every flagged voxel of every case).
     """
 
     value: int
     flagged_voxels: int
     attention: float
+    entropy_mass: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,8 @@ class CaseAttention:
     """A case's attention: per class scores and the union of flagged voxels.
 
     Attributes:
-        classes: `ClassScore` of each scored class, most attention first (zero ones dropped).
+        classes: `ClassScore` of each scored class, most attention first, then most entropy
+            mass (classes with neither are dropped).
         flagged: ``(I, J, K)`` bool union of every class's flagged voxels.
         disagreement: what the disagreement map came from: ``models``, ``passes`` or ``none``.
     """
@@ -157,6 +164,11 @@ class CaseAttention:
     def score(self) -> int:
         """Flagged voxels summed over classes (a voxel counts once per class that flags it)."""
         return sum(c.flagged_voxels for c in self.classes)
+
+    @property
+    def entropy_mass(self) -> float:
+        """Entropy mass summed over classes."""
+        return sum(c.entropy_mass for c in self.classes)
 
 
 def compute_attention(
@@ -247,10 +259,11 @@ def compute_attention(
             heat = heat + np.where(std_bin, std, 0.0)
             flagged = flagged | std_bin
         count = int(flagged.sum())
-        if count:
-            scores.append(ClassScore(int(value), count, float(heat.sum(dtype=np.float64))))
+        mass = float(entropy[inside].sum(dtype=np.float64))
+        if count or mass > 0:
+            scores.append(ClassScore(int(value), count, float(heat.sum(dtype=np.float64)), mass))
             flagged_all[box] |= flagged
-    scores.sort(key=lambda s: (-s.attention, s.value))
+    scores.sort(key=lambda s: (-s.attention, -s.entropy_mass, s.value))
     return CaseAttention(tuple(scores), flagged_all, source)
 
 
@@ -327,6 +340,7 @@ class RankedCase:
         detail: per class name, ``flagged_voxels`` and ``attention`` (``uncertainty``).
         attention: the classes' attention summed; breaks ties of ``score`` (a model that is
             unsure everywhere flags every voxel of every case).
+        entropy_mass: the classes' entropy mass summed; breaks the remaining ties.
     """
 
     rank: int
@@ -337,6 +351,7 @@ class RankedCase:
     note: str = ""
     detail: dict = field(default_factory=dict, compare=False)
     attention: float | None = None
+    entropy_mass: float = 0.0
 
 
 def _is_patch_merge(version: LabelVersionRecord) -> bool:
@@ -519,19 +534,38 @@ def rank_cases(
             attention, model_id = result
             names = tuple(schema.name_of(c.value) for c in attention.classes)
             detail = {
-                schema.name_of(c.value): {"flagged_voxels": c.flagged_voxels, "attention": c.attention}
+                schema.name_of(c.value): {
+                    "flagged_voxels": c.flagged_voxels,
+                    "attention": c.attention,
+                    "entropy_mass": c.entropy_mass,
+                }
                 for c in attention.classes
             }
             note = f"disagreement: {attention.disagreement}"
             total = sum(c.attention for c in attention.classes)
             scored.append(
-                RankedCase(0, case_id, float(attention.score), names, model_id, note, detail, total)
+                RankedCase(
+                    0,
+                    case_id,
+                    float(attention.score),
+                    names,
+                    model_id,
+                    note,
+                    detail,
+                    total,
+                    attention.entropy_mass,
+                )
             )
-        scored.sort(key=lambda r: (-(r.score or 0.0), -(r.attention or 0.0)))  # stable: then project order
+        # most flagged voxels first; ties by attention, then by entropy mass (stable: project order)
+        scored.sort(
+            key=lambda r: (-(r.score or 0.0), -(r.attention or 0.0), -r.detail.get("_entropy_mass", 0.0))
+        )
         rows = scored + unscored
     rows = rows[:count] if count is not None else rows
     ranked = [
-        RankedCase(i, r.case_id, r.score, r.classes, r.model_id, r.note, r.detail, r.attention)
+        RankedCase(
+            i, r.case_id, r.score, r.classes, r.model_id, r.note, r.detail, r.attention, r.entropy_mass
+        )
         for i, r in enumerate(rows, start=1)
     ]
     if record and ranked:
