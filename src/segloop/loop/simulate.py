@@ -163,8 +163,10 @@ class SimulatedAnnotator:
         plane: the plane a person draws and reviews in.
         author: recorded on every submitted version.
         slice_tolerance: a reviewed slice is corrected when more than this fraction of the class's
-            voxels on it (reference or predicted, whichever is larger) is wrong.
-        min_error_voxels: ...and at least this many voxels are wrong (a person ignores specks).
+            voxels on it (reference or predicted, whichever is larger) is visibly wrong.
+        min_error_voxels: ...and at least this many voxels are (a person ignores specks).
+        edge_tolerance_voxels: differences within this distance of the reference outline are not
+            visible errors (inter-observer variation; 1 voxel is 4 mm on OpenKBP).
     """
 
     references: dict[str, np.ndarray]
@@ -173,6 +175,7 @@ class SimulatedAnnotator:
     author: str = "simulated-annotator"
     slice_tolerance: float = 0.1
     min_error_voxels: int = 5
+    edge_tolerance_voxels: int = 1
     log: list[tuple[str, str, Effort]] = dataclasses.field(default_factory=list)
 
     @property
@@ -218,14 +221,25 @@ class SimulatedAnnotator:
         self.log.append((case_id, "sparse", effort))
         return versions, effort
 
-    def _slice_fix_cost(self, missing: np.ndarray, extra: np.ndarray, truth: np.ndarray) -> Effort:
+    def _edge_band(self, truth: np.ndarray) -> np.ndarray:
+        """Pixels within ``edge_tolerance_voxels`` of the reference outline on a slice."""
+        if self.edge_tolerance_voxels <= 0:
+            return np.zeros_like(truth)
+        grown = ndimage.binary_dilation(truth, iterations=self.edge_tolerance_voxels)
+        shrunk = ndimage.binary_erosion(truth, iterations=self.edge_tolerance_voxels)
+        return grown & ~shrunk
+
+    def _slice_fix_cost(
+        self, missing: np.ndarray, extra: np.ndarray, truth: np.ndarray, visible: np.ndarray
+    ) -> Effort:
         """Fixing one slice: paint and erase region by region, or erase all and redraw the contour.
 
-        A region of at least ``min_error_voxels`` is one stroke; smaller specks together are one
-        more (an island-removal click). When that costs more than clearing the slice (one stroke)
-        and clicking the organ's contour anew, the person redraws.
+        A visible region (``visible``: off the edge band) of at least ``min_error_voxels`` is one
+        stroke; smaller specks together are one more (an island-removal click). When that costs
+        more than clearing the slice (one stroke) and clicking the organ's contour anew, the person
+        redraws.
         """
-        regions = [ndimage.label(mask)[0] for mask in (missing, extra)]
+        regions = [ndimage.label(mask & visible)[0] for mask in (missing, extra)]
         sizes = np.concatenate([np.bincount(r.ravel())[1:] for r in regions])
         strokes = int(np.sum(sizes >= self.min_error_voxels)) + int(np.any(sizes < self.min_error_voxels))
         changed = int(missing.sum() + extra.sum())
@@ -285,13 +299,15 @@ class SimulatedAnnotator:
             plane_index = tuple(index)
             missing = truth[plane_index] & ~current[plane_index]
             extra = current[plane_index] & ~truth[plane_index]
-            wrong = int(missing.sum() + extra.sum())
+            # differences along the organ's edge are within what two people would draw
+            visible = (missing | extra) & ~self._edge_band(truth[plane_index])
+            wrong = int(visible.sum())
             size = max(int(truth[plane_index].sum()), int(current[plane_index].sum()), 1)
             if wrong < self.min_error_voxels or wrong <= self.slice_tolerance * size:
                 continue
-            add[plane_index] = missing
+            add[plane_index] = missing  # a stroke that fixes a region fixes its edge too
             remove[plane_index] = extra
-            effort += self._slice_fix_cost(missing, extra, truth[plane_index])
+            effort += self._slice_fix_cost(missing, extra, truth[plane_index], visible)
         # submitted even when nothing needed fixing: the person reviewed the class and accepts it
         with tempfile.TemporaryDirectory(prefix="segloop-annotator-") as folder:
             paths = {
