@@ -11,13 +11,9 @@ from segloop.core import Volume
 from segloop.errors import ConflictError, GeometryMismatchError, SegloopError, UnknownClassError
 from segloop.io import read_volume, write_volume
 from segloop.loop.cases import import_cases, init_project
-from segloop.loop.corrections import (
-    correct_case_label,
-    correct_case_masks,
-    export_for_tool,
-    itksnap_label_description,
-)
+from segloop.loop.corrections import correct_case_label, correct_case_masks
 from segloop.loop.labels import compute_effective_label
+from segloop.loop.tool_exports import export_for_tool, itksnap_label_description
 from segloop.loop.tools import store_tool_labels
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 from tests.conftest import snapshot_project

@@ -325,3 +325,21 @@ def test_entropy_mass_orders_cases_whose_cleaned_maps_are_empty():
     assert small.score == large.score == 0
     assert large.entropy_mass > small.entropy_mass > 0
     assert [c.value for c in large.classes] == [1]  # kept for the person, in entropy order
+
+
+def test_cases_whose_cleaned_maps_are_empty_are_ranked_by_entropy_mass_not_project_order(project):
+    """On coarse grids (OpenKBP's 4 mm) the cleaning erases every flagged voxel of most cases."""
+    model = start_model(project)
+    n_channels = project.config.schema.ignore_index
+    for case_id, width in (("c0", 3), ("c1", 12), ("c2", 7)):  # uncertain rims one voxel thick
+        box = (slice(5, 5 + width), slice(5, 6), slice(4, 5))
+        add_prediction(
+            project,
+            case_id,
+            blur_block(confident(np.zeros(SHAPE, np.uint8), n_channels), 1, box),
+            model_id=model,
+        )
+    ranked = rank_cases(project, record=False)
+    assert [r.score for r in ranked] == [0.0] * 3
+    assert [r.case_id for r in ranked] == ["c1", "c2", "c0"]
+    assert ranked[0].entropy_mass > ranked[1].entropy_mass > ranked[2].entropy_mass > 0

@@ -183,7 +183,7 @@ def export(
     from segloop.store import Project
 
     if for_tool is not None:
-        from segloop.loop.corrections import export_for_tool
+        from segloop.loop.tool_exports import export_for_tool
 
         if version is not None:
             raise typer.BadParameter("--for exports the current label; --version cannot be combined with it")

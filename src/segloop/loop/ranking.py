@@ -81,12 +81,14 @@ HUMAN_SOURCES = ("original", "revised")
 # -- pure parts ----------------------------------------------------------------------------------
 
 
-def open_mask(mask: np.ndarray, iterations: int = 2) -> np.ndarray:
+def open_mask(mask: np.ndarray, iterations: int = 2, volume_shape: Sequence[int] | None = None) -> np.ndarray:
     """Erode ``iterations`` times, then dilate as often (3x3x3, full connectivity; flat on unit axes).
 
     Args:
         mask: ``(I, J, K)`` bool.
         iterations: erosions and dilations (AbdomenAtlas: 2).
+        volume_shape: the shape whose unit axes make the element flat, when ``mask`` is a box cut
+            from a larger volume (default: ``mask.shape``); a box one voxel thick is still eroded.
 
     Returns:
         A new ``(I, J, K)`` bool array: specks thinner than ``2 * iterations + 1`` voxels vanish.
@@ -99,7 +101,8 @@ def open_mask(mask: np.ndarray, iterations: int = 2) -> np.ndarray:
     """
     if iterations <= 0 or not mask.any():
         return mask.astype(bool, copy=True)
-    structure = np.ones(tuple(3 if n > 1 else 1 for n in mask.shape), dtype=bool)
+    shape = mask.shape if volume_shape is None else volume_shape
+    structure = np.ones(tuple(3 if n > 1 else 1 for n in shape), dtype=bool)
     eroded = ndimage.binary_erosion(mask, structure=structure, iterations=iterations)
     if not eroded.any():
         return eroded
@@ -243,7 +246,7 @@ def compute_attention(
             continue
         inside = keep[box]
         entropy = binary_entropy(newest[value][box])
-        entropy_bin = open_mask((entropy > entropy_threshold) & inside, iterations)
+        entropy_bin = open_mask((entropy > entropy_threshold) & inside, iterations, spatial)
         heat = np.where(entropy_bin, entropy, 0.0)
         flagged = entropy_bin
         std = None
@@ -255,7 +258,7 @@ def compute_attention(
             near = np.asarray(newest[value][box], dtype=np.float32) >= near_probability
             std = np.where(near, np.asarray(pass_disagreement[box], dtype=np.float32), 0.0)
         if std is not None:
-            std_bin = open_mask((std > std_threshold) & inside, iterations)
+            std_bin = open_mask((std > std_threshold) & inside, iterations, spatial)
             heat = heat + np.where(std_bin, std, 0.0)
             flagged = flagged | std_bin
         count = int(flagged.sum())
@@ -557,9 +560,7 @@ def rank_cases(
                 )
             )
         # most flagged voxels first; ties by attention, then by entropy mass (stable: project order)
-        scored.sort(
-            key=lambda r: (-(r.score or 0.0), -(r.attention or 0.0), -r.detail.get("_entropy_mass", 0.0))
-        )
+        scored.sort(key=lambda r: (-(r.score or 0.0), -(r.attention or 0.0), -r.entropy_mass))
         rows = scored + unscored
     rows = rows[:count] if count is not None else rows
     ranked = [
