@@ -116,3 +116,23 @@ def test_a_checkpoint_of_another_schema_is_refused(tmp_path, project):
             author="t",
         )
     assert [m.status for m in other.list_models()] == ["failed"]
+
+
+def test_2d_training_slices_along_the_axial_plane_by_default(tmp_path):
+    """On OpenKBP-like grids (3.9 x 3.9 x 2.5 mm) the largest spacing is in-plane: still slice axially."""
+    from segloop.core import Volume
+
+    project = init_project(tmp_path / "proj", PHANTOM_CLASSES)
+    affine = np.diag([3.9, 3.9, 2.5, 1.0])
+    images = []
+    for index in range(2):
+        phantom = make_ct_phantom(SHAPE, seed=index)
+        images.append(
+            write_volume(Volume(phantom.image.array, affine), tmp_path / "img" / f"a{index}_0000.nii.gz")
+        )
+        write_volume(Volume(phantom.labels.array, affine), tmp_path / "lab" / f"a{index}.nii.gz")
+    import_cases(project, images, labels_dir=tmp_path / "lab")
+    model = train_project(project, tiny_config(), author="t")
+    assert model.config["slice_axis"] == 2
+    chosen = train_project(project, tiny_config(slice_axis=0), author="t")
+    assert chosen.config["slice_axis"] == 0
