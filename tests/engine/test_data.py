@@ -80,7 +80,7 @@ def test_slice_axis_defaults_to_the_largest_spacing_and_patch_to_the_whole_slice
     assert resolve_slice_axis(tiny_config(), [(0.8, 0.8, 3.0), (0.7, 0.7, 2.5)]) == 2
     assert resolve_slice_axis(tiny_config(), [(3.0, 1.0, 1.0)]) == 0
     assert resolve_slice_axis(tiny_config(slice_axis=1), [(3.0, 1.0, 1.0)]) == 1
-    assert resolve_patch_size(tiny_config(), [(30, 40, 10), (33, 20, 10)], 2, 4) == (36, 40)
+    assert resolve_patch_size(tiny_config(), [(30, 40, 10), (33, 20, 10)], 2, 4) == (24, 28)  # 5/8 of 33, 40
 
 
 def _sampler(cases, seed=0, **changes):

@@ -22,7 +22,7 @@ def model_2d(cases, tmp_path_factory):
 
 
 def test_load_model_returns_the_resolved_config_in_eval_mode(model_2d):
-    assert model_2d.config.slice_axis == 2 and model_2d.config.patch_size == (32, 32)
+    assert model_2d.config.slice_axis == 2 and model_2d.config.patch_size == (20, 20)  # 5/8 of 32² slices
     assert model_2d.n_classes == N_CLASSES and not model_2d.network.training
     with pytest.raises(NotFoundError, match="does not exist"):
         load_model("/nonexistent/model.pt", "cpu")

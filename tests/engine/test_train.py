@@ -35,7 +35,7 @@ def test_training_steps_run_validate_and_report_progress(cases, val_case, tmp_pa
         on_progress=events.append,
     )
     assert result.epochs == 2 and result.steps == 4 and result.stopped_by == "epochs"
-    assert result.config.slice_axis == 2 and result.config.patch_size == (32, 32)
+    assert result.config.slice_axis == 2 and result.config.patch_size == (20, 20)  # 5/8 of 32² slices
     assert result.best_metric is not None and 0.0 <= result.best_metric <= 1.0
     assert set(result.best_dice_per_class) == {1, 2, 3, 4}
     assert [e["phase"] for e in events] == ["train", "train", "epoch", "train", "train", "epoch"]

@@ -74,7 +74,7 @@ def _to_dict(config: Any) -> dict[str, Any]:
 class TrainConfig:
     """How to train: network, sampling, normalisation, optimisation, stopping.
 
-    The defaults train a 2D UNet (1.6 M parameters) on whole slices usefully on a 2-core CPU
+    The defaults train a 2D UNet (1.6 M parameters) on crops of slices usefully on a 2-core CPU
     within minutes and scale to a GPU (AMP there).
 
     Args:
@@ -88,10 +88,10 @@ class TrainConfig:
             vs 0.63 with instance norm after 5 CPU minutes); instance norm suits 3D batches of 1-2.
         dropout: dropout probability in every block (> 0 is needed for MC-dropout uncertainty).
         patch_size: training patch in voxels: 2 numbers for 2D (sizes along the two in-plane
-            axes, in array order), 3 for 3D. None: the whole slice (2D, padded to a multiple of
-            the network's downsampling) or 64³ (3D). 2D prediction always runs on whole slices,
-            so crops smaller than a slice trade context for speed (80² crops of 128² slices train
-            2.5x more samples per second).
+            axes, in array order), 3 for 3D. None: crops of 5/8 of the slice (2D, rounded up to a
+            multiple of the network's downsampling; see `resolve_patch_size`) or 64³ (3D). 2D
+            prediction always runs on whole slices; crops trade context for speed (80² crops of
+            128² slices train 2.5x more samples per second) and centre on annotated voxels.
         slice_axis: array axis the 2D network slices along (0, 1 or 2). None: the axis with the
             largest spacing (the slice axis of a usual axial CT).
         batch_size: samples (slices or patches) per optimiser step.

@@ -535,6 +535,10 @@ def prepare_case(case: Case, config: TrainConfig, n_classes: int, *, seed: int =
     )
 
 
+#: 2D training crops, as a fraction of the slice (80² crops of OpenKBP's 128² slices)
+CROP_FRACTION = 0.625
+
+
 def resolve_slice_axis(config: TrainConfig, spacings: Sequence[Sequence[float]]) -> int:
     """``config.slice_axis``, or the axis with the largest median spacing (ties: the last such axis).
 
@@ -556,12 +560,23 @@ def _largest_spacing_axis(spacing: Sequence[float]) -> int:
 def resolve_patch_size(
     config: TrainConfig, shapes: Sequence[Sequence[int]], slice_axis: int, divisor: int
 ) -> tuple[int, ...]:
-    """``config.patch_size``, or the largest in-plane shape (2D) / 64³ (3D), rounded up to ``divisor``."""
+    """``config.patch_size``, or a crop of 2D slices / 64³ (3D), rounded up to ``divisor``.
+
+    The 2D crop is `CROP_FRACTION` of the largest in-plane shape: crops centred on annotated voxels
+    learn far faster in CPU minutes than whole slices (OpenKBP, 2 sparse cases, 1.5 min: test Dice
+    0.43 with 80² crops of the 128² slices, 0.07 with whole slices). Prediction still runs on whole
+    slices.
+
+    Examples:
+        >>> resolve_patch_size(TrainConfig(), [(128, 128, 90)], 2, 16)
+        (80, 80)
+    """
     if config.patch_size is not None:
         size = config.patch_size
     elif config.dims == 2:
         planes = [[n for axis, n in enumerate(shape) if axis != slice_axis] for shape in shapes]
-        size = tuple(int(v) for v in np.max(np.asarray(planes), axis=0))
+        largest = np.max(np.asarray(planes), axis=0)
+        size = tuple(max(1, round(int(v) * CROP_FRACTION)) for v in largest)
     else:
         size = (64, 64, 64)
     return tuple(int(math.ceil(s / divisor) * divisor) for s in size)
