@@ -57,8 +57,10 @@ def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> 
         if assembly is None or assembly.ignore_mask.all():
             continue
         image = read_case_image(project, case)
-        # compressed at once: the raw arrays of all cases never exist together (the memory peak)
-        cases.append(compress_case(Case(case.case_id, image.array, assembly.labels, image.spacing)))
+        # compressed at once: the raw arrays of all cases never exist together (the memory peak);
+        # in axial planes, the ones 2D training reads by default (`axial_slice_axis`)
+        engine_case = Case(case.case_id, image.array, assembly.labels, image.spacing)
+        cases.append(compress_case(engine_case, axis_of_plane(case.affine, "axial")))
         del image, assembly
         seen.extend(v.id for v in versions)
     return cases, seen
