@@ -1,17 +1,33 @@
 """The segloop error hierarchy: the one module every layer may import.
 
 Every message names what was expected, what came, and (where there is one) the fix, on one line,
-so that the CLI can print it as is and the server can put it in a problem JSON.
+in the domain's words (no command-line flags: the CLI adds those), so that the CLI can print it as
+is and the server can put it in a problem JSON.
+
+Three kinds decide how a face answers (the server's status code in brackets):
+
+- `NotFoundError` (404): a case, version, model, file or project that must exist does not;
+- `ConflictError` (409): the request clashes with what exists (a stale parent, a duplicate id, an
+  existing output, a run already going);
+- `InvalidInputError` (422): a bad file, grid, value, name or option; its subclasses say which
+  (`CorruptFileError`, `GeometryMismatchError`, `LabelValueError`, `UnknownClassError`,
+  `UnsupportedFormatError`, `TooLargeError`).
+
+`StoreIntegrityError` (500) means the project itself is damaged (a stored file changed on disk, a
+missing or corrupt database); `MissingDependencyError` (501) an optional package is absent.
 """
 
 __all__ = [
     "ConflictError",
     "CorruptFileError",
     "GeometryMismatchError",
+    "InvalidInputError",
     "LabelValueError",
     "MissingDependencyError",
     "NotFoundError",
     "SegloopError",
+    "StoreIntegrityError",
+    "TooLargeError",
     "UnknownClassError",
     "UnsupportedFormatError",
 ]
@@ -26,26 +42,38 @@ class NotFoundError(SegloopError):
 
 
 class ConflictError(SegloopError):
-    """The request clashes with what exists (a duplicate case id, an existing output file)."""
+    """The request clashes with what exists (a stale parent, a duplicate id, an existing output)."""
 
 
-class UnsupportedFormatError(SegloopError):
+class InvalidInputError(SegloopError):
+    """A file, array, value, name or option given by the caller is not what was expected."""
+
+
+class TooLargeError(InvalidInputError):
+    """A declared size (header, RLE, upload) exceeds the configured cap; nothing was allocated."""
+
+
+class StoreIntegrityError(SegloopError):
+    """The project's own data is damaged: a stored file changed or vanished, the database is missing."""
+
+
+class UnsupportedFormatError(InvalidInputError):
     """No reader or writer handles this path, or the file's variant is not supported."""
 
 
-class CorruptFileError(SegloopError):
+class CorruptFileError(InvalidInputError):
     """A file exists but cannot be decoded (truncated, wrong magic, inconsistent header)."""
 
 
-class GeometryMismatchError(SegloopError):
+class GeometryMismatchError(InvalidInputError):
     """Two arrays that must share a voxel grid (shape and affine) do not."""
 
 
-class LabelValueError(SegloopError):
+class LabelValueError(InvalidInputError):
     """A label array holds values the label schema does not define."""
 
 
-class UnknownClassError(SegloopError):
+class UnknownClassError(InvalidInputError):
     """A class name is not in the project's label schema."""
 
 

@@ -6,7 +6,7 @@ Only adds and reads: label versions are immutable and nothing is updated or dele
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from segloop.errors import ConflictError, NotFoundError, SegloopError
+from segloop.errors import ConflictError, InvalidInputError, NotFoundError
 from segloop.store.config import CONFIG_NAME, ProjectConfig, read_config, write_config
 from segloop.store.database import (
     case_images,
@@ -49,6 +49,9 @@ from segloop.store.records import (
 __all__ = ["DATABASE_NAME", "Project"]
 
 DATABASE_NAME = "segloop.db"
+
+#: `Project.add_label_version`'s default: no stale check.
+ANY_HEAD = object()
 
 
 @dataclass(frozen=True)
@@ -198,24 +201,85 @@ class Project:
 
     # -- label versions -----------------------------------------------------------------------
 
-    def add_label_version(self, case_id: str, label: NewLabel) -> LabelVersionRecord:
-        """Add an immutable label version (its object must be published already)."""
-        if not self.objects.has(label.object_key):
-            msg = f"label object {label.object_key} is not stored: publish it before adding the version"
-            raise SegloopError(msg)
-        case = self.get_case(case_id)
+    def add_label_version(
+        self, case_id: str, label: NewLabel, *, expected_head: int | object | None = ANY_HEAD
+    ) -> LabelVersionRecord:
+        """Add an immutable label version (its object must be published already).
+
+        Args:
+            case_id: the case.
+            label: the version to add.
+            expected_head: the id of the case's newest version when the caller read it (None: the
+                case had none); checked in the same transaction as the insert.
+
+        Raises:
+            ConflictError: the case's newest version is no longer ``expected_head``; nothing stored.
+        """
+        heads = {} if expected_head is ANY_HEAD else {case_id: expected_head}
+        return self.add_label_versions([(case_id, label)], expected_heads=heads)[0]
+
+    def add_label_versions(
+        self,
+        items: Sequence[tuple[str, NewLabel]],
+        *,
+        expected_heads: Mapping[str, int | None] | None = None,
+    ) -> list[LabelVersionRecord]:
+        """Add label versions to one or several cases in one transaction: all or none.
+
+        The stale check and the inserts share one write transaction (SQLite ``BEGIN IMMEDIATE``),
+        so two people saving corrections of the same case at once cannot both win: the second gets
+        a `ConflictError` and nothing of its batch is stored.
+
+        Args:
+            items: ``(case_id, label)`` pairs, inserted in this order.
+            expected_heads: per case id, the id of its newest version when the caller read it
+                (None: it had none); cases not named are not checked.
+
+        Raises:
+            NotFoundError: a case or a label object is missing.
+            ConflictError: a case's newest version changed since the caller read it.
+        """
+        for _, label in items:
+            if not self.objects.has(label.object_key):
+                msg = f"label object {label.object_key} is not stored: publish it before adding the version"
+                raise NotFoundError(msg)
+        case_pks = {case_id: self.get_case(case_id).pk for case_id, _ in items}
+        for case_id in expected_heads or {}:
+            case_pks.setdefault(case_id, self.get_case(case_id).pk)
+        now = utc_now()
         with self.engine.begin() as connection:
-            version_id = self._insert_label(connection, case.pk, label, utc_now())
-        return self.get_label_version(version_id)
+            for case_id, expected in (expected_heads or {}).items():
+                head = self._head(connection, case_pks[case_id])
+                if head != expected:
+                    msg = (
+                        f"case {case_id!r} changed while this was being saved: it was read at label"
+                        f" version {expected}, it is now at version {head}; nothing was stored"
+                    )
+                    raise ConflictError(msg)
+            ids = [self._insert_label(connection, case_pks[case_id], label, now) for case_id, label in items]
+        return [self.get_label_version(version_id) for version_id in ids]
+
+    def find_head(self, case_id: str) -> int | None:
+        """The id of the case's newest label version (None: it has none); for `add_label_versions`."""
+        pk = self.get_case(case_id).pk
+        with self.engine.connect() as connection:
+            return self._head(connection, pk)
+
+    @staticmethod
+    def _head(connection: Connection, case_pk: int) -> int | None:
+        head = connection.execute(
+            select(func.max(label_versions.c.id)).where(label_versions.c.case_pk == case_pk)
+        ).scalar()
+        return None if head is None else int(head)
 
     def _insert_label(self, connection: Connection, case_pk: int, label: NewLabel, now: Any) -> int:
         if label.source not in SOURCES:
             msg = f"unknown label source {label.source!r}: expected one of {', '.join(SOURCES)}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         unknown = [name for name in label.classes if name not in self.config.schema.names]
         if unknown:
             msg = f"label classes {unknown} are not in the schema ({', '.join(self.config.schema.names)})"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         return int(
             connection.execute(
                 label_versions.insert().values(
