@@ -102,11 +102,19 @@ class Project:
 
     # -- cases -------------------------------------------------------------------------------
 
-    def add_cases(self, new_cases: Sequence[NewCase]) -> list[CaseRecord]:
+    def add_cases(
+        self, new_cases: Sequence[NewCase], labels: Sequence[tuple[str, NewLabel]] = ()
+    ) -> list[CaseRecord]:
         """Add cases (and their first label versions) in one transaction: all or none.
+
+        Args:
+            new_cases: the cases.
+            labels: more ``(case_id, label)`` versions, of these cases or of existing ones,
+                inserted after the cases in the same transaction (their objects published).
 
         Raises:
             ConflictError: a case id exists already (nothing is added).
+            NotFoundError: a label names a case that is neither new nor stored.
         """
         ids = [case.case_id for case in new_cases]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -149,6 +157,13 @@ class Project:
                     )
                     if case.label is not None:
                         self._insert_label(connection, pk, case.label, now)
+                for case_id, label in labels:
+                    query = select(cases.c.id).where(cases.c.case_id == case_id)
+                    case_pk = connection.execute(query).scalar()
+                    if case_pk is None:
+                        msg = f"no case {case_id!r} in {self.root}: a label version needs its case"
+                        raise NotFoundError(msg)
+                    self._insert_label(connection, case_pk, label, now)
         except IntegrityError as error:
             msg = f"another process added one of these case ids meanwhile; nothing was added ({ids[:3]}...)"
             raise ConflictError(msg) from error
