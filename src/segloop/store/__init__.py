@@ -1,36 +1,51 @@
-"""The project store: `segloop.toml`, the database (SQLAlchemy Core) and immutable label files."""
+"""The project store: `segloop.toml`, the database (SQLAlchemy Core) and every file of a project."""
 
 from segloop.store.config import CONFIG_NAME, MODALITIES, ProjectConfig
+from segloop.store.database import DATABASE_URL_VARIABLE
 from segloop.store.objects import ObjectStore, compute_label_key
-from segloop.store.project import Project
+from segloop.store.project import DATABASE_NAME, Project
 from segloop.store.records import (
     SOURCES,
     CaseRecord,
     EvaluationRecord,
     EventRecord,
     ImageRecord,
+    JobRecord,
+    JobStatus,
     LabelVersionRecord,
     ModelRecord,
     NewCase,
     NewLabel,
+    NewPatch,
+    PatchRecord,
+    PredictionArrays,
     PredictionRecord,
+    Progress,
     RoundRecord,
 )
 
 __all__ = [
     "CONFIG_NAME",
+    "DATABASE_NAME",
+    "DATABASE_URL_VARIABLE",
     "MODALITIES",
     "SOURCES",
     "CaseRecord",
     "EvaluationRecord",
     "EventRecord",
     "ImageRecord",
+    "JobRecord",
+    "JobStatus",
     "LabelVersionRecord",
     "ModelRecord",
     "NewCase",
     "NewLabel",
+    "NewPatch",
     "ObjectStore",
+    "PatchRecord",
+    "PredictionArrays",
     "PredictionRecord",
+    "Progress",
     "Project",
     "ProjectConfig",
     "RoundRecord",

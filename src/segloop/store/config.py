@@ -10,7 +10,7 @@ from typing import Any
 import tomli_w
 
 from segloop.core.labels import LabelSchema
-from segloop.errors import CorruptFileError, SegloopError
+from segloop.errors import CorruptFileError, InvalidInputError
 from segloop.io.atomic import atomic_file
 
 __all__ = ["CONFIG_NAME", "CONFIG_VERSION", "MODALITIES", "ProjectConfig", "read_config", "write_config"]
@@ -28,20 +28,18 @@ class ProjectConfig:
         name: project name.
         schema: the label classes.
         modality: one of `MODALITIES` (decides intensity normalisation later).
-        database_url: SQLAlchemy URL; empty means ``segloop.db`` (SQLite) in the project folder.
         defaults: tool and training defaults (plain data).
     """
 
     name: str
     schema: LabelSchema
     modality: str = "CT"
-    database_url: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             msg = f"unknown modality {self.modality!r}: expected one of {', '.join(MODALITIES)}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
 
 
 def write_config(config: ProjectConfig, path: Path, *, overwrite: bool = False) -> None:
@@ -49,7 +47,6 @@ def write_config(config: ProjectConfig, path: Path, *, overwrite: bool = False) 
     document = {
         "config_version": CONFIG_VERSION,
         "project": {"name": config.name, "modality": config.modality},
-        "database": {"url": config.database_url},
         "labels": config.schema.to_records(),
         "defaults": config.defaults,
     }
@@ -58,7 +55,14 @@ def write_config(config: ProjectConfig, path: Path, *, overwrite: bool = False) 
 
 
 def read_config(path: Path) -> ProjectConfig:
-    """Read `segloop.toml`; raises `CorruptFileError` on malformed content."""
+    """Read `segloop.toml`.
+
+    The database's location is never read from the project file (a file must not choose where
+    segloop writes): a ``[database] url`` other than empty is refused.
+
+    Raises:
+        CorruptFileError: malformed content, or a ``[database] url`` in the file.
+    """
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -68,11 +72,18 @@ def read_config(path: Path) -> ProjectConfig:
     if version != CONFIG_VERSION:
         msg = f"{path}: config_version {version!r} is not supported; expected {CONFIG_VERSION}"
         raise CorruptFileError(msg)
+    section = document.get("database", {})
+    stored_url = section.get("url", "") if isinstance(section, dict) else section
+    if stored_url:
+        msg = (
+            f"{path}: [database] url = {stored_url!r} is not trusted from a project file; expected it"
+            " empty (delete the line) and the URL given by the user (SEGLOOP_DATABASE_URL)"
+        )
+        raise CorruptFileError(msg)
     try:
         return ProjectConfig(
             name=str(document["project"]["name"]),
             modality=str(document["project"].get("modality", "CT")),
-            database_url=str(document.get("database", {}).get("url", "")),
             schema=LabelSchema.from_records(document["labels"]),
             defaults=dict(document.get("defaults", {})),
         )

@@ -1,16 +1,23 @@
 """The project database: SQLAlchemy Core tables, connection set-up and ordered migrations.
 
-SQLite (WAL mode, foreign keys on, write transactions begun IMMEDIATE so two processes queue
-instead of deadlocking) by default; any SQLAlchemy URL (PostgreSQL) works the same way.
+SQLite (WAL mode, foreign keys on) by default; any SQLAlchemy URL (PostgreSQL) given by the user
+works the same way. Reads run in plain (deferred) transactions, so a project opens and is read
+without a single write; writes go through `write_transaction`, which SQLite begins ``IMMEDIATE`` so
+that two processes queue instead of deadlocking and a check and the write it guards are atomic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -24,27 +31,48 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from segloop.errors import SegloopError
+from segloop.errors import (
+    ConflictError,
+    InvalidInputError,
+    MissingDependencyError,
+    StoreIntegrityError,
+)
 
 __all__ = [
+    "DATABASE_URL_VARIABLE",
     "SCHEMA_VERSION",
     "case_images",
     "cases",
     "connect",
     "evaluations",
     "events",
+    "file_hashes",
+    "is_writable_file",
+    "jobs",
     "label_versions",
     "metadata",
     "migrate",
     "models",
+    "parse_database_url",
+    "patches",
     "predictions",
+    "read_schema_version",
     "rounds",
+    "sqlite_path",
     "utc_now",
+    "write_transaction",
 ]
+
+#: Environment variable through which a user points segloop at another database (never a project file).
+DATABASE_URL_VARIABLE = "SEGLOOP_DATABASE_URL"
+
+_WRITE_OPTION = "segloop_write"
 
 metadata = MetaData()
 
@@ -160,6 +188,68 @@ rounds = Table(
 )
 
 
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("author", String(255), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("progress", JSON, nullable=True),
+    Column("result", JSON, nullable=False),
+    Column("error", String(4096), nullable=True),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+patches = Table(
+    "patches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("patch_id", String(255), nullable=False, unique=True),
+    Column("case_pk", Integer, ForeignKey("cases.id"), nullable=False),
+    Column("offset", JSON, nullable=False),
+    Column("size", JSON, nullable=False),
+    Column("border_voxels", Integer, nullable=False),
+    Column("parent_version_id", Integer, ForeignKey("label_versions.id"), nullable=True),
+    Column("version_ids", JSON, nullable=False),
+    Column("region_sha256", String(64), nullable=False),
+    Column("label_sha256", String(64), nullable=False),
+    Column("affine", JSON, nullable=False),
+    Column("author", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+
+file_hashes = Table(
+    "file_hashes",
+    metadata,
+    Column("path", String(4096), primary_key=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+)
+
+#: The manifest keys of a ``patch-extracted`` event that became columns of `patches`.
+PATCH_COLUMNS = (
+    "patch",
+    "case",
+    "offset",
+    "size",
+    "border_voxels",
+    "parent_version_id",
+    "version_ids",
+    "region_sha256",
+    "label_sha256",
+    "affine",
+)
+
+
 def _create_version_1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[cases, case_images, label_versions, events])
 
@@ -172,11 +262,44 @@ def _add_evaluations_and_rounds(connection: Connection) -> None:
     metadata.create_all(connection, tables=[evaluations, rounds])
 
 
+def _add_jobs_patches_and_hashes(connection: Connection) -> None:
+    """Version 4: jobs, patches (copied from the ``patch-extracted`` journal entries), file hashes."""
+    metadata.create_all(connection, tables=[jobs, patches, file_hashes])
+    case_pks = {row.case_id: row.id for row in connection.execute(select(cases.c.case_id, cases.c.id))}
+    taken: set[str] = set()
+    query = select(events).where(events.c.kind == "patch-extracted").order_by(events.c.id)
+    for entry in connection.execute(query).all():
+        manifest = dict(entry.detail)
+        if manifest.get("patch") in taken or manifest.get("case") not in case_pks:
+            continue
+        if any(key not in manifest for key in PATCH_COLUMNS):
+            continue  # not a manifest this segloop wrote: left in the journal only
+        taken.add(manifest["patch"])
+        connection.execute(
+            patches.insert().values(
+                patch_id=manifest["patch"],
+                case_pk=case_pks[manifest["case"]],
+                offset=manifest["offset"],
+                size=manifest["size"],
+                border_voxels=manifest["border_voxels"],
+                parent_version_id=manifest["parent_version_id"],
+                version_ids=manifest["version_ids"],
+                region_sha256=manifest["region_sha256"],
+                label_sha256=manifest["label_sha256"],
+                affine=manifest["affine"],
+                author=entry.actor,
+                created_at=entry.at,
+                detail={k: v for k, v in manifest.items() if k not in PATCH_COLUMNS},
+            )
+        )
+
+
 #: Ordered migrations: entry N brings a database from version N to N + 1.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _create_version_1,
     _add_models_and_predictions,
     _add_evaluations_and_rounds,
+    _add_jobs_patches_and_hashes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -186,49 +309,135 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def parse_database_url(url: str) -> URL:
+    """A database URL, checked: parseable and not an in-memory SQLite database.
+
+    Raises:
+        InvalidInputError: ``url`` is not a SQLAlchemy URL, or it names an in-memory database
+            (which would keep nothing).
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as error:
+        msg = f"database URL {url!r} is not a SQLAlchemy URL (expected e.g. sqlite:////path/segloop.db)"
+        raise InvalidInputError(msg) from error
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        msg = f"database URL {url!r} names an in-memory database, which keeps nothing: expected a file"
+        raise InvalidInputError(msg)
+    return parsed
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file of a SQLite URL (None for other databases and ``file:`` URIs)."""
+    if url.get_backend_name() != "sqlite" or url.query.get("uri") or not url.database:
+        return None
+    return Path(url.database)
+
+
+def _configure_sqlite(engine: Engine, *, read_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout = 60000")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode = WAL")  # a no-op once the file is in WAL mode
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def connect(url: str) -> Engine:
-    """An engine for ``url`` (``sqlite:///path`` or any SQLAlchemy URL)."""
-    engine = create_engine(url)
+def connect(url: str | URL, *, read_only: bool = False) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or any SQLAlchemy URL); connects lazily.
+
+    Args:
+        url: the database URL.
+        read_only: open a SQLite file with ``mode=ro`` (every write fails in SQLite itself).
+
+    Raises:
+        InvalidInputError: an unparseable or in-memory URL.
+        MissingDependencyError: the URL's database driver is not installed.
+    """
+    parsed = parse_database_url(url) if isinstance(url, str) else url
+    path = sqlite_path(parsed)
+    if read_only and path is not None:
+        parsed = make_url(f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true")
+    try:
+        engine = create_engine(parsed)
+    except (NoSuchModuleError, ImportError) as error:
+        msg = (
+            f"the database driver for {parsed.drivername!r} URLs is not available ({error}):"
+            " install it (PostgreSQL: psycopg) or use a sqlite:/// URL"
+        )
+        raise MissingDependencyError(msg) from error
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, read_only=read_only)
     return engine
 
 
-def migrate(engine: Engine) -> int:
-    """Bring the database to `SCHEMA_VERSION`; returns the version found before.
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (SQLite: ``BEGIN IMMEDIATE``): committed on success, rolled back on error."""
+    with engine.execution_options(**{_WRITE_OPTION: True}).begin() as connection:
+        yield connection
+
+
+def read_schema_version(engine: Engine) -> int | None:
+    """The database's schema version without writing anything (None: not a segloop database).
 
     Raises:
-        SegloopError: the database was made by a newer segloop.
+        StoreIntegrityError: the database cannot be read (not a SQLite file, damaged, unreachable).
     """
-    with engine.begin() as connection:
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(schema_info.name):
+                return None
+            found = connection.execute(select(schema_info.c.version)).scalar()
+    except SQLAlchemyError as error:
+        reason = getattr(error, "orig", None) or error
+        url = engine.url.render_as_string(hide_password=True)
+        msg = f"the project database {url} cannot be read ({reason}): restore it from a backup"
+        raise StoreIntegrityError(msg) from error
+    return None if found is None else int(found)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to `SCHEMA_VERSION` (nothing written when it is there); the version found.
+
+    Raises:
+        ConflictError: the database was made by a newer segloop.
+        StoreIntegrityError: the database cannot be read.
+    """
+    found = read_schema_version(engine)
+    if found == SCHEMA_VERSION:
+        return found
+    with write_transaction(engine) as connection:
         schema_info.create(connection, checkfirst=True)
         found = connection.execute(select(schema_info.c.version)).scalar()
         if found is None:
             connection.execute(schema_info.insert().values(version=0))
             found = 0
-        if found > SCHEMA_VERSION:
-            msg = (
-                f"database schema version {found} is newer than"
-                f" this segloop's {SCHEMA_VERSION}: upgrade segloop"
-            )
-            raise SegloopError(msg)
+        check_schema_version(found)
         for version in range(found, SCHEMA_VERSION):
             MIGRATIONS[version](connection)
         connection.execute(schema_info.update().values(version=SCHEMA_VERSION))
     return int(found)
+
+
+def check_schema_version(found: int) -> None:
+    """Raise `ConflictError` when a database's schema is newer than this segloop's."""
+    if found > SCHEMA_VERSION:
+        msg = (
+            f"database schema version {found} is newer than this segloop's {SCHEMA_VERSION}: upgrade segloop"
+        )
+        raise ConflictError(msg)
+
+
+def is_writable_file(path: Path) -> bool:
+    """Whether this process may write ``path`` and create the SQLite side files beside it."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from segloop.core.volume import Volume
-from segloop.errors import NotFoundError
+from segloop.errors import InvalidInputError, StoreIntegrityError
 from segloop.io import read_volume, write_volume
 from segloop.io.atomic import fsync_path
 
@@ -95,9 +95,27 @@ class ObjectStore:
         fsync_path(target.parent)
 
     def read(self, key: str) -> np.ndarray:
-        """The label array of object ``key``; raises `NotFoundError` if the file is missing."""
+        """The label array of object ``key``, verified: its content key must be ``key``.
+
+        Raises:
+            StoreIntegrityError: the file is missing, unreadable, or holds another array (it
+                was overwritten since it was stored).
+        """
         path = self.path_of(key)
         if not path.exists():
-            msg = f"label object {key} is missing from {self.root}: the project folder is damaged"
-            raise NotFoundError(msg)
-        return read_volume(path).array
+            msg = f"label object {path} is missing: the project folder is damaged (restore objects/)"
+            raise StoreIntegrityError(msg)
+        try:
+            labels = read_volume(path).array
+        except InvalidInputError as error:
+            msg = f"label object {path} cannot be read ({error}): the project folder is damaged"
+            raise StoreIntegrityError(msg) from error
+        found = compute_label_key(labels)
+        if found != key:
+            msg = f"label object {path} changed since it was stored: content key {found}, expected {key}"
+            raise StoreIntegrityError(msg)
+        return labels
+
+    def list_keys(self) -> list[str]:
+        """The keys of every stored object file (sorted)."""
+        return sorted(p.name.removesuffix(_SUFFIX) for p in self.root.glob(f"*/*{_SUFFIX}"))

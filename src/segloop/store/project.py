@@ -1,11 +1,21 @@
 """`Project`: a project folder (``segloop.toml``, database, ``objects/``) and its queries.
 
-Only adds and reads: label versions are immutable and nothing is updated or deleted here.
+Label versions are immutable: nothing of them is updated or deleted here. The store owns the
+project's files: label objects, images (verified against their recorded SHA-256 on every read),
+predictions, patches and jobs are written and read only through `Project`.
+
+The database is the project's own ``segloop.db`` unless the *user* names another one (the
+``database_url`` argument or the ``SEGLOOP_DATABASE_URL`` environment variable); a project file
+never does. Opening writes nothing unless the database needs a migration, so a read-only project
+can be opened and read.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import socket
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,24 +23,45 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, func, select
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import URL, Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from segloop.errors import ConflictError, InvalidInputError, NotFoundError
+from segloop.core.names import path_inside
+from segloop.core.volume import Volume
+from segloop.errors import (
+    ConflictError,
+    GeometryMismatchError,
+    InvalidInputError,
+    NotFoundError,
+    StoreIntegrityError,
+)
+from segloop.io import read_volume
+from segloop.io.atomic import atomic_file
 from segloop.store.config import CONFIG_NAME, ProjectConfig, read_config, write_config
 from segloop.store.database import (
+    DATABASE_URL_VARIABLE,
+    SCHEMA_VERSION,
     case_images,
     cases,
+    check_schema_version,
     connect,
     evaluations,
     events,
+    is_writable_file,
+    jobs,
     label_versions,
     migrate,
     models,
+    parse_database_url,
+    patches,
     predictions,
+    read_schema_version,
     rounds,
+    sqlite_path,
     utc_now,
+    write_transaction,
 )
+from segloop.store.integrity import current_sha256
 from segloop.store.objects import ObjectStore
 from segloop.store.records import (
     SOURCES,
@@ -38,11 +69,17 @@ from segloop.store.records import (
     EvaluationRecord,
     EventRecord,
     ImageRecord,
+    JobRecord,
+    JobStatus,
     LabelVersionRecord,
     ModelRecord,
     NewCase,
     NewLabel,
+    NewPatch,
+    PatchRecord,
+    PredictionArrays,
     PredictionRecord,
+    Progress,
     RoundRecord,
 )
 
@@ -62,11 +99,13 @@ class Project:
         root: the project folder.
         config: the contents of its `segloop.toml`.
         engine: the database engine.
+        read_only: the database cannot be written (opened read-only); reads work, writes fail.
     """
 
     root: Path
     config: ProjectConfig
     engine: Engine
+    read_only: bool = False
 
     @property
     def objects(self) -> ObjectStore:
@@ -74,31 +113,75 @@ class Project:
         return ObjectStore(self.root / "objects")
 
     @classmethod
-    def create(cls, root: str | Path, config: ProjectConfig) -> Project:
-        """Create a project folder; raises `ConflictError` if ``root`` already holds one."""
+    def create(cls, root: str | Path, config: ProjectConfig, *, database_url: str | None = None) -> Project:
+        """Create a project folder and its database.
+
+        Args:
+            root: the new project folder.
+            config: what `segloop.toml` will hold.
+            database_url: a SQLAlchemy URL chosen by the user (default: ``SEGLOOP_DATABASE_URL``,
+                else ``root/segloop.db``).
+
+        Raises:
+            ConflictError: ``root`` already holds a project.
+            InvalidInputError: an unparseable or in-memory database URL.
+            MissingDependencyError: the URL's database driver is not installed.
+        """
         root = Path(root)
         if (root / CONFIG_NAME).exists():
             msg = f"{root} is already a segloop project ({CONFIG_NAME} exists): choose a new folder"
             raise ConflictError(msg)
+        engine = connect(_database_url(root, database_url))
         root.mkdir(parents=True, exist_ok=True)
         for folder in ("objects", "models", "reports"):
             (root / folder).mkdir(exist_ok=True)
-        project = cls(root, config, connect(_database_url(root, config)))
-        migrate(project.engine)
+        migrate(engine)
         write_config(config, root / CONFIG_NAME)
-        return project
+        return cls(root, config, engine)
 
     @classmethod
-    def open(cls, root: str | Path) -> Project:
-        """Open an existing project; raises `NotFoundError` if ``root`` holds none."""
+    def open(cls, root: str | Path, *, database_url: str | None = None) -> Project:
+        """Open an existing project, writing nothing unless its database needs a migration.
+
+        Args:
+            root: the project folder.
+            database_url: a SQLAlchemy URL chosen by the user (default: ``SEGLOOP_DATABASE_URL``,
+                else ``root/segloop.db``).
+
+        Raises:
+            NotFoundError: ``root`` holds no project.
+            StoreIntegrityError: its database is missing, not a database, or damaged.
+            ConflictError: the database needs a migration but cannot be written, or was made by a
+                newer segloop.
+        """
         root = Path(root)
         if not (root / CONFIG_NAME).is_file():
             msg = f"{root} is not a segloop project: expected {root / CONFIG_NAME} (run `segloop init`)"
             raise NotFoundError(msg)
         config = read_config(root / CONFIG_NAME)
-        project = cls(root, config, connect(_database_url(root, config)))
-        migrate(project.engine)
-        return project
+        url = _database_url(root, database_url)
+        database_file = sqlite_path(url)
+        if database_file is not None and not database_file.is_file():
+            raise StoreIntegrityError(_missing_database_message(root, database_file))
+        read_only = url.query.get("mode") == "ro" or (
+            database_file is not None and not is_writable_file(database_file)
+        )
+        engine = connect(url, read_only=read_only)
+        found = read_schema_version(engine)
+        if found is None:
+            shown = url.render_as_string(hide_password=True)
+            msg = f"the database {shown} of {root} holds no segloop project: restore the project's database"
+            raise StoreIntegrityError(msg)
+        check_schema_version(found)
+        if found < SCHEMA_VERSION:
+            if read_only:
+                msg = (
+                    f"the database of {root} needs an upgrade (schema {found} to {SCHEMA_VERSION}) but"
+                    " cannot be written: open it once with write access"
+                )
+                raise ConflictError(msg)
+            migrate(engine)
+        return cls(root, config, engine, read_only=read_only)
 
     # -- cases -------------------------------------------------------------------------------
 
@@ -123,7 +206,7 @@ class Project:
             raise ConflictError(msg)
         now = utc_now()
         try:
-            with self.engine.begin() as connection:
+            with write_transaction(self.engine) as connection:
                 existing = self._existing_case_ids(connection, ids)
                 if existing:
                     msg = (
@@ -262,7 +345,7 @@ class Project:
         for case_id in expected_heads or {}:
             case_pks.setdefault(case_id, self.get_case(case_id).pk)
         now = utc_now()
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             for case_id, expected in (expected_heads or {}).items():
                 head = self._head(connection, case_pks[case_id])
                 if head != expected:
@@ -355,7 +438,7 @@ class Project:
         round_number: int | None = None,
     ) -> ModelRecord:
         """Record a training run that starts now (status ``running``); its folder is ``models/<id>``."""
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             model_id = int(
                 connection.execute(
                     models.insert().values(
@@ -385,7 +468,7 @@ class Project:
         self, model_id: int, *, status: str, metrics: dict[str, Any], config: dict[str, Any]
     ) -> None:
         """Mark a training run ``done`` or ``failed`` with its metrics and resolved config."""
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             connection.execute(
                 models.update()
                 .where(models.c.id == model_id)
@@ -424,7 +507,7 @@ class Project:
     ) -> PredictionRecord:
         """Record a prediction (its pseudo version and uncertainty file exist already)."""
         case = self.get_case(case_id)
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             connection.execute(
                 predictions.insert().values(
                     case_pk=case.pk,
@@ -463,7 +546,7 @@ class Project:
 
     def log_event(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
         """Append to the project's journal."""
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             connection.execute(events.insert().values(at=utc_now(), kind=kind, actor=actor, detail=detail))
 
     def count_events(self, kind: str) -> int:
@@ -493,7 +576,7 @@ class Project:
     ) -> EvaluationRecord:
         """Record a model's metrics on a case (per class name: dice, hd95_mm, surface_dice)."""
         case = self.get_case(case_id)
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             evaluation_id = connection.execute(
                 evaluations.insert().values(
                     model_id=model_id,
@@ -529,7 +612,7 @@ class Project:
     def start_round(self, number: int, *, mode: str) -> RoundRecord:
         """Record that round ``number`` starts now (``running``); `ConflictError` if it exists."""
         try:
-            with self.engine.begin() as connection:
+            with write_transaction(self.engine) as connection:
                 connection.execute(
                     rounds.insert().values(
                         number=number,
@@ -548,7 +631,7 @@ class Project:
     def record_round_stage(self, number: int, stage: str, result: dict[str, Any]) -> RoundRecord:
         """Add a finished stage (and what it produced) to a running round."""
         current = self.get_round(number)
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             connection.execute(
                 rounds.update()
                 .where(rounds.c.number == number)
@@ -558,7 +641,7 @@ class Project:
 
     def finish_round(self, number: int, summary: dict[str, Any]) -> RoundRecord:
         """Mark a round ``done`` with its summary."""
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             connection.execute(
                 rounds.update()
                 .where(rounds.c.number == number)
@@ -585,9 +668,336 @@ class Project:
             for r in rows
         ]
 
+    # -- images -------------------------------------------------------------------------------
 
-def _database_url(root: Path, config: ProjectConfig) -> str:
-    return config.database_url or f"sqlite:///{(root / DATABASE_NAME).resolve()}"
+    def image_path(self, image: ImageRecord) -> Path:
+        """Where an image file lives (copied images are recorded relative to the project)."""
+        path = Path(image.path)
+        return path if path.is_absolute() else path_inside(self.root, image.path)
+
+    def verify_image(self, case_id: str, channel: int = 0, *, use_cache: bool = True) -> Path:
+        """Check that a case's image file is the one recorded (SHA-256); returns its path.
+
+        The hash is cached by the file's size and modification time, so checking an unchanged
+        file again does not re-read it (``use_cache=False`` always hashes).
+
+        Raises:
+            NotFoundError: the case has no such channel, or the file is missing.
+            StoreIntegrityError: the file's bytes are not those recorded when it was added.
+        """
+        case = self.get_case(case_id)
+        found = [image for image in case.images if image.channel == channel]
+        if not found:
+            msg = f"case {case_id!r} has no image channel {channel}: it has {len(case.images)} channel(s)"
+            raise NotFoundError(msg)
+        image = found[0]
+        path = self.image_path(image)
+        if not path.exists():
+            msg = f"image of case {case_id!r} is missing: expected {path} (moved? add it again, copied)"
+            raise NotFoundError(msg)
+        sha256 = current_sha256(self.engine, path, use_cache=use_cache, remember=not self.read_only)
+        if sha256 != image.sha256:
+            msg = (
+                f"image {path} of case {case_id!r} changed since it was added: SHA-256 {sha256},"
+                f" recorded {image.sha256}"
+            )
+            raise StoreIntegrityError(msg)
+        return path
+
+    def read_image(self, case_id: str, channel: int = 0) -> Volume:
+        """A case's image (one channel), verified against its recorded SHA-256 and grid.
+
+        Returns:
+            The `Volume` as read: ``(I, J, K)`` (or ``(C, I, J, K)`` for an RGB file) on the case grid.
+
+        Raises:
+            NotFoundError: the case, the channel or the file is missing.
+            StoreIntegrityError: the file changed since it was added.
+        """
+        path = self.verify_image(case_id, channel)
+        volume = read_volume(path)
+        case = self.get_case(case_id)
+        if volume.spatial_shape != tuple(case.shape):
+            msg = (
+                f"image {path} of case {case_id!r} changed since it was added:"
+                f" shape {volume.spatial_shape}, recorded {case.shape}"
+            )
+            raise StoreIntegrityError(msg)
+        return volume
+
+    # -- prediction arrays --------------------------------------------------------------------
+
+    def write_prediction(
+        self,
+        case_id: str,
+        model_id: int,
+        arrays: PredictionArrays,
+        *,
+        label_version_id: int,
+        params: dict[str, Any],
+    ) -> PredictionRecord:
+        """Store a model's prediction of a case: its arrays (float16) and its record.
+
+        The arrays go to ``predictions/<model>/<case>.npz`` (atomically); the record names that
+        file, the pseudo label version already stored and the parameters.
+
+        Args:
+            case_id: the case predicted.
+            model_id: the model that predicted it.
+            arrays: probabilities ``(C, I, J, K)``, entropy and optional disagreement ``(I, J, K)``.
+            label_version_id: the ``pseudo`` version holding the predicted labels.
+            params: how it was predicted (passes, flips, post-processing).
+
+        Raises:
+            NotFoundError: no such case or model.
+            GeometryMismatchError: an array is not on the case's grid.
+        """
+        case = self.get_case(case_id)
+        self.get_model(model_id)
+        stored = _checked_prediction(arrays, case.shape)
+        relative = f"predictions/{model_id}/{case_id}.npz"
+        target = path_inside(self.root, relative)
+        with atomic_file(target, overwrite=True) as temporary, open(temporary, "wb") as out:
+            np.savez_compressed(out, **stored)
+        return self.add_prediction(
+            case_id,
+            model_id=model_id,
+            label_version_id=label_version_id,
+            uncertainty=relative,
+            mean_entropy=float(np.mean(stored["entropy"], dtype=np.float64)),
+            params=params,
+        )
+
+    def read_prediction(self, case_id: str, model_id: int | None = None) -> PredictionArrays:
+        """The arrays of a case's newest prediction (by ``model_id``, or by any model).
+
+        Raises:
+            NotFoundError: the case has no prediction (by that model).
+            StoreIntegrityError: the stored file is missing or unreadable.
+        """
+        records = [r for r in self.list_predictions(case_id) if model_id is None or r.model_id == model_id]
+        if not records:
+            by = "" if model_id is None else f" by model {model_id}"
+            msg = f"case {case_id!r} has no stored prediction{by}"
+            raise NotFoundError(msg)
+        return self._load_prediction(records[-1])
+
+    def _load_prediction(self, record: PredictionRecord) -> PredictionArrays:
+        path = path_inside(self.root, record.uncertainty)
+        if not path.is_file():
+            msg = f"prediction file {path} of case {record.case_id!r} (model {record.model_id}) is missing"
+            raise StoreIntegrityError(msg)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                stored = {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            msg = f"prediction file {path} cannot be read ({error}): predict the case again"
+            raise StoreIntegrityError(msg) from error
+        if "probabilities" not in stored or "entropy" not in stored:
+            msg = f"prediction file {path} holds {sorted(stored)}; expected probabilities and entropy"
+            raise StoreIntegrityError(msg)
+        return PredictionArrays(stored["probabilities"], stored["entropy"], stored.get("disagreement"))
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def start_job(self, kind: str, *, author: str, params: dict[str, Any] | None = None) -> JobRecord:
+        """Record a long piece of work (``train``, ``predict``, ``round``) starting now in this process."""
+        now = utc_now()
+        with write_transaction(self.engine) as connection:
+            job_id = connection.execute(
+                jobs.insert().values(
+                    kind=kind,
+                    status=JobStatus.RUNNING.value,
+                    author=author,
+                    params=dict(params or {}),
+                    progress=None,
+                    result={},
+                    error=None,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                    started_at=now,
+                    updated_at=now,
+                )
+            ).inserted_primary_key[0]
+        return self.get_job(int(job_id))
+
+    def update_job(self, progress: Progress) -> None:
+        """Store a running job's newest progress.
+
+        Raises:
+            NotFoundError: no such job.
+            ConflictError: the job is not running any more.
+        """
+        values = {
+            "stage": progress.stage,
+            "done": progress.done,
+            "total": progress.total,
+            "message": progress.message,
+            "metrics": dict(progress.metrics),
+        }
+        with write_transaction(self.engine) as connection:
+            status = self._job_status(connection, progress.job_id)
+            if status != JobStatus.RUNNING:
+                msg = f"job {progress.job_id} is {status}, not running: its progress cannot change"
+                raise ConflictError(msg)
+            connection.execute(
+                jobs.update()
+                .where(jobs.c.id == progress.job_id)
+                .values(progress=values, updated_at=utc_now())
+            )
+
+    def finish_job(
+        self,
+        job_id: int,
+        *,
+        status: JobStatus = JobStatus.DONE,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> JobRecord:
+        """Mark a running job ``done``, ``failed`` or ``interrupted`` with its result or error.
+
+        Raises:
+            NotFoundError: no such job.
+            InvalidInputError: ``status`` is ``running``.
+            ConflictError: the job is finished already.
+        """
+        status = JobStatus(status)
+        if status == JobStatus.RUNNING:
+            msg = "a job finishes as done, failed or interrupted; got running"
+            raise InvalidInputError(msg)
+        now = utc_now()
+        with write_transaction(self.engine) as connection:
+            current = self._job_status(connection, job_id)
+            if current != JobStatus.RUNNING:
+                msg = f"job {job_id} is {current} already: it cannot finish again"
+                raise ConflictError(msg)
+            connection.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(
+                    status=status.value,
+                    result=dict(result or {}),
+                    error=error,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+        return self.get_job(job_id)
+
+    @staticmethod
+    def _job_status(connection: Connection, job_id: int) -> str:
+        status = connection.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+        if status is None:
+            msg = f"no job {job_id} in this project"
+            raise NotFoundError(msg)
+        return str(status)
+
+    def get_job(self, job_id: int) -> JobRecord:
+        """The job ``job_id`` (a running job whose process died reads as ``interrupted``)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            msg = f"no job {job_id} in {self.root}"
+            raise NotFoundError(msg)
+        return _job_record(row)
+
+    def list_jobs(self, kind: str | None = None, status: JobStatus | str | None = None) -> list[JobRecord]:
+        """Jobs (of one kind, with one status), oldest first; dead running jobs read as ``interrupted``."""
+        query = select(jobs).order_by(jobs.c.id)
+        if kind is not None:
+            query = query.where(jobs.c.kind == kind)
+        with self.engine.connect() as connection:
+            records = [_job_record(row) for row in connection.execute(query).all()]
+        return [r for r in records if status is None or r.status == JobStatus(status)]
+
+    def mark_interrupted_jobs(self) -> list[JobRecord]:
+        """Store ``interrupted`` for every running job whose process (on this host) is gone."""
+        interrupted = [job for job in self.list_jobs(status=JobStatus.INTERRUPTED) if job.finished_at is None]
+        now = utc_now()
+        with write_transaction(self.engine) as connection:
+            for job in interrupted:
+                connection.execute(
+                    jobs.update()
+                    .where((jobs.c.id == job.id) & (jobs.c.status == JobStatus.RUNNING.value))
+                    .values(status=JobStatus.INTERRUPTED.value, finished_at=now, updated_at=now)
+                )
+        return [self.get_job(job.id) for job in interrupted]
+
+    # -- patches ------------------------------------------------------------------------------
+
+    def add_patches(self, new_patches: Sequence[NewPatch]) -> list[PatchRecord]:
+        """Record extracted correction patches in one transaction: all or none.
+
+        Raises:
+            NotFoundError: a case is not in the project.
+            ConflictError: a patch id is taken (in the project or twice in the batch).
+        """
+        ids = [patch.patch_id for patch in new_patches]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            msg = f"patch ids repeated in one batch: {', '.join(repeated)}; expected distinct ids"
+            raise ConflictError(msg)
+        case_pks = {patch.case_id: self.get_case(patch.case_id).pk for patch in new_patches}
+        now = utc_now()
+        try:
+            with write_transaction(self.engine) as connection:
+                query = select(patches.c.patch_id).where(patches.c.patch_id.in_(ids))
+                taken = sorted(connection.execute(query).scalars())
+                if taken:
+                    msg = f"patch ids already in the project: {', '.join(taken)}; nothing was recorded"
+                    raise ConflictError(msg)
+                for patch in new_patches:
+                    connection.execute(
+                        patches.insert().values(**_patch_row(patch, case_pks[patch.case_id], now))
+                    )
+        except IntegrityError as error:
+            msg = f"another process recorded one of the patches {ids[:3]} meanwhile: nothing recorded"
+            raise ConflictError(msg) from error
+        return [self.get_patch(patch_id) for patch_id in ids]
+
+    def list_patches(self, case_id: str | None = None) -> list[PatchRecord]:
+        """Extracted patches (of one case, or all), oldest first."""
+        query = select(patches, cases.c.case_id).join(cases, patches.c.case_pk == cases.c.id)
+        if case_id is not None:
+            query = query.where(cases.c.case_id == case_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.order_by(patches.c.id)).all()
+        return [_patch_record(row) for row in rows]
+
+    def find_patch(self, patch_id: str) -> PatchRecord | None:
+        """The patch ``patch_id``, or None."""
+        query = (
+            select(patches, cases.c.case_id)
+            .join(cases, patches.c.case_pk == cases.c.id)
+            .where(patches.c.patch_id == patch_id)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _patch_record(row)
+
+    def get_patch(self, patch_id: str) -> PatchRecord:
+        """The patch ``patch_id``; raises `NotFoundError`."""
+        patch = self.find_patch(patch_id)
+        if patch is None:
+            msg = f"no patch {patch_id!r} in {self.root}"
+            raise NotFoundError(msg)
+        return patch
+
+
+def _database_url(root: Path, database_url: str | None) -> URL:
+    """The user's URL (argument, else ``SEGLOOP_DATABASE_URL``), else the project's ``segloop.db``."""
+    given = database_url or os.environ.get(DATABASE_URL_VARIABLE, "")
+    if given:
+        return parse_database_url(given)
+    return URL.create("sqlite", database=str((root / DATABASE_NAME).resolve()))
+
+
+def _missing_database_message(root: Path, database_file: Path) -> str:
+    objects = sum(1 for _ in (root / "objects").glob("*/*.nii.gz"))
+    return (
+        f"the project database {database_file} is missing while {root} holds a project"
+        f" ({objects} label objects in objects/): restore segloop.db from a backup"
+    )
 
 
 def _case_record(row: Row, images: Sequence[Row]) -> CaseRecord:
@@ -636,4 +1046,88 @@ def _model_record(row: Row) -> ModelRecord:
         val_case_ids=tuple(row.val_case_ids),
         metrics=dict(row.metrics),
         round=row.round,
+    )
+
+
+def _checked_prediction(arrays: PredictionArrays, shape: Sequence[int]) -> dict[str, np.ndarray]:
+    """The arrays to store (float16), each checked to lie on the case grid ``shape``."""
+    grid = tuple(int(n) for n in shape)
+    stored = {"probabilities": arrays.probabilities, "entropy": arrays.entropy}
+    if arrays.disagreement is not None:
+        stored["disagreement"] = arrays.disagreement
+    for name, array in stored.items():
+        dims = 4 if name == "probabilities" else 3
+        if array.ndim != dims or tuple(array.shape[-3:]) != grid:
+            expected = f"(C, {', '.join(map(str, grid))})" if dims == 4 else str(grid)
+            msg = f"prediction {name} has shape {tuple(array.shape)}; expected {expected} (the case grid)"
+            raise GeometryMismatchError(msg)
+    return {name: np.asarray(array, dtype=np.float16) for name, array in stored.items()}
+
+
+def _job_record(row: Row) -> JobRecord:
+    status = JobStatus(row.status)
+    if status == JobStatus.RUNNING and row.host == socket.gethostname() and not _process_alive(row.pid):
+        status = JobStatus.INTERRUPTED
+    progress = None if row.progress is None else Progress(job_id=row.id, **row.progress)
+    return JobRecord(
+        id=row.id,
+        kind=row.kind,
+        status=status,
+        author=row.author,
+        params=dict(row.params),
+        progress=progress,
+        result=dict(row.result),
+        error=row.error,
+        pid=row.pid,
+        host=row.host,
+        started_at=row.started_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (signal 0 probes without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, run by another user
+    return True
+
+
+def _patch_row(patch: NewPatch, case_pk: int, now: Any) -> dict[str, Any]:
+    return {
+        "patch_id": patch.patch_id,
+        "case_pk": case_pk,
+        "offset": [int(n) for n in patch.offset],
+        "size": [int(n) for n in patch.size],
+        "border_voxels": int(patch.border_voxels),
+        "parent_version_id": patch.parent_version_id,
+        "version_ids": [int(n) for n in patch.version_ids],
+        "region_sha256": patch.region_sha256,
+        "label_sha256": patch.label_sha256,
+        "affine": np.asarray(patch.affine, dtype=float).tolist(),
+        "author": patch.author,
+        "created_at": now,
+        "detail": dict(patch.detail),
+    }
+
+
+def _patch_record(row: Row) -> PatchRecord:
+    return PatchRecord(
+        patch_id=row.patch_id,
+        case_id=row.case_id,
+        offset=tuple(row.offset),
+        size=tuple(row.size),
+        border_voxels=row.border_voxels,
+        parent_version_id=row.parent_version_id,
+        version_ids=tuple(row.version_ids),
+        region_sha256=row.region_sha256,
+        label_sha256=row.label_sha256,
+        affine=np.asarray(row.affine, dtype=float),
+        author=row.author,
+        detail=dict(row.detail),
+        created_at=row.created_at,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -14,11 +15,17 @@ __all__ = [
     "EvaluationRecord",
     "EventRecord",
     "ImageRecord",
+    "JobRecord",
+    "JobStatus",
     "LabelVersionRecord",
     "ModelRecord",
     "NewCase",
     "NewLabel",
+    "NewPatch",
+    "PatchRecord",
+    "PredictionArrays",
     "PredictionRecord",
+    "Progress",
     "RoundRecord",
 ]
 
@@ -166,3 +173,109 @@ class EventRecord:
     kind: str
     actor: str
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PredictionArrays:
+    """What a prediction of a case stores beside its pseudo label version.
+
+    Args:
+        probabilities: ``(C, I, J, K)`` float16 class probabilities (background first), averaged
+            over the passes (test-time flips, MC-dropout samples).
+        entropy: ``(I, J, K)`` float16 normalised voxel entropy of ``probabilities``, in [0, 1].
+        disagreement: ``(I, J, K)`` float16 standard deviation over the passes averaged over
+            classes; None when there was one pass.
+    """
+
+    probabilities: np.ndarray
+    entropy: np.ndarray
+    disagreement: np.ndarray | None = None
+
+
+class JobStatus(StrEnum):
+    """Where a long piece of work (training, batch prediction, a round) stands."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # its process died without finishing it
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress event of a job, the one a CLI bar or a server-sent event shows.
+
+    Args:
+        job_id: the job.
+        stage: what the job is doing (``train``, ``predict``, ``evaluate``, ...).
+        done: units finished in this stage (epochs, cases).
+        total: units the stage will do, None when unknown (a time-limited training).
+        message: one line for a person.
+        metrics: numbers worth showing (``loss``, ``val_dice``), by name.
+    """
+
+    job_id: int
+    stage: str
+    done: int
+    total: int | None = None
+    message: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A stored job: its kind, status, newest progress and outcome, and the process that ran it."""
+
+    id: int
+    kind: str
+    status: JobStatus
+    author: str
+    params: dict[str, Any]
+    progress: Progress | None
+    result: dict[str, Any]
+    error: str | None
+    pid: int
+    host: str
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewPatch:
+    """A correction patch cut from a case's effective label, to record.
+
+    Args:
+        patch_id: unique in the project.
+        case_id: the case it was cut from.
+        offset: its first voxel in case coordinates ``(i, j, k)`` (may be negative: padded).
+        size: its shape in voxels.
+        border_voxels: width of the *ignore* border inside the case.
+        parent_version_id: the version deciding most classes of the label it was cut from.
+        version_ids: every version the effective label was assembled from.
+        region_sha256: `compute_label_key` of the effective label under the patch.
+        label_sha256: `compute_label_key` of the whole effective label.
+        affine: ``(4, 4)`` voxel-to-RAS (mm) affine of the patch.
+        author: who extracted it.
+        detail: the rest of the manifest (centre, reason, flagged voxels, files, ...).
+    """
+
+    patch_id: str
+    case_id: str
+    offset: tuple[int, int, int]
+    size: tuple[int, int, int]
+    border_voxels: int
+    parent_version_id: int | None
+    version_ids: tuple[int, ...]
+    region_sha256: str
+    label_sha256: str
+    affine: np.ndarray
+    author: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PatchRecord(NewPatch):
+    """A stored correction patch (`NewPatch` and when it was recorded)."""
+
+    created_at: datetime = field(kw_only=True)
