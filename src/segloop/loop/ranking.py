@@ -50,7 +50,7 @@ import numpy as np
 from scipy import ndimage
 
 from segloop.core.corrections import PatchBox, patch_box
-from segloop.errors import CorruptFileError, NotFoundError, SegloopError
+from segloop.errors import NotFoundError, SegloopError
 from segloop.io.atomic import atomic_file
 from segloop.store import LabelVersionRecord, PredictionRecord, Project
 
@@ -406,19 +406,6 @@ def _reviewed_boxes(versions: Sequence[LabelVersionRecord], shape: Sequence[int]
     return mask
 
 
-def _read_prediction(project: Project, record: PredictionRecord) -> dict[str, np.ndarray]:
-    path = project.root / record.uncertainty
-    if not path.is_file():
-        msg = f"uncertainty file {path} of case {record.case_id!r} (model {record.model_id}) is missing"
-        raise NotFoundError(msg)
-    try:
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as error:
-        msg = f"{path}: cannot read the stored prediction ({error})"
-        raise CorruptFileError(msg) from error
-
-
 def score_case(
     project: Project,
     case_id: str,
@@ -452,16 +439,13 @@ def score_case(
     for record in records:
         newest_per_model[record.model_id] = record  # oldest first: the last one wins
     chosen = sorted(newest_per_model.values(), key=lambda r: r.id, reverse=True)[: max(1, max_models)]
-    stored = [_read_prediction(project, r) for r in chosen]
-    if any("probabilities" not in s for s in stored):
-        msg = f"stored predictions of case {case_id!r} hold no 'probabilities': predict the case again"
-        raise CorruptFileError(msg)
-    shape = stored[0]["probabilities"].shape
-    arrays = [s["probabilities"] for s in stored if s["probabilities"].shape == shape]
+    stored = [project.read_prediction(case_id, r.model_id) for r in chosen]
+    shape = stored[0].probabilities.shape
+    arrays = [s.probabilities for s in stored if s.probabilities.shape == shape]
     attention = compute_attention(
         arrays,
         schema.indices_of(classes),
-        pass_disagreement=stored[0].get("disagreement"),
+        pass_disagreement=stored[0].disagreement,
         exclude=_reviewed_boxes(versions, case.shape),
     )
     return attention, chosen[0].model_id

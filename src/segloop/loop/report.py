@@ -141,8 +141,7 @@ def plot_case_overlay(project: Project, case_id: str, path: Path) -> bool:
     if not predictions:
         return False
     prediction = predictions[-1]
-    with np.load(project.root / prediction.uncertainty) as stored:
-        entropy = stored["entropy"].astype(np.float32)
+    entropy = project.read_prediction(case_id, prediction.model_id).entropy.astype(np.float32)
     labels = project.read_labels(project.get_label_version(prediction.label_version_id))
     volume = read_case_image(project, project.get_case(case_id))
     image = np.asarray(volume.array, dtype=np.float32)

@@ -18,7 +18,6 @@ import numpy as np
 from segloop.core.geometry import axis_of_plane
 from segloop.core.volume import Volume
 from segloop.errors import LabelValueError, NotFoundError, SegloopError
-from segloop.io import read_volume
 from segloop.loop.cases import hash_path
 from segloop.loop.labels import compute_effective_label, count_voxels, read_schema_labels
 from segloop.store import CaseRecord, LabelVersionRecord, NewLabel, Project
@@ -39,16 +38,8 @@ __all__ = [
 
 
 def read_case_image(project: Project, case: CaseRecord) -> Volume:
-    """The case's first image channel, checked against the grid recorded when it was added."""
-    path = Path(case.images[0].path)
-    if not path.exists():
-        msg = f"image of case {case.case_id!r} is missing: expected {path} (moved? add it again with --copy)"
-        raise NotFoundError(msg)
-    volume = read_volume(path)
-    if volume.spatial_shape != tuple(case.shape):
-        msg = f"image {path} changed since it was added: shape {volume.spatial_shape}, recorded {case.shape}"
-        raise SegloopError(msg)
-    return volume
+    """The case's first image channel, verified by the store (SHA-256 and grid recorded when added)."""
+    return project.read_image(case.case_id)
 
 
 def store_tool_labels(

@@ -18,10 +18,9 @@ import numpy as np
 
 from segloop.core.geometry import axis_of_plane
 from segloop.errors import LabelValueError, NotFoundError, SegloopError
-from segloop.io.atomic import atomic_file
 from segloop.loop.labels import compute_effective_label
 from segloop.loop.tools import read_case_image, store_tool_labels
-from segloop.store import ModelRecord, PredictionRecord, Project
+from segloop.store import ModelRecord, PredictionArrays, PredictionRecord, Project
 
 __all__ = ["axial_slice_axis", "collect_labeled_cases", "finished_model", "predict_cases", "train_project"]
 
@@ -261,12 +260,6 @@ def predict_cases(
             from segloop.segment.morphology import postprocess_labels
 
             labels = postprocess_labels(labels, spacing_mm=image.spacing, **postprocess)
-        uncertainty = f"predictions/{model.id}/{case.case_id}.npz"
-        with (
-            atomic_file(project.root / uncertainty, overwrite=True) as temporary,
-            open(temporary, "wb") as out,
-        ):
-            np.savez_compressed(out, probabilities=prediction.probabilities, entropy=prediction.entropy)
         params = {
             "model_id": model.id,
             "tta_flips": list(getattr(infer_config, "tta_flips", ())),
@@ -285,12 +278,11 @@ def predict_cases(
             allow_empty=True,
         )
         records.append(
-            project.add_prediction(
+            project.write_prediction(
                 case.case_id,
-                model_id=model.id,
+                model.id,
+                PredictionArrays(prediction.probabilities, prediction.entropy, prediction.disagreement),
                 label_version_id=version.id,
-                uncertainty=uncertainty,
-                mean_entropy=float(np.mean(prediction.entropy, dtype=np.float64)),
                 params=params,
             )
         )
