@@ -269,7 +269,7 @@ class NewPatch:
     version_ids: tuple[int, ...]
     region_sha256: str
     label_sha256: str
-    affine: np.ndarray
+    affine: np.ndarray = field(compare=False)  # equal patches share the case grid
     author: str
     detail: dict[str, Any] = field(default_factory=dict)
 
