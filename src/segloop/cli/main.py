@@ -483,6 +483,9 @@ from segloop.cli.corrections import correct_command, next_command, patches_app  
 app.command("next")(next_command)
 app.command("correct")(correct_command)
 app.add_typer(patches_app, name="patches")
+from segloop.cli.store import fsck_command  # noqa: E402
+
+app.command("fsck")(fsck_command)
 
 
 def main() -> None:

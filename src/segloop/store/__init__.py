@@ -2,6 +2,7 @@
 
 from segloop.store.config import CONFIG_NAME, MODALITIES, ProjectConfig
 from segloop.store.database import DATABASE_URL_VARIABLE
+from segloop.store.fsck import FsckProblem, FsckReport, check_project
 from segloop.store.objects import ObjectStore, compute_label_key
 from segloop.store.project import DATABASE_NAME, Project
 from segloop.store.records import (
@@ -33,6 +34,8 @@ __all__ = [
     "CaseRecord",
     "EvaluationRecord",
     "EventRecord",
+    "FsckProblem",
+    "FsckReport",
     "ImageRecord",
     "JobRecord",
     "JobStatus",
@@ -49,5 +52,6 @@ __all__ = [
     "Project",
     "ProjectConfig",
     "RoundRecord",
+    "check_project",
     "compute_label_key",
 ]

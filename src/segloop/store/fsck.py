@@ -1,0 +1,140 @@
+"""`check_project`: verify a whole project (what ``segloop fsck`` prints).
+
+Checks, reading every stored file once: the database's own integrity (SQLite ``PRAGMA
+integrity_check`` and ``foreign_key_check``); every label object referenced by a version (present,
+and holding the array its key names); objects no version references (orphans) and staging folders
+a killed write left behind; every case image (present, and the SHA-256 recorded when it was added,
+re-hashed whatever the cache says); every prediction file and finished model's checkpoint
+(present). Nothing is repaired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from segloop.core.names import path_inside
+from segloop.errors import InvalidInputError, NotFoundError, StoreIntegrityError
+from segloop.store.project import Project
+
+__all__ = ["FsckProblem", "FsckReport", "check_project"]
+
+
+@dataclass(frozen=True)
+class FsckProblem:
+    """One thing wrong with a project.
+
+    Args:
+        kind: ``database``, ``missing-object``, ``changed-object``, ``orphan-object``,
+            ``leftover``, ``missing-image``, ``changed-image``, ``missing-prediction`` or
+            ``missing-checkpoint``.
+        subject: the file (or table) concerned.
+        detail: what was expected and what was found, one line.
+    """
+
+    kind: str
+    subject: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    """What `check_project` checked and found."""
+
+    problems: tuple[FsckProblem, ...]
+    objects_checked: int
+    images_checked: int
+    predictions_checked: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing is wrong."""
+        return not self.problems
+
+
+def check_project(project: Project, *, on_item: Callable[[str], None] | None = None) -> FsckReport:
+    """Verify every stored file and the database of ``project`` (see the module docstring).
+
+    Args:
+        project: the open project.
+        on_item: called with each file about to be checked (progress).
+
+    Returns:
+        The problems found (empty when the project is sound) and how much was checked.
+    """
+    notify = on_item or (lambda _item: None)
+    problems = _check_database(project)
+    referenced = sorted({version.object_key for version in project.list_label_versions()})
+    for key in referenced:
+        notify(str(project.objects.path_of(key)))
+        problems.extend(_check_object(project, key))
+    for key in sorted(set(project.objects.list_keys()) - set(referenced)):
+        detail = "no label version references it (left by an interrupted write)"
+        problems.append(FsckProblem("orphan-object", str(project.objects.path_of(key)), detail))
+    for leftover in sorted(project.objects.root.glob(".staging-*")):
+        problems.append(FsckProblem("leftover", str(leftover), "a staging folder of an interrupted write"))
+    images = 0
+    for case in project.list_cases():
+        for image in case.images:
+            images += 1
+            notify(image.path)
+            problems.extend(_check_image(project, case.case_id, image.channel, image.path))
+    predictions = project.list_predictions()
+    for record in predictions:
+        if not _inside(project, record.uncertainty).is_file():
+            detail = f"prediction of case {record.case_id!r} by model {record.model_id} is missing"
+            problems.append(FsckProblem("missing-prediction", record.uncertainty, detail))
+    for model in project.list_models():
+        if model.status == "done" and not _inside(project, model.checkpoint).is_file():
+            detail = f"checkpoint of finished model {model.id} is missing"
+            problems.append(FsckProblem("missing-checkpoint", model.checkpoint, detail))
+    return FsckReport(tuple(problems), len(referenced), images, len(predictions))
+
+
+def _inside(project: Project, relative: str) -> Path:
+    try:
+        return path_inside(project.root, relative)
+    except InvalidInputError:
+        return project.root / "\0outside"  # never a file: reported as missing
+
+
+def _check_database(project: Project) -> list[FsckProblem]:
+    if project.engine.dialect.name != "sqlite":
+        return []
+    subject = project.engine.url.render_as_string(hide_password=True)
+    try:
+        with project.engine.connect() as connection:
+            integrity = [str(row[0]) for row in connection.exec_driver_sql("PRAGMA integrity_check")]
+            foreign = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    except SQLAlchemyError as error:
+        return [FsckProblem("database", subject, f"cannot be checked ({getattr(error, 'orig', error)})")]
+    problems = [FsckProblem("database", subject, line) for line in integrity if line != "ok"]
+    problems.extend(
+        FsckProblem("database", subject, f"row {row[1]} of {row[0]} names a missing {row[2]} row")
+        for row in foreign
+    )
+    return problems
+
+
+def _check_object(project: Project, key: str) -> list[FsckProblem]:
+    path = project.objects.path_of(key)
+    if not path.is_file():
+        return [FsckProblem("missing-object", str(path), "a label version's file is missing")]
+    try:
+        project.objects.read(key)
+    except StoreIntegrityError as error:
+        return [FsckProblem("changed-object", str(path), str(error))]
+    return []
+
+
+def _check_image(project: Project, case_id: str, channel: int, subject: str) -> list[FsckProblem]:
+    try:
+        project.verify_image(case_id, channel, use_cache=False)
+    except (NotFoundError, InvalidInputError) as error:
+        return [FsckProblem("missing-image", subject, str(error))]
+    except StoreIntegrityError as error:
+        return [FsckProblem("changed-image", subject, str(error))]
+    return []
