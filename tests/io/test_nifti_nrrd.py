@@ -70,7 +70,7 @@ def test_truncated_nifti_is_a_corrupt_file_error(tmp_path, rng):
     )
     data = path.read_bytes()
     (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptFileError, match=r"cut.nii.gz: .*truncated or corrupt"):
+    with pytest.raises(CorruptFileError, match=r"cut.nii.gz: .*truncated"):
         read_volume(tmp_path / "cut.nii.gz")
     (tmp_path / "junk.nii.gz").write_bytes(b"\x1f\x8bnot really gzip")
     with pytest.raises(CorruptFileError, match="junk.nii.gz"):
@@ -125,5 +125,5 @@ def test_blocked_gzip_is_plain_gzip_and_reads_back_in_parallel(monkeypatch, tmp_
     volume.array[0, 0, 0] = 7  # the array owns a writable buffer
     data = path.read_bytes()
     (tmp_path / "cut.nii.gz").write_bytes(data[:-100])
-    with pytest.raises(CorruptFileError, match="truncated or corrupt"):
+    with pytest.raises(CorruptFileError, match="truncated"):
         read_volume(tmp_path / "cut.nii.gz")

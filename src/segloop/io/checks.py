@@ -17,12 +17,14 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from segloop.core.volume import Volume
-from segloop.errors import InvalidInputError
+from segloop.errors import CorruptFileError, InvalidInputError, SegloopError
 
-__all__ = ["check_scalar_image"]
+__all__ = ["check_scalar_image", "make_volume"]
 
 #: Voxels checked for finiteness per step (bounds the temporary boolean mask to 16 MiB).
 _STEP_VOXELS = 1 << 24
@@ -93,3 +95,20 @@ def check_scalar_image(image: Volume | np.ndarray, what: str) -> None:
                 f" (the first at index {first}); fill or mask them before using the image"
             )
             raise InvalidInputError(msg)
+
+
+def make_volume(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], *, what: str) -> Volume:
+    """``Volume(array, affine, meta)`` for a reader: a grid the file describes badly (a NaN or
+    singular affine, an array of the wrong rank) is the file's fault, so it raises `CorruptFileError`.
+
+    Args:
+        array: the voxels as read.
+        affine: the ``(4, 4)`` affine built from the header.
+        meta: format details.
+        what: the file, for messages.
+    """
+    try:
+        return Volume(array, affine, meta)
+    except SegloopError as error:
+        msg = f"{what}: the header describes no valid voxel grid ({error})"
+        raise CorruptFileError(msg) from error

@@ -21,6 +21,7 @@ digit, so read -> write -> read is exact even for oblique series.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,10 @@ from pydicom.valuerep import format_number_as_ds
 
 from segloop.core.geometry import flip_ras_lps
 from segloop.core.volume import Volume
-from segloop.errors import CorruptFileError, NotFoundError, SegloopError, UnsupportedFormatError
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError, UnsupportedFormatError
+from segloop.io.checks import make_volume
+from segloop.io.limits import check_declared_size, check_file_size
+from segloop.io.scaling import finite_extremes, scaled_dtype
 
 __all__ = ["read", "write"]
 
@@ -53,6 +57,19 @@ _EMPTY_TAGS = ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "St
                "PositionReferenceIndicator", "KVP", "AcquisitionNumber")  # fmt: skip
 
 
+#: What pydicom raises on a truncated or garbled file (it has no single error type for it).
+_DECODE_ERRORS = (
+    EOFError,
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    struct.error,
+)
+
+
 def _detail(error: Exception) -> str:
     """First line of a library's error message (pydicom's run over several lines)."""
     return (str(error).splitlines() or [type(error).__name__])[0]
@@ -62,11 +79,12 @@ def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
     """DICOM image headers of the files directly in ``folder``, grouped by SeriesInstanceUID."""
     series: dict[str, list[tuple[Path, Dataset]]] = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        check_file_size(path.stat().st_size, what=str(path))
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:
             continue  # not DICOM: README.txt, .DS_Store, ...
-        except (EOFError, OSError, ValueError) as error:
+        except _DECODE_ERRORS as error:
             msg = f"{path}: cannot read the DICOM header ({_detail(error)}); the file is truncated or corrupt"
             raise CorruptFileError(msg) from error
         if "Rows" in header:  # DICOMDIR, reports and RT structures hold no image
@@ -90,8 +108,7 @@ def _check_slices(slices: list[tuple[Path, Dataset]]) -> None:
                 f" {', '.join(missing)} missing (a secondary capture or scout?); remove it"
             )
             raise UnsupportedFormatError(msg)
-        frames = int(header.get("NumberOfFrames", 1) or 1)
-        samples = int(header.get("SamplesPerPixel", 1))
+        frames, samples = (_integer(header, tag, default, path) for tag, default in _FRAME_TAGS)
         if frames != 1 or samples != 1:
             msg = (
                 f"{path}: expected single-frame greyscale slices; got {frames} frames of"
@@ -99,8 +116,8 @@ def _check_slices(slices: list[tuple[Path, Dataset]]) -> None:
             )
             raise UnsupportedFormatError(msg)
         for tag in ("Rows", "Columns", "ImageOrientationPatient", "PixelSpacing"):
-            value, expected = np.array(header[tag].value, float), np.array(first[tag].value, float)
-            if not np.allclose(value, expected, rtol=0, atol=1e-4):
+            value, expected = _numbers(header, tag, path), _numbers(first, tag, first_path)
+            if value.shape != expected.shape or not np.allclose(value, expected, rtol=0, atol=1e-4):
                 msg = (
                     f"expected one {tag} in a series; {first_path.name} has {first[tag].value},"
                     f" {path.name} has {header[tag].value}; put each acquisition in its own folder"
@@ -108,8 +125,41 @@ def _check_slices(slices: list[tuple[Path, Dataset]]) -> None:
                 raise UnsupportedFormatError(msg)
 
 
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return vector / np.linalg.norm(vector)
+_FRAME_TAGS = (("NumberOfFrames", 1), ("SamplesPerPixel", 1))
+#: Header numbers every slice needs, with how many values each holds.
+_GEOMETRY_COUNTS = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2}
+
+
+def _numbers(header: Dataset, tag: str, path: Path) -> np.ndarray:
+    """A header attribute as finite float64 numbers; raises `CorruptFileError` otherwise."""
+    try:
+        values = np.atleast_1d(np.asarray(header[tag].value, dtype=np.float64))
+    except (*_DECODE_ERRORS, RuntimeError) as error:
+        msg = f"{path}: expected numbers in {tag}; got {str(header.get(tag))[:60]!r} ({_detail(error)[:80]})"
+        raise CorruptFileError(msg) from error
+    count = _GEOMETRY_COUNTS.get(tag)
+    if (count is not None and values.shape != (count,)) or not np.all(np.isfinite(values)):
+        expected = f"{count} finite numbers" if count else "finite numbers"
+        msg = f"{path}: expected {expected} in {tag}; got {values.tolist()[:8]}"
+        raise CorruptFileError(msg)
+    return values
+
+
+def _integer(header: Dataset, tag: str, default: int, path: Path) -> int:
+    value = header.get(tag, default)
+    try:
+        return int(value if value not in (None, "") else default)
+    except (TypeError, ValueError) as error:
+        msg = f"{path}: expected a whole number in {tag}; got {str(value)[:40]!r}"
+        raise CorruptFileError(msg) from error
+
+
+def _unit(vector: np.ndarray, where: str = "") -> np.ndarray:
+    length = float(np.linalg.norm(vector))
+    if not (np.isfinite(length) and length > 0):
+        msg = f"{where}expected non-zero direction cosines in ImageOrientationPatient; got {vector.tolist()}"
+        raise CorruptFileError(msg)
+    return vector / length
 
 
 def _slice_step(folder: Path, normal_positions: np.ndarray, slice_thickness: float) -> float:
@@ -124,7 +174,7 @@ def _slice_step(folder: Path, normal_positions: np.ndarray, slice_thickness: flo
             f" {np.round(np.unique(repeated), 3).tolist()} mm along the slice normal (echoes,"
             " phases or time points?); put each acquisition in its own folder"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     step = float(np.median(steps))
     worst = int(np.argmax(np.abs(steps - step)))
     if abs(steps[worst] - step) > SPACING_TOLERANCE * step:
@@ -134,7 +184,7 @@ def _slice_step(folder: Path, normal_positions: np.ndarray, slice_thickness: flo
             f" {normal_positions[worst + 1]:.4f} mm are {steps[worst]:.4g} mm apart (a missing or"
             " extra file?); complete the series or resample it"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return step
 
 
@@ -154,30 +204,44 @@ def _geometry_affine(geometry: dict[str, Any], folder: Path = Path()) -> np.ndar
     return flip_ras_lps(affine)
 
 
-def _rescale(header: Dataset) -> tuple[float, float]:
-    slope = header.get("RescaleSlope")
-    intercept = header.get("RescaleIntercept")
-    return float(1.0 if slope is None else slope), float(0.0 if intercept is None else intercept)
+def _number(header: Dataset, tag: str, default: float, path: Path) -> float:
+    """A one-number attribute (``default`` when absent or empty)."""
+    value = header.get(tag)
+    try:
+        return float(default if value in (None, "") else value)
+    except (TypeError, ValueError) as error:
+        msg = f"{path}: expected a number in {tag}; got {str(value)[:40]!r}"
+        raise CorruptFileError(msg) from error
 
 
-def _read_pixels(paths: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
+def _rescale(header: Dataset, path: Path) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept), 1 and 0 when absent."""
+    return _number(header, "RescaleSlope", 1.0, path), _number(header, "RescaleIntercept", 0.0, path)
+
+
+def _read_pixels(paths: list[Path], shape: tuple[int, int, int], folder: Path) -> np.ndarray:
     """Rescaled voxel values ``(I, J, K)`` of the sorted slice files."""
     planes, scales = [], []
     for path in paths:
         try:
             dataset = pydicom.dcmread(path)
-            planes.append(dataset.pixel_array)
-        except (ValueError, EOFError, OSError) as error:
-            msg = f"{path}: cannot decode the pixel data ({_detail(error)}); the file is truncated or corrupt"
-            raise CorruptFileError(msg) from error
+            plane = dataset.pixel_array
         except (RuntimeError, NotImplementedError) as error:
             msg = (
                 f"{path}: no decoder for this transfer syntax ({_detail(error)}); install one"
                 " (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)"
             )
             raise UnsupportedFormatError(msg) from error
-        scales.append(_rescale(dataset))
-    dtype = _rescaled_dtype(planes, scales)
+        except _DECODE_ERRORS as error:
+            msg = f"{path}: cannot decode the pixel data ({_detail(error)}); the file is truncated or corrupt"
+            raise CorruptFileError(msg) from error
+        if plane.shape != shape[1::-1]:
+            msg = f"{path}: expected {shape[1]} x {shape[0]} pixels; the pixel data decodes to {plane.shape}"
+            raise CorruptFileError(msg)
+        planes.append(plane)
+        scales.append(_rescale(dataset, path))
+    integral = all(p.dtype.kind in "iub" for p in planes)
+    dtype = scaled_dtype([finite_extremes(p) for p in planes], scales, integral=integral, what=str(folder))
     array = np.empty(shape, dtype)
     for k, (plane, (slope, intercept)) in enumerate(zip(planes, scales, strict=True)):
         if np.issubdtype(dtype, np.integer):
@@ -186,24 +250,6 @@ def _read_pixels(paths: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
             values = plane.astype(np.float64) * slope + intercept
         array[:, :, k] = values.T
     return array
-
-
-def _rescaled_dtype(planes: list[np.ndarray], scales: list[tuple[float, float]]) -> type:
-    """int16 (int32, int64) when every rescaled value is an integer that fits, else float32."""
-    integral = all(p.dtype.kind in "iub" for p in planes) and all(
-        slope.is_integer() and intercept.is_integer() for slope, intercept in scales
-    )
-    if not integral:
-        return np.float32
-    ends = [
-        value * slope + intercept
-        for plane, (slope, intercept) in zip(planes, scales, strict=True)
-        for value in (int(plane.min()), int(plane.max()))
-    ]
-    for dtype in (np.int16, np.int32):
-        if np.iinfo(dtype).min <= min(ends) and max(ends) <= np.iinfo(dtype).max:
-            return dtype
-    return np.int64
 
 
 def read(path: Path) -> Volume:
@@ -219,7 +265,8 @@ def read(path: Path) -> Volume:
 
     Raises:
         NotFoundError: the folder holds no DICOM image.
-        SegloopError: it holds several series, or slices repeat or are unevenly spaced.
+        InvalidInputError: it holds several series, or slices repeat or are unevenly spaced.
+        TooLargeError: the declared voxels exceed `segloop.io.limits.max_image_bytes`.
         UnsupportedFormatError: multi-frame, colour or geometry-less images.
         CorruptFileError: a file cannot be decoded.
     """
@@ -233,28 +280,31 @@ def read(path: Path) -> Volume:
     if len(series) > 1:
         found = "; ".join(_describe(uid, slices) for uid, slices in series.items())
         msg = f"{path}: expected one series, found {len(series)}: {found}; put each series in its own folder"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     slices = next(iter(series.values()))
     _check_slices(slices)
-    first = slices[0][1]
-    orientation = [float(v) for v in first.ImageOrientationPatient]
-    normal = np.cross(_unit(np.array(orientation[:3])), _unit(np.array(orientation[3:])))
-    slices.sort(key=lambda s: float(np.dot(normal, np.array(s[1].ImagePositionPatient, float))))
-    thickness = first.get("SliceThickness")
+    first_path, first = slices[0]
+    orientation = _numbers(first, "ImageOrientationPatient", first_path).tolist()
+    where = f"{first_path}: "
+    normal = np.cross(_unit(np.array(orientation[:3]), where), _unit(np.array(orientation[3:]), where))
+    positions = {p: _numbers(h, "ImagePositionPatient", p) for p, h in slices}
+    slices.sort(key=lambda s: float(np.dot(normal, positions[s[0]])))
     geometry = {
         "orientation": orientation,
-        "pixel_spacing": [float(v) for v in first.PixelSpacing],
-        "positions": [[float(v) for v in h.ImagePositionPatient] for _, h in slices],
-        "slice_thickness": float(thickness) if thickness not in (None, "") else 0.0,
+        "pixel_spacing": _numbers(first, "PixelSpacing", first_path).tolist(),
+        "positions": [positions[p].tolist() for p, _ in slices],
+        "slice_thickness": _number(first, "SliceThickness", 0.0, first_path),
     }
     affine = _geometry_affine(geometry, path)
-    shape = (int(first.Columns), int(first.Rows), len(slices))
-    array = _read_pixels([p for p, _ in slices], shape)
+    shape = (_integer(first, "Columns", 0, first_path), _integer(first, "Rows", 0, first_path), len(slices))
+    bits = _integer(first, "BitsAllocated", 16, first_path)
+    check_declared_size(shape, max(1, bits // 8), what=str(path))
+    array = _read_pixels([p for p, _ in slices], shape, path)
     meta: dict[str, Any] = {
         key: str(first.get(tag)) for key, tag in _META_TAGS.items() if first.get(tag) not in (None, "")
     }
     meta["dicom_geometry"] = geometry
-    return Volume(array, affine, meta)
+    return make_volume(array, affine, meta, what=str(path))
 
 
 def _ds(value: float) -> str:
@@ -270,7 +320,7 @@ def _geometry_from_affine(volume: Volume) -> dict[str, Any]:
         try:
             if np.array_equal(_geometry_affine(kept), volume.affine):
                 return kept
-        except (KeyError, TypeError, ValueError, SegloopError):
+        except (KeyError, TypeError, ValueError, InvalidInputError):
             pass  # stale or foreign meta: derive everything from the affine below
     lps = flip_ras_lps(volume.affine)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)

@@ -13,13 +13,17 @@ mgzip do this on zlib (about 2.5x slower to inflate here than ISA-L), BGZF caps 
 
 from __future__ import annotations
 
+import io
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from isal import igzip
+from isal import igzip, isal_zlib
 
-__all__ = ["BLOCK_BYTES", "compress_blocks", "decompress_blocks"]
+from segloop.errors import CorruptFileError
+from segloop.io.limits import inflate_exactly
+
+__all__ = ["BLOCK_BYTES", "compress_blocks", "decompress_blocks", "inflate_head"]
 
 #: Uncompressed bytes per gzip member.
 BLOCK_BYTES = 4 << 20
@@ -27,6 +31,7 @@ _PLAIN_HEADER_BYTES = 10
 _TRAILER_BYTES = 8
 _INDEX_ID = b"SL"
 _FLAG_EXTRA = 0x04
+_HEAD_STEP_BYTES = 4096
 
 
 def _compress_member(block: memoryview, level: int) -> bytes:
@@ -89,31 +94,51 @@ def _member_spans(raw: bytes) -> list[tuple[int, int]] | None:
     return spans
 
 
-def decompress_blocks(raw: bytes, *, threads: int = 2) -> np.ndarray:
-    """Inflate a gzip file (members in parallel when it has segloop's index).
+def inflate_head(raw: bytes, size: int) -> bytes:
+    """The first ``size`` inflated bytes of gzip data ``raw`` (fewer if it is shorter), inflating
+    no more than that: enough to read a header before deciding how much to allocate.
+
+    Raises:
+        isal_zlib.error: corrupt data.
+    """
+    decompressor = isal_zlib.decompressobj(wbits=47)
+    head = b""
+    for start in range(0, len(raw), _HEAD_STEP_BYTES):
+        head += decompressor.decompress(raw[start : start + _HEAD_STEP_BYTES], size - len(head))
+        if len(head) >= size or decompressor.eof:
+            break
+    return head
+
+
+def decompress_blocks(raw: bytes, *, expected: int, what: str, threads: int = 2) -> np.ndarray:
+    """Inflate a gzip file to exactly ``expected`` bytes (members in parallel with segloop's index).
+
+    Never inflates more than ``expected`` bytes (plus one per member to notice an excess), so a
+    forged header or a decompression bomb cannot exhaust memory: check ``expected`` against the
+    cap (`segloop.io.limits.check_declared_size`) before calling.
 
     Returns:
         The inflated bytes as a writable ``uint8`` array (views of it need no copy).
 
     Raises:
-        EOFError, OSError: truncated or corrupt data (from ISA-L).
+        CorruptFileError: corrupt or truncated data, or a size other than ``expected``.
     """
     spans = _member_spans(raw)
     if spans is None:
-        return np.frombuffer(bytearray(igzip.decompress(raw)), dtype=np.uint8)
+        return inflate_exactly(io.BytesIO(raw), expected, "gzip", what=what)
     sizes = [struct.unpack_from("<I", raw, stop - 4)[0] for _, stop in spans]
+    if sum(sizes) != expected:
+        msg = f"{what}: the gzip members hold {sum(sizes)} bytes; the header declares {expected}"
+        raise CorruptFileError(msg)
     offsets = [0]
     for size in sizes:
         offsets.append(offsets[-1] + size)
-    output = np.empty(offsets[-1], dtype=np.uint8)  # not zeroed: every byte is written below
+    output = np.empty(expected, dtype=np.uint8)  # not zeroed: every byte is written below
 
     def inflate(number: int) -> None:
         start, stop = spans[number]
-        block = igzip.decompress(raw[start:stop])
-        if len(block) != sizes[number]:
-            msg = f"gzip member {number} inflates to {len(block)} bytes, its trailer says {sizes[number]}"
-            raise OSError(msg)
-        output[offsets[number] : offsets[number + 1]] = np.frombuffer(block, dtype=np.uint8)
+        part = output[offsets[number] : offsets[number + 1]]
+        inflate_exactly(io.BytesIO(raw[start:stop]), sizes[number], "gzip", what=what, out=part)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         list(pool.map(inflate, range(len(spans))))

@@ -108,8 +108,7 @@ def check_file_size(size: int, *, what: str) -> None:
     cap = max_image_bytes()
     if size > cap:
         msg = (
-            f"{what}: the file holds {_gib(size)}, above the cap of {_gib(cap)}"
-            f" ({MAX_IMAGE_BYTES_VARIABLE})"
+            f"{what}: the file holds {_gib(size)}, above the cap of {_gib(cap)} ({MAX_IMAGE_BYTES_VARIABLE})"
         )
         raise TooLargeError(msg)
 
@@ -150,7 +149,9 @@ _CODEC_ERRORS = (isal_zlib.error, zlib.error, OSError, ValueError, EOFError)
 _PADDING = b"\0 \t\r\n"
 
 
-def inflate_exactly(source: BinaryIO, expected: int, codec: str, *, what: str) -> np.ndarray:
+def inflate_exactly(
+    source: BinaryIO, expected: int, codec: str, *, what: str, out: np.ndarray | None = None
+) -> np.ndarray:
     """Decompress ``source`` into exactly ``expected`` bytes, never producing more.
 
     Concatenated streams (multi-member gzip, multi-stream bzip2) are read in turn; NUL and
@@ -162,9 +163,10 @@ def inflate_exactly(source: BinaryIO, expected: int, codec: str, *, what: str) -
         expected: the decoded size the header declares (already checked against the cap).
         codec: ``"gzip"`` (gzip or zlib data) or ``"bzip2"``.
         what: the file, for messages.
+        out: a ``(expected,)`` uint8 array to fill instead of a new one.
 
     Returns:
-        A writable ``(expected,)`` uint8 array.
+        A writable ``(expected,)`` uint8 array (``out`` when given).
 
     Raises:
         CorruptFileError: the data is not a valid stream, ends early, or decodes to more or fewer
@@ -175,7 +177,7 @@ def inflate_exactly(source: BinaryIO, expected: int, codec: str, *, what: str) -
         >>> inflate_exactly(io.BytesIO(gzip.compress(b"abc")), 3, "gzip", what="x").tobytes()
         b'abc'
     """
-    output = np.empty(expected, dtype=np.uint8)
+    output = np.empty(expected, dtype=np.uint8) if out is None else out
     filled = 0
     stream = _Stream(codec)
     pending = b""

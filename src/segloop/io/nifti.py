@@ -4,21 +4,34 @@ Writing cuts the file into gzip members compressed in parallel (`segloop.io.gzip
 standard .nii.gz that every reader opens, which segloop also reads back in parallel. The voxel
 array wraps the inflated buffer without a copy. Scaled data (``scl_slope``/``scl_inter``) stays
 integer when slope and intercept are integers (CT stored as uint16 + intercept), else float32.
+
+Reading checks the header before the voxels: the declared size against
+`segloop.io.limits.max_image_bytes` (before inflating anything but the header), dim[0] in 1..7,
+every dimension at least 1, the voxel offset, and a scaling that stays finite; the gzip data must
+inflate to exactly the declared size. RGB, complex and other voxel types are read as the file
+holds them (`segloop.io.checks.check_scalar_image` refuses them where one grey value is needed).
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import math
+import os
 import struct
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from isal import isal_zlib
+from nibabel.spatialimages import HeaderDataError
 
 from segloop.core.volume import Volume
-from segloop.errors import CorruptFileError
-from segloop.io.gzip_blocks import compress_blocks, decompress_blocks
+from segloop.errors import CorruptFileError, UnsupportedFormatError
+from segloop.io.checks import make_volume
+from segloop.io.gzip_blocks import compress_blocks, decompress_blocks, inflate_head
+from segloop.io.limits import check_declared_size, check_file_size, max_image_bytes
+from segloop.io.scaling import finite_extremes, scaled_dtype
 
 __all__ = ["GZIP_LEVEL", "read", "write"]
 
@@ -27,84 +40,137 @@ GZIP_LEVEL = 2
 _THREADS = 2
 _NIFTI1_HEADER_BYTES = 348
 _NIFTI2_HEADER_BYTES = 540
+#: nibabel's problem level from which a header check raises instead of fixing (its default).
+_NIBABEL_ERROR_LEVEL = 40
+_QUIET = logging.getLogger("segloop.io.nifti.header_fixes")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
-def _read_buffer(path: Path) -> np.ndarray:
-    """The file's bytes (inflated) as a writable uint8 array."""
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return np.frombuffer(bytearray(raw), dtype=np.uint8)
-    try:
-        return decompress_blocks(raw, threads=_THREADS)
-    except (isal_zlib.error, EOFError, OSError) as error:
-        msg = f"{path}: broken gzip stream ({error}); the file is truncated or corrupt"
-        raise CorruptFileError(msg) from error
-
-
-def _parse_header(buffer: np.ndarray, path: Path) -> nib.Nifti1Header:
-    if len(buffer) < _NIFTI1_HEADER_BYTES:
-        msg = f"{path}: expected a NIfTI header of at least 348 bytes; got {len(buffer)} bytes"
-        raise CorruptFileError(msg)
+def _parse_header(head: bytes, path: Path) -> tuple[nib.Nifti1Header, int]:
+    """The fixed header (extensions are skipped) and the first voxel's byte offset."""
     for order in "<>":
-        size = struct.unpack_from(f"{order}i", buffer[:4])[0]
-        if size == _NIFTI1_HEADER_BYTES:
-            header_type, offset = nib.Nifti1Header, float(struct.unpack_from(f"{order}f", buffer[108:112])[0])
-            break
-        if size == _NIFTI2_HEADER_BYTES:
-            header_type, offset = nib.Nifti2Header, float(struct.unpack_from(f"{order}q", buffer[168:176])[0])
+        size = struct.unpack_from(f"{order}i", head.ljust(4, b"\0"))[0]
+        if size in (_NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES):
             break
     else:
-        msg = f"{path}: not a NIfTI file (header size field is not 348 or 540)"
+        msg = f"{path}: not a NIfTI file (expected the header size field 348 or 540; got other bytes)"
         raise CorruptFileError(msg)
-    end = max(int(offset), header_type.template_dtype.itemsize)
-    return header_type.from_fileobj(io.BytesIO(buffer[:end].tobytes()))
+    header_type = nib.Nifti1Header if size == _NIFTI1_HEADER_BYTES else nib.Nifti2Header
+    if len(head) < size:
+        msg = f"{path}: expected a NIfTI header of {size} bytes; the file holds {len(head)}: it is truncated"
+        raise CorruptFileError(msg)
+    ndim = struct.unpack_from(f"{order}h" if size == _NIFTI1_HEADER_BYTES else f"{order}q", head, 40)[0]
+    if not 1 <= ndim <= 7:
+        msg = f"{path}: expected dim[0] (the number of dimensions) between 1 and 7; got {ndim}"
+        raise CorruptFileError(msg)
+    fixed = head[:size] + b"\0" * 4  # "no extensions": they are not needed to read the voxels
+    try:
+        header = header_type.from_fileobj(io.BytesIO(fixed), endianness=order, check=False)
+        header.check_fix(logger=_QUIET, error_level=_NIBABEL_ERROR_LEVEL)  # fixes logged nowhere
+        offset = float(header["vox_offset"])
+        header.get_data_dtype()
+    except (HeaderDataError, ValueError, TypeError, KeyError) as error:
+        msg = f"{path}: invalid NIfTI header ({str(error).splitlines()[0][:200]})"
+        raise CorruptFileError(msg) from error
+    if not (math.isfinite(offset) and size + 4 <= offset <= max_image_bytes()):
+        msg = f"{path}: expected the voxel offset to lie after the {size + 4}-byte header; got {offset}"
+        raise CorruptFileError(msg)
+    return header, int(offset)
 
 
-def _scale(raw: np.ndarray, slope: float | None, intercept: float | None) -> np.ndarray:
-    slope = 1.0 if slope is None else float(slope)
-    intercept = 0.0 if intercept is None else float(intercept)
-    if (slope, intercept) == (1.0, 0.0):
+def _scale(raw: np.ndarray, header: nib.Nifti1Header, path: Path) -> np.ndarray:
+    """``raw * scl_slope + scl_inter`` in the narrowest exact dtype (see `segloop.io.scaling`).
+
+    A slope of 0 means "not scaled" (the NIfTI standard), and so does NaN (nibabel's convention
+    for headers it writes without scaling); an infinite slope or a non-finite intercept is corrupt.
+    """
+    slope, intercept = float(header["scl_slope"]), float(header["scl_inter"])
+    if slope == 0 or math.isnan(slope) or (slope, intercept) == (1.0, 0.0):
         return raw
-    if slope.is_integer() and intercept.is_integer() and raw.dtype.kind in "iub":
-        scaled = raw.astype(np.int64) * int(slope) + int(intercept)
-        for dtype in (np.int16, np.int32):
-            info = np.iinfo(dtype)
-            if scaled.size == 0 or (scaled.min() >= info.min and scaled.max() <= info.max):
-                return scaled.astype(dtype)
-        return scaled
+    if raw.dtype.kind not in "iuf":
+        msg = f"{path}: scaling (scl_slope {slope}) applies to numbers; the voxels are {raw.dtype}"
+        raise CorruptFileError(msg)
+    extremes = finite_extremes(raw)
+    dtype = scaled_dtype([extremes], [(slope, intercept)], integral=raw.dtype.kind in "iu", what=str(path))
+    if dtype.kind == "i":
+        return (raw.astype(np.int64) * int(slope) + int(intercept)).astype(dtype, copy=False)
     return raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
-def read(path: Path) -> Volume:
-    """Read a .nii or .nii.gz file; the array is in the file's voxel order (I, J, K)."""
-    buffer = _read_buffer(path)
-    header = _parse_header(buffer, path)
-    dtype = header.get_data_dtype()
-    shape = header.get_data_shape()
-    offset = int(header.get_data_offset())
-    count = int(np.prod(shape))
-    if len(buffer) < offset + count * dtype.itemsize:
+def _read_buffer(path: Path) -> tuple[nib.Nifti1Header, np.ndarray, int]:
+    """Header, the file's bytes up to the last voxel (inflated) and the voxel offset.
+
+    The declared size is checked against the cap before anything else is read or inflated.
+    """
+    what = str(path)
+    with open(path, "rb") as stream:
+        compressed = stream.read(2) == b"\x1f\x8b"
+        stream.seek(0)
+        if compressed:
+            check_file_size(os.fstat(stream.fileno()).st_size, what=what)
+            raw = stream.read()
+            try:
+                head = inflate_head(raw, _NIFTI2_HEADER_BYTES)
+            except isal_zlib.error as error:
+                msg = f"{path}: broken gzip stream ({error}); the file is truncated or corrupt"
+                raise CorruptFileError(msg) from error
+        else:
+            head = stream.read(_NIFTI2_HEADER_BYTES)
+        header, offset = _parse_header(head, path)
+        shape = header.get_data_shape()
+        end = offset + check_declared_size(shape, header.get_data_dtype().itemsize, what=what)
+        if compressed:
+            return header, decompress_blocks(raw, expected=end, what=what, threads=_THREADS), offset
+        buffer = np.empty(end, dtype=np.uint8)
+        stream.seek(0)
+        count = stream.readinto(memoryview(buffer))
+    if count < end:
         msg = (
-            f"{path}: the header promises {count * dtype.itemsize} bytes of voxels after byte {offset};"
-            f" the file holds {len(buffer) - offset}: it is truncated"
+            f"{path}: the header promises {end - offset} bytes of voxels after byte {offset};"
+            f" the file holds {max(count - offset, 0)}: it is truncated"
         )
         raise CorruptFileError(msg)
+    return header, buffer, offset
+
+
+def read(path: Path) -> Volume:
+    """Read a .nii or .nii.gz file; the array is in the file's voxel order (I, J, K).
+
+    Raises:
+        TooLargeError: the declared voxels exceed `segloop.io.limits.max_image_bytes` (checked
+            before reading or inflating them).
+        CorruptFileError: not NIfTI, a truncated or over-long file, an invalid header (dim[0]
+            outside 1..7, a dimension below 1, an unknown datatype) or corrupt scaling.
+    """
+    header, buffer, offset = _read_buffer(path)
+    dtype = header.get_data_dtype()
+    shape = header.get_data_shape()
+    count = math.prod(shape)
     raw = buffer[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape, order="F")
     if not dtype.isnative:
         raw = raw.astype(dtype.newbyteorder("="))
-    array = _scale(raw, *header.get_slope_inter())
+    array = _scale(raw, header, path)
     if array.ndim == 2:
         array = array[:, :, np.newaxis]
     elif array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     elif array.ndim == 4:
         array = np.moveaxis(array, 3, 0)  # time / channel series -> (C, I, J, K)
+    elif array.ndim != 3:
+        msg = f"{path}: expected a 2D, 3D or 4D NIfTI image; got shape {shape}"
+        raise UnsupportedFormatError(msg)
     meta = {
         "nifti_sform_code": int(header["sform_code"]),
         "nifti_qform_code": int(header["qform_code"]),
         "xyz_unit": header.get_xyzt_units()[0],
     }
-    return Volume(array, header.get_best_affine(), meta)
+    try:
+        affine = header.get_best_affine()
+    except (HeaderDataError, ValueError, np.linalg.LinAlgError) as error:
+        msg = f"{path}: the NIfTI header has no valid affine ({str(error).splitlines()[0][:200]})"
+        raise CorruptFileError(msg) from error
+    return make_volume(array, affine, meta, what=str(path))
 
 
 def _fortran_copy(array: np.ndarray, tile: int = 32) -> np.ndarray:
