@@ -10,8 +10,8 @@ import pytest
 from segloop.core import Volume
 from segloop.errors import ConflictError, GeometryMismatchError, SegloopError, UnknownClassError
 from segloop.io import read_volume, write_volume
+from segloop.loop import corrections
 from segloop.loop.cases import import_cases, init_project
-from segloop.loop.corrections import correct_case_label, correct_case_masks
 from segloop.loop.labels import compute_effective_label
 from segloop.loop.tool_exports import export_for_tool, itksnap_label_description
 from segloop.loop.tools import store_tool_labels
@@ -33,6 +33,23 @@ def setup(tmp_path):
         tool="model", params={}, author="ai",
     )  # fmt: skip
     return project, pseudo, phantom
+
+
+def correct_case_label(project, case_id, path, *, classes=None, force=False, author):
+    """What `segloop correct --label` does: read the file, find its parent, apply it."""
+    labels, names, provenance = corrections.read_corrected_label(project, case_id, path)
+    parent = corrections.find_export_parent(project, case_id, [path])
+    return corrections.apply_label(
+        project, case_id, labels, classes or names, parent=parent, force=force, author=author,
+        provenance=provenance,
+    )  # fmt: skip
+
+
+def correct_case_masks(project, case_id, *, force=False, author, **files):
+    """What `segloop correct --add/--remove/--ignore/--corrections-dir` does."""
+    found, read = corrections.read_correction_files(project, case_id, **files)
+    parent = corrections.find_export_parent(project, case_id, [f.path for f in read])
+    return corrections.apply(project, case_id, found, parent=parent, force=force, author=author)
 
 
 def effective(project):
@@ -191,7 +208,7 @@ def test_corrections_from_a_stale_export_are_refused(setup, tmp_path):
     colleague = correct_case_masks(project, "k", corrections_dir=out / "corrections", author="colleague")
     assert colleague.version.classes == ("kidney_right",)  # the export was current: accepted
     before = snapshot_project(project.root)
-    with pytest.raises(ConflictError, match=r"changed since it was exported .* now at version"):
+    with pytest.raises(ConflictError, match=r"changed since the corrected label was read: .* now at version"):
         correct_case_label(project, "k", out / "corrected.seg.nrrd", author="me")
     assert snapshot_project(project.root) == before
     forced = correct_case_label(project, "k", out / "corrected.seg.nrrd", force=True, author="me")

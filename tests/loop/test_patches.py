@@ -13,7 +13,7 @@ from segloop.io import read_volume, write_volume
 from segloop.loop.cases import import_cases, init_project
 from segloop.loop.labels import compute_effective_label
 from segloop.loop.patches import extract_patches, merge_patches, patch_affine
-from segloop.loop.ranking import open_mask, rank_cases
+from segloop.loop.ranking import open_mask_iterations, rank_cases
 from segloop.loop.tools import store_tool_labels
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 from tests.conftest import snapshot_project
@@ -107,9 +107,9 @@ def test_bad_centres_write_nothing(project, tmp_path):
     before = snapshot_project(project.root)
     with pytest.raises(SegloopError, match=r"patch centre \[20, 40, 3\] is outside the volume"):
         extract_patches(project, tmp_path / "out", case_id="p", centers=[(1, 1, 1), (20, 40, 3)], author="me")
-    with pytest.raises(SegloopError, match="--center needs --case"):
+    with pytest.raises(SegloopError, match="patch centres need their case"):
         extract_patches(project, tmp_path / "out", centers=[(1, 1, 1)], author="me")
-    with pytest.raises(SegloopError, match="either centres"):
+    with pytest.raises(SegloopError, match="either patch centres"):
         extract_patches(project, tmp_path / "out", case_id="p", author="me")
     assert not (tmp_path / "out").exists()
     assert snapshot_project(project.root) == before
@@ -151,13 +151,20 @@ def test_merge_applies_seed_003_precedence_at_the_offset(project, tmp_path):
     expected[0:4, 0:2, 0:2] = LIVER
     expected[1, 1, 1] = ignore_value
     assert np.array_equal(region, expected)
-    outside = np.ones(SHAPE, bool)
-    outside[o[0] + 4 : o[0] + 10, o[1] + 4 : o[1] + 10, o[2] + 4 : o[2] + 10] = False
-    assert np.array_equal(labels[outside], before[outside])  # the rest is the label it was cut from
-    assert labels[12, 12, 4] == before[12, 12, 4]  # border voxel not merged
+    # the version speaks for the reviewed voxels only: the patch minus its 2-voxel border
+    reviewed = np.zeros(SHAPE, bool)
+    reviewed[14:26, 14:26, 6:18] = True
+    assert version.params["coverage"] == [{"offset": [12, 12, 4], "size": [16, 16, 16], "border_voxels": 2}]
+    assert (labels[~reviewed] == ignore_value).all()
+    changed = np.zeros(SHAPE, bool)
+    changed[o[0] + 4 : o[0] + 10, o[1] + 4 : o[1] + 10, o[2] + 4 : o[2] + 10] = True
+    assert np.array_equal(labels[reviewed & ~changed], before[reviewed & ~changed])
     assert any("border" in w for w in report.warnings)
     assert [r.status for r in report.patches] == ["merged"]
-    assert np.array_equal(effective(project), labels)
+    after = effective(project)
+    assert np.array_equal(after[reviewed], labels[reviewed])
+    assert np.array_equal(after[~reviewed], before[~reviewed])  # outside: the prediction still decides
+    assert after[12, 12, 4] == before[12, 12, 4]  # border voxel not merged
 
 
 def test_merging_twice_adds_no_version_and_changed_files_are_outdated(project, tmp_path):
@@ -173,7 +180,7 @@ def test_merging_twice_adds_no_version_and_changed_files_are_outdated(project, t
     assert [(r.status, r.version_id) for r in again.patches] == [("already merged", first.versions[0].id)]
     # editing the corrections after the merge: the patch's label changed since extraction
     write_mask(folder / "Ignore1.nrrd", mask, affine)
-    with pytest.raises(ConflictError, match=r"an earlier merge of this patch.*--force"):
+    with pytest.raises(ConflictError, match=r"an earlier merge of this patch.*nothing was merged"):
         merge_patches(project, folder.parent, author="me")
     forced = merge_patches(project, folder.parent, force=True, author="me")
     [version] = forced.versions
@@ -284,7 +291,7 @@ def test_merged_patches_stay_candidates_and_are_not_rescored(project, tmp_path):
     flagged = np.zeros(SHAPE, bool)
     flagged[block] = True
     flagged[16:24, 16:24, 8:16] = False  # the reviewed patch is not scored again
-    assert after.case_id == "p" and after.score == open_mask(flagged).sum() > 0
+    assert after.case_id == "p" and after.score == open_mask_iterations(flagged).sum() > 0
 
 
 def test_patches_of_a_2d_image(tmp_path):
@@ -315,7 +322,7 @@ def test_patches_of_a_2d_image(tmp_path):
     add[4:8, 4:8] = True  # one class: MemBrain-seg's binary Add needs no class name
     write_mask(folder / "Add1.nrrd", add, np.asarray(manifest["affine"]))
     [version] = merge_patches(project, folder.parent, author="me").versions
-    labels = project.read_labels(version)
-    assert labels.shape == (30, 20, 1) and version.classes == ("cell",)
+    assert project.read_labels(version).shape == (30, 20, 1) and version.classes == ("cell",)
+    labels = compute_effective_label(project, project.get_case("cells")).labels
     assert (labels[0:4, 8:12, 0] == 1).all() and (labels[5:15, 5:15] == 1).all()
-    assert labels.sum() == 100 + 16  # the thresholded cell plus the 4 x 4 added above it
+    assert (labels == 1).sum() == 100 + 16  # the thresholded cell plus the 4 x 4 added above it

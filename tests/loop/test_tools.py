@@ -73,6 +73,7 @@ def test_postprocess_keeps_the_parent_source_and_links_it(run_cli, phantom_proje
 
 def test_bad_tool_input_stores_nothing(run_cli, phantom_project, tmp_path):
     project, _ = phantom_project
+    project.read_image("p3")  # the store caches the image's verified hash: not a tool's doing
     before = snapshot_project(project.root)
     cases = [
         (["threshold", "--class", "pancreas", "--range", "0,1"], "unknown class 'pancreas'"),
@@ -83,6 +84,8 @@ def test_bad_tool_input_stores_nothing(run_cli, phantom_project, tmp_path):
             "not inside the mask",
         ),
         (["threshold", "--class", "liver", "--preset", "spleen"], "unknown preset 'spleen'"),
+        (["threshold", "--class", "liver", "--range", "0,1", "--seed", "99,1,1"], "seed [99, 1, 1] is out"),
+        (["threshold", "--class", "liver", "--range", "0,1", "--otsu"], "exactly one of --range"),
         (["postprocess", "--largest"], "no label version"),
     ]
     for args, message in cases:
@@ -117,9 +120,10 @@ def test_lungs_by_threshold_and_seeds_on_the_totalsegmentator_ct(run_cli, totals
 
 def test_export_of_a_tool_label_is_a_volume_on_the_case_grid(phantom_project, tmp_path):
     project, _ = phantom_project
-    from segloop.loop.tools import run_threshold
+    from segloop.loop import tools
 
-    version = run_threshold(project, "p3", class_name="liver", low=40, high=80, keep_largest=True, author="t")
+    request = tools.Threshold("liver", value_range=(40, 80), keep_largest=True)
+    version = tools.run(project, "p3", request, author="t").version
     assert isinstance(read_volume(project.objects.path_of(version.object_key)), Volume)
 
 
@@ -179,9 +183,9 @@ def test_interpolate_from_seven_slices(run_cli, phantom_project, tmp_path):
 
 def test_mesh_round_trip_through_the_cli(run_cli, phantom_project, tmp_path):
     project, _ = phantom_project
-    from segloop.loop.tools import run_threshold
+    from segloop.loop import tools
 
-    run_threshold(project, "p3", class_name="liver", low=40, high=80, keep_largest=True, author="t")
+    tools.run(project, "p3", tools.Threshold("liver", value_range=(40, 80), keep_largest=True), author="t")
     out = tmp_path / "liver.stl"
     assert run_cli("export-mesh", project.root, "p3", out, "--class", "liver", "--smoothing", "0").code == 0
     assert run_cli("segment", project.root, "p3", "mesh", "--class", "liver", "--stl", out).code == 0

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["current_user", "split_list"]
+from segloop.errors import SegloopError
+
+__all__ = ["current_user", "hint", "split_list"]
 
 
 def current_user() -> str:
@@ -18,3 +22,12 @@ def current_user() -> str:
 def split_list(text: str | None) -> list[str]:
     """``"a, b,,c"`` → ``["a", "b", "c"]``; None or empty → ``[]``."""
     return [part.strip() for part in text.split(",") if part.strip()] if text else []
+
+
+@contextmanager
+def hint(kind: type[SegloopError], text: str) -> Iterator[None]:
+    """Append a command-line hint to the message of an error of ``kind`` (same kind re-raised)."""
+    try:
+        yield
+    except kind as error:
+        raise type(error)(f"{error} ({text})") from error

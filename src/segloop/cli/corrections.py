@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from segloop.errors import SegloopError
+from segloop.cli.common import current_user, hint, split_list
+from segloop.errors import ConflictError, InvalidInputError
 
 __all__ = ["correct_command", "next_command", "patches_app"]
 
@@ -24,12 +25,6 @@ patches_app = typer.Typer(
 )
 
 
-def _author() -> str:
-    from segloop.cli.main import current_user
-
-    return current_user()
-
-
 def _voxel(text: str) -> tuple[int, int, int]:
     try:
         values = tuple(int(part) for part in text.replace(" ", "").split(","))
@@ -37,7 +32,7 @@ def _voxel(text: str) -> tuple[int, int, int]:
         values = ()
     if len(values) != 3:
         msg = f"a centre must be three voxel indices i,j,k; got {text!r}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return values  # type: ignore[return-value]
 
 
@@ -59,7 +54,7 @@ def next_command(
     from segloop.store import Project
 
     opened = Project.open(project)
-    ranked = rank_cases(opened, strategy=strategy, count=n, seed=seed, record=record, author=_author())
+    ranked = rank_cases(opened, strategy=strategy, count=n, seed=seed, record=record, author=current_user())
     table = Table(title=f"next {len(ranked)} cases to correct ({strategy})")
     table.add_column("rank", justify="right")
     table.add_column("case", no_wrap=True)
@@ -104,7 +99,7 @@ def correct_command(
 ) -> None:
     """Store a person's correction of a case as a revised label version."""
     from segloop.cli.output import console
-    from segloop.loop.corrections import correct_case_label, correct_case_masks
+    from segloop.loop import corrections as use_case
     from segloop.store import Project
 
     masks = bool(add or remove or ignore or corrections_dir)
@@ -113,23 +108,28 @@ def correct_command(
             "give either --label FILE or masks (--add/--remove/--ignore/--corrections-dir),"
             " not both or neither"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     opened = Project.open(project)
+    stale = "export it again and redo the correction there, or pass --force to apply it to the current label"
     if label is not None:
-        names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-        result = correct_case_label(opened, case, label, classes=names, force=force, author=_author())
+        labels, names, provenance = use_case.read_corrected_label(opened, case, label)
+        parent = use_case.find_export_parent(opened, case, [label])
+        with hint(ConflictError, stale):
+            result = use_case.apply_label(
+                opened, case, labels, split_list(classes) or names, parent=parent, force=force,
+                author=current_user(), provenance=provenance,
+            )  # fmt: skip
     else:
-        result = correct_case_masks(
-            opened,
-            case,
-            add=add or (),
-            remove=remove or (),
-            ignore=ignore or (),
-            corrections_dir=corrections_dir,
-            class_name=class_name,
-            force=force,
-            author=_author(),
-        )
+        found, files = use_case.read_correction_files(
+            opened, case, add=add or (), remove=remove or (), ignore=ignore or (),
+            corrections_dir=corrections_dir, class_name=class_name,
+        )  # fmt: skip
+        parent = use_case.find_export_parent(opened, case, [f.path for f in files])
+        with hint(ConflictError, stale):
+            result = use_case.apply(
+                opened, case, found, parent=parent, force=force, author=current_user(),
+                provenance={"files": [f.describe() for f in files]},
+            )  # fmt: skip
     for warning in result.warnings:
         console.print(f"[yellow]{warning}[/yellow]")
     if result.version is None:
@@ -170,7 +170,7 @@ def extract_command(
         auto=auto,
         size=size,
         border_voxels=border,
-        author=_author(),
+        author=current_user(),
     )
     for manifest in manifests:
         console.print(
@@ -200,14 +200,18 @@ def merge_command(
     from segloop.loop.patches import merge_patches
     from segloop.store import Project
 
-    report = merge_patches(
-        Project.open(project),
-        corrections_dir,
-        class_name=class_name,
-        force=force,
-        accept_empty=accept_empty,
-        author=_author(),
-    )
+    with hint(
+        ConflictError,
+        "extract the patch again, or pass --force to apply the corrections to the current label",
+    ):
+        report = merge_patches(
+            Project.open(project),
+            corrections_dir,
+            class_name=class_name,
+            force=force,
+            accept_empty=accept_empty,
+            author=current_user(),
+        )
     for warning in report.warnings:
         console.print(f"[yellow]{warning}[/yellow]")
     for row in report.patches:

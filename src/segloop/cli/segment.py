@@ -1,13 +1,23 @@
-"""`segloop segment PROJECT CASE TOOL ...`: the labeling tools, each storing a new version."""
+"""`segloop segment PROJECT CASE TOOL ...`: the labeling tools, each storing new label versions.
+
+Each command parses its options, reads its input files (`segloop.loop.tools`' ``read_*``
+adapters), builds a request, calls `segloop.loop.tools.run` and prints what was stored. The
+input files' paths and SHA-256 are recorded with the versions.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from segloop.errors import SegloopError
+from segloop.cli.common import current_user
+from segloop.errors import InvalidInputError
+from segloop.segment.threshold import THRESHOLD_PRESETS_HU
+
+if TYPE_CHECKING:
+    from segloop.loop.tools import ToolRequest
 
 app = typer.Typer(
     help="Label a case with a tool that needs no training; each run stores a new label version.",
@@ -24,8 +34,15 @@ def _numbers(text: str, count: int, what: str) -> list[float]:
         values = []
     if len(values) != count:
         msg = f"{what} must be {count} comma-separated numbers; got {text!r}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return values
+
+
+def _file(path: Path) -> dict[str, str]:
+    """A tool input file's provenance: its resolved path and SHA-256."""
+    from segloop.loop.cases import hash_path
+
+    return {"file": str(Path(path).resolve()), "sha256": hash_path(Path(path))[0]}
 
 
 @app.callback()
@@ -40,10 +57,14 @@ def select_case(
     context.obj = (Project.open(project), case)
 
 
-def _report(*versions) -> None:  # type: ignore[no-untyped-def]
+def _run(context: typer.Context, request: ToolRequest, provenance: dict | None = None) -> None:
+    """Run the tool and print the versions it stored."""
     from segloop.cli.output import console
+    from segloop.loop.tools import run
 
-    for version in versions:
+    project, case = context.obj
+    result = run(project, case, request, author=current_user(), provenance=provenance)
+    for version in result.versions:
         voxels = sum(version.voxel_counts.get(name, 0) for name in version.classes)
         parent = f", parent {version.parent_id}" if version.parent_id else ""
         console.print(
@@ -52,18 +73,14 @@ def _report(*versions) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-def _author() -> str:
-    from segloop.cli.main import current_user
-
-    return current_user()
-
-
 @app.command()
 def threshold(
     context: typer.Context,
     class_name: ClassOption,
     value_range: Annotated[str | None, typer.Option("--range", help="LOW,HIGH (inclusive).")] = None,
-    preset: Annotated[str | None, typer.Option(help="lung, air, fat, soft-tissue or bone (HU).")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help=f"{', '.join(THRESHOLD_PRESETS_HU)} (HU ranges).")
+    ] = None,
     otsu: Annotated[bool, typer.Option("--otsu", help="Keep voxels above Otsu's threshold.")] = False,
     keep_largest: Annotated[bool, typer.Option("--keep-largest", help="Keep the largest island.")] = False,
     min_size: Annotated[int, typer.Option(help="Remove islands smaller than this (voxels).")] = 0,
@@ -72,33 +89,21 @@ def threshold(
     ] = None,
 ) -> None:
     """Threshold the image into one class, then clean its islands."""
-    from segloop.loop.tools import run_threshold
-    from segloop.segment.threshold import THRESHOLD_PRESETS_HU
+    from segloop.loop.tools import Threshold
 
-    project, case = context.obj
-    low = high = None
-    if preset is not None:
-        if preset not in THRESHOLD_PRESETS_HU:
-            msg = f"unknown preset {preset!r}: expected one of {', '.join(THRESHOLD_PRESETS_HU)}"
-            raise SegloopError(msg)
-        low, high = THRESHOLD_PRESETS_HU[preset]
-    if value_range is not None:
-        low, high = _numbers(value_range, 2, "--range")
-    points = [[int(v) for v in _numbers(text, 3, "--seed")] for text in seed or []]
-    _report(
-        run_threshold(
-            project,
-            case,
-            class_name=class_name,
-            low=low,
-            high=high,
-            otsu=otsu,
-            keep_largest=keep_largest,
-            min_size_voxels=min_size,
-            seed_points=points,
-            author=_author(),
-        )
+    if sum([value_range is not None, preset is not None, otsu]) != 1:
+        raise InvalidInputError("give exactly one of --range LOW,HIGH, --preset NAME or --otsu")
+    low_high = _numbers(value_range, 2, "--range") if value_range is not None else None
+    request = Threshold(
+        class_name,
+        value_range=(low_high[0], low_high[1]) if low_high else None,
+        preset=preset,
+        otsu=otsu,
+        keep_largest=keep_largest,
+        min_size_voxels=min_size,
+        seeds=tuple(tuple(int(v) for v in _numbers(text, 3, "--seed")) for text in seed or []),  # type: ignore[misc]
     )
+    _run(context, request)
 
 
 @app.command()
@@ -107,10 +112,10 @@ def grow(
     seeds: Annotated[Path, typer.Option(help="Scribbles: 1..N classes, N+1 (or segment 'background').")],
 ) -> None:
     """Grow multi-class scribbles into a full label map (Slicer's Grow from seeds)."""
-    from segloop.loop.tools import run_grow
+    from segloop.loop.tools import Grow, read_seeds
 
     project, case = context.obj
-    _report(*run_grow(project, case, seeds_path=seeds, author=_author()))
+    _run(context, Grow(read_seeds(project, case, seeds)), {"seeds": _file(seeds)})
 
 
 @app.command("fast-marching")
@@ -121,19 +126,11 @@ def fast_marching(
     volume_fraction: Annotated[float, typer.Option(help="Target size as a fraction of the image.")] = 0.05,
 ) -> None:
     """Grow one class from seeds by fast marching until it fills a volume fraction."""
-    from segloop.loop.tools import run_fast_marching
+    from segloop.loop.tools import FastMarching, read_class_slices
 
     project, case = context.obj
-    _report(
-        run_fast_marching(
-            project,
-            case,
-            seeds_path=seeds,
-            class_name=class_name,
-            volume_fraction=volume_fraction,
-            author=_author(),
-        )
-    )
+    mask = read_class_slices(project, case, seeds)
+    _run(context, FastMarching(class_name, mask, volume_fraction), {"seeds": _file(seeds)})
 
 
 @app.command()
@@ -145,20 +142,12 @@ def interpolate(
     smooth: Annotated[float, typer.Option(help="Smoothing of the result (mm).")] = 0.0,
 ) -> None:
     """Fill between slices drawn on a few slices (Slicer's Fill between slices)."""
-    from segloop.loop.tools import run_interpolate
+    from segloop.loop.tools import Interpolate, read_class_slices
 
     project, case = context.obj
-    _report(
-        *run_interpolate(
-            project,
-            case,
-            class_name=class_name,
-            slices_path=slices,
-            plane=axis,
-            smoothing_mm=smooth,
-            author=_author(),
-        )
-    )
+    mask = read_class_slices(project, case, slices, class_name)
+    plane: str | int = int(axis) if axis.isdigit() else axis
+    _run(context, Interpolate(class_name, mask, plane, smooth), {"slices": _file(slices)})
 
 
 @app.command()
@@ -172,20 +161,10 @@ def contours(
     smooth: Annotated[float, typer.Option(help="Smoothing of the filled result (mm).")] = 0.0,
 ) -> None:
     """Polygons drawn on slices → masks on those slices (optionally filled between them)."""
-    from segloop.loop.tools import run_contours
+    from segloop.loop.tools import Contours, read_polygon_document
 
-    project, case = context.obj
-    _report(
-        *run_contours(
-            project,
-            case,
-            polygons_path=polygons,
-            class_name=class_name,
-            fill_between=fill_between,
-            smoothing_mm=smooth,
-            author=_author(),
-        )
-    )
+    request = Contours(read_polygon_document(polygons), class_name, fill_between, smooth)
+    _run(context, request, {"polygons": _file(polygons)})
 
 
 @app.command()
@@ -198,21 +177,9 @@ def postprocess(
     version: Annotated[int | None, typer.Option(help="Version to process (default: the latest).")] = None,
 ) -> None:
     """Close → open → fill → keep the largest island per class (seed 000's order)."""
-    from segloop.loop.tools import run_postprocess
+    from segloop.loop.tools import Postprocess
 
-    project, case = context.obj
-    _report(
-        run_postprocess(
-            project,
-            case,
-            close_mm=close_mm,
-            open_mm=open_mm,
-            keep_largest=largest,
-            fill=fill_holes,
-            version_id=version,
-            author=_author(),
-        )
-    )
+    _run(context, Postprocess(close_mm, open_mm, fill_holes, largest, version))
 
 
 @app.command()
@@ -222,7 +189,8 @@ def mesh(
     stl: Annotated[Path, typer.Option("--stl", help="Closed surface: .stl, .obj or .ply (Slicer's LPS).")],
 ) -> None:
     """Voxelise a closed surface mesh into one class."""
-    from segloop.loop.tools import run_mesh
+    from segloop.io.mesh import read_mesh
+    from segloop.loop.tools import Mesh
 
-    project, case = context.obj
-    _report(run_mesh(project, case, class_name=class_name, mesh_path=stl, author=_author()))
+    surface = read_mesh(stl)
+    _run(context, Mesh(class_name, surface.vertices, surface.faces), {"mesh": _file(stl)})

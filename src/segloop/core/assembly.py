@@ -14,6 +14,11 @@ version does not annotate keep what lower versions said.
 - in any other version: "explicitly uncertain, do not learn here" (MemBrain-seg's Ignore) — until a
   later-applied version assigns one of its classes there.
 
+A version may also carry a *coverage* (`LabelLayer.coverage`): the voxels a person reviewed, e.g. the
+patches of a patch merge minus their ignore borders. Such a version speaks only inside its
+coverage (like a ``sparse`` version inside its paint): outside, the earlier versions keep what they
+said, so voxels nobody looked at never become "revised".
+
 Voxels left background while some class is annotated by no version covering them are ignored too:
 a case with only the liver annotated never teaches "not liver = background" for the spleen. The
 replaced AI mask is not lost: every version is immutable in the store; ``class_sources`` says
@@ -27,12 +32,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segloop.errors import SegloopError
+from segloop.core.provenance import Source
+from segloop.errors import GeometryMismatchError, InvalidInputError
 
 __all__ = ["SOURCE_PRIORITY", "Assembly", "LabelLayer", "assemble_labels"]
 
-#: Trust order of label sources (higher wins).
-SOURCE_PRIORITY = {"pseudo": 0, "draft": 1, "sparse": 2, "revised": 3, "original": 4}
+#: Trust order of label sources by name (higher wins); `Source.priority` is the one definition.
+SOURCE_PRIORITY = {source.value: source.priority for source in Source}
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,22 @@ class LabelLayer:
         source: one of `SOURCE_PRIORITY`.
         classes: the class values (1..N) this version annotates.
         version_id: the store's id, reported back in `Assembly.class_sources`.
+        coverage: ``(I, J, K)`` bool, the voxels the version speaks for (a person reviewed them);
+            None: the whole case (for ``sparse``: wherever it is painted).
     """
 
     labels: np.ndarray
     source: str
     classes: tuple[int, ...]
     version_id: int = 0
+    coverage: np.ndarray | None = None
+
+    def speaks(self, ignore_index: int) -> np.ndarray | None:
+        """``(I, J, K)`` bool: where this version says something (None: everywhere)."""
+        painted = self.labels != ignore_index if self.source == Source.SPARSE else None
+        if self.coverage is None:
+            return painted
+        return self.coverage if painted is None else painted & self.coverage
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,8 @@ def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_inde
         The `Assembly`. Inputs are not modified.
 
     Raises:
-        SegloopError: no layers, layers of different shapes, or an unknown source.
+        InvalidInputError: no layers, or an unknown source.
+        GeometryMismatchError: layers (or a coverage) of different shapes.
 
     Examples:
         >>> import numpy as np
@@ -91,15 +108,16 @@ def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_inde
     """
     if not layers:
         msg = "assembly needs at least one label version; got none"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     shape = layers[0].labels.shape
     for layer in layers:
-        if layer.labels.shape != shape:
-            msg = f"label versions must share one grid; got shapes {shape} and {layer.labels.shape}"
-            raise SegloopError(msg)
+        for what, array in (("label versions", layer.labels), ("a version's coverage", layer.coverage)):
+            if array is not None and array.shape != shape:
+                msg = f"{what} must share one grid; got shapes {shape} and {array.shape}"
+                raise GeometryMismatchError(msg)
         if layer.source not in SOURCE_PRIORITY:
             msg = f"unknown label source {layer.source!r}: expected one of {', '.join(SOURCE_PRIORITY)}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
     ordered = sorted(enumerate(layers), key=lambda item: (SOURCE_PRIORITY[item[1].source], item[0]))
     dtype = np.uint8 if ignore_index <= 255 else np.uint16
     labels = np.zeros(shape, dtype=dtype)
@@ -107,20 +125,22 @@ def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_inde
     class_sources: dict[int, int] = {}
     every_class = set(range(1, n_classes + 1))
     for _, layer in ordered:
-        painted = layer.labels != ignore_index if layer.source == "sparse" else None
+        speaks = layer.speaks(ignore_index)
         for value in layer.classes:
             stale = labels == value
-            if painted is not None:
-                stale &= painted
-            labels[stale] = 0
             assigned = layer.labels == value
+            if speaks is not None:
+                stale &= speaks
+                assigned &= speaks
+            labels[stale] = 0
             labels[assigned] = value
             explicit_ignore[assigned] = False
             class_sources[value] = layer.version_id
-        if painted is None:
+        if layer.source != Source.SPARSE:
+            inside = np.ones(shape, dtype=bool) if layer.coverage is None else layer.coverage
             if every_class <= set(layer.classes):
-                explicit_ignore[layer.labels != ignore_index] = False
-            explicit_ignore |= layer.labels == ignore_index
+                explicit_ignore[inside & (layer.labels != ignore_index)] = False
+            explicit_ignore |= inside & (layer.labels == ignore_index)
     unknown = ~_covered_by_every_class(layers, every_class, ignore_index, shape)
     ignore_mask = explicit_ignore | (unknown & (labels == 0))
     labels[ignore_mask] = ignore_index
@@ -130,14 +150,14 @@ def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_inde
 def _covered_by_every_class(
     layers: Sequence[LabelLayer], every_class: set[int], ignore_index: int, shape: tuple[int, ...]
 ) -> np.ndarray:
-    """True where, for every class, some version annotating it speaks (is not unpainted)."""
+    """True where, for every class, some version annotating it speaks (painted, inside its coverage)."""
     covered_all = np.ones(shape, dtype=bool)
     for value in every_class:
-        annotating = [layer for layer in layers if value in layer.classes]
-        if any(layer.source != "sparse" for layer in annotating):
+        speaking = [layer.speaks(ignore_index) for layer in layers if value in layer.classes]
+        if any(mask is None for mask in speaking):
             continue
         covered = np.zeros(shape, dtype=bool)
-        for layer in annotating:
-            covered |= layer.labels != ignore_index
+        for mask in speaking:
+            covered |= mask
         covered_all &= covered
     return covered_all

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segloop.errors import GeometryMismatchError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError, LabelValueError, UnknownClassError
 
 __all__ = [
     "CORRECTION_KINDS",
     "CorrectionName",
     "PatchBox",
+    "coverage_from_params",
+    "coverage_mask",
     "crop_with_padding",
     "merge_corrections",
     "parse_correction_name",
@@ -72,7 +74,7 @@ def parse_correction_name(file_name: str, class_names: Sequence[str]) -> Correct
         The `CorrectionName`, or None when the name starts with none of the kinds.
 
     Raises:
-        SegloopError: ``Add_``/``Remove_`` is followed by something that is no class name.
+        UnknownClassError: ``Add_``/``Remove_`` is followed by something that is no class name.
 
     Examples:
         >>> parse_correction_name("Add_parotid_l2.nrrd", ["parotid_l", "parotid_r"])
@@ -99,7 +101,7 @@ def parse_correction_name(file_name: str, class_names: Sequence[str]) -> Correct
         f"correction file {file_name!r} names no known class after {kind}_: expected"
         f" {kind}_<class>... with a class of {', '.join(class_names)}"
     )
-    raise SegloopError(msg)
+    raise UnknownClassError(msg)
 
 
 def union_masks(masks: Sequence[np.ndarray], shape: Sequence[int]) -> np.ndarray:
@@ -143,7 +145,7 @@ def merge_corrections(
 
     Raises:
         GeometryMismatchError: a mask's shape differs from ``labels``'.
-        SegloopError: ``add`` holds a value outside 1..N.
+        LabelValueError: ``add`` holds a value outside 1..N.
 
     Examples:
         >>> labels = np.array([[[1, 1, 0, 0]]], np.uint8)
@@ -168,7 +170,7 @@ def merge_corrections(
         bad = [int(v) for v in values if v != 0 and not 0 < v < ignore_index]
         if bad:
             msg = f"add masks may paint classes 1..{ignore_index - 1}; got values {bad[:8]}"
-            raise SegloopError(msg)
+            raise LabelValueError(msg)
         painted = add != 0
         result[painted] = add[painted]
     if ignore is not None:
@@ -213,7 +215,7 @@ def patch_box(center: Sequence[int], size: Sequence[int] | int, shape: Sequence[
         shape: the case's ``(I, J, K)``.
 
     Raises:
-        SegloopError: the centre lies outside the case, or a size is below 1.
+        InvalidInputError: the centre lies outside the case, or a size is below 1.
 
     Examples:
         >>> patch_box((5, 50, 0), 32, (100, 100, 1))
@@ -222,14 +224,14 @@ def patch_box(center: Sequence[int], size: Sequence[int] | int, shape: Sequence[
     sizes = (int(size),) * 3 if np.isscalar(size) else tuple(int(s) for s in size)  # type: ignore[arg-type]
     if len(sizes) != 3 or min(sizes) < 1:
         msg = f"patch size must be 3 positive voxel counts; got {sizes}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     point = tuple(int(c) for c in center)
     if len(point) != 3 or any(not 0 <= c < n for c, n in zip(point, shape, strict=True)):
         msg = (
             f"patch centre {list(point)} is outside the volume: expected voxel indices"
             f" 0 <= i < {shape[0]}, 0 <= j < {shape[1]}, 0 <= k < {shape[2]}"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     offset, clipped = [], []
     for c, s, n in zip(point, sizes, shape, strict=True):
         if s >= n:
@@ -276,7 +278,7 @@ def reviewed_mask(box: PatchBox, shape: Sequence[int], border_voxels: int) -> np
     """
     if border_voxels < 0:
         msg = f"the ignore border must be >= 0 voxels; got {border_voxels}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     mask = np.zeros(box.size, dtype=bool)
     window = []
     for start, size, length in zip(box.offset, box.size, shape, strict=True):
@@ -289,3 +291,56 @@ def reviewed_mask(box: PatchBox, shape: Sequence[int], border_voxels: int) -> np
         window.append(slice(lo, max(lo, hi)))
     mask[tuple(window)] = True
     return mask
+
+
+def coverage_mask(boxes: Sequence[tuple[PatchBox, int]], shape: Sequence[int]) -> np.ndarray:
+    """The voxels of a case that patches let a person review: the union of their `reviewed_mask`.
+
+    Args:
+        boxes: ``(box, border_voxels)`` per patch.
+        shape: the case's ``(I, J, K)``.
+
+    Returns:
+        ``shape`` bool array.
+
+    Examples:
+        >>> box = PatchBox((-1, 0, 0), (3, 1, 1))
+        >>> coverage_mask([(box, 0)], (4, 1, 1)).ravel().tolist()
+        [True, True, False, False]
+    """
+    mask = np.zeros(tuple(int(n) for n in shape), dtype=bool)
+    for box, border_voxels in boxes:
+        case_slices, patch_slices = box.inside(mask.shape)
+        mask[case_slices] |= reviewed_mask(box, mask.shape, border_voxels)[patch_slices]
+    return mask
+
+
+def coverage_from_params(params: dict, shape: Sequence[int]) -> np.ndarray | None:
+    """The coverage a label version's parameters record, as a mask; None: it covers the whole case.
+
+    A version made from patches records ``params["coverage"]``: a list of
+    ``{"offset": [i, j, k], "size": [i, j, k], "border_voxels": n}``, one per patch (what
+    `segloop.loop.patches` writes). Other versions record none.
+
+    Examples:
+        >>> box = {"offset": [1, 0, 0], "size": [2, 1, 1], "border_voxels": 0}
+        >>> coverage_from_params({"coverage": [box]}, (4, 1, 1)).ravel().tolist()
+        [False, True, True, False]
+        >>> coverage_from_params({}, (4, 1, 1)) is None
+        True
+    """
+    boxes = params.get("coverage")
+    if boxes is None:
+        return None
+    try:
+        parsed = [
+            (
+                PatchBox(tuple(int(v) for v in b["offset"]), tuple(int(v) for v in b["size"])),
+                int(b["border_voxels"]),
+            )
+            for b in boxes
+        ]
+    except (KeyError, TypeError, ValueError) as error:
+        msg = f"a version's coverage must list boxes with offset, size and border_voxels; got {boxes!r:.200}"
+        raise InvalidInputError(msg) from error
+    return coverage_mask(parsed, shape)

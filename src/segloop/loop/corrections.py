@@ -1,39 +1,51 @@
-"""Corrections of a whole case and the correction files both faces (whole case, patches) share.
+"""Corrections of a whole case: arrays in, a ``revised`` label version out.
 
 A person corrects a case in two ways, each stored as a ``revised`` label version whose parent is
 the version it corrects:
 
-- a whole corrected label (`correct_case_label`), in any supported format; a Slicer
-  ``.seg.nrrd`` is mapped to the schema by segment *name* (not colour or order) and an unknown
-  name is an error. It annotates the segments it holds (a plain label map: every class);
-- add / remove / ignore masks on the case's grid (`correct_case_masks`), merged into the current
-  effective label with seed 003's precedence (Ignore > Add > Remove > label, see
-  `segloop.core.corrections`). The version annotates only the classes the masks changed (and the
-  ``--class`` named), plus *ignore* where the person marked it.
+- a whole corrected label (`apply_label`): ``(I, J, K)`` schema values on the case's grid and
+  the classes it annotates (default: every class);
+- add / remove / ignore masks (`apply` with a `Corrections`), merged into the current effective
+  label with seed 003's precedence (Ignore > Add > Remove > label, see
+  `segloop.core.corrections`). The version annotates only the classes the masks changed (and
+  those the person says they reviewed), plus *ignore* where the person marked it.
 
-Correction files (here and for patches) are named like MemBrain-seg's: ``Add*``, ``Remove*``,
-``Ignore*`` (any case), every file of a kind unioned. Which class an *Add* paints, first match:
+Both take ``parent``: the id of the case's newest label version when the person read the label
+they corrected (`Project.find_head`, or the id of the version a previous call returned; None: the
+case had none). If the case has a newer version by the time the correction is stored, someone else
+changed it meanwhile and the correction is refused with a `ConflictError` (nothing is stored)
+unless ``force`` (then it applies to the current label). The check and the insert are one
+transaction, so of two corrections made from the same label and saved at once one wins and the
+other gets the conflict: nothing is silently lost.
+
+Reading *files* is the faces' job; the adapters for them live here too (`read_correction_files`,
+`read_corrected_label`, `find_export_parent`). Correction files are named like MemBrain-seg's:
+``Add*``, ``Remove*``, ``Ignore*`` (any case), every file of a kind unioned. Which class an *Add*
+file paints, first match:
 
 1. the file's name: ``Add_<class>...`` (``Add_parotid_l.nrrd``, ``add_liver2.nii.gz``);
-2. the ``class_name`` option (``--class``);
+2. the ``class_name`` given with the files;
 3. the only class of a one-class schema (MemBrain-seg's binary membranes);
 4. otherwise the file's values: a label-valued mask holding class values 1..N (a ``.seg.nrrd``:
    its segment names).
 
-A *Remove* that names a class (by file name or ``--class``) clears only that class's voxels
+A *Remove* that names a class (by file name or ``class_name``) clears only that class's voxels
 under the mask; a plain one clears whatever is there. Overlapping *Add* files of different
 classes: the later file in name order wins.
 
-A correction made from an export (`segloop.loop.tool_exports`) whose case has since been revised
-by someone else is refused unless forced: the export's manifest (``segloop-export.json``) records
-the label it exported.
+Example:
+    >>> import numpy as np
+    >>> from segloop.core.labels import LabelSchema
+    >>> c = Corrections(add=np.ones((1, 1, 2), bool), class_name="liver")
+    >>> check_corrections(c, LabelSchema.from_names(["liver", "spleen"]), (1, 1, 2)).add.ravel().tolist()
+    [1, 1]
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +56,14 @@ from segloop.core.assembly import SOURCE_PRIORITY, Assembly
 from segloop.core.corrections import merge_corrections, parse_correction_name
 from segloop.core.geometry import align_to_grid, embed_in_grid
 from segloop.core.labels import LabelSchema
-from segloop.errors import ConflictError, LabelValueError, NotFoundError, SegloopError
+from segloop.core.provenance import Source
+from segloop.errors import (
+    ConflictError,
+    GeometryMismatchError,
+    InvalidInputError,
+    LabelValueError,
+    NotFoundError,
+)
 from segloop.io import read_volume
 from segloop.io.slicer_seg import segments_to_masks
 from segloop.loop.cases import hash_path
@@ -53,24 +72,172 @@ from segloop.store import CaseRecord, LabelVersionRecord, NewLabel, Project, com
 
 __all__ = [
     "EXPORT_MANIFEST",
+    "CheckedCorrections",
     "CorrectionFile",
-    "CorrectionMasks",
     "CorrectionResult",
+    "Corrections",
+    "apply",
+    "apply_label",
+    "check_corrections",
+    "check_parent",
     "choose_parent",
-    "correct_case_label",
-    "correct_case_masks",
+    "find_export_parent",
     "list_correction_files",
     "name_correction_files",
     "original_class_values",
+    "read_corrected_label",
+    "read_correction_files",
     "read_correction_masks",
     "read_current_label",
-    "store_revised",
+    "stage_revised",
 ]
 
 EXPORT_MANIFEST = "segloop-export.json"
 
 
-# -- correction files ------------------------------------------------------------------------------
+# -- the request ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Corrections:
+    """A person's add / remove / ignore masks on one grid (a case's, or a patch's).
+
+    Attributes:
+        add: ``(I, J, K)``; where non-zero, paint ``class_name`` (given) or the array's own
+            values as class values 1..N (``class_name`` None; a boolean mask then needs a
+            one-class schema).
+        remove: ``(I, J, K)``; where non-zero, background: only ``class_name``'s voxels when
+            given, whatever is there otherwise.
+        ignore: ``(I, J, K)``; where non-zero, *ignore* (the network does not learn there).
+        class_name: the class the masks are about; the version annotates it even if unchanged.
+        remove_by_class: class name -> ``(I, J, K)`` mask clearing only that class's voxels.
+        reviewed: more classes the person reviewed and accepts (annotated even if unchanged).
+    """
+
+    add: np.ndarray | None = None
+    remove: np.ndarray | None = None
+    ignore: np.ndarray | None = None
+    class_name: str | None = None
+    remove_by_class: Mapping[str, np.ndarray] = field(default_factory=dict)
+    reviewed: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        """Whether no mask and no class is given."""
+        masks = (self.add, self.remove, self.ignore, *self.remove_by_class.values())
+        return all(m is None for m in masks) and self.class_name is None and not self.reviewed
+
+    def digest(self, **options: Any) -> str:
+        """SHA-256 of the masks, classes and ``options``: equal digests, equal merge.
+
+        Examples:
+            >>> a = Corrections(ignore=np.zeros((2, 2, 1), bool))
+            >>> a.digest() == Corrections(ignore=np.zeros((2, 2, 1), bool)).digest() != a.digest(border=1)
+            True
+        """
+        digest = hashlib.sha256()
+        arrays = [("add", self.add), ("remove", self.remove), ("ignore", self.ignore)]
+        arrays += [(f"remove:{name}", mask) for name, mask in sorted(self.remove_by_class.items())]
+        for name, array in arrays:
+            key = "-" if array is None else compute_label_key(np.asarray(array))
+            digest.update(f"{name}|{key}\n".encode())
+        described = {"class": self.class_name, "reviewed": sorted(self.reviewed), **options}
+        digest.update(json.dumps(described, sort_keys=True).encode())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CheckedCorrections:
+    """`Corrections` checked against a schema and a grid, in schema values (`check_corrections`).
+
+    Attributes:
+        add: ``(I, J, K)`` class values to paint (0: nothing).
+        remove: ``(I, J, K)`` bool, clear whatever is there.
+        remove_by_class: class value -> ``(I, J, K)`` bool, clear only that class.
+        ignore: ``(I, J, K)`` bool.
+        reviewed: class values the version annotates even if unchanged.
+    """
+
+    add: np.ndarray
+    remove: np.ndarray
+    remove_by_class: dict[int, np.ndarray]
+    ignore: np.ndarray
+    reviewed: frozenset[int]
+
+    def apply(self, labels: np.ndarray, ignore_index: int) -> np.ndarray:
+        """``labels`` with the corrections merged (`segloop.core.corrections.merge_corrections`)."""
+        return merge_corrections(
+            labels,
+            ignore_index=ignore_index,
+            add=self.add,
+            remove=self.remove,
+            remove_by_class=self.remove_by_class,
+            ignore=self.ignore,
+        )
+
+
+def _mask_on(array: np.ndarray | None, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if array is None:
+        return np.zeros(shape, dtype=bool)
+    array = np.asarray(array)
+    if array.shape != shape:
+        msg = f"the {what} mask has shape {array.shape}: expected the grid's {shape}"
+        raise GeometryMismatchError(msg)
+    return array != 0
+
+
+def check_corrections(
+    corrections: Corrections, schema: LabelSchema, shape: Sequence[int]
+) -> CheckedCorrections:
+    """Check ``corrections`` against the schema and a grid of ``shape``; masks in schema values.
+
+    Raises:
+        GeometryMismatchError: a mask's shape is not ``shape``.
+        UnknownClassError: a class name is not in the schema.
+        LabelValueError: an add mask holds values that are no class.
+        InvalidInputError: a boolean add mask without a class in a schema of several classes.
+    """
+    shape = tuple(int(n) for n in shape)
+    value = schema.index_of(corrections.class_name) if corrections.class_name is not None else None
+    reviewed = {schema.index_of(name) for name in corrections.reviewed}
+    if value is not None:
+        reviewed.add(value)
+    add = np.zeros(shape, dtype=schema.dtype)
+    if corrections.add is not None:
+        painted = _mask_on(corrections.add, shape, "add")
+        values = np.asarray(corrections.add)
+        if value is not None:
+            add[painted] = value
+        elif values.dtype == bool and len(schema.classes) > 1:
+            msg = (
+                f"a boolean add mask paints one class: expected a class name with it (classes:"
+                f" {', '.join(schema.names)}), or class values 1..{len(schema.classes)} in the mask"
+            )
+            raise InvalidInputError(msg)
+        else:
+            found = np.unique(values[painted])
+            bad = [v.item() for v in found if not 0 < v <= len(schema.classes)]
+            if bad:
+                msg = (
+                    f"the add mask holds values {bad[:8]}: expected class values"
+                    f" 1..{len(schema.classes)} (put ignore voxels in the ignore mask)"
+                )
+                raise LabelValueError(msg)
+            add[painted] = values[painted]
+    remove = _mask_on(corrections.remove, shape, "remove")
+    remove_by_class: dict[int, np.ndarray] = {}
+    if value is not None and remove.any():
+        remove_by_class[value] = remove
+        remove = np.zeros(shape, dtype=bool)
+    for name, mask in corrections.remove_by_class.items():
+        index = schema.index_of(name)
+        remove_by_class[index] = remove_by_class.get(index, np.zeros(shape, bool)) | _mask_on(
+            mask, shape, f"remove {name}"
+        )
+    ignore = _mask_on(corrections.ignore, shape, "ignore")
+    return CheckedCorrections(add, remove, remove_by_class, ignore, frozenset(reviewed))
+
+
+# -- correction files (adapters for the faces) -----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -81,6 +248,10 @@ class CorrectionFile:
     kind: str
     class_name: str | None
     sha256: str
+
+    def describe(self) -> dict[str, str]:
+        """Its provenance as stored in a version's parameters."""
+        return {"file": str(self.path.resolve()), "kind": self.kind, "sha256": self.sha256}
 
 
 def _correction_file(path: Path, kind: str, class_name: str | None) -> CorrectionFile:
@@ -117,7 +288,7 @@ def name_correction_files(
     remove: Iterable[Path] = (),
     ignore: Iterable[Path] = (),
 ) -> list[CorrectionFile]:
-    """Correction files given by kind (``--add``, ``--remove``, ``--ignore``); names may add a class."""
+    """Correction files given by kind; their names may add a class (``Add_liver.nrrd``)."""
     files = []
     for kind, paths in (("Add", add), ("Remove", remove), ("Ignore", ignore)):
         for path in paths:
@@ -125,44 +296,6 @@ def name_correction_files(
             named = parsed.class_name if parsed is not None and parsed.kind == kind else None
             files.append(_correction_file(Path(path), kind, named))
     return files
-
-
-@dataclass(frozen=True)
-class CorrectionMasks:
-    """Correction files read onto one grid (rules in the module docstring).
-
-    Attributes:
-        add: ``(I, J, K)`` class values to paint (0: nothing).
-        remove: ``(I, J, K)`` bool, clear whatever is there.
-        remove_by_class: class value -> ``(I, J, K)`` bool, clear only that class.
-        ignore: ``(I, J, K)`` bool.
-        files: the files, in the order applied.
-    """
-
-    add: np.ndarray
-    remove: np.ndarray
-    remove_by_class: dict[int, np.ndarray]
-    ignore: np.ndarray
-    files: tuple[CorrectionFile, ...]
-
-    def apply(self, labels: np.ndarray, ignore_index: int) -> np.ndarray:
-        """``labels`` with the corrections merged (`segloop.core.corrections.merge_corrections`)."""
-        return merge_corrections(
-            labels,
-            ignore_index=ignore_index,
-            add=self.add,
-            remove=self.remove,
-            remove_by_class=self.remove_by_class,
-            ignore=self.ignore,
-        )
-
-    def digest(self, **options: Any) -> str:
-        """SHA-256 of the files' names and contents and ``options``: equal digests, equal merge."""
-        digest = hashlib.sha256()
-        for item in self.files:
-            digest.update(f"{item.path.name}|{item.kind}|{item.class_name}|{item.sha256}\n".encode())
-        digest.update(json.dumps(options, sort_keys=True).encode())
-        return digest.hexdigest()
 
 
 def _read_on_grid(
@@ -192,15 +325,19 @@ def read_correction_masks(
     affine: np.ndarray,
     *,
     class_name: str | None = None,
-) -> CorrectionMasks:
-    """Read correction files onto a grid (a case's, or a patch's).
+) -> Corrections:
+    """Read correction files onto a grid (a case's, or a patch's) as one `Corrections`.
 
     Args:
         files: the files (see `list_correction_files`, `name_correction_files`).
         schema: the project's classes.
         shape: the grid's ``(I, J, K)``.
         affine: the grid's ``(4, 4)`` affine; a file on another grid is an error.
-        class_name: the class that *Add* files without a class in their name paint (``--class``).
+        class_name: the class that *Add* files without a class in their name paint.
+
+    Returns:
+        The corrections: ``add`` in class values, removals split by class, ``class_name`` as
+        ``reviewed``.
 
     Raises:
         GeometryMismatchError: a file's grid (shape or position) differs.
@@ -213,7 +350,7 @@ def read_correction_masks(
     shape = tuple(int(n) for n in shape)
     add = np.zeros(shape, dtype=schema.dtype)
     remove = np.zeros(shape, dtype=bool)
-    remove_by_class: dict[int, np.ndarray] = {}
+    remove_by_class: dict[str, np.ndarray] = {}
     ignore = np.zeros(shape, dtype=bool)
     for item in files:
         named = schema.index_of(item.class_name) if item.class_name is not None else None
@@ -227,8 +364,8 @@ def read_correction_masks(
             if value is None:
                 remove |= mask
             else:
-                remove_by_class.setdefault(value, np.zeros(shape, dtype=bool))
-                remove_by_class[value] |= mask
+                name = schema.name_of(value)
+                remove_by_class[name] = remove_by_class.get(name, np.zeros(shape, dtype=bool)) | mask
         elif value is not None:
             add[mask] = value
         else:
@@ -240,7 +377,90 @@ def read_correction_masks(
                 )
                 raise LabelValueError(msg)
             add[mask] = values[mask]
-    return CorrectionMasks(add, remove, remove_by_class, ignore, tuple(files))
+    reviewed = (class_name,) if class_name is not None else ()
+    return Corrections(add, remove, ignore, None, remove_by_class, reviewed)
+
+
+def read_correction_files(
+    project: Project,
+    case_id: str,
+    *,
+    add: Sequence[Path] = (),
+    remove: Sequence[Path] = (),
+    ignore: Sequence[Path] = (),
+    corrections_dir: Path | None = None,
+    class_name: str | None = None,
+) -> tuple[Corrections, tuple[CorrectionFile, ...]]:
+    """Read correction files given by kind and/or a folder of them onto a case's grid.
+
+    Returns:
+        The `Corrections` and the files read (their provenance).
+
+    Raises:
+        NotFoundError: a file or the folder is missing.
+        InvalidInputError: no correction file was given.
+    """
+    schema = project.config.schema
+    case = project.get_case(case_id)
+    files = name_correction_files(schema.names, add=add, remove=remove, ignore=ignore)
+    if corrections_dir is not None:
+        if not Path(corrections_dir).is_dir():
+            msg = f"corrections folder {corrections_dir} does not exist"
+            raise NotFoundError(msg)
+        files += list_correction_files(Path(corrections_dir), schema.names)[0]
+    if not files:
+        msg = "no correction given: expected add, remove or ignore mask files (or a folder holding some)"
+        raise InvalidInputError(msg)
+    masks = read_correction_masks(files, schema, case.shape, case.affine, class_name=class_name)
+    return masks, tuple(files)
+
+
+def read_corrected_label(
+    project: Project, case_id: str, path: Path
+) -> tuple[np.ndarray, tuple[str, ...] | None, dict[str, str]]:
+    """Read a whole corrected label file on a case's grid (a ``.seg.nrrd`` by segment name).
+
+    Returns:
+        ``(labels, segment names or None, provenance)``: see `segloop.loop.labels.read_schema_labels`.
+    """
+    case = project.get_case(case_id)
+    labels, names = read_schema_labels(Path(path), project.config.schema, case.shape, case.affine)
+    return labels, names, {"file": str(Path(path).resolve()), "sha256": hash_path(Path(path))[0]}
+
+
+def _export_folders(paths: Iterable[Path]) -> list[Path]:
+    """Folders that may hold an export manifest: a file's folder, or the export above ``corrections/``."""
+    folders = set()
+    for path in paths:
+        folder = Path(path).resolve().parent
+        folders.add(folder)
+        if folder.name == "corrections":
+            folders.add(folder.parent)
+    return sorted(folders)
+
+
+def find_export_parent(project: Project, case_id: str, paths: Iterable[Path]) -> int | None:
+    """The ``parent`` of a correction made from files: the head an export recorded, else the current one.
+
+    A file inside a `segloop.loop.tool_exports` folder (or its ``corrections/``) was made from the
+    label that export wrote: its manifest names the case's newest version at the time. Files
+    from anywhere else were made from the current label.
+
+    Raises:
+        InvalidInputError: the export was made for another case.
+    """
+    for folder in _export_folders(paths):
+        path = folder / EXPORT_MANIFEST
+        if not path.is_file():
+            continue
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("case") != case_id:
+            msg = f"{path} was exported for case {manifest.get('case')!r}, not {case_id!r}: check the case id"
+            raise InvalidInputError(msg)
+        if "head_version_id" in manifest:
+            return manifest["head_version_id"]
+        return max(manifest.get("version_ids") or [], default=None)
+    return project.find_head(case_id)
 
 
 # -- versions ------------------------------------------------------------------------------------
@@ -269,7 +489,37 @@ def choose_parent(
     )
 
 
-def store_revised(
+def check_parent(
+    case_id: str, versions: Sequence[LabelVersionRecord], parent: int | None, *, force: bool
+) -> int | None:
+    """The case's head (newest version id) after checking that ``parent`` is still it.
+
+    Args:
+        case_id: the case.
+        versions: its versions, oldest first, as just read.
+        parent: the head when the person read the label they corrected (None: no version).
+        force: accept a stale ``parent`` (the correction then applies to the current label).
+
+    Raises:
+        InvalidInputError: ``parent`` is no version of the case.
+        ConflictError: the case has versions newer than ``parent`` (without ``force``).
+    """
+    head = versions[-1].id if versions else None
+    if parent is not None and parent not in {v.id for v in versions}:
+        msg = f"label version {parent} is not a version of case {case_id!r}: expected one of its version ids"
+        raise InvalidInputError(msg)
+    if parent != head and not force:
+        newer = [v for v in versions if parent is None or v.id > parent]
+        described = ", ".join(f"{v.id} ({v.source} by {v.author}, {v.tool})" for v in newer[-3:])
+        msg = (
+            f"case {case_id!r} changed since the corrected label was read: it was read at label version"
+            f" {parent}, the case is now at version {head} (added since: {described}); nothing was stored"
+        )
+        raise ConflictError(msg)
+    return head
+
+
+def stage_revised(
     project: Project,
     case: CaseRecord,
     labels: np.ndarray,
@@ -279,16 +529,22 @@ def store_revised(
     tool: str,
     params: dict[str, Any],
     author: str,
-) -> LabelVersionRecord:
-    """Store ``(I, J, K)`` schema labels as a ``revised`` version (empty classes allowed)."""
+) -> NewLabel:
+    """Publish ``(I, J, K)`` schema labels as an object; the ``revised`` version to add for them."""
     schema = project.config.schema
     labels = labels.astype(schema.dtype, copy=False)
     with project.objects.stage() as staged:
         key = staged.put(labels, case.affine)
-    label = NewLabel(
-        key, "revised", tuple(classes), count_voxels(labels, schema), author, tool, params, parent_id
+    return NewLabel(
+        key,
+        Source.REVISED.value,
+        tuple(classes),
+        count_voxels(labels, schema),
+        author,
+        tool,
+        params,
+        parent_id,
     )
-    return project.add_label_version(case.case_id, label)
 
 
 def _same_as_latest(
@@ -298,7 +554,7 @@ def _same_as_latest(
     if not versions:
         return None
     latest = versions[-1]
-    same = latest.source == "revised" and latest.tool == tool and set(latest.classes) == set(classes)
+    same = latest.source == Source.REVISED and latest.tool == tool and set(latest.classes) == set(classes)
     return latest if same and latest.object_key == compute_label_key(labels) else None
 
 
@@ -329,39 +585,7 @@ def original_class_values(versions: Sequence[LabelVersionRecord], assembly: Asse
     if assembly is None:
         return set()
     by_id = {v.id: v for v in versions}
-    return {c for c, i in assembly.class_sources.items() if i in by_id and by_id[i].source == "original"}
-
-
-def _check_export_manifest(
-    folder: Path, project: Project, case_id: str, current_key: str, current_parent: int | None, force: bool
-) -> dict[str, Any] | None:
-    """Refuse corrections made from a stale export (someone revised the case since)."""
-    path = Path(folder) / EXPORT_MANIFEST
-    if not path.is_file():
-        return None
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("case") != case_id:
-        msg = f"{path} was exported for case {manifest.get('case')!r}, not {case_id!r}: check the case id"
-        raise SegloopError(msg)
-    if manifest.get("label_sha256") != current_key and not force:
-        msg = (
-            f"case {case_id!r} changed since it was exported ({path}): the export shows version"
-            f" {manifest.get('parent_version_id')}, the case is now at version {current_parent};"
-            " export it again and redo the correction there, or pass --force to apply it to the current label"
-        )
-        raise ConflictError(msg)
-    return manifest
-
-
-def _export_folders(paths: Iterable[Path]) -> list[Path]:
-    """Folders that may hold an export manifest: a file's folder, or the export above ``corrections/``."""
-    folders = set()
-    for path in paths:
-        folder = Path(path).resolve().parent
-        folders.add(folder)
-        if folder.name == "corrections":
-            folders.add(folder.parent)
-    return sorted(folders)
+    return {c for c, i in assembly.class_sources.items() if i in by_id and by_id[i].source == Source.ORIGINAL}
 
 
 def read_current_label(
@@ -375,65 +599,6 @@ def read_current_label(
     return versions, assembly, labels
 
 
-def correct_case_label(
-    project: Project,
-    case_id: str,
-    label_path: Path,
-    *,
-    classes: Sequence[str] | None = None,
-    force: bool = False,
-    author: str,
-) -> CorrectionResult:
-    """Store a whole corrected label of a case as a ``revised`` version.
-
-    Args:
-        project: the open project.
-        case_id: the case.
-        label_path: the corrected label (any supported format; a ``.seg.nrrd`` by segment name).
-        classes: the classes it annotates (default: a ``.seg.nrrd``'s segments, else every class).
-        force: store it even if it comes from an export that has gone stale.
-        author: recorded on the version.
-
-    Raises:
-        GeometryMismatchError: the label lies on another grid than the case.
-        UnknownClassError: a segment name or class is not in the schema.
-        ConflictError: the label comes from a stale export (see module docstring).
-    """
-    schema = project.config.schema
-    case = project.get_case(case_id)
-    labels, names = read_schema_labels(Path(label_path), schema, case.shape, case.affine)
-    annotated = tuple(classes) if classes else (names if names is not None else schema.names)
-    schema.indices_of(annotated)
-    versions, assembly, current = read_current_label(project, case)
-    parent = choose_parent(versions, assembly, schema.indices_of(annotated))
-    key = compute_label_key(current)
-    for folder in _export_folders([Path(label_path)]):
-        _check_export_manifest(folder, project, case_id, key, parent and parent.id, force)
-    changed = int(np.count_nonzero(labels != current))
-    existing = _same_as_latest(versions, labels, annotated, "correct-label")
-    if existing is not None:
-        return CorrectionResult(case_id, existing, False, 0, annotated)
-    originals = original_class_values(versions, assembly) & set(schema.indices_of(annotated))
-    warnings = _original_warning(schema, originals)
-    params = {
-        "file": str(Path(label_path).resolve()),
-        "sha256": hash_path(Path(label_path))[0],
-        "force": force,
-    }
-    version = store_revised(
-        project,
-        case,
-        labels,
-        classes=annotated,
-        parent_id=parent.id if parent else None,
-        tool="correct-label",
-        params=params,
-        author=author,
-    )
-    project.log_event("corrected", author, {"case": case_id, "version": version.id, "tool": "correct-label"})
-    return CorrectionResult(case_id, version, True, changed, annotated, warnings)
-
-
 def _original_warning(schema: LabelSchema, values: Iterable[int]) -> tuple[str, ...]:
     names = sorted(schema.name_of(v) for v in values)
     if not names:
@@ -444,63 +609,136 @@ def _original_warning(schema: LabelSchema, values: Iterable[int]) -> tuple[str, 
     )
 
 
-def correct_case_masks(
+def _store(
+    project: Project,
+    case: CaseRecord,
+    labels: np.ndarray,
+    *,
+    classes: tuple[str, ...],
+    parent: LabelVersionRecord | None,
+    head: int | None,
+    tool: str,
+    params: dict[str, Any],
+    author: str,
+) -> LabelVersionRecord:
+    """Store a revision if the case's head is still ``head`` (one transaction), then log it."""
+    label = stage_revised(
+        project,
+        case,
+        labels,
+        classes=classes,
+        parent_id=parent.id if parent else None,
+        tool=tool,
+        params=params,
+        author=author,
+    )
+    version = project.add_label_version(case.case_id, label, expected_head=head)
+    project.log_event("corrected", author, {"case": case.case_id, "version": version.id, "tool": tool})
+    return version
+
+
+def apply_label(
     project: Project,
     case_id: str,
+    labels: np.ndarray,
+    class_names: Sequence[str] | None = None,
     *,
-    add: Sequence[Path] = (),
-    remove: Sequence[Path] = (),
-    ignore: Sequence[Path] = (),
-    corrections_dir: Path | None = None,
-    class_name: str | None = None,
-    force: bool = False,
+    parent: int | None,
     author: str,
+    force: bool = False,
+    provenance: Mapping[str, Any] | None = None,
+) -> CorrectionResult:
+    """Store a whole corrected label of a case as a ``revised`` version.
+
+    Args:
+        project: the open project.
+        case_id: the case.
+        labels: ``(I, J, K)`` schema values (0, 1..N, ignore) on the case's grid.
+        class_names: the classes it annotates (default: every class).
+        parent: the case's newest version id when the label was read (module docstring).
+        author: recorded on the version.
+        force: store it even if the case changed since ``parent``.
+        provenance: more parameters to record (e.g. the file and its SHA-256).
+
+    Raises:
+        GeometryMismatchError: ``labels`` is not on the case's grid.
+        LabelValueError: values outside the schema.
+        UnknownClassError: a class is not in the schema.
+        ConflictError: the case changed since ``parent`` (without ``force``).
+    """
+    schema = project.config.schema
+    case = project.get_case(case_id)
+    labels = np.asarray(labels)
+    if labels.shape != tuple(case.shape):
+        msg = f"the corrected label has shape {labels.shape}: expected case {case_id!r}'s {tuple(case.shape)}"
+        raise GeometryMismatchError(msg)
+    schema.check_values(labels, what=f"corrected label of case {case_id!r}")
+    labels = labels.astype(schema.dtype, copy=False)
+    annotated = tuple(class_names) if class_names else schema.names
+    values = schema.indices_of(annotated)
+    versions, assembly, current = read_current_label(project, case)
+    existing = _same_as_latest(versions, labels, annotated, "correct-label")
+    if existing is not None:
+        return CorrectionResult(case_id, existing, False, 0, annotated)
+    head = check_parent(case_id, versions, parent, force=force)
+    params = {"labels_sha256": compute_label_key(labels), "based_on": parent, "force": force}
+    version = _store(
+        project,
+        case,
+        labels,
+        classes=annotated,
+        parent=choose_parent(versions, assembly, values),
+        head=head,
+        tool="correct-label",
+        params={**params, **(provenance or {})},
+        author=author,
+    )
+    changed = int(np.count_nonzero(labels != current))
+    warnings = _original_warning(schema, original_class_values(versions, assembly) & set(values))
+    return CorrectionResult(case_id, version, True, changed, annotated, warnings)
+
+
+def apply(
+    project: Project,
+    case_id: str,
+    corrections: Corrections,
+    *,
+    parent: int | None,
+    author: str,
+    force: bool = False,
+    provenance: Mapping[str, Any] | None = None,
 ) -> CorrectionResult:
     """Merge add / remove / ignore masks on the case's grid into its current effective label.
 
     Args:
         project: the open project.
         case_id: the case.
-        add: *Add* mask files.
-        remove: *Remove* mask files.
-        ignore: *Ignore* mask files.
-        corrections_dir: a folder of ``Add*``/``Remove*``/``Ignore*`` files (e.g. an export's
-            ``corrections/``), read in addition.
-        class_name: the class that *Add* (and *Remove*) files without a class in their name mean.
-        force: apply them even if they come from an export that has gone stale.
+        corrections: the masks (`Corrections`).
+        parent: the case's newest version id when the corrected label was read (module docstring).
         author: recorded on the version.
+        force: apply them even if the case changed since ``parent``.
+        provenance: more parameters to record (e.g. the files the masks came from).
 
     Returns:
         The `CorrectionResult`; no version when the masks change nothing.
 
     Raises:
-        GeometryMismatchError: a mask lies on another grid than the case.
-        SegloopError: no correction file was given.
+        GeometryMismatchError: a mask is not on the case's grid.
+        InvalidInputError: no mask and no class given.
+        ConflictError: the case changed since ``parent`` (without ``force``).
     """
+    if corrections.is_empty():
+        msg = "no correction given: expected an add, remove or ignore mask, or a reviewed class"
+        raise InvalidInputError(msg)
     schema = project.config.schema
     case = project.get_case(case_id)
-    files = name_correction_files(schema.names, add=add, remove=remove, ignore=ignore)
-    if corrections_dir is not None:
-        if not Path(corrections_dir).is_dir():
-            msg = f"corrections folder {corrections_dir} does not exist"
-            raise NotFoundError(msg)
-        files += list_correction_files(Path(corrections_dir), schema.names)[0]
-    if not files:
-        msg = "no correction given: expected --add, --remove, --ignore files or a --corrections-dir with some"
-        raise SegloopError(msg)
-    masks = read_correction_masks(files, schema, case.shape, case.affine, class_name=class_name)
+    masks = check_corrections(corrections, schema, case.shape)
     versions, assembly, current = read_current_label(project, case)
     merged = masks.apply(current, schema.ignore_index)
     touched = {c for c in range(1, len(schema.classes) + 1) if np.any((current == c) != (merged == c))}
-    if class_name is not None:
-        touched.add(schema.index_of(class_name))
-    changed = int(np.count_nonzero(merged != current))
+    touched |= masks.reviewed
     if not touched and not masks.ignore.any():
         return CorrectionResult(case_id, None, False, 0, ())
-    parent = choose_parent(versions, assembly, touched)
-    key = compute_label_key(current)
-    for folder in _export_folders([f.path for f in files]):
-        _check_export_manifest(folder, project, case_id, key, parent and parent.id, force)
     labels = np.zeros(case.shape, dtype=schema.dtype)
     for value in sorted(touched):
         labels[merged == value] = value
@@ -509,22 +747,24 @@ def correct_case_masks(
     existing = _same_as_latest(versions, labels, annotated, "correct-masks")
     if existing is not None:
         return CorrectionResult(case_id, existing, False, 0, annotated)
+    head = check_parent(case_id, versions, parent, force=force)
     params = {
-        "files": [{"file": str(f.path.resolve()), "kind": f.kind, "sha256": f.sha256} for f in files],
-        "class": class_name,
-        "corrections_sha256": masks.digest(class_name=class_name),
+        "class": corrections.class_name,
+        "corrections_sha256": corrections.digest(),
+        "based_on": parent,
         "force": force,
     }
-    version = store_revised(
+    version = _store(
         project,
         case,
         labels,
         classes=annotated,
-        parent_id=parent.id if parent else None,
+        parent=choose_parent(versions, assembly, touched),
+        head=head,
         tool="correct-masks",
-        params=params,
+        params={**params, **(provenance or {})},
         author=author,
     )
-    project.log_event("corrected", author, {"case": case_id, "version": version.id, "tool": "correct-masks"})
+    changed = int(np.count_nonzero(merged != current))
     warnings = _original_warning(schema, original_class_values(versions, assembly) & touched)
     return CorrectionResult(case_id, version, True, changed, annotated, warnings)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from segloop.core.assembly import Assembly, LabelLayer, assemble_labels
+from segloop.core.corrections import coverage_from_params
 from segloop.core.geometry import align_to_grid, embed_in_grid
 from segloop.core.labels import IGNORE_NAME, LabelSchema
+from segloop.core.provenance import HUMAN_SOURCES
 from segloop.core.volume import Volume
 from segloop.errors import LabelValueError
 from segloop.io import read_volume
@@ -21,6 +23,7 @@ __all__ = [
     "count_voxels",
     "read_schema_labels",
     "schema_segments",
+    "select_versions",
 ]
 
 
@@ -100,7 +103,14 @@ def compute_effective_label(
     if not versions:
         return None
     layers = [
-        LabelLayer(project.read_labels(v), v.source, schema.indices_of(v.classes), v.id) for v in versions
+        LabelLayer(
+            project.read_labels(v),
+            v.source,
+            schema.indices_of(v.classes),
+            v.id,
+            coverage_from_params(v.params, case.shape),
+        )
+        for v in versions
     ]
     return assemble_labels(layers, n_classes=len(schema.classes), ignore_index=schema.ignore_index)
 
@@ -108,3 +118,16 @@ def compute_effective_label(
 def label_volume(project: Project, case: CaseRecord, labels: np.ndarray) -> Volume:
     """A schema label array as a `Volume` on the case's grid, with segment names for Slicer."""
     return Volume(labels, case.affine, {"segments": schema_segments(project.config.schema)})
+
+
+def select_versions(
+    versions: Sequence[LabelVersionRecord], sources: Collection[str] = HUMAN_SOURCES
+) -> list[LabelVersionRecord]:
+    """The versions a consumer (training, an export) gets: those of ``sources``, in order.
+
+    The one rule shared by training and every export: by default human labels only
+    (`segloop.core.provenance.HUMAN_SOURCES`), so a model never learns its own predictions unless
+    ``pseudo`` is asked for.
+    """
+    chosen = {str(s) for s in sources}
+    return [v for v in versions if v.source in chosen]

@@ -21,23 +21,30 @@ label it was cut from (whole, and under the patch); it is also logged in the pro
 ``patch-extracted``), so a patch id is unique in the project and a merge needs only the
 corrections folder.
 
-**Merge.** For each ``corrections/<patch>/`` with files: every ``Add*``, ``Remove*``,
-``Ignore*`` file of the patch (on the patch's grid) is read and unioned per kind, then applied
-with seed 003's precedence (Ignore > Add > Remove > label; classes as in
-`segloop.loop.corrections`) to the case's current label under the patch. Only the reviewed part
-(inside the case, off the ignore border) goes back into the case: corrections painted on the
-border are dropped (and counted). All patches of a case become one ``revised`` version whose
-parent is the version that was corrected; it annotates every class not decided by an
-``original`` version, repeats the current label outside its patches (assembly has no per-region
-versions) and records the patches in ``params["patches"]`` (offset, size, digest of the files),
-so the ranking still treats the rest of the case as unreviewed.
+**Merge.** Each patch's corrections (a `segloop.loop.corrections.Corrections` on the patch's
+grid: `merge_patch_corrections` takes arrays; `merge_patches` reads them from
+``corrections/<patch>/`` folders of ``Add*``, ``Remove*``, ``Ignore*`` files) are applied with
+seed 003's precedence (Ignore > Add > Remove > label) to the case's current label under the patch.
+Only the reviewed part (inside the case, off the ignore border) goes back into the case:
+corrections painted on the border are dropped (and counted). All patches of a case become one
+``revised`` version whose parent is the version that was corrected; it annotates every class not
+decided by an ``original`` version, **but only inside its coverage**: the voxels a person reviewed
+(each patch's box minus its ignore border), recorded in ``params["coverage"]`` (offset, size and
+border per patch; `segloop.core.corrections.coverage_from_params`) and read by assembly. Outside,
+the version holds *ignore* and the earlier versions keep deciding, so voxels nobody looked at do
+not become "revised" (and training treats them as it treats their earlier source: a prediction
+outside the patches is not learned unless pseudo labels are asked for). ``params["patches"]``
+also records each patch (id, offset, size, digest of its corrections, files), so the ranking
+treats the rest of the case as unreviewed.
 
-Merging the same folder again adds nothing (the files' digest is recorded). A patch whose label
+Merging the same corrections again adds nothing (their digest is recorded). A patch whose label
 changed under the patch since extraction (someone else revised the case there, or a new
 prediction replaced it) is refused, naming both versions, unless ``force`` (then the corrections
-apply to the current label). Changes elsewhere in the case do not block a patch (so sibling
-patches merged one at a time do not block each other) and are kept. Everything is read and checked
-before anything is stored.
+apply to the current label). Changes elsewhere in the case do not block a patch and are kept.
+Everything is read and checked before anything is stored, and the versions of all cases are
+stored in one transaction that also checks no case changed since it was read: a merge is all or
+nothing, and two merges at once serialise (the later one re-reads, so it finds its patches
+already merged, or merges onto the earlier one's result).
 """
 
 from __future__ import annotations
@@ -50,19 +57,21 @@ from typing import Any
 
 import numpy as np
 
-from segloop.core.corrections import PatchBox, crop_with_padding, patch_box, reviewed_mask
+from segloop.core.corrections import PatchBox, coverage_mask, crop_with_padding, patch_box, reviewed_mask
 from segloop.core.volume import Volume
-from segloop.errors import ConflictError, NotFoundError, SegloopError
+from segloop.errors import ConflictError, InvalidInputError, NotFoundError, SegloopError
 from segloop.io import write_volume
 from segloop.io.atomic import atomic_file
 from segloop.loop.corrections import (
-    CorrectionMasks,
+    CorrectionFile,
+    Corrections,
+    check_corrections,
     choose_parent,
     list_correction_files,
     original_class_values,
     read_correction_masks,
     read_current_label,
-    store_revised,
+    stage_revised,
 )
 from segloop.loop.tools import read_case_image
 from segloop.store import CaseRecord, LabelVersionRecord, Project, compute_label_key
@@ -71,17 +80,22 @@ __all__ = [
     "DEFAULT_BORDER_VOXELS",
     "DEFAULT_PATCH_SIZE",
     "MergeReport",
+    "PatchCorrection",
     "PatchMerge",
     "extract_patches",
     "list_patch_manifests",
+    "merge_patch_corrections",
     "merge_patches",
     "patch_affine",
+    "read_patch_corrections",
 ]
 
 DEFAULT_PATCH_SIZE = 160
 DEFAULT_BORDER_VOXELS = 16
 EXTRACT_EVENT = "patch-extracted"
 MERGE_TOOL = "patch-corrections"
+#: How often a merge re-reads and retries when another writer changed one of its cases meanwhile.
+MERGE_ATTEMPTS = 3
 
 _CORRECTIONS_README = """\
 One folder per patch. Correct the label patch labels/<patch>.nrrd (over images/<patch>.nrrd) by
@@ -125,18 +139,18 @@ def _choose_centers(
     from segloop.loop.ranking import find_attention_centers, rank_cases
 
     if bool(centers) == bool(auto):
-        msg = "give either centres (--case C --center x,y,z) or --auto N; got " + (
+        msg = "give either patch centres (of one case) or a number of automatic patches; got " + (
             "both" if centers else "neither"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if centers:
         if case_id is None:
-            msg = "--center needs --case: the centres are voxel indices of one case"
-            raise SegloopError(msg)
+            msg = "patch centres need their case: they are voxel indices of one case; got no case"
+            raise InvalidInputError(msg)
         return [(case_id, tuple(int(v) for v in c), "center", None) for c in centers]  # type: ignore[misc]
     if auto < 0:
-        msg = f"--auto must be a positive number of patches; got {auto}"
-        raise SegloopError(msg)
+        msg = f"the number of automatic patches must be positive; got {auto}"
+        raise InvalidInputError(msg)
     if case_id is not None:
         found = [(case_id, c, n) for c, n in find_attention_centers(project, case_id, auto, size)]
     else:
@@ -150,7 +164,7 @@ def _choose_centers(
         found = found[:auto]
     if not found:
         where = f"case {case_id!r}" if case_id else "any candidate case"
-        msg = f"no uncertain region in {where}: predict first (segloop predict) or give --center"
+        msg = f"no uncertain region in {where}: predict it first, or give patch centres"
         raise NotFoundError(msg)
     return [(c, center, "uncertainty", n) for c, center, n in found]
 
@@ -201,12 +215,12 @@ def extract_patches(
         The manifests of the new patches.
 
     Raises:
-        SegloopError: a centre outside the case, both or neither of ``centers`` and ``auto``.
+        InvalidInputError: a centre outside the case, both or neither of ``centers`` and ``auto``.
         NotFoundError: an unknown case, or ``auto`` without predictions.
     """
     if size < 1 or border_voxels < 0:
         msg = f"patch size must be >= 1 and the border >= 0 voxels; got {size} and {border_voxels}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     out_dir = Path(out_dir)
     chosen = _choose_centers(project, case_id, centers, auto, size)
     cases: dict[str, CaseRecord] = {c: project.get_case(c) for c, *_ in chosen}
@@ -221,8 +235,8 @@ def extract_patches(
             versions, assembly, labels = read_current_label(project, case)
             if assembly is None:
                 msg = (
-                    f"case {case_id_!r} has no label yet: patches correct a label (predict it first with"
-                    " `segloop predict`, or label it with `segloop segment` / `segloop correct --label`)"
+                    f"case {case_id_!r} has no label yet: patches correct a label (predict it first, or"
+                    " label it with a tool or a whole-case correction)"
                 )
                 raise NotFoundError(msg)
             image = read_case_image(project, case)
@@ -276,8 +290,23 @@ def extract_patches(
 
 
 @dataclass(frozen=True)
+class PatchCorrection:
+    """A person's corrections of one extracted patch.
+
+    Attributes:
+        patch_id: the patch (see `extract_patches`).
+        corrections: the masks, on the patch's grid (``size`` of its manifest).
+        files: the files they were read from, if any (recorded as provenance).
+    """
+
+    patch_id: str
+    corrections: Corrections
+    files: tuple[CorrectionFile, ...] = ()
+
+
+@dataclass(frozen=True)
 class PatchMerge:
-    """What happened to one patch folder.
+    """What happened to one patch.
 
     Attributes:
         patch: the patch id (the folder's name).
@@ -300,11 +329,72 @@ class PatchMerge:
 
 @dataclass(frozen=True)
 class MergeReport:
-    """The result of `merge_patches`: one row per patch folder, the new versions, warnings."""
+    """The result of a merge: one row per patch, the new versions, warnings."""
 
     patches: tuple[PatchMerge, ...]
     versions: tuple[LabelVersionRecord, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def read_patch_corrections(
+    project: Project,
+    corrections_dir: Path,
+    *,
+    class_name: str | None = None,
+    accept_empty: bool = False,
+) -> tuple[list[PatchCorrection], list[PatchMerge], list[str]]:
+    """Read ``corrections_dir/<patch>/`` folders of ``Add*``/``Remove*``/``Ignore*`` files.
+
+    Args:
+        project: the open project (its patches give each folder's grid).
+        corrections_dir: the folder holding one sub-folder per patch.
+        class_name: the class *Add*/*Remove* files without a class in their name mean.
+        accept_empty: a folder without files is a patch reviewed as it is (else skipped).
+
+    Returns:
+        ``(corrections, skipped rows, warnings)``.
+
+    Raises:
+        NotFoundError: the folder is missing or empty, or a sub-folder is no known patch.
+        GeometryMismatchError: a file's grid differs from its patch's.
+    """
+    corrections_dir = Path(corrections_dir)
+    if not corrections_dir.is_dir():
+        msg = f"corrections folder {corrections_dir} does not exist: expected an extraction's corrections/"
+        raise NotFoundError(msg)
+    folders = sorted(p for p in corrections_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        msg = f"{corrections_dir} holds no patch folder: expected <patch>/ folders of an extraction"
+        raise NotFoundError(msg)
+    manifests = list_patch_manifests(project)
+    _check_known(project, [f.name for f in folders], manifests, where=f"{corrections_dir}: ")
+    schema = project.config.schema
+    items, skipped, warnings = [], [], []
+    for folder in folders:
+        manifest = manifests[folder.name]
+        files, others = list_correction_files(folder, schema.names)
+        warnings += [f"{folder.name}: {p.name} is no Add*/Remove*/Ignore* file; skipped" for p in others]
+        if not files and not accept_empty:
+            skipped.append(PatchMerge(folder.name, manifest["case"], "skipped (no corrections)"))
+            continue
+        affine = np.asarray(manifest["affine"])
+        try:
+            masks = read_correction_masks(files, schema, manifest["size"], affine, class_name=class_name)
+        except SegloopError as error:
+            raise type(error)(f"patch {folder.name}: {error}") from error
+        items.append(PatchCorrection(folder.name, masks, tuple(files)))
+    return items, skipped, warnings
+
+
+def _check_known(project: Project, patch_ids: Sequence[str], manifests: dict, *, where: str = "") -> None:
+    unknown = [p for p in patch_ids if p not in manifests]
+    if unknown:
+        known = ", ".join(sorted(manifests)[:5]) or "none"
+        msg = (
+            f"{where}no patch {', '.join(unknown[:5])} was extracted in {project.root}"
+            f" (known patches: {known}); nothing was merged"
+        )
+        raise NotFoundError(msg)
 
 
 def _merged_digest(versions: Sequence[LabelVersionRecord], patch_id: str, digest: str) -> int | None:
@@ -331,6 +421,183 @@ def _outdated_message(
     )
 
 
+@dataclass(frozen=True)
+class _PlannedCase:
+    """One case's merged version, computed but not stored."""
+
+    case: CaseRecord
+    head: int | None
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    parent: LabelVersionRecord | None
+    records: list[dict[str, Any]]
+    rows: list[tuple[str, int, tuple[str, ...], int]]
+
+
+def _plan_case(
+    project: Project,
+    case: CaseRecord,
+    patches: Sequence[tuple[dict[str, Any], PatchCorrection, str]],
+    current: np.ndarray,
+    parent: LabelVersionRecord | None,
+    classes: tuple[str, ...],
+    head: int | None,
+    warnings: list[str],
+) -> _PlannedCase:
+    """Apply a case's patches (in order) to its current label; the version holds their coverage only."""
+    schema = project.config.schema
+    running, records, rows = current.copy(), [], []
+    for manifest, item, digest in patches:
+        box = PatchBox(tuple(manifest["offset"]), tuple(manifest["size"]))
+        border = int(manifest["border_voxels"])
+        try:
+            masks = check_corrections(item.corrections, schema, box.size)
+        except SegloopError as error:
+            raise type(error)(f"patch {item.patch_id}: {error}") from error
+        region = crop_with_padding(running, box, fill=schema.ignore_index)
+        merged = masks.apply(region, schema.ignore_index)
+        reviewed = reviewed_mask(box, case.shape, border)
+        dropped = int(np.count_nonzero((merged != region) & ~reviewed))
+        case_slices, patch_slices = box.inside(case.shape)
+        target = running[case_slices]
+        inside = reviewed[patch_slices]
+        changed = int(np.count_nonzero(target[inside] != merged[patch_slices][inside]))
+        target[inside] = merged[patch_slices][inside]
+        if dropped:
+            warnings.append(
+                f"{item.patch_id}: {dropped} corrected voxels lie in the {border}-voxel"
+                " ignore border or outside the case and were not merged"
+            )
+        records.append(
+            {
+                "patch": item.patch_id,
+                "offset": list(box.offset),
+                "size": list(box.size),
+                "border_voxels": border,
+                "corrections_sha256": digest,
+                "extracted_label_sha256": manifest["label_sha256"],
+                "files": [{"file": f.path.name, "kind": f.kind, "sha256": f.sha256} for f in item.files],
+            }
+        )
+        rows.append((item.patch_id, changed, tuple(f.path.name for f in item.files), dropped))
+    boxes = [(PatchBox(tuple(r["offset"]), tuple(r["size"])), r["border_voxels"]) for r in records]
+    labels = np.where(coverage_mask(boxes, case.shape), running, schema.ignore_index).astype(schema.dtype)
+    return _PlannedCase(case, head, labels, classes, parent, records, rows)
+
+
+class _CaseMovedError(Exception):
+    """A case got a new version between reading it and storing the merge: read again."""
+
+
+def _merge_once(
+    project: Project, items: Sequence[PatchCorrection], *, force: bool, author: str
+) -> tuple[list[PatchMerge], list[LabelVersionRecord], list[str]]:
+    schema = project.config.schema
+    manifests = list_patch_manifests(project)
+    _check_known(project, [item.patch_id for item in items], manifests)
+    by_case: dict[str, list[PatchCorrection]] = {}
+    for item in items:
+        by_case.setdefault(manifests[item.patch_id]["case"], []).append(item)
+    rows: list[PatchMerge] = []
+    warnings: list[str] = []
+    planned, outdated = [], []
+    for case_id, case_items in by_case.items():
+        case = project.get_case(case_id)
+        versions, assembly, current = read_current_label(project, case)
+        parent = choose_parent(versions, assembly)
+        pending = []
+        for item in case_items:
+            manifest = manifests[item.patch_id]
+            digest = item.corrections.digest(border_voxels=manifest["border_voxels"])
+            done = _merged_digest(versions, item.patch_id, digest)
+            files = tuple(f.path.name for f in item.files)
+            if done is not None:
+                rows.append(PatchMerge(item.patch_id, case_id, "already merged", done, 0, files))
+                continue
+            box = PatchBox(tuple(manifest["offset"]), tuple(manifest["size"]))
+            region = crop_with_padding(current, box, fill=schema.ignore_index)
+            if compute_label_key(region) != manifest["region_sha256"]:
+                outdated.append(_outdated_message(manifest, parent, versions))
+            pending.append((manifest, item, digest))
+        if pending:
+            originals = original_class_values(versions, assembly)
+            classes = tuple(c.name for c in schema.classes if c.index not in originals)
+            head = versions[-1].id if versions else None
+            planned.append(_plan_case(project, case, pending, current, parent, classes, head, warnings))
+    if outdated and not force:
+        msg = (
+            "; ".join(outdated[:3]) + " — the label under the patch changed since extraction: extract it"
+            " again, or apply these corrections to the current label; nothing was merged"
+        )
+        raise ConflictError(msg)
+    new = [
+        (
+            plan.case.case_id,
+            stage_revised(
+                project,
+                plan.case,
+                plan.labels,
+                classes=plan.classes,
+                parent_id=plan.parent.id if plan.parent else None,
+                tool=MERGE_TOOL,
+                params={
+                    "patches": plan.records,
+                    "coverage": [
+                        {k: r[k] for k in ("offset", "size", "border_voxels")} for r in plan.records
+                    ],
+                    "force": force,
+                },
+                author=author,
+            ),
+        )
+        for plan in planned
+    ]
+    try:
+        stored = project.add_label_versions(new, expected_heads={p.case.case_id: p.head for p in planned})
+    except ConflictError as error:
+        raise _CaseMovedError from error
+    for plan, version in zip(planned, stored, strict=True):
+        rows += [PatchMerge(p, version.case_id, "merged", version.id, n, f, d) for p, n, f, d in plan.rows]
+        project.log_event(
+            "patches-merged",
+            author,
+            {"case": version.case_id, "version": version.id, "patches": [r["patch"] for r in plan.records]},
+        )
+    return rows, stored, warnings
+
+
+def merge_patch_corrections(
+    project: Project, items: Sequence[PatchCorrection], *, force: bool = False, author: str
+) -> MergeReport:
+    """Merge corrected patches into their cases (module docstring): all cases or none.
+
+    Args:
+        project: the open project.
+        items: the patches' corrections, each on its patch's grid.
+        force: merge patches whose label changed since extraction, onto the current label.
+        author: recorded on the versions.
+
+    Returns:
+        The `MergeReport`, rows in the order of ``items``.
+
+    Raises:
+        NotFoundError: a patch id is unknown.
+        GeometryMismatchError: a mask is not on its patch's grid.
+        ConflictError: a patch's label changed since extraction (without ``force``), or its case
+            kept changing while the merge was stored.
+    """
+    for _ in range(MERGE_ATTEMPTS):
+        try:
+            rows, stored, warnings = _merge_once(project, items, force=force, author=author)
+        except _CaseMovedError:
+            continue  # another writer stored a version of one of the cases: read them again
+        order = {item.patch_id: i for i, item in enumerate(items)}
+        rows.sort(key=lambda r: order[r.patch])
+        return MergeReport(tuple(rows), tuple(stored), tuple(warnings))
+    msg = f"the cases kept changing while the merge was stored ({MERGE_ATTEMPTS} tries); nothing was merged"
+    raise ConflictError(msg)
+
+
 def merge_patches(
     project: Project,
     corrections_dir: Path,
@@ -340,141 +607,22 @@ def merge_patches(
     accept_empty: bool = False,
     author: str,
 ) -> MergeReport:
-    """Merge ``corrections_dir/<patch>/`` folders into their cases (module docstring).
+    """Read ``corrections_dir/<patch>/`` folders (`read_patch_corrections`) and merge them.
 
     Args:
         project: the open project.
         corrections_dir: the folder holding one sub-folder per patch.
-        class_name: the class *Add* files without a class in their name paint (``--class``).
+        class_name: the class *Add* files without a class in their name paint.
         force: merge patches whose case changed since extraction, onto its current label.
         accept_empty: merge patches without correction files too (a person found nothing to
             fix: the patch becomes reviewed as it is); by default they are skipped.
         author: recorded on the versions.
-
-    Raises:
-        NotFoundError: the folder is missing, or a sub-folder is no known patch.
-        GeometryMismatchError: a correction's grid differs from its patch's.
-        ConflictError: a patch's case changed since extraction (without ``force``).
     """
-    corrections_dir = Path(corrections_dir)
-    if not corrections_dir.is_dir():
-        msg = f"corrections folder {corrections_dir} does not exist: expected OUTDIR/corrections"
-        raise NotFoundError(msg)
-    folders = sorted(p for p in corrections_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        msg = (
-            f"{corrections_dir} holds no patch folder: expected <patch>/ folders"
-            " from `segloop patches extract`"
-        )
-        raise NotFoundError(msg)
-    manifests = list_patch_manifests(project)
-    unknown = [f.name for f in folders if f.name not in manifests]
-    if unknown:
-        known = ", ".join(sorted(manifests)[:5]) or "none"
-        msg = (
-            f"{corrections_dir}: no patch {', '.join(unknown[:5])} was extracted in {project.root}"
-            f" (known patches: {known}); nothing was merged"
-        )
-        raise NotFoundError(msg)
-    schema = project.config.schema
-    rows: list[PatchMerge] = []
-    warnings: list[str] = []
-    pending: dict[str, list[tuple[dict[str, Any], CorrectionMasks, str]]] = {}
-    case_versions: dict[str, list[LabelVersionRecord]] = {}
-    for folder in folders:
-        manifest = manifests[folder.name]
-        case_id = manifest["case"]
-        files, others = list_correction_files(folder, schema.names)
-        warnings += [f"{folder.name}: {p.name} is no Add*/Remove*/Ignore* file; skipped" for p in others]
-        if not files and not accept_empty:
-            rows.append(PatchMerge(folder.name, case_id, "skipped (no corrections)"))
-            continue
-        affine = np.asarray(manifest["affine"])
-        try:
-            masks = read_correction_masks(files, schema, manifest["size"], affine, class_name=class_name)
-        except SegloopError as error:
-            raise type(error)(f"patch {folder.name}: {error}") from error
-        digest = masks.digest(class_name=class_name, border_voxels=manifest["border_voxels"])
-        if case_id not in case_versions:
-            case_versions[case_id] = project.list_label_versions(case_id)
-        done = _merged_digest(case_versions[case_id], folder.name, digest)
-        if done is not None:
-            rows.append(PatchMerge(folder.name, case_id, "already merged", done, 0, _names(files)))
-            continue
-        pending.setdefault(case_id, []).append((manifest, masks, digest))
-    planned, outdated = [], []
-    for case_id, patches in pending.items():
-        case = project.get_case(case_id)
-        versions, assembly, current = read_current_label(project, case)
-        parent = choose_parent(versions, assembly)
-        for manifest, _, _ in patches:
-            box = PatchBox(tuple(manifest["offset"]), tuple(manifest["size"]))
-            region = crop_with_padding(current, box, fill=schema.ignore_index)
-            if compute_label_key(region) != manifest["region_sha256"]:
-                outdated.append(_outdated_message(manifest, parent, versions))
-        labels, records, merged_rows = current.copy(), [], []
-        for manifest, masks, digest in patches:
-            box = PatchBox(tuple(manifest["offset"]), tuple(manifest["size"]))
-            region = crop_with_padding(labels, box, fill=schema.ignore_index)
-            merged = masks.apply(region, schema.ignore_index)
-            reviewed = reviewed_mask(box, case.shape, manifest["border_voxels"])
-            dropped = int(np.count_nonzero((merged != region) & ~reviewed))
-            case_slices, patch_slices = box.inside(case.shape)
-            target = labels[case_slices]
-            inside = reviewed[patch_slices]
-            changed = int(np.count_nonzero(target[inside] != merged[patch_slices][inside]))
-            target[inside] = merged[patch_slices][inside]
-            if dropped:
-                border = manifest["border_voxels"]
-                warnings.append(
-                    f"{manifest['patch']}: {dropped} corrected voxels lie in the {border}-voxel"
-                    " ignore border or outside the case and were not merged"
-                )
-            records.append(
-                {
-                    "patch": manifest["patch"],
-                    "offset": manifest["offset"],
-                    "size": manifest["size"],
-                    "border_voxels": manifest["border_voxels"],
-                    "corrections_sha256": digest,
-                    "extracted_label_sha256": manifest["label_sha256"],
-                    "files": [{"file": f.path.name, "kind": f.kind, "sha256": f.sha256} for f in masks.files],
-                }
-            )
-            merged_rows.append((manifest["patch"], changed, _names(masks.files), dropped))
-        originals = original_class_values(versions, assembly)
-        classes = tuple(c.name for c in schema.classes if c.index not in originals)
-        planned.append((case, labels, classes, parent, records, merged_rows))
-    if outdated and not force:
-        msg = (
-            "; ".join(outdated[:3]) + " — the label under the patch changed since extraction: re-extract,"
-            " or pass --force to apply these corrections to the current label; nothing was merged"
-        )
-        raise ConflictError(msg)
-    versions_out = []
-    for case, labels, classes, parent, records, merged_rows in planned:
-        params = {"patches": records, "class": class_name, "force": force}
-        version = store_revised(
-            project,
-            case,
-            labels,
-            classes=classes,
-            parent_id=parent.id if parent else None,
-            tool=MERGE_TOOL,
-            params=params,
-            author=author,
-        )
-        versions_out.append(version)
-        rows += [PatchMerge(p, case.case_id, "merged", version.id, n, f, d) for p, n, f, d in merged_rows]
-        project.log_event(
-            "patches-merged",
-            author,
-            {"case": case.case_id, "version": version.id, "patches": [r["patch"] for r in records]},
-        )
-    order = {f.name: i for i, f in enumerate(folders)}
-    rows.sort(key=lambda r: order[r.patch])
-    return MergeReport(tuple(rows), tuple(versions_out), tuple(warnings))
-
-
-def _names(files: Sequence[Any]) -> tuple[str, ...]:
-    return tuple(f.path.name for f in files)
+    items, skipped, warnings = read_patch_corrections(
+        project, corrections_dir, class_name=class_name, accept_empty=accept_empty
+    )
+    report = merge_patch_corrections(project, items, force=force, author=author) if items else None
+    rows = [*skipped, *(report.patches if report else ())]
+    rows.sort(key=lambda r: r.patch)
+    versions = report.versions if report else ()
+    return MergeReport(tuple(rows), versions, (*warnings, *(report.warnings if report else ())))

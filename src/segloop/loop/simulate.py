@@ -4,34 +4,32 @@ The annotator holds reference labels *outside* the project and submits only what
 
 - a **sparse first annotation**: per class, contours on a few slices spread evenly over the
   organ (seed 000 corrects "5-7 layers ... evenly distributed and include the top and bottom
-  layers"), written as a polygon document and given to the contour tool with fill-between
-  (`segloop segment CASE contours --polygons P.json --fill-between`): a ``sparse`` version of the
-  drawn slices and a ``draft`` of the filled organ;
+  layers"), given as a polygon document to the contour tool with fill-between
+  (`segloop.loop.tools.Contours`, as ``segloop segment CASE contours --fill-between`` does): a
+  ``sparse`` version of the drawn slices and a ``draft`` of the filled organ;
 - **corrections** of what the ranking picked: the person scrolls through the predicted class,
   and on each slice where the prediction is visibly wrong paints what is missing and erases what
-  is extra (`segloop correct CASE --add A --remove R --class C`): a ``revised`` version.
+  is extra (`segloop.loop.corrections.apply`, as ``segloop correct CASE --add A --remove R
+  --class C`` does): a ``revised`` version.
 
 Effort is counted the way a person spends it (`Effort`), priced by a `CostModel`. The engine only
-ever sees the submitted label versions; the reference arrays never enter the project.
+ever sees the submitted label versions; the reference arrays never enter the project, and nothing
+is written outside it (the annotator calls the array API directly, no temporary files).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from segloop.core.geometry import axis_of_plane
 from segloop.core.volume import Volume
-from segloop.io import write_volume
+from segloop.loop import corrections, tools
 from segloop.loop.labels import compute_effective_label
-from segloop.loop.tools import run_contours
 from segloop.segment.contours import make_polygon_document, mask_to_polygons
 from segloop.store import LabelVersionRecord, Project
 
@@ -212,14 +210,10 @@ class SimulatedAnnotator:
                 effort += spent
         if not polygons_by_class:
             return [], effort
-        with tempfile.TemporaryDirectory(prefix="segloop-annotator-") as folder:
-            path = Path(folder) / f"{case_id}.polygons.json"
-            path.write_text(json.dumps(make_polygon_document(polygons_by_class, axis)), encoding="utf-8")
-            versions = run_contours(
-                project, case_id, polygons_path=path, fill_between=True, author=self.author
-            )
+        request = tools.Contours(make_polygon_document(polygons_by_class, axis), fill_between=True)
+        result = tools.run(project, case_id, request, author=self.author)
         self.log.append((case_id, "sparse", effort))
-        return versions, effort
+        return list(result.versions), effort
 
     def _edge_band(self, truth: np.ndarray) -> np.ndarray:
         """Pixels within ``edge_tolerance_voxels`` of the reference outline on a slice."""
@@ -276,13 +270,12 @@ class SimulatedAnnotator:
             The ``revised`` version of the class (also when nothing needed fixing: the person
             reviewed and accepted it) and the effort spent.
         """
-        from segloop.loop.corrections import correct_case_masks
-
         case = project.get_case(case_id)
         schema = project.config.schema
         value = schema.index_of(class_name)
         axis = axis_of_plane(case.affine, self.plane)
-        assembly = compute_effective_label(project, case)
+        versions = project.list_label_versions(case_id)
+        assembly = compute_effective_label(project, case, versions) if versions else None
         current = np.zeros(case.shape, bool) if assembly is None else assembly.labels == value
         truth = self._reference(case_id) == value
         other = tuple(a for a in range(3) if a != axis)
@@ -309,19 +302,13 @@ class SimulatedAnnotator:
             remove[plane_index] = extra
             effort += self._slice_fix_cost(missing, extra, truth[plane_index], visible)
         # submitted even when nothing needed fixing: the person reviewed the class and accepts it
-        with tempfile.TemporaryDirectory(prefix="segloop-annotator-") as folder:
-            paths = {
-                kind: write_volume(Volume(mask.astype(np.uint8), case.affine), Path(folder) / f"{kind}.nrrd")
-                for kind, mask in (("add", add), ("remove", remove))
-            }
-            result = correct_case_masks(
-                project,
-                case_id,
-                add=[paths["add"]],
-                remove=[paths["remove"]],
-                class_name=class_name,
-                author=self.author,
-            )
+        result = corrections.apply(
+            project,
+            case_id,
+            corrections.Corrections(add=add, remove=remove, class_name=class_name),
+            parent=versions[-1].id if versions else None,
+            author=self.author,
+        )
         self.log.append((case_id, f"correct {class_name}", effort))
         return result.version, effort
 
@@ -369,8 +356,9 @@ def score_test_cases(
             trained.network, image.array, image.spacing, trained.config, device=trained.device
         ).labels
         present = [v for v in range(1, schema.ignore_index) if (reference == v).any()]
-        for value, dice in dice_per_class(labels, reference, present).items():
-            scores.setdefault(schema.name_of(value), []).append(float(dice))
+        per_class = dice_per_class(labels, reference, schema.ignore_index)
+        for value in present:
+            scores.setdefault(schema.name_of(value), []).append(float(per_class[value - 1]))
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
 

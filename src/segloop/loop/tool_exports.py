@@ -14,7 +14,7 @@ from typing import Any
 
 from segloop.core.labels import LabelSchema
 from segloop.core.volume import Volume
-from segloop.errors import ConflictError, SegloopError
+from segloop.errors import ConflictError, InvalidInputError
 from segloop.io import write_volume
 from segloop.io.atomic import atomic_directory
 from segloop.loop.corrections import EXPORT_MANIFEST, choose_parent, read_current_label
@@ -126,19 +126,20 @@ def export_for_tool(
       ``corrected.mitklabel.json`` (MITK's multi-label stack: opens ``corrected.nrrd`` as a
       segmentation with names and colours);
     - all: ``corrections/`` (empty, for ``Add*``/``Remove*``/``Ignore*`` masks), ``README.txt``
-      and ``segloop-export.json`` (case, label version ids, SHA-256 of the exported label).
+      and ``segloop-export.json`` (case, label version ids, the case's newest version id: the
+      ``parent`` of a correction made from it, SHA-256 of the exported label).
 
     Returns:
         The files written (under ``out_dir``).
 
     Raises:
-        SegloopError: an unknown tool.
+        InvalidInputError: an unknown tool.
         ConflictError: ``out_dir`` exists (without ``overwrite``), or holds corrections (even with
             ``overwrite``: a re-export never deletes someone's masks).
     """
     if tool not in EXPORT_TOOLS:
         msg = f"unknown tool {tool!r}: expected one of {', '.join(EXPORT_TOOLS)}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     schema = project.config.schema
     case = project.get_case(case_id)
     image = read_case_image(project, case)
@@ -148,9 +149,8 @@ def export_for_tool(
     pending = sorted((out_dir / "corrections").glob("*")) if (out_dir / "corrections").is_dir() else []
     if overwrite and pending:
         msg = (
-            f"{out_dir} holds corrections ({', '.join(p.name for p in pending[:3])}): bring them back first"
-            f" (segloop correct {project.root} {case_id} --corrections-dir {out_dir / 'corrections'})"
-            " or move them; --force does not replace someone's work"
+            f"{out_dir} holds corrections ({', '.join(p.name for p in pending[:3])}): bring them back"
+            " first or move them; replacing an export never deletes someone's work"
         )
         raise ConflictError(msg)
     versions, assembly, labels = read_current_label(project, case)
@@ -168,6 +168,7 @@ def export_for_tool(
         "tool": tool,
         "parent_version_id": parent.id if parent else None,
         "version_ids": [v.id for v in versions],
+        "head_version_id": versions[-1].id if versions else None,
         "label_sha256": compute_label_key(labels),
         "image": image_name,
         "label": f"label{suffix}",

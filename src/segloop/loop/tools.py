@@ -1,45 +1,287 @@
-"""Use cases of the labeling tools: run one on a case and store the result as a new version.
+"""The labeling tools as one use case: a typed request in, new label versions out.
 
-Each run reads the case's image (channel 0) and the tool's input files, calls a pure function of
-`segloop.segment`, and adds an immutable label version: ``draft`` for a tool's output, ``sparse``
-for what a person drew (scribbles, contours on a few slices: unpainted voxels are *ignore*), the
-draft's parent being that sparse version. Parameters and input-file hashes go into the version.
-Nothing is written when the input is bad.
+`run` takes a project, a case and one request (`Threshold`, `Grow`, `FastMarching`,
+`Interpolate`, `Contours`, `Mesh`, `Postprocess`: arrays and numbers, no file paths), calls a
+pure function of `segloop.segment` on the case's image (channel 0) and stores immutable label
+versions: ``draft`` for a tool's output, ``sparse`` for what a person drew (scribbles, contours on
+a few slices: unpainted voxels are *ignore*), the draft's parent being that sparse version.
+The request's parameters and the SHA-256 of its input arrays go into the versions. Everything is
+computed and checked before anything is stored; bad input stores nothing.
+
+`TOOLS` (name -> request class), `THRESHOLD_PRESETS_HU` and `POSTPROCESS_PRESETS` are the tables
+every face lists. Reading the inputs from files is the faces' job; the ``read_*`` adapters here
+do it for them (`read_seeds`, `read_class_slices`, `read_polygon_document`).
+
+Example:
+    >>> sorted(TOOLS)
+    ['contours', 'fast-marching', 'grow', 'interpolate', 'mesh', 'postprocess', 'threshold']
+    >>> Postprocess.from_presets(["close", "largest"]).morphology_kwargs()
+    {'close_mm': 2.0, 'open_mm': 0.0, 'keep_largest': True, 'fill': False}
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from segloop.core.geometry import axis_of_plane
+from segloop.core.geometry import axis_of_plane, spacing_from_affine
+from segloop.core.provenance import Source
 from segloop.core.volume import Volume
-from segloop.errors import LabelValueError, NotFoundError, SegloopError
-from segloop.loop.cases import hash_path
+from segloop.errors import (
+    CorruptFileError,
+    GeometryMismatchError,
+    InvalidInputError,
+    LabelValueError,
+    NotFoundError,
+)
+from segloop.io.checks import check_scalar_image
 from segloop.loop.labels import compute_effective_label, count_voxels, read_schema_labels
-from segloop.store import CaseRecord, LabelVersionRecord, NewLabel, Project
+from segloop.segment.threshold import THRESHOLD_PRESETS_HU
+from segloop.store import CaseRecord, LabelVersionRecord, NewLabel, Project, compute_label_key
 
 __all__ = [
+    "POSTPROCESS_PRESETS",
+    "THRESHOLD_PRESETS_HU",
+    "TOOLS",
+    "Contours",
+    "FastMarching",
+    "Grow",
+    "Interpolate",
+    "Mesh",
+    "Postprocess",
+    "Threshold",
+    "ToolResult",
+    "class_mesh",
     "current_class_mask",
     "export_mesh",
     "read_case_image",
-    "run_contours",
-    "run_fast_marching",
-    "run_grow",
-    "run_interpolate",
-    "run_mesh",
-    "run_postprocess",
-    "run_threshold",
+    "read_class_slices",
+    "read_polygon_document",
+    "read_seeds",
+    "run",
     "store_tool_labels",
 ]
+
+#: Post-processing steps by name (``predict --postprocess close,largest``) → `Postprocess` fields.
+POSTPROCESS_PRESETS: dict[str, dict[str, Any]] = {
+    "close": {"close_mm": 2.0},
+    "open": {"open_mm": 2.0},
+    "largest": {"largest": True},
+    "fill": {"fill_holes": True},
+}
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Threshold the image into one class, then clean its islands.
+
+    Attributes:
+        class_name: the class to label.
+        value_range: ``(low, high)`` inclusive, in the image's units.
+        preset: a name of `THRESHOLD_PRESETS_HU` instead of a range.
+        otsu: keep voxels above Otsu's threshold instead of a range.
+        keep_largest: keep the largest island (when no seed is given).
+        min_size_voxels: drop islands smaller than this first.
+        seeds: ``(i, j, k)`` voxels: keep the islands under them.
+    """
+
+    name: ClassVar[str] = "threshold"
+    class_name: str
+    value_range: tuple[float, float] | None = None
+    preset: str | None = None
+    otsu: bool = False
+    keep_largest: bool = False
+    min_size_voxels: int = 0
+    seeds: tuple[tuple[int, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Grow:
+    """Grow multi-class scribbles into a full label map (Slicer's Grow from seeds).
+
+    Attributes:
+        seeds: ``(I, J, K)`` integers: 0 unpainted, 1..N the classes, N + 1 background.
+    """
+
+    name: ClassVar[str] = "grow"
+    seeds: np.ndarray
+
+
+@dataclass(frozen=True)
+class FastMarching:
+    """Grow one class from seed voxels by fast marching until it fills a fraction of the image.
+
+    Attributes:
+        class_name: the class to label.
+        seeds: ``(I, J, K)`` mask, non-zero at the seeds.
+        volume_fraction: the target size as a fraction of the image (0..1].
+    """
+
+    name: ClassVar[str] = "fast-marching"
+    class_name: str
+    seeds: np.ndarray
+    volume_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class Interpolate:
+    """Fill one class between a few drawn slices (Slicer's Fill between slices).
+
+    Attributes:
+        class_name: the class drawn.
+        slices: ``(I, J, K)`` mask of the class; the slices holding any voxel are the drawn ones.
+        axis: ``axial``, ``coronal``, ``sagittal`` or a voxel axis 0-2.
+        smooth_mm: smoothing of the filled result (mm).
+    """
+
+    name: ClassVar[str] = "interpolate"
+    class_name: str
+    slices: np.ndarray
+    axis: str | int = "axial"
+    smooth_mm: float = 0.0
+
+
+@dataclass(frozen=True)
+class Contours:
+    """Polygons drawn on slices → those slices labelled (one ``sparse`` version per class).
+
+    Attributes:
+        polygons: a polygon document (`segloop.segment.contours.read_polygons`).
+        class_name: only this class of the document (default: all).
+        fill_between: also fill each class between its slices (a ``draft`` per class).
+        smooth_mm: smoothing of the filled result (mm).
+    """
+
+    name: ClassVar[str] = "contours"
+    polygons: Mapping[str, Any]
+    class_name: str | None = None
+    fill_between: bool = False
+    smooth_mm: float = 0.0
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """A closed triangle surface voxelised into one class.
+
+    Attributes:
+        class_name: the class to label.
+        vertices: ``(V, 3)`` vertex positions, RAS+ mm (`segloop.io.mesh.read_mesh` gives them).
+        faces: ``(F, 3)`` vertex indices of the triangles.
+    """
+
+    name: ClassVar[str] = "mesh"
+    class_name: str
+    vertices: np.ndarray
+    faces: np.ndarray
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """Close → open → fill → keep the largest island of each class of a version (seed 000's order).
+
+    Attributes:
+        close_mm: closing radius (mm; 0: none).
+        open_mm: opening radius (mm; 0: none).
+        fill_holes: fill cavities per class.
+        largest: keep the largest island per class.
+        version: the version to process (default: the case's newest).
+    """
+
+    name: ClassVar[str] = "postprocess"
+    close_mm: float = 0.0
+    open_mm: float = 0.0
+    fill_holes: bool = False
+    largest: bool = False
+    version: int | None = None
+
+    @classmethod
+    def from_presets(cls, names: Sequence[str]) -> Postprocess:
+        """The steps named in `POSTPROCESS_PRESETS` (``["close", "largest"]``) combined.
+
+        Raises:
+            InvalidInputError: an unknown name.
+        """
+        unknown = sorted(set(names) - set(POSTPROCESS_PRESETS))
+        if unknown:
+            msg = f"unknown post-processing {unknown}: expected some of {', '.join(POSTPROCESS_PRESETS)}"
+            raise InvalidInputError(msg)
+        fields: dict[str, Any] = {}
+        for name in names:
+            fields.update(POSTPROCESS_PRESETS[name])
+        return cls(**fields)
+
+    def morphology_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `segloop.segment.morphology.postprocess_labels`."""
+        return {
+            "close_mm": float(self.close_mm),
+            "open_mm": float(self.open_mm),
+            "keep_largest": self.largest,
+            "fill": self.fill_holes,
+        }
+
+
+ToolRequest = Threshold | Grow | FastMarching | Interpolate | Contours | Mesh | Postprocess
+
+#: Every tool by name: the request class that asks for it.
+TOOLS: dict[str, type] = {
+    request.name: request
+    for request in (Threshold, Grow, FastMarching, Interpolate, Contours, Mesh, Postprocess)
+}
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool stored.
+
+    Attributes:
+        case_id: the case.
+        versions: the new versions, in the order stored (a sparse version before its draft).
+    """
+
+    case_id: str
+    versions: tuple[LabelVersionRecord, ...]
+
+    @property
+    def version(self) -> LabelVersionRecord:
+        """The last version stored: the tool's output, the one to look at and correct next."""
+        return self.versions[-1]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A version computed but not stored; ``parent`` < 0 refers to an earlier planned version."""
+
+    labels: np.ndarray
+    source: str
+    classes: tuple[str, ...]
+    tool: str
+    params: dict[str, Any]
+    parent: int | None = None
+    allow_empty: bool = False
+
+
+# -- shared parts --------------------------------------------------------------------------------
 
 
 def read_case_image(project: Project, case: CaseRecord) -> Volume:
     """The case's first image channel, verified by the store (SHA-256 and grid recorded when added)."""
     return project.read_image(case.case_id)
+
+
+def _tool_image(project: Project, case: CaseRecord) -> Volume:
+    """The image a tool computes on: one real, finite value per voxel."""
+    image = read_case_image(project, case)
+    check_scalar_image(image, f"image of case {case.case_id!r}")
+    return image
 
 
 def store_tool_labels(
@@ -75,31 +317,6 @@ def store_tool_labels(
     return project.add_label_version(case.case_id, label)
 
 
-def _store_class_draft(
-    project: Project,
-    case: CaseRecord,
-    mask: np.ndarray,
-    class_name: str,
-    *,
-    tool: str,
-    params: dict[str, Any],
-    author: str,
-    parent_id: int | None = None,
-) -> LabelVersionRecord:
-    """Store a tool's mask of one class as a ``draft`` annotating only that class."""
-    return store_tool_labels(
-        project,
-        case,
-        _class_labels(project, mask, class_name),
-        source="draft",
-        classes=[class_name],
-        tool=tool,
-        params=params,
-        author=author,
-        parent_id=parent_id,
-    )
-
-
 def _class_labels(project: Project, mask: np.ndarray, class_name: str) -> np.ndarray:
     schema = project.config.schema
     labels = np.zeros(mask.shape, dtype=schema.dtype)
@@ -107,258 +324,323 @@ def _class_labels(project: Project, mask: np.ndarray, class_name: str) -> np.nda
     return labels
 
 
-def _input_params(path: Path) -> dict[str, str]:
-    return {"file": str(Path(path).resolve()), "sha256": hash_path(Path(path))[0]}
+def _on_grid(array: Any, case: CaseRecord, what: str) -> np.ndarray:
+    """``array`` as an ndarray on the case's grid."""
+    array = np.asarray(array)
+    if array.shape != tuple(case.shape):
+        msg = f"{what} has shape {array.shape}: expected case {case.case_id!r}'s grid {tuple(case.shape)}"
+        raise GeometryMismatchError(msg)
+    return array
 
 
-def run_threshold(
-    project: Project,
-    case_id: str,
-    *,
-    class_name: str,
-    low: float | None = None,
-    high: float | None = None,
-    otsu: bool = False,
-    keep_largest: bool = False,
-    min_size_voxels: int = 0,
-    seed_points: Sequence[Sequence[int]] = (),
-    author: str,
-) -> LabelVersionRecord:
-    """Threshold the image (a range, or above Otsu's threshold) and clean the islands.
+def _digest(array: np.ndarray) -> str:
+    return compute_label_key(np.ascontiguousarray(array))
 
-    Islands: drop those under ``min_size_voxels``, then keep those under ``seed_points`` (voxel
-    indices), or else the largest one if ``keep_largest``.
-    """
+
+# -- the tools -----------------------------------------------------------------------------------
+
+
+def _threshold(project: Project, case: CaseRecord, request: Threshold) -> list[_Planned]:
     from segloop.segment.components import keep_components_at, keep_largest_component, remove_small_components
     from segloop.segment.threshold import threshold_otsu, threshold_range
 
-    project.config.schema.index_of(class_name)
-    case = project.get_case(case_id)
-    image = read_case_image(project, case).array
-    if otsu:
+    project.config.schema.index_of(request.class_name)
+    chosen = [request.value_range is not None, request.preset is not None, request.otsu]
+    if sum(chosen) != 1:
+        msg = f"threshold needs exactly one of a value range, a preset or Otsu's threshold; got {sum(chosen)}"
+        raise InvalidInputError(msg)
+    if request.preset is not None and request.preset not in THRESHOLD_PRESETS_HU:
+        msg = f"unknown preset {request.preset!r}: expected one of {', '.join(THRESHOLD_PRESETS_HU)}"
+        raise InvalidInputError(msg)
+    image = _tool_image(project, case).array
+    seeds = [tuple(int(v) for v in point) for point in request.seeds]
+    for point in seeds:
+        if len(point) != 3 or not all(0 <= v < n for v, n in zip(point, case.shape, strict=True)):
+            msg = f"seed {list(point)} is outside the image: expected voxel indices below {list(case.shape)}"
+            raise InvalidInputError(msg)
+    if request.otsu:
         low, high = threshold_otsu(image), float(image.max())
-    if low is None or high is None:
-        msg = "threshold needs a range (--range LOW,HIGH or --preset) or --otsu"
-        raise SegloopError(msg)
+    elif request.preset is not None:
+        low, high = THRESHOLD_PRESETS_HU[request.preset]
+    else:
+        low, high = (float(v) for v in request.value_range)  # type: ignore[union-attr]
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        msg = f"a threshold range must be two finite numbers LOW <= HIGH; got {low}, {high}"
+        raise InvalidInputError(msg)
     mask = threshold_range(image, low, high)
-    if min_size_voxels:
-        mask = remove_small_components(mask, min_size_voxels=min_size_voxels)
-    if seed_points:
-        mask = keep_components_at(mask, seed_points)
-    elif keep_largest:
+    if request.min_size_voxels:
+        mask = remove_small_components(mask, min_size_voxels=request.min_size_voxels)
+    if seeds:
+        mask = keep_components_at(mask, seeds)
+    elif request.keep_largest:
         mask = keep_largest_component(mask)
     params = {
         "low": float(low),
         "high": float(high),
-        "otsu": otsu,
-        "keep_largest": keep_largest,
-        "min_size_voxels": min_size_voxels,
-        "seed_points": [list(p) for p in seed_points],
+        "preset": request.preset,
+        "otsu": request.otsu,
+        "keep_largest": request.keep_largest,
+        "min_size_voxels": request.min_size_voxels,
+        "seed_points": [list(p) for p in seeds],
     }
-    return _store_class_draft(project, case, mask, class_name, tool="threshold", params=params, author=author)
+    labels = _class_labels(project, mask, request.class_name)
+    return [_Planned(labels, Source.DRAFT, (request.class_name,), "threshold", params)]
 
 
-def _read_seeds(project: Project, case: CaseRecord, path: Path) -> np.ndarray:
-    """Scribbles on the case grid: 0 unpainted, 1..N classes, N + 1 background.
-
-    In a label map, background scribbles hold N + 1 (the value after the last class); in a
-    .seg.nrrd, a segment named ``background`` is the background scribble.
-    """
-    schema = project.config.schema
-    seeds, _ = read_schema_labels(
-        path, schema, case.shape, case.affine, aliases={"background": schema.ignore_index}
-    )
-    return seeds
-
-
-def run_grow(
-    project: Project,
-    case_id: str,
-    *,
-    seeds_path: Path,
-    author: str,
-) -> tuple[LabelVersionRecord, LabelVersionRecord]:
-    """Grow multi-class scribbles into a full label map (Slicer's Grow from seeds).
-
-    Returns:
-        ``(sparse, draft)``: the scribbles as drawn, and the grown labels (parent: the scribbles).
-    """
+def _grow(project: Project, case: CaseRecord, request: Grow) -> list[_Planned]:
     from segloop.segment.grow import grow_from_seeds
 
     schema = project.config.schema
-    case = project.get_case(case_id)
-    seeds = _read_seeds(project, case, seeds_path)
+    seeds = _on_grid(request.seeds, case, "the seed map")
     background = schema.ignore_index
-    painted = [schema.name_of(int(v)) for v in np.unique(seeds) if 0 < v <= len(schema.classes)]
+    schema.check_values(seeds, what="the seed map")
+    painted = tuple(schema.name_of(int(v)) for v in np.unique(seeds) if 0 < v <= len(schema.classes))
     if not painted:
-        msg = f"{seeds_path} holds no class scribble: expected voxels with values 1..{len(schema.classes)}"
+        msg = f"the seed map holds no class scribble: expected voxels with values 1..{len(schema.classes)}"
         raise LabelValueError(msg)
-    image = read_case_image(project, case)
+    image = _tool_image(project, case)
+    seeds = seeds.astype(schema.dtype, copy=False)
     grown = grow_from_seeds(image.array, seeds, spacing_mm=image.spacing)
     grown = np.where(grown == background, 0, grown).astype(schema.dtype)
     drawn = np.where(seeds == 0, schema.ignore_index, np.where(seeds == background, 0, seeds))
-    params = {"seeds": _input_params(seeds_path)}
-    sparse = store_tool_labels(
-        project,
-        case,
-        drawn.astype(schema.dtype),
-        source="sparse",
-        classes=painted,
-        tool="scribbles",
-        params=params,
-        author=author,
-    )
-    draft = store_tool_labels(
-        project,
-        case,
-        grown,
-        source="draft",
-        classes=painted,
-        tool="grow-from-seeds",
-        params=params,
-        author=author,
-        parent_id=sparse.id,
-    )
-    return sparse, draft
+    params = {"seeds_sha256": _digest(seeds)}
+    return [
+        _Planned(drawn.astype(schema.dtype), Source.SPARSE, painted, "scribbles", params),
+        _Planned(grown, Source.DRAFT, painted, "grow-from-seeds", params, parent=-1),
+    ]
 
 
-def run_fast_marching(
-    project: Project,
-    case_id: str,
-    *,
-    seeds_path: Path,
-    class_name: str,
-    volume_fraction: float,
-    author: str,
-) -> LabelVersionRecord:
-    """Grow one class from seed voxels (any non-zero voxel of the seed file) by fast marching."""
+def _fast_marching(project: Project, case: CaseRecord, request: FastMarching) -> list[_Planned]:
     from segloop.segment.grow import fast_marching
 
-    project.config.schema.index_of(class_name)
-    case = project.get_case(case_id)
-    seeds = read_schema_labels(seeds_path, project.config.schema, case.shape, case.affine)[0] != 0
+    project.config.schema.index_of(request.class_name)
+    seeds = _on_grid(request.seeds, case, "the seed mask") != 0
     if not seeds.any():
-        msg = f"{seeds_path} holds no seed voxel: expected a 3D mask with at least one non-zero voxel"
+        msg = "the seed mask holds no seed voxel: expected at least one non-zero voxel"
         raise LabelValueError(msg)
-    image = read_case_image(project, case)
-    mask = fast_marching(image.array, seeds, spacing_mm=image.spacing, volume_fraction=volume_fraction)
-    params = {"seeds": _input_params(seeds_path), "volume_fraction": volume_fraction}
-    return _store_class_draft(
-        project, case, mask, class_name, tool="fast-marching", params=params, author=author
+    if not 0 < request.volume_fraction <= 1:
+        msg = f"the volume fraction must lie in (0, 1]; got {request.volume_fraction}"
+        raise InvalidInputError(msg)
+    image = _tool_image(project, case)
+    mask = fast_marching(
+        image.array, seeds, spacing_mm=image.spacing, volume_fraction=request.volume_fraction
     )
+    params = {"seeds_sha256": _digest(seeds), "volume_fraction": request.volume_fraction}
+    labels = _class_labels(project, mask, request.class_name)
+    return [_Planned(labels, Source.DRAFT, (request.class_name,), "fast-marching", params)]
 
 
-def run_interpolate(
-    project: Project,
-    case_id: str,
-    *,
-    class_name: str,
-    slices_path: Path,
-    plane: str = "axial",
-    smoothing_mm: float = 0.0,
-    author: str,
-) -> tuple[LabelVersionRecord, LabelVersionRecord]:
-    """Fill between a few drawn slices of one class (Slicer's Fill between slices).
-
-    Returns:
-        ``(sparse, draft)``: the drawn slices (other slices *ignore*) and the filled 3D mask.
-    """
+def _interpolate(project: Project, case: CaseRecord, request: Interpolate) -> list[_Planned]:
     from segloop.segment.interpolate import fill_between_slices
 
     schema = project.config.schema
-    value = schema.index_of(class_name)
-    case = project.get_case(case_id)
-    labels, _ = read_schema_labels(slices_path, schema, case.shape, case.affine)
-    drawn_mask = labels == value
-    axis = axis_of_plane(case.affine, plane)
+    value = schema.index_of(request.class_name)
+    drawn_mask = _on_grid(request.slices, case, "the drawn slices") != 0
+    axis = axis_of_plane(case.affine, request.axis) if isinstance(request.axis, str) else int(request.axis)
+    if axis not in (0, 1, 2):
+        msg = f"the slice axis must be a plane name or a voxel axis 0-2; got {request.axis!r}"
+        raise InvalidInputError(msg)
     annotated = np.flatnonzero(drawn_mask.any(axis=tuple(a for a in range(3) if a != axis)))
-    spacing = tuple(float(s) for s in np.linalg.norm(case.affine[:3, :3], axis=0))
-    filled = fill_between_slices(drawn_mask, axis, spacing_mm=spacing, smoothing_mm=smoothing_mm)
+    if annotated.size == 0:
+        msg = f"no slice of {request.class_name!r} is drawn: expected voxels of the class on a few slices"
+        raise LabelValueError(msg)
+    filled = fill_between_slices(
+        drawn_mask, axis, spacing_mm=spacing_from_affine(case.affine), smoothing_mm=request.smooth_mm
+    )
     drawn = np.full(case.shape, schema.ignore_index, dtype=schema.dtype)
-    index = [slice(None)] * 3
+    index: list[Any] = [slice(None)] * 3
     index[axis] = annotated
     drawn[tuple(index)] = np.where(drawn_mask[tuple(index)], value, 0)
     params = {
-        "slices": _input_params(slices_path),
-        "plane": plane,
+        "slices_sha256": _digest(drawn_mask),
+        "plane": request.axis,
         "axis": axis,
         "annotated_slices": annotated.tolist(),
-        "smoothing_mm": smoothing_mm,
+        "smoothing_mm": request.smooth_mm,
     }
-    sparse = store_tool_labels(
-        project,
-        case,
-        drawn,
-        source="sparse",
-        classes=[class_name],
-        tool="slices",
-        params=params,
-        author=author,
-    )
-    draft = _store_class_draft(
-        project,
-        case,
-        filled,
-        class_name,
-        tool="fill-between-slices",
-        params=params,
-        author=author,
-        parent_id=sparse.id,
-    )
-    return sparse, draft
+    classes = (request.class_name,)
+    return [
+        _Planned(drawn, Source.SPARSE, classes, "slices", params),
+        _Planned(_class_labels(project, filled, request.class_name), Source.DRAFT, classes,
+                 "fill-between-slices", params, parent=-1),
+    ]  # fmt: skip
 
 
-def run_postprocess(
-    project: Project,
-    case_id: str,
-    *,
-    close_mm: float = 0.0,
-    open_mm: float = 0.0,
-    keep_largest: bool = False,
-    fill: bool = False,
-    version_id: int | None = None,
-    author: str,
-) -> LabelVersionRecord:
-    """Close → open → fill → keep the largest island of each class of the latest (or a given) version.
+def _contours(project: Project, case: CaseRecord, request: Contours) -> list[_Planned]:
+    from segloop.segment.contours import read_polygons
+    from segloop.segment.interpolate import fill_between_slices
 
-    The result keeps the parent's source (post-processed AI output is still ``pseudo``), except that
-    a processed ``original`` becomes ``revised``: it is no longer the label as supplied.
-    """
+    schema = project.config.schema
+    parsed = read_polygons(request.polygons, case.shape, case.affine)
+    names = [request.class_name] if request.class_name else list(parsed.classes)
+    for name in names:
+        schema.index_of(name)
+        if name not in parsed.classes:
+            msg = f"the polygons have no class {name!r}: they have {', '.join(parsed.classes)}"
+            raise InvalidInputError(msg)
+    masks = {name: mask for name, mask in parsed.to_masks(case.shape).items() if name in names}
+    spacing = spacing_from_affine(case.affine)
+    document = json.dumps(request.polygons, sort_keys=True, default=str).encode()
+    params = {
+        "polygons_sha256": hashlib.sha256(document).hexdigest(),
+        "axis": parsed.axis,
+        "smoothing_mm": request.smooth_mm,
+    }
+    planned: list[_Planned] = []
+    for name in names:
+        slices = sorted({int(p["slice"]) for p in parsed.classes[name]})
+        drawn = np.full(case.shape, schema.ignore_index, dtype=schema.dtype)
+        index: list[Any] = [slice(None)] * 3
+        index[parsed.axis] = slices
+        drawn[tuple(index)] = np.where(masks[name][tuple(index)], schema.index_of(name), 0)
+        class_params = {**params, "annotated_slices": slices}
+        planned.append(_Planned(drawn, Source.SPARSE, (name,), "contours", class_params))
+        if request.fill_between:
+            filled = fill_between_slices(
+                masks[name], parsed.axis, spacing_mm=spacing, smoothing_mm=request.smooth_mm, annotated=slices
+            )
+            labels = _class_labels(project, filled, name)
+            planned.append(
+                _Planned(labels, Source.DRAFT, (name,), "fill-between-slices", class_params, parent=-1)
+            )
+    return planned
+
+
+def _mesh(project: Project, case: CaseRecord, request: Mesh) -> list[_Planned]:
+    from segloop.segment.mesh import mesh_to_mask
+
+    project.config.schema.index_of(request.class_name)
+    vertices = np.asarray(request.vertices, dtype=np.float64)
+    faces = np.asarray(request.faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        msg = f"a mesh needs (V, 3) vertices and (F, 3) faces; got {vertices.shape} and {faces.shape}"
+        raise InvalidInputError(msg)
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        msg = f"mesh faces index vertices 0..{len(vertices) - 1}; got {faces.min()}..{faces.max()}"
+        raise InvalidInputError(msg)
+    if not np.isfinite(vertices).all():
+        msg = "mesh vertices must be finite positions in mm; got NaN or infinite ones"
+        raise InvalidInputError(msg)
+    mask = mesh_to_mask(vertices, faces, case.shape, case.affine)
+    params = {"vertices_sha256": _digest(vertices), "faces_sha256": _digest(faces.astype(np.int64))}
+    labels = _class_labels(project, mask, request.class_name)
+    return [_Planned(labels, Source.DRAFT, (request.class_name,), "mesh", params)]
+
+
+def _postprocess(project: Project, case: CaseRecord, request: Postprocess) -> list[_Planned]:
     from segloop.segment.morphology import postprocess_labels
 
-    case = project.get_case(case_id)
-    versions = project.list_label_versions(case_id)
+    versions = project.list_label_versions(case.case_id)
     if not versions:
-        msg = f"case {case_id!r} has no label version to post-process"
+        msg = f"case {case.case_id!r} has no label version to post-process"
         raise NotFoundError(msg)
-    parent = project.get_label_version(version_id) if version_id is not None else versions[-1]
-    if parent.case_id != case_id:
-        msg = f"label version {parent.id} belongs to case {parent.case_id!r}, not {case_id!r}"
-        raise SegloopError(msg)
+    parent = project.get_label_version(request.version) if request.version is not None else versions[-1]
+    if parent.case_id != case.case_id:
+        msg = f"label version {parent.id} belongs to case {parent.case_id!r}, not {case.case_id!r}"
+        raise InvalidInputError(msg)
+    if min(request.close_mm, request.open_mm) < 0:
+        msg = f"radii must be >= 0 mm; got close {request.close_mm}, open {request.open_mm}"
+        raise InvalidInputError(msg)
     schema = project.config.schema
-    spacing = tuple(float(s) for s in np.linalg.norm(case.affine[:3, :3], axis=0))
     labels = postprocess_labels(
         project.read_labels(parent),
-        spacing_mm=spacing,
-        close_mm=close_mm,
-        open_mm=open_mm,
-        keep_largest=keep_largest,
-        fill=fill,
+        spacing_mm=spacing_from_affine(case.affine),
         classes=schema.indices_of(parent.classes),
+        **request.morphology_kwargs(),
     )
-    params = {"close_mm": close_mm, "open_mm": open_mm, "keep_largest": keep_largest, "fill_holes": fill}
-    source = "revised" if parent.source == "original" else parent.source
-    return store_tool_labels(
-        project,
-        case,
-        labels,
-        source=source,
-        classes=parent.classes,
-        tool="postprocess",
-        params=params,
-        author=author,
-        parent_id=parent.id,
-    )
+    params = {
+        "close_mm": request.close_mm,
+        "open_mm": request.open_mm,
+        "keep_largest": request.largest,
+        "fill_holes": request.fill_holes,
+    }
+    # post-processed AI output is still pseudo; a processed original is no longer the label as supplied
+    source = Source.REVISED if parent.source == Source.ORIGINAL else parent.source
+    return [_Planned(labels, source, parent.classes, "postprocess", params, parent=parent.id)]
+
+
+_RUNNERS: dict[type, Callable[[Project, CaseRecord, Any], list[_Planned]]] = {
+    Threshold: _threshold,
+    Grow: _grow,
+    FastMarching: _fast_marching,
+    Interpolate: _interpolate,
+    Contours: _contours,
+    Mesh: _mesh,
+    Postprocess: _postprocess,
+}
+
+
+def run(
+    project: Project,
+    case_id: str,
+    request: ToolRequest,
+    *,
+    author: str,
+    parent: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> ToolResult:
+    """Run one tool on a case and store its versions.
+
+    Args:
+        project: the open project.
+        case_id: the case.
+        request: what to run (a request of `TOOLS`).
+        author: recorded on the versions.
+        parent: the version the person worked from, recorded as the parent of the first version
+            stored (a post-processed version's parent is always the version processed).
+        provenance: more parameters to record (e.g. the input files and their SHA-256).
+
+    Returns:
+        The `ToolResult`: the stored versions, a sparse version before the draft made from it.
+
+    Raises:
+        NotFoundError: an unknown case or version.
+        InvalidInputError: bad parameters, an image that is not one real finite value per voxel.
+        GeometryMismatchError: an input array not on the case's grid.
+        LabelValueError: the tool found nothing (nothing is stored).
+    """
+    runner = _RUNNERS.get(type(request))
+    if runner is None:
+        msg = f"unknown tool request {type(request).__name__}: expected one of {', '.join(TOOLS)}"
+        raise InvalidInputError(msg)
+    case = project.get_case(case_id)
+    if parent is not None and project.get_label_version(parent).case_id != case_id:
+        msg = f"label version {parent} is not a version of case {case_id!r}"
+        raise InvalidInputError(msg)
+    planned = runner(project, case, request)
+    schema = project.config.schema
+    for item in planned:  # every check before the first store
+        counts = count_voxels(item.labels, schema)
+        if not item.allow_empty and sum(counts[name] for name in item.classes) == 0:
+            msg = f"{item.tool} produced an empty label for {', '.join(item.classes)}: nothing was stored"
+            raise LabelValueError(msg)
+    stored: list[LabelVersionRecord] = []
+    extra = dict(provenance or {})
+    for position, item in enumerate(planned):
+        if item.parent is not None and item.parent < 0:
+            parent_id: int | None = stored[position + item.parent].id
+        elif item.parent is not None:
+            parent_id = item.parent
+        else:
+            parent_id = parent if position == 0 else None
+        stored.append(
+            store_tool_labels(
+                project,
+                case,
+                item.labels,
+                source=str(item.source),
+                classes=item.classes,
+                tool=item.tool,
+                params={**item.params, **extra},
+                author=author,
+                parent_id=parent_id,
+                allow_empty=item.allow_empty,
+            )
+        )
+    return ToolResult(case_id, tuple(stored))
+
+
+# -- masks and meshes of the current label ------------------------------------------------------------
 
 
 def current_class_mask(project: Project, case: CaseRecord, class_name: str) -> np.ndarray:
@@ -371,19 +653,15 @@ def current_class_mask(project: Project, case: CaseRecord, class_name: str) -> n
     return assembly.labels == value
 
 
-def run_mesh(
-    project: Project, case_id: str, *, class_name: str, mesh_path: Path, author: str
-) -> LabelVersionRecord:
-    """Voxelise a closed surface (STL/OBJ/PLY, in the case's physical space) into one class."""
-    from segloop.io.mesh import read_mesh
-    from segloop.segment.mesh import mesh_to_mask
+def class_mesh(
+    project: Project, case_id: str, class_name: str, *, smoothing_iterations: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed surface of one class of a case's effective label: ``(vertices RAS mm, faces)``."""
+    from segloop.segment.mesh import mask_to_mesh
 
-    project.config.schema.index_of(class_name)
     case = project.get_case(case_id)
-    mesh = read_mesh(mesh_path)
-    mask = mesh_to_mask(mesh.vertices, mesh.faces, case.shape, case.affine)
-    params = {"mesh": _input_params(mesh_path)}
-    return _store_class_draft(project, case, mask, class_name, tool="mesh", params=params, author=author)
+    mask = current_class_mask(project, case, class_name)
+    return mask_to_mesh(mask, case.affine, smoothing_iterations=smoothing_iterations)
 
 
 def export_mesh(
@@ -396,93 +674,49 @@ def export_mesh(
     overwrite: bool = False,
 ) -> Path:
     """Write the surface of one class of a case's effective label (RAS mm; LPS on disk like Slicer)."""
-    from segloop.io.mesh import Mesh, write_mesh
-    from segloop.segment.mesh import mask_to_mesh
+    from segloop.io.mesh import Mesh as SurfaceMesh
+    from segloop.io.mesh import write_mesh
 
-    case = project.get_case(case_id)
-    mask = current_class_mask(project, case, class_name)
-    vertices, faces = mask_to_mesh(mask, case.affine, smoothing_iterations=smoothing_iterations)
-    return write_mesh(Mesh(vertices, faces), out_path, overwrite=overwrite)
+    vertices, faces = class_mesh(project, case_id, class_name, smoothing_iterations=smoothing_iterations)
+    return write_mesh(SurfaceMesh(vertices, faces), out_path, overwrite=overwrite)
 
 
-def run_contours(
-    project: Project,
-    case_id: str,
-    *,
-    polygons_path: Path,
-    class_name: str | None = None,
-    fill_between: bool = False,
-    smoothing_mm: float = 0.0,
-    author: str,
-) -> list[LabelVersionRecord]:
-    """Polygons drawn on slices (a JSON polygon document) → one ``sparse`` version per class.
+# -- adapters for the faces: inputs read from files ----------------------------------------------------
 
-    The drawn slices are labelled (inside the polygons: the class; elsewhere: background), all
-    other slices are *ignore*. With ``fill_between`` each class is also filled between its slices
-    into a ``draft`` whose parent is that sparse version.
+
+def read_seeds(project: Project, case_id: str, path: Path) -> np.ndarray:
+    """A scribble file as a `Grow` seed map on the case's grid.
+
+    In a label map, background scribbles hold N + 1 (the value after the last class); in a
+    ``.seg.nrrd``, a segment named ``background`` is the background scribble.
     """
-    import json
-
-    from segloop.segment.contours import read_polygons
-    from segloop.segment.interpolate import fill_between_slices
-
     schema = project.config.schema
     case = project.get_case(case_id)
+    aliases = {"background": schema.ignore_index}
+    return read_schema_labels(Path(path), schema, case.shape, case.affine, aliases=aliases)[0]
+
+
+def read_class_slices(
+    project: Project, case_id: str, path: Path, class_name: str | None = None
+) -> np.ndarray:
+    """A label file's voxels of ``class_name`` (None: any non-zero voxel) as a mask on the case's grid."""
+    schema = project.config.schema
+    case = project.get_case(case_id)
+    labels = read_schema_labels(Path(path), schema, case.shape, case.affine)[0]
+    return labels == schema.index_of(class_name) if class_name is not None else labels != 0
+
+
+def read_polygon_document(path: Path) -> dict[str, Any]:
+    """A JSON polygon document (`Contours.polygons`)."""
     try:
-        document = json.loads(Path(polygons_path).read_text(encoding="utf-8"))
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as error:
-        msg = f"polygon file {polygons_path} does not exist"
+        msg = f"polygon file {path} does not exist"
         raise NotFoundError(msg) from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        msg = f"{polygons_path}: not valid JSON ({error})"
-        raise SegloopError(msg) from error
-    parsed = read_polygons(document, case.shape, case.affine)
-    names = [class_name] if class_name else list(parsed.classes)
-    for name in names:
-        schema.index_of(name)
-        if name not in parsed.classes:
-            msg = f"{polygons_path} has no polygons for class {name!r}: it has {', '.join(parsed.classes)}"
-            raise SegloopError(msg)
-    masks = {name: mask for name, mask in parsed.to_masks(case.shape).items() if name in names}
-    spacing = tuple(float(s) for s in np.linalg.norm(case.affine[:3, :3], axis=0))
-    planned = []  # compute everything before storing anything
-    for name in names:
-        slices = sorted({int(p["slice"]) for p in parsed.classes[name]})
-        drawn = np.full(case.shape, schema.ignore_index, dtype=schema.dtype)
-        index = [slice(None)] * 3
-        index[parsed.axis] = slices
-        drawn[tuple(index)] = np.where(masks[name][tuple(index)], schema.index_of(name), 0)
-        filled = None
-        if fill_between:
-            filled = fill_between_slices(
-                masks[name], parsed.axis, spacing_mm=spacing, smoothing_mm=smoothing_mm, annotated=slices
-            )
-        planned.append((name, slices, drawn, filled))
-    params = {"polygons": _input_params(polygons_path), "axis": parsed.axis, "smoothing_mm": smoothing_mm}
-    stored = []
-    for name, slices, drawn, filled in planned:
-        sparse = store_tool_labels(
-            project,
-            case,
-            drawn,
-            source="sparse",
-            classes=[name],
-            tool="contours",
-            params={**params, "annotated_slices": slices},
-            author=author,
-        )
-        stored.append(sparse)
-        if filled is not None:
-            stored.append(
-                _store_class_draft(
-                    project,
-                    case,
-                    filled,
-                    name,
-                    tool="fill-between-slices",
-                    params={**params, "annotated_slices": slices},
-                    author=author,
-                    parent_id=sparse.id,
-                )
-            )
-    return stored
+        msg = f"{path}: expected a JSON polygon document; got invalid JSON ({error})"
+        raise CorruptFileError(msg) from error
+    if not isinstance(document, dict):
+        msg = f"{path}: expected a JSON object (a polygon document); got {type(document).__name__}"
+        raise InvalidInputError(msg)
+    return document
