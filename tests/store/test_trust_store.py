@@ -209,3 +209,25 @@ def test_a_missing_channel_or_file_is_named(project):
     project.image_path(project.get_case("c1").images[0]).unlink()
     with pytest.raises(Exception, match="image of case 'c1' is missing"):
         project.read_image("c1")
+
+
+def test_a_detached_nrrd_image_is_verified_with_its_data_file(tmp_path):
+    project = init_project(tmp_path / "n", PHANTOM_CLASSES)
+    image = make_ct_phantom(SHAPE, seed=3).image
+    data = np.asarray(image.array, dtype="<i2")
+    (tmp_path / "nhdr").mkdir()
+    (tmp_path / "nhdr" / "x.raw").write_bytes(data.tobytes(order="F"))
+    header = (
+        "NRRD0004\ntype: int16\ndimension: 3\nspace: left-posterior-superior\n"
+        f"sizes: {' '.join(map(str, SHAPE))}\nspace directions: (1,0,0) (0,1,0) (0,0,1)\n"
+        "endian: little\nencoding: raw\nspace origin: (0,0,0)\ndata file: x.raw\n\n"
+    )
+    (tmp_path / "nhdr" / "x.nhdr").write_text(header)
+    import_cases(project, [tmp_path / "nhdr" / "x.nhdr"])
+    (case_id,) = project.list_case_ids()
+    np.testing.assert_array_equal(project.read_image(case_id).array, data)
+    changed = data.copy()
+    changed[0, 0, 0] += 1
+    (tmp_path / "nhdr" / "x.raw").write_bytes(changed.tobytes(order="F"))  # the header is untouched
+    with pytest.raises(StoreIntegrityError, match="changed since it was added"):
+        project.read_image(case_id)

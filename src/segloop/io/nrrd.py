@@ -32,7 +32,7 @@ from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError, U
 from segloop.io.checks import make_volume
 from segloop.io.limits import check_declared_size, inflate_exactly
 
-__all__ = ["MAX_HEADER_BYTES", "read", "read_nrrd", "write", "write_nrrd"]
+__all__ = ["MAX_HEADER_BYTES", "list_nrrd_files", "read", "read_nrrd", "write", "write_nrrd"]
 
 #: Longest header read (Slicer's .seg.nrrd with hundreds of segments stays far below).
 MAX_HEADER_BYTES = 16 << 20
@@ -367,6 +367,20 @@ def _affine_from_header(
         raise UnsupportedFormatError(msg)
     flip_x, flip_y = _SPACE_TO_RAS[space]
     return np.diag([flip_x, flip_y, 1.0, 1.0]) @ affine
+
+
+def list_nrrd_files(path: Path) -> list[Path]:
+    """The files a NRRD image consists of: ``path``, then the data files its header names, in order.
+
+    Raises:
+        CorruptFileError: a malformed header.
+        InvalidInputError: a data file outside the header's folder.
+        NotFoundError: a data file the header names is missing.
+    """
+    with open(path, "rb") as stream:
+        lines, listed = _header_lines(stream, path)
+        header = _parse_header(lines, path)
+    return [path, *(_data_sources(header, listed, path) or [])]
 
 
 def read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -1,10 +1,11 @@
 """Content hashes of stored files, and a cache that spares re-hashing a file that did not change.
 
-An image is recorded with the SHA-256 of its bytes (of a folder's file names and bytes, for a
-DICOM series) when it is added; every read compares the file with that hash. Hashing a large
-volume costs about as much as reading it, so the hash found is cached per path with the file's
-*signature* (size in bytes and modification time in ns): while the signature is unchanged the
-cached hash is trusted, any change (a rewrite, ``touch``, a file added to a series) re-hashes.
+An image is recorded with the SHA-256 of its files (`hash_path`: one file's bytes; a DICOM
+folder's or a detached NRRD header's files with their names) when it is added; every read
+compares the files with that hash. Hashing a large volume costs about as much as reading it,
+so the hash found is cached per path with the files' *signature* (total size in bytes and newest
+modification time in ns): while the signature is unchanged the cached hash is trusted, any
+change (a rewrite, ``touch``, a file added to a series) re-hashes.
 """
 
 from __future__ import annotations
@@ -16,28 +17,44 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
+from segloop.io.nrrd import list_nrrd_files
 from segloop.store.database import file_hashes, utc_now, write_transaction
 
-__all__ = ["FileSignature", "current_sha256", "file_signature", "hash_path"]
+__all__ = ["FileSignature", "current_sha256", "file_signature", "hash_path", "image_files"]
 
 _CHUNK_BYTES = 8 * 1024 * 1024
 
 
-def hash_path(path: Path) -> tuple[str, int]:
-    """SHA-256 (hex) and size in bytes of a file, or of a folder's files (names and contents, sorted).
+def image_files(path: Path) -> list[Path]:
+    """The files of an image: a folder's files (DICOM), a ``.nhdr`` and its data files, or itself.
 
-    Args:
-        path: a file, or a folder (every file below it counts, with its relative name).
+    Raises:
+        InvalidInputError: a detached header names a data file outside its folder.
+        NotFoundError: a data file the header names is missing.
+    """
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    if path.name.lower().endswith(".nhdr"):
+        return list_nrrd_files(path)
+    return [path]
+
+
+def hash_path(path: Path) -> tuple[str, int]:
+    """SHA-256 (hex) and size in bytes of an image's files (`image_files`).
+
+    Several files are hashed in order, each preceded by its name relative to the image's folder
+    (the folder itself for DICOM) and a NUL byte; a single file is hashed as its bytes alone.
 
     Returns:
         ``(sha256, size_bytes)``.
     """
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = image_files(path)
+    base = path if path.is_dir() else path.parent
     size = 0
     for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        if len(files) > 1:
+            digest.update(str(file.relative_to(base)).encode() + b"\0")
         with open(file, "rb") as stream:
             while chunk := stream.read(_CHUNK_BYTES):
                 digest.update(chunk)
@@ -54,20 +71,17 @@ class FileSignature:
 
 
 def file_signature(path: Path) -> FileSignature:
-    """The signature of a file, or of a folder (its files and its own entries).
+    """The signature of an image's files (`image_files`; a folder's own entries count too).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
     """
-    status = path.stat()
-    if not path.is_dir():
-        return FileSignature(status.st_size, status.st_mtime_ns)
-    size, newest = 0, status.st_mtime_ns
-    for entry in path.rglob("*"):
-        entry_status = entry.stat()
-        newest = max(newest, entry_status.st_mtime_ns)
-        if entry.is_file():
-            size += entry_status.st_size
+    newest = path.stat().st_mtime_ns
+    size = 0
+    for file in image_files(path):
+        status = file.stat()
+        newest = max(newest, status.st_mtime_ns)
+        size += status.st_size
     return FileSignature(size, newest)
 
 
