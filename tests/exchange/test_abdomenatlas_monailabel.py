@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from segloop.core import Volume
+from segloop.core.provenance import Source
 from segloop.errors import GeometryMismatchError, LabelValueError, UnknownClassError
 from segloop.exchange import abdomenatlas, monailabel
 from segloop.io import read_volume, write_volume
@@ -52,7 +53,12 @@ def predicted(phantom_project):
 
 def test_abdomenatlas_export_layout(predicted, tmp_path):
     project, references = predicted.project, predicted.references
-    export_abdomenatlas(project, tmp_path / "atlas")
+    export_abdomenatlas(project, tmp_path / "human")  # the default: no model predictions
+    assert not (tmp_path / "human" / "c0" / "pseudo_label.nii.gz").exists()
+    assert not (tmp_path / "human" / "c3" / "segmentations").exists()  # c3 has a pseudo label only
+    provenance = json.loads((tmp_path / "human" / "provenance.json").read_text())
+    assert "pseudo" not in provenance["sources"] and provenance["cases"]["c3"]["versions"] == []
+    export_abdomenatlas(project, tmp_path / "atlas", sources=set(Source))
     case = tmp_path / "atlas" / "c0"
     assert sorted(p.name for p in case.iterdir()) == [
         "ct.nii.gz",
@@ -77,7 +83,7 @@ def test_abdomenatlas_export_layout(predicted, tmp_path):
 
 def test_abdomenatlas_round_trip_into_a_new_project(predicted, tmp_path):
     project = predicted.project
-    export_abdomenatlas(project, tmp_path / "atlas", case_ids=["c0", "c3"])
+    export_abdomenatlas(project, tmp_path / "atlas", case_ids=["c0", "c3"], sources=set(Source))
     target = init_project(tmp_path / "copy", PHANTOM_CLASSES)
     report = import_abdomenatlas(target, tmp_path / "atlas", author="test")
     assert sorted(report.added_cases) == ["c0", "c3"]
@@ -120,7 +126,7 @@ def test_abdomenatlas_names_and_bad_masks(phantom_project, tmp_path):
 
 def test_monailabel_export_layout(predicted, tmp_path):
     project, references = predicted.project, predicted.references
-    export_monailabel(project, tmp_path / "store")
+    export_monailabel(project, tmp_path / "store", sources=set(Source))
     store = tmp_path / "store"
     assert sorted(p.name for p in store.glob("*.nii.gz")) == [
         "c0.nii.gz",
@@ -144,7 +150,7 @@ def test_monailabel_export_layout(predicted, tmp_path):
 
 def test_monailabel_round_trip_and_corrections_coming_back(predicted, tmp_path):
     project, references = predicted.project, predicted.references
-    export_monailabel(project, tmp_path / "store", case_ids=["c2", "c3"])
+    export_monailabel(project, tmp_path / "store", case_ids=["c2", "c3"], sources=set(Source))
     target = init_project(tmp_path / "copy", PHANTOM_CLASSES)
     report = import_monailabel(target, tmp_path / "store", author="test")
     assert sorted(report.added_cases) == ["c2", "c3"]
@@ -172,7 +178,7 @@ def test_monailabel_round_trip_and_corrections_coming_back(predicted, tmp_path):
 
 def test_monailabel_label_on_another_grid_changes_nothing(predicted, tmp_path):
     project = predicted.project
-    export_monailabel(project, tmp_path / "store", case_ids=["c0", "c1"])
+    export_monailabel(project, tmp_path / "store", case_ids=["c0", "c1"], sources=set(Source))
     label = tmp_path / "store" / "labels" / "original" / "c1.nii.gz"
     write_volume(Volume(np.zeros((5, 5, 5), np.uint8), np.eye(4)), label, overwrite=True)
     (tmp_path / "store" / "labels" / "final" / "c0.nii.gz").unlink()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segloop.errors import CorruptFileError, GeometryMismatchError, SegloopError
+from segloop.errors import CorruptFileError, GeometryMismatchError, InvalidInputError, SegloopError
 from segloop.exchange import coco
 from segloop.loop.exchange import export_coco_slices, import_coco_results
 from segloop.metrics import dice
@@ -164,7 +164,7 @@ def test_results_need_the_provenance_and_the_same_grid(phantom_project, tmp_path
     export_coco_slices(project, tmp_path / "coco", case_ids=["c0"])
     dataset = tmp_path / "coco" / coco.ANNOTATIONS_FILE
     (tmp_path / "results.json").write_text(json.dumps(_results_from(json.loads(dataset.read_text()))))
-    with pytest.raises(SegloopError, match="--dataset"):
+    with pytest.raises(InvalidInputError, match="annotations/instances.json"):
         import_coco_results(project, tmp_path / "results.json", author="t")
     document = json.loads(dataset.read_text())
     for image in document["images"]:

@@ -74,7 +74,7 @@ def test_png_folder_with_binary_masks_in_and_predictions_out(run_cli, nuclei, pr
     out = tmp_path / "predictions"
     result = run_cli(
         "exchange", "export", project.root, out, "--format", "image-folder",
-        "--source", "pseudo", "--label-values", "255=nucleus",
+        "--sources", "pseudo", "--label-values", "255=nucleus",
     )  # fmt: skip
     assert result.code == 0, result.err
     assert sorted(p.name for p in out.iterdir()) == ["dna-1.png"]

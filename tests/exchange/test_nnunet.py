@@ -84,7 +84,8 @@ def test_export_follows_nnunets_rules_with_ignore_and_test_cases(phantom_project
     project = phantom_project.project
     report = export_nnunet(project, tmp_path / "raw", dataset_id=7, name="phantom")
     dataset = tmp_path / "raw" / "Dataset007_phantom"
-    assert report.path == dataset and report.details == {"training": 3, "test": 1, "ignore": True}
+    assert report.path == dataset
+    assert report.details == {"training cases": 3, "cases in imagesTs": 1, "with ignore label": 1}
     document = check_nnunet_rules(dataset)
     assert document["labels"] == {
         "background": 0,

@@ -22,6 +22,7 @@ import numpy as np
 
 from segloop.core.geometry import align_to_grid
 from segloop.core.labels import LabelSchema
+from segloop.core.names import path_inside
 from segloop.core.volume import Volume
 from segloop.errors import CorruptFileError, LabelValueError, NotFoundError
 from segloop.io import read_volume, write_volume
@@ -151,5 +152,5 @@ def write_atlas_case(
     if pseudo_label is not None:
         write_volume(ct.with_array(pseudo_label), folder / PSEUDO_NAME)
     for name, mask in masks.items():
-        mask_path = folder / SEGMENTATIONS_DIR / f"{name}{_MASK_SUFFIX}"
+        mask_path = path_inside(folder, SEGMENTATIONS_DIR, f"{name}{_MASK_SUFFIX}")
         write_volume(ct.with_array(mask.astype(np.uint8)), mask_path)

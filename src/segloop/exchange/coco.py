@@ -40,7 +40,15 @@ from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
 from segloop.core.geometry import axis_of_plane
-from segloop.errors import CorruptFileError, MissingDependencyError, SegloopError, UnknownClassError
+from segloop.core.names import path_inside
+from segloop.errors import (
+    CorruptFileError,
+    GeometryMismatchError,
+    InvalidInputError,
+    NotFoundError,
+    TooLargeError,
+    UnknownClassError,
+)
 from segloop.segment.contours import mask_to_polygons
 
 __all__ = [
@@ -49,6 +57,7 @@ __all__ = [
     "IMAGES_DIR",
     "LONG_SIDE_PIXELS",
     "MASKS_DIR",
+    "MAX_SLICE_PIXELS",
     "MIN_AREA_MM2",
     "THIRDS",
     "Detection",
@@ -69,6 +78,9 @@ __all__ = [
     "write_slice_images",
 ]
 
+#: Largest side (pixels) of an exported slice image a COCO file may declare: masks are decoded
+#: at the image's size, so this caps what a results file can make segloop allocate.
+MAX_SLICE_PIXELS = 8192
 #: CT window (width, level) in HU of seed 000.
 DEFAULT_WINDOW = (400.0, 20.0)
 LONG_SIDE_PIXELS = 512
@@ -137,7 +149,7 @@ def plan_slice_view(affine: np.ndarray, plane: str) -> SliceView:
     """
     if plane not in _DISPLAY:
         msg = f"unknown plane {plane!r}: expected axial, coronal or sagittal"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     matrix = np.asarray(affine, dtype=np.float64)[:3, :3]
     axis = axis_of_plane(affine, plane)
     in_plane = [a for a in range(3) if a != axis]
@@ -185,7 +197,7 @@ def window_to_uint8(values: np.ndarray, width: float, level: float) -> np.ndarra
     """
     if not width > 0:
         msg = f"window width must be > 0; got {width}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     scaled = (np.asarray(values, dtype=np.float64) - level) * 256.0 / width + 128.0
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
@@ -454,9 +466,9 @@ def write_slice_images(folder: Path, slices: Sequence[SliceImage]) -> None:
     (folder / MASKS_DIR).mkdir(parents=True, exist_ok=True)
     for slice_image in slices:
         Image.fromarray(slice_image.pixels).convert("RGB").save(
-            folder / IMAGES_DIR / slice_image.file_name, format="JPEG", quality=95
+            path_inside(folder, IMAGES_DIR, slice_image.file_name), format="JPEG", quality=95
         )
-        preview_path = folder / slice_image.entry["segloop"]["mask"]
+        preview_path = path_inside(folder, slice_image.entry["segloop"]["mask"])
         Image.fromarray(slice_image.preview).save(preview_path, format="PNG", compress_level=1)
 
 
@@ -473,7 +485,17 @@ def write_document(folder: Path, document: Mapping[str, Any]) -> Path:
 
 @dataclass(frozen=True)
 class SliceProvenance:
-    """Where an exported image came from: case, slice, grid and display transform."""
+    """Where an exported image came from: case, slice, grid and display transform.
+
+    Attributes:
+        case_id: the case.
+        view: how the slice was shown.
+        index: the slice along ``view.axis``.
+        shape: the case's ``(I, J, K)``.
+        scale: output pixels per voxel, ``(rows, cols)``.
+        plane_shape: the slice's ``(rows, cols)`` in voxels.
+        image_shape: the exported image's ``(height, width)`` in pixels.
+    """
 
     case_id: str
     view: SliceView
@@ -481,6 +503,7 @@ class SliceProvenance:
     shape: tuple[int, int, int]
     scale: tuple[float, float]
     plane_shape: tuple[int, int]
+    image_shape: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -495,12 +518,25 @@ class Detection:
 
 
 def read_slice_provenance(
-    document: Mapping[str, Any], where: str
+    document: Mapping[str, Any], where: str, case_shapes: Mapping[str, Sequence[int]]
 ) -> tuple[dict[int, SliceProvenance], dict[int, str]]:
     """Image provenance and ``{category id: class name}`` of a COCO file segloop exported.
 
+    Every number is checked against the project before anything is allocated: the case must
+    exist with the recorded grid, the slice must lie in it and the image size must be at most
+    `MAX_SLICE_PIXELS` a side.
+
+    Args:
+        document: the parsed COCO file.
+        where: its name, for messages.
+        case_shapes: ``{case id: (I, J, K)}`` of the project's cases.
+
     Raises:
-        CorruptFileError: not a COCO instance file, or images without segloop provenance.
+        CorruptFileError: not a COCO instance file, images without segloop provenance, or
+            provenance that contradicts itself (axes, slice, plane size).
+        NotFoundError: an image of a case the project lacks.
+        GeometryMismatchError: an image of a case whose grid is another.
+        TooLargeError: an image larger than `MAX_SLICE_PIXELS` a side.
     """
     if not isinstance(document, Mapping) or not {"images", "categories"} <= set(document):
         msg = (
@@ -508,12 +544,15 @@ def read_slice_provenance(
             " (the annotations/instances.json segloop exported)"
         )
         raise CorruptFileError(msg)
+    if not isinstance(document["images"], list) or not isinstance(document["categories"], list):
+        msg = f"{where}: images and categories must be lists"
+        raise CorruptFileError(msg)
     images = {}
     for entry in document["images"]:
         try:
             record = entry["segloop"]
             view = SliceView(
-                record.get("plane", ""),
+                str(record.get("plane", "")),
                 int(record["axis"]),
                 int(record["rows"]["axis"]),
                 bool(record["rows"]["flip"]),
@@ -521,42 +560,150 @@ def read_slice_provenance(
                 bool(record["cols"]["flip"]),
                 False,
             )
-            plane_shape = tuple(int(n) for n in record["resize"]["from"])
-            size = tuple(int(n) for n in record["resize"]["to"])
-            images[int(entry["id"])] = SliceProvenance(
+            plane_shape = _int_pair(record["resize"]["from"])
+            size = _int_pair(record["resize"]["to"])
+            shape = tuple(int(n) for n in record["shape"])
+            provenance = SliceProvenance(
                 str(record["case"]),
                 view,
                 int(record["slice"]),
-                tuple(int(n) for n in record["shape"]),  # type: ignore[arg-type]
+                shape,  # type: ignore[arg-type]
                 (size[0] / plane_shape[0], size[1] / plane_shape[1]),
-                plane_shape,  # type: ignore[arg-type]
+                plane_shape,
+                size,
             )
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+            image_id = int(entry["id"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError) as error:
             msg = (
-                f"{where}: image {entry.get('id') if isinstance(entry, Mapping) else entry!r} lacks segloop"
-                f" provenance ({error!r}); expected the annotations/instances.json segloop exported"
+                f"{where}: image {entry.get('id') if isinstance(entry, Mapping) else entry!r:.60} lacks"
+                f" segloop provenance ({error!r:.100});"
+                " expected the annotations/instances.json segloop exported"
             )
             raise CorruptFileError(msg) from error
+        _check_provenance(provenance, case_shapes, f"{where}: image {image_id}")
+        images[image_id] = provenance
     categories = {}
     for category in document["categories"]:
         try:
             categories[int(category["id"])] = str(category.get("supercategory") or category["name"])
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             msg = f"{where}: malformed category {category!r:.100}: expected id, name, supercategory"
             raise CorruptFileError(msg) from error
     return images, categories
 
 
-def _decode_rle(segmentation: Mapping[str, Any], where: str) -> np.ndarray:
+def _int_pair(values: Any) -> tuple[int, int]:
+    rows, cols = (int(v) for v in values)
+    return rows, cols
+
+
+def _check_provenance(source: SliceProvenance, case_shapes: Mapping[str, Sequence[int]], here: str) -> None:
+    """Raise unless the provenance fits the project's case and stays within the size cap."""
+    if source.case_id not in case_shapes:
+        msg = f"{here} comes from case {source.case_id[:60]!r}, which the project does not hold"
+        raise NotFoundError(msg)
+    expected = tuple(int(n) for n in case_shapes[source.case_id])
+    if source.shape != expected:
+        msg = f"{here}: its case {source.case_id!r} had grid {source.shape!s:.80}; the case is {expected}"
+        raise GeometryMismatchError(msg)
+    view = source.view
+    if sorted((view.axis, view.row_axis, view.col_axis)) != [0, 1, 2]:
+        msg = (
+            f"{here}: slice axis {view.axis}, row axis {view.row_axis} and column axis {view.col_axis}"
+            " must be 0, 1 and 2 in some order"
+        )
+        raise CorruptFileError(msg)
+    if not 0 <= source.index < expected[view.axis]:
+        msg = f"{here}: slice {source.index} is outside the case: expected 0..{expected[view.axis] - 1}"
+        raise CorruptFileError(msg)
+    if source.plane_shape != (expected[view.row_axis], expected[view.col_axis]):
+        msg = (
+            f"{here}: a slice of {source.plane_shape} voxels; the case's slices along axis {view.axis}"
+            f" are {(expected[view.row_axis], expected[view.col_axis])}"
+        )
+        raise CorruptFileError(msg)
+    if max(source.image_shape) > MAX_SLICE_PIXELS or min(source.image_shape) < 1:
+        msg = f"{here}: an image of {source.image_shape} pixels; expected 1..{MAX_SLICE_PIXELS} a side"
+        raise TooLargeError(msg)
+
+
+def _rle_counts_from_string(text: str, where: str) -> list[int]:
+    """The run lengths of COCO's compressed RLE string (pycocotools' ``rleFrString``)."""
+    counts: list[int] = []
+    position = 0
     try:
-        from pycocotools import mask as coco_mask
-    except ImportError as error:
-        msg = f"{where}: RLE segmentations need pycocotools (pip install pycocotools); polygons do not"
-        raise MissingDependencyError(msg) from error
-    rle = dict(segmentation)
-    if isinstance(rle.get("counts"), list):
-        rle = coco_mask.frPyObjects(rle, *rle["size"])
-    return coco_mask.decode(rle).astype(bool)
+        while position < len(text):
+            value, shift, more = 0, 0, True
+            while more:
+                code = ord(text[position]) - 48
+                if not 0 <= code < 64 or shift > 60:
+                    raise ValueError(text[position])
+                value |= (code & 0x1F) << shift
+                more = bool(code & 0x20)
+                position += 1
+                shift += 5
+                if not more and code & 0x10:
+                    value |= -1 << shift
+            if len(counts) > 2:
+                value += counts[-2]
+            counts.append(value)
+    except (IndexError, ValueError) as error:
+        msg = f"{where}: malformed compressed RLE counts at character {position}"
+        raise CorruptFileError(msg) from error
+    return counts
+
+
+def _decode_rle(segmentation: Mapping[str, Any], image_shape: tuple[int, int], where: str) -> np.ndarray:
+    """A COCO RLE (``{"size": [h, w], "counts": [...] or "..."}``) as a ``(h, w)`` bool mask.
+
+    The size must be the image's and the runs must cover it exactly, so nothing is allocated
+    beyond the image's size.
+    """
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not isinstance(size, list) or [type(v) for v in size] != [int, int] or tuple(size) != image_shape:
+        msg = f"{where}: RLE size {size!r:.60} must be the image's [height, width] {list(image_shape)}"
+        raise InvalidInputError(msg)
+    pixels = image_shape[0] * image_shape[1]
+    if isinstance(counts, str):
+        if len(counts) > 12 * (pixels + 1):
+            msg = f"{where}: RLE counts of {len(counts)} characters for a {pixels}-pixel image"
+            raise TooLargeError(msg)
+        counts = _rle_counts_from_string(counts, where)
+    if not isinstance(counts, list) or not all(type(c) is int and c >= 0 for c in counts):
+        msg = f"{where}: RLE counts must be run lengths >= 0 (a list of integers or COCO's string)"
+        raise InvalidInputError(msg)
+    if len(counts) > pixels + 1 or sum(counts) != pixels:
+        total = sum(counts) if len(counts) <= pixels + 1 else "too many runs"
+        msg = f"{where}: RLE runs must cover the image's {pixels} pixels exactly; got {total}"
+        raise InvalidInputError(msg)
+    flat = np.repeat(np.arange(len(counts)) % 2 == 1, counts)
+    return flat.reshape(image_shape, order="F")
+
+
+def _check_polygon(polygon: Any, image_shape: tuple[int, int], where: str) -> tuple[float, ...]:
+    """A polygon ``[x0, y0, ...]`` of finite numbers at most one image size outside the image."""
+    if not isinstance(polygon, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in polygon
+    ):
+        msg = f"{where}: segmentation must be polygons [[x0, y0, x1, y1, ...]]; got {polygon!r:.80}"
+        raise CorruptFileError(msg)
+    if len(polygon) % 2 or len(polygon) < 6:
+        msg = f"{where}: a polygon needs at least 3 points (6 numbers, x and y pairs); got {len(polygon)}"
+        raise CorruptFileError(msg)
+    height, width = image_shape
+    xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    inside = (
+        np.isfinite(xy).all()
+        and (np.abs(xy[:, 0] - width / 2) <= 1.5 * width).all()
+        and (np.abs(xy[:, 1] - height / 2) <= 1.5 * height).all()
+    )
+    if not inside:
+        msg = (
+            f"{where}: polygon points must be finite pixel coordinates near the {width}x{height} image;"
+            f" got values from {np.nanmin(xy):.3g} to {np.nanmax(xy):.3g}"
+        )
+        raise InvalidInputError(msg)
+    return tuple(float(v) for v in polygon)
 
 
 def read_detections(
@@ -564,12 +711,14 @@ def read_detections(
 ) -> list[Detection]:
     """Parse COCO results (a list, or a COCO file's ``annotations``) and check them.
 
-    Each result needs ``image_id``, ``category_id``, ``segmentation`` (polygons, or RLE with
-    pycocotools installed) and ``score`` (1.0 when absent, as in ground-truth files).
+    Each result needs ``image_id``, ``category_id``, ``segmentation`` (polygons, or RLE on the
+    image's size, compressed or not) and ``score`` (1.0 when absent, as in ground-truth files).
 
     Raises:
         CorruptFileError: an unknown image or category id, a polygon with fewer than 3 points or
             odd coordinates, a missing key, a score that is not a number.
+        InvalidInputError: polygon points that are not finite or far outside the image, an RLE
+            whose size is not the image's or whose runs do not cover it.
     """
     entries = results.get("annotations") if isinstance(results, Mapping) else results
     if not isinstance(entries, list):
@@ -594,26 +743,16 @@ def read_detections(
             msg = f"{here}: score must be a number; got {score!r}"
             raise CorruptFileError(msg)
         segmentation = entry["segmentation"]
+        image_shape = images[image_id].image_shape
         if isinstance(segmentation, Mapping):
-            detections.append(
-                Detection(image_id, category_id, (), float(score), _decode_rle(segmentation, here))
-            )
+            mask = _decode_rle(segmentation, image_shape, here)
+            detections.append(Detection(image_id, category_id, (), float(score), mask))
             continue
-        polygons = []
-        for polygon in segmentation if isinstance(segmentation, list) else [None]:
-            if not isinstance(polygon, list) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in polygon
-            ):
-                msg = f"{here}: segmentation must be polygons [[x0, y0, x1, y1, ...]]; got {polygon!r:.80}"
-                raise CorruptFileError(msg)
-            if len(polygon) % 2 or len(polygon) < 6:
-                msg = (
-                    f"{here}: a polygon needs at least 3 points (6 numbers, x and y pairs);"
-                    f" got {len(polygon)} numbers"
-                )
-                raise CorruptFileError(msg)
-            polygons.append(tuple(float(v) for v in polygon))
-        detections.append(Detection(image_id, category_id, tuple(polygons), float(score)))
+        polygons = tuple(
+            _check_polygon(polygon, image_shape, here)
+            for polygon in (segmentation if isinstance(segmentation, list) else [None])
+        )
+        detections.append(Detection(image_id, category_id, polygons, float(score)))
     return detections
 
 

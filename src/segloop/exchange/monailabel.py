@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from segloop.core.labels import LabelSchema
+from segloop.core.names import path_inside
 from segloop.errors import CorruptFileError, NotFoundError
 
 __all__ = [
@@ -85,6 +86,13 @@ def _label_names(info: Any, where: str) -> dict[str, int]:
         raise CorruptFileError(msg) from error
 
 
+def _lookup(document: Any, *keys: str) -> Any:
+    """``document[k1][k2]...``, or ``{}`` where a level is missing or not an object."""
+    for key in keys:
+        document = document.get(key, {}) if isinstance(document, Mapping) else {}
+    return document
+
+
 def _read_document(root: Path) -> dict[str, Any]:
     path = root / DATASTORE_JSON
     if not path.is_file():
@@ -111,8 +119,8 @@ def list_datastore(root: Path) -> list[DatastoreItem]:
         msg = f"{root} is not a folder: expected a MONAI Label datastore"
         raise NotFoundError(msg)
     document = _read_document(root)
-    images_dir = root / str(document.get("images_dir", "") or ".")
-    labels_dir = root / str(document.get("labels_dir", "labels") or "labels")
+    images_dir = path_inside(root, str(document.get("images_dir", "") or "."))
+    labels_dir = path_inside(root, str(document.get("labels_dir", "labels") or "labels"))
     objects = document.get("objects", {})
     tag_dirs = sorted(p for p in labels_dir.iterdir() if p.is_dir()) if labels_dir.is_dir() else []
     files_by_tag = {tag_dir.name: _index_files(tag_dir) for tag_dir in tag_dirs}
@@ -123,7 +131,7 @@ def list_datastore(root: Path) -> list[DatastoreItem]:
             if image_id not in files:
                 continue
             labels[tag] = files[image_id]
-            info = objects.get(image_id, {}).get("labels", {}).get(tag, {}).get("info", {})
+            info = _lookup(objects, image_id, "labels", tag, "info")
             table = _label_names(info, f"{root / DATASTORE_JSON} {image_id}/{tag}")
             if table:
                 names[tag] = table
@@ -134,6 +142,11 @@ def list_datastore(root: Path) -> list[DatastoreItem]:
     return items
 
 
+def _segloop_info(provenance: Mapping[str, Mapping[str, Any]] | None, image_id: str, tag: str) -> dict:
+    record = (provenance or {}).get(image_id, {}).get(tag)
+    return {} if record is None else {"segloop": record}
+
+
 def make_datastore_json(
     entries: Mapping[str, Mapping[str, str]],
     schema: LabelSchema,
@@ -141,6 +154,7 @@ def make_datastore_json(
     name: str,
     description: str = "",
     extension: str = ".nii.gz",
+    provenance: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The ``datastore_v2.json`` of an exported datastore.
 
@@ -150,6 +164,8 @@ def make_datastore_json(
         name: datastore name.
         description: free text.
         extension: the image files' extension.
+        provenance: ``{image id: {tag: record}}`` written as the label info's ``segloop`` entry
+            (the label versions and sources a label was made of).
     """
     now = int(time.time())
     label_info = [{"name": c.name, "idx": c.index} for c in schema.classes]
@@ -157,7 +173,15 @@ def make_datastore_json(
         image_id: {
             "image": {"ext": extension, "info": {"ts": now, "name": f"{image_id}{extension}"}},
             "labels": {
-                tag: {"ext": ext, "info": {"ts": now, "name": f"{image_id}{ext}", "label_info": label_info}}
+                tag: {
+                    "ext": ext,
+                    "info": {
+                        "ts": now,
+                        "name": f"{image_id}{ext}",
+                        "label_info": label_info,
+                        **_segloop_info(provenance, image_id, tag),
+                    },
+                }
                 for tag, ext in tags.items()
             },
         }

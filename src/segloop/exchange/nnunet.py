@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from segloop.core.labels import BACKGROUND_NAME, IGNORE_NAME, LabelSchema
+from segloop.core.names import path_inside
 from segloop.core.volume import Volume
-from segloop.errors import CorruptFileError, NotFoundError, SegloopError, UnsupportedFormatError
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError, UnsupportedFormatError
 from segloop.io import write_volume
 
 __all__ = [
@@ -60,7 +61,7 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     """
     if not 1 <= int(dataset_id) <= 999:
         msg = f"nnU-Net dataset ids are 1..999; got {dataset_id}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     cleaned = _NAME_CHARACTERS.sub("_", name).strip("_") or "segloop"
     return f"Dataset{int(dataset_id):03d}_{cleaned}"
 
@@ -238,8 +239,8 @@ def write_case(
         labels: ``(I, J, K)`` label volume in dataset values, or None.
         file_ending: suffix (the format) of every file.
     """
-    images = dataset / ("imagesTr" if labels is not None else "imagesTs")
+    images = "imagesTr" if labels is not None else "imagesTs"
     for channel, volume in enumerate(channels):
-        write_volume(volume, images / image_file_name(case_id, channel, file_ending))
+        write_volume(volume, path_inside(dataset, images, image_file_name(case_id, channel, file_ending)))
     if labels is not None:
-        write_volume(labels, dataset / "labelsTr" / f"{case_id}{file_ending}")
+        write_volume(labels, path_inside(dataset, "labelsTr", f"{case_id}{file_ending}"))

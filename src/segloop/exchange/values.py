@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from segloop.core.labels import BACKGROUND_NAME, IGNORE_NAME, LabelSchema
-from segloop.errors import LabelValueError, SegloopError
+from segloop.errors import InvalidInputError, LabelValueError
 
 __all__ = [
     "invert_value_map",
@@ -50,7 +50,7 @@ def parse_value_map(text: str, schema: LabelSchema) -> dict[int, int]:
         ``{file value: schema value}``.
 
     Raises:
-        SegloopError: a malformed pair or a value given twice.
+        InvalidInputError: a malformed pair or a value given twice.
         UnknownClassError: a name that is not in the schema.
 
     Examples:
@@ -68,14 +68,14 @@ def parse_value_map(text: str, schema: LabelSchema) -> dict[int, int]:
             value = None
         if value is None or not name.strip():
             msg = f"label value map entries must be VALUE=NAME (e.g. 255=nucleus); got {part!r}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         if value in mapping:
             msg = f"label value {value} is mapped twice in {text!r}: expected each value once"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         mapping[value] = schema_value_of(name.strip(), schema)
     if not mapping:
         msg = f"empty label value map {text!r}: expected VALUE=NAME pairs, e.g. 255=nucleus"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return mapping
 
 
@@ -84,7 +84,7 @@ def schema_values_of_names(names_to_values: Mapping[str, int], schema: LabelSche
 
     Raises:
         UnknownClassError: a name that is not in the schema (nor background / ignore).
-        SegloopError: two names share one value.
+        InvalidInputError: two names share one value.
 
     Examples:
         >>> schema = LabelSchema.from_names(["liver", "spleen"])
@@ -95,7 +95,7 @@ def schema_values_of_names(names_to_values: Mapping[str, int], schema: LabelSche
     for name, value in names_to_values.items():
         if int(value) in mapping:
             msg = f"label value {value} is given to two names ({name!r} and another): expected one each"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         mapping[int(value)] = schema_value_of(str(name), schema)
     return mapping
 
@@ -109,7 +109,7 @@ def invert_value_map(mapping: Mapping[int, int]) -> dict[int, int]:
                 f"file values {inverse[schema_value]} and {file_value} both mean schema value"
                 f" {schema_value}: a map used for writing must be one to one"
             )
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         inverse[schema_value] = file_value
     return inverse
 

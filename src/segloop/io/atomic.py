@@ -69,12 +69,22 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         temporary.unlink(missing_ok=True)
 
 
+def _remove(path: Path) -> None:
+    """Remove a folder tree, or a file or symbolic link (never what a link points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to fill; on success it is renamed to ``path``.
 
     An existing ``path`` is replaced only with ``overwrite`` (moved aside, then removed after the
-    rename succeeded).
+    rename succeeded; a symbolic link is replaced, not followed). Without ``overwrite`` the final
+    step claims ``path`` exclusively (``mkdir``, then a rename onto that empty folder), so of two
+    writers racing for one new ``path`` exactly one wins and the other gets `ConflictError`.
     """
     target = Path(path)
     check_writable(target, overwrite=overwrite)
@@ -87,13 +97,19 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
             fsync_path(child)
         fsync_path(temporary)
         old = None
-        if target.exists():
+        if overwrite and (target.exists() or target.is_symlink()):
             old = _temporary_sibling(target)
             os.rename(target, old)
+        elif not overwrite:
+            try:
+                target.mkdir()
+            except FileExistsError as error:
+                msg = f"{target} was created by another process meanwhile; nothing was written"
+                raise ConflictError(msg) from error
         os.rename(temporary, target)
         fsync_path(target.parent)
         if old is not None:
-            shutil.rmtree(old)
+            _remove(old)
     finally:
         if temporary.exists():
             shutil.rmtree(temporary)

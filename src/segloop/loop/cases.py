@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import shutil
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segloop.core.assembly import SOURCE_PRIORITY
-from segloop.core.geometry import align_to_grid, check_same_grid
+from segloop.core.geometry import align_to_grid, spacing_from_affine
 from segloop.core.labels import LabelSchema
-from segloop.errors import ConflictError, GeometryMismatchError, LabelValueError, NotFoundError, SegloopError
+from segloop.core.names import validate_case_id
+from segloop.core.provenance import parse_source
+from segloop.errors import (
+    ConflictError,
+    CorruptFileError,
+    GeometryMismatchError,
+    InvalidInputError,
+    LabelValueError,
+    NotFoundError,
+)
 from segloop.exchange.values import remap_labels
 from segloop.io import read_volume, supported_suffixes, write_volume
-from segloop.io.atomic import atomic_directory, atomic_file
+from segloop.loop.imports import ImportBatch, ImportReport, hash_path, run_import
 from segloop.loop.labels import compute_effective_label, count_voxels, label_volume, read_schema_labels
-from segloop.store import SOURCES, ImageRecord, NewCase, NewLabel, Project, ProjectConfig
+from segloop.store import Project, ProjectConfig
 
 __all__ = [
     "CaseSummary",
     "ImportReport",
     "case_id_from_path",
     "export_label",
+    "hash_path",
     "import_cases",
     "init_project",
     "read_class_names",
@@ -37,7 +43,6 @@ __all__ = [
 ]
 
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 def init_project(
@@ -79,10 +84,10 @@ def read_class_names(path: Path) -> list[str]:
         mapping = {int(k): str(v) for k, v in json.loads(text).items()}
     except (ValueError, AttributeError, TypeError) as error:
         msg = f'{path}: expected a JSON object mapping label values to names, like {{"1": "liver"}} ({error})'
-        raise SegloopError(msg) from error
+        raise CorruptFileError(msg) from error
     if sorted(mapping) != list(range(1, len(mapping) + 1)):
         msg = f"{path}: label values must be 1..{len(mapping)} without gaps; got {sorted(mapping)[:10]}"
-        raise SegloopError(msg)
+        raise CorruptFileError(msg)
     return [mapping[value] for value in sorted(mapping)]
 
 
@@ -109,21 +114,6 @@ def case_id_from_path(path: Path) -> tuple[str, int]:
     if match:
         return match["case"], int(match["channel"])
     return stem, 0
-
-
-def hash_path(path: Path) -> tuple[str, int]:
-    """SHA-256 and size in bytes of a file, or of a folder's files (names and contents, sorted)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    size = 0
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as stream:
-            while chunk := stream.read(_HASH_CHUNK_BYTES):
-                digest.update(chunk)
-                size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def read_mapped_labels(
@@ -156,25 +146,17 @@ def read_mapped_labels(
     return remap_labels(aligned, {0: 0, **value_map}, dtype=schema.dtype, what=f"label {path}")
 
 
-@dataclass
-class ImportReport:
-    """What `import_cases` did."""
-
-    added: list[str] = field(default_factory=list)
-    labeled: list[str] = field(default_factory=list)
-    unmatched_labels: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def _group_channels(image_paths: Sequence[Path], case_id: str | None) -> dict[str, dict[int, Path]]:
+def _group_channels(image_paths: Sequence[Path], case_id: str | None) -> dict[str, list[Path]]:
+    """``{case id: [channel 0, channel 1, ...]}``; ids from file names unless ``case_id`` is given."""
     if case_id is not None:
         if len(image_paths) != 1:
-            msg = f"--case-id names a single case; got {len(image_paths)} image paths"
-            raise SegloopError(msg)
-        return {case_id: {0: image_paths[0]}}
+            msg = f"a given case id names a single case; got {len(image_paths)} image paths"
+            raise InvalidInputError(msg)
+        return {validate_case_id(case_id): [image_paths[0]]}
     groups: dict[str, dict[int, Path]] = {}
     for path in image_paths:
         case, channel = case_id_from_path(path)
+        validate_case_id(case)
         if channel in groups.setdefault(case, {}):
             msg = f"duplicate case id {case!r}: {groups[case][channel]} and {path} (rename one)"
             raise ConflictError(msg)
@@ -185,8 +167,8 @@ def _group_channels(image_paths: Sequence[Path], case_id: str | None) -> dict[st
                 f"case {case!r} has channels {sorted(channels)}:"
                 f" expected 0..{len(channels) - 1} (_0000, _0001, ...)"
             )
-            raise SegloopError(msg)
-    return groups
+            raise InvalidInputError(msg)
+    return {case: [channels[i] for i in sorted(channels)] for case, channels in groups.items()}
 
 
 def _index_labels(labels_dir: Path) -> dict[str, Path]:
@@ -200,18 +182,6 @@ def _index_labels(labels_dir: Path) -> dict[str, Path]:
         if path.is_file() and any(path.name.lower().endswith(s) for s in supported_suffixes()):
             index[strip_suffix(path)] = path
     return index
-
-
-def _copy_into_project(project: Project, case_id: str, channel: int, source: Path) -> Path:
-    suffix = source.name[len(strip_suffix(source)) :]
-    target = project.root / "images" / f"{case_id}_{channel:04d}{suffix}"
-    if source.is_dir():
-        with atomic_directory(target) as temporary:
-            shutil.copytree(source, temporary, dirs_exist_ok=True)
-    else:
-        with atomic_file(target) as temporary:
-            shutil.copyfile(source, temporary)
-    return target
 
 
 def import_cases(
@@ -230,15 +200,15 @@ def import_cases(
 ) -> ImportReport:
     """Add images (and their labels from ``labels_dir``) as new cases: all or nothing.
 
-    Every image and label is read and checked before anything is written; labels go to the
-    object store and all rows into the database in one transaction.
+    Every image and label is read and checked before anything is written (`run_import`); labels
+    go to the object store and all rows into the database in one transaction.
 
     Args:
         project: the open project.
         image_paths: image files or DICOM folders; ``x_0000``, ``x_0001`` are channels of case ``x``.
         labels_dir: folder with label files named by case id (``x.nii.gz``, ``x.seg.nrrd``).
         label_path: the label file of a single case (instead of ``labels_dir``).
-        source: provenance of those labels, one of `segloop.store.SOURCES`.
+        source: provenance of those labels (`segloop.core.provenance.Source`).
         classes: class names the labels annotate (default: all, or a .seg.nrrd's segments).
         case_id: the case id for a single image (instead of its file name).
         copy: copy images into the project instead of referencing them in place.
@@ -248,17 +218,14 @@ def import_cases(
         author: who adds them.
 
     Raises:
-        ConflictError, NotFoundError, GeometryMismatchError, LabelValueError, UnknownClassError,
-        CorruptFileError: see their messages; nothing is written then.
+        ConflictError, NotFoundError, InvalidInputError (GeometryMismatchError, LabelValueError,
+        UnknownClassError, CorruptFileError, ...): see their messages; nothing is written then.
     """
-    started = time.perf_counter()
     schema = project.config.schema
-    if source not in SOURCES:
-        msg = f"unknown label source {source!r}: expected one of {', '.join(SOURCES)}"
-        raise SegloopError(msg)
+    source = parse_source(str(source)).value
     if not image_paths:
         msg = "no image paths given: expected image files or DICOM folders"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     declared = tuple(classes) if classes else None
     if declared:
         schema.indices_of(declared)
@@ -270,84 +237,43 @@ def import_cases(
     label_index = _index_labels(labels_dir) if labels_dir else {}
     if label_path is not None:
         if len(groups) != 1 or labels_dir is not None:
-            msg = f"--label gives the label of one case; got {len(groups)} cases (use --labels-dir)"
-            raise SegloopError(msg)
+            msg = f"a single label file belongs to one case; got {len(groups)} cases (use a labels folder)"
+            raise InvalidInputError(msg)
         if not Path(label_path).is_file():
             msg = f"label file {label_path} does not exist"
             raise NotFoundError(msg)
         label_index = {next(iter(groups)): Path(label_path)}
-    report = ImportReport(unmatched_labels=sorted(set(label_index) - set(groups)))
-    new_cases = []
-    with project.objects.stage() as staged:
+
+    def fill(batch: ImportBatch, report: ImportReport) -> None:
+        report.unmatched_labels = sorted(set(label_index) - set(groups))
         for case, channels in groups.items():
-            images = []
-            reference = None
-            for channel, path in sorted(channels.items()):
-                volume = read_volume(path)
-                if volume.array.ndim != 3:
-                    msg = f"{path}: expected a 3D image (I, J, K); got shape {volume.array.shape}"
-                    raise SegloopError(msg)
-                if reference is None:
-                    reference = volume
-                else:
-                    check_same_grid(
-                        reference.spatial_shape,
-                        reference.affine,
-                        volume.spatial_shape,
-                        volume.affine,
-                        what=f"channel {channel} image {path}",
-                    )
-                digest, size = hash_path(path)
-                images.append(ImageRecord(channel, str(path.resolve()), size, digest))
-            assert reference is not None  # every group has channel 0
-            label = None
-            if case in label_index:
-                label_path = label_index[case]
-                if label_values is None:
-                    labels, segment_names = read_schema_labels(
-                        label_path, schema, reference.spatial_shape, reference.affine
-                    )
-                else:
-                    labels = read_mapped_labels(
-                        label_path, schema, reference.spatial_shape, reference.affine, label_values
-                    )
-                    segment_names = None
-                counts = count_voxels(labels, schema)
-                if not allow_empty and sum(counts[n] for n in schema.names) == 0:
-                    msg = (
-                        f"label {label_path} has no foreground voxel:"
-                        " expected at least one (or --allow-empty)"
-                    )
-                    raise LabelValueError(msg)
-                key = staged.put(labels, reference.affine)
-                label = NewLabel(
-                    object_key=key,
-                    source=source,
-                    classes=declared or segment_names or schema.names,
-                    voxel_counts=counts,
-                    author=author,
-                    tool="segloop add",
-                    params=_label_params(label_path, label_values),
+            reference = batch.add_case(case, channels)
+            if case not in label_index:
+                continue
+            path = label_index[case]
+            if label_values is None:
+                labels, segment_names = read_schema_labels(
+                    path, schema, reference.spatial_shape, reference.affine
                 )
-                report.labeled.append(case)
-            new_cases.append(
-                NewCase(
-                    case_id=case,
-                    shape=reference.spatial_shape,
-                    affine=reference.affine,
-                    dtype=str(reference.array.dtype),
-                    images=tuple(images),
-                    added_by=author,
-                    label=label,
+            else:
+                labels = read_mapped_labels(
+                    path, schema, reference.spatial_shape, reference.affine, label_values
                 )
+                segment_names = None
+            counts = count_voxels(labels, schema)
+            if not allow_empty and sum(counts[n] for n in schema.names) == 0:
+                msg = f"label {path} has no foreground voxel: expected at least one (or allow empty labels)"
+                raise LabelValueError(msg)
+            batch.add_label(
+                case,
+                labels,
+                source=source,
+                classes=declared or segment_names or schema.names,
+                tool="segloop add",
+                params=_label_params(path, label_values),
             )
-    if copy:
-        new_cases = [_with_copied_images(project, c) for c in new_cases]
-    project.add_cases(new_cases)
-    report.added = [c.case_id for c in new_cases]
-    report.seconds = time.perf_counter() - started
-    project.log_event("add", author, {"cases": report.added, "labeled": report.labeled, "source": source})
-    return report
+
+    return run_import(project, author, "add", fill, copy=copy, details={"source": source})
 
 
 def _label_params(path: Path, label_values: Mapping[int, int] | None) -> dict[str, Any]:
@@ -355,20 +281,6 @@ def _label_params(path: Path, label_values: Mapping[int, int] | None) -> dict[st
     if label_values:
         params["label_values"] = {str(k): int(v) for k, v in label_values.items()}
     return params
-
-
-def _with_copied_images(project: Project, case: NewCase) -> NewCase:
-    images = tuple(
-        ImageRecord(
-            i.channel,
-            str(_copy_into_project(project, case.case_id, i.channel, Path(i.path))),
-            i.size_bytes,
-            i.sha256,
-            copied=True,
-        )
-        for i in case.images
-    )
-    return NewCase(case.case_id, case.shape, case.affine, case.dtype, images, case.added_by, case.label)
 
 
 @dataclass(frozen=True)
@@ -391,10 +303,10 @@ def summarize_cases(project: Project) -> list[CaseSummary]:
     for case in project.list_cases():
         versions = versions_by_case.get(case.case_id, [])
         sources: dict[str, str | None] = dict.fromkeys(project.config.schema.names)
-        for version in sorted(versions, key=lambda v: SOURCE_PRIORITY[v.source]):
+        for version in sorted(versions, key=lambda v: parse_source(v.source).priority):
             for name in version.classes:
                 sources[name] = version.source
-        spacing = tuple(float(s) for s in np.linalg.norm(case.affine[:3, :3], axis=0))
+        spacing = spacing_from_affine(case.affine)
         summaries.append(CaseSummary(case.case_id, case.shape, spacing, len(versions), sources))  # type: ignore[arg-type]
     return summaries
 
@@ -416,7 +328,7 @@ def export_label(
         version = project.get_label_version(version_id)
         if version.case_id != case_id:
             msg = f"label version {version_id} belongs to case {version.case_id!r}, not {case_id!r}"
-            raise SegloopError(msg)
+            raise NotFoundError(msg)
         labels = project.read_labels(version)
     else:
         assembly = compute_effective_label(project, case)

@@ -4,60 +4,78 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from segloop.core.provenance import Source
 from segloop.exchange import abdomenatlas
 from segloop.exchange.values import schema_values_of_names
 from segloop.io.atomic import atomic_directory
-from segloop.loop.cases import hash_path
 from segloop.loop.exchange.common import (
+    DEFAULT_SOURCES,
     ExportReport,
     ImportBatch,
     ImportReport,
     classes_of_mapping,
     effective_labels,
     file_params,
+    hash_path,
     newest_labels,
+    output_path,
     read_channels,
     read_labels_on_grid,
     run_import,
     select_cases,
+    sources_record,
     without_ignore,
 )
 from segloop.store import Project
 
+#: segloop's record of what an export holds (the layout itself has no place for it).
+PROVENANCE_JSON = "provenance.json"
+
 
 def export_abdomenatlas(
-    project: Project, out_dir: Path, *, case_ids: Sequence[str] | None = None, overwrite: bool = False
+    project: Project,
+    out_dir: Path,
+    *,
+    case_ids: Sequence[str] | None = None,
+    sources: Collection[str] = DEFAULT_SOURCES,
+    overwrite: bool = False,
 ) -> ExportReport:
     """Write the AbdomenAtlas layout: per case ``ct.nii.gz``, ``original_label.nii.gz`` (original
-    versions), ``pseudo_label.nii.gz`` (the newest pseudo version), ``segmentations/<class>.nii.gz``
-    (the effective label of every class some version decides), and ``labels.json`` naming values.
-    *Ignore* is written as background: the layout has no ignore label.
+    versions), ``pseudo_label.nii.gz`` (the newest pseudo version, only when ``pseudo`` is among
+    ``sources``), ``segmentations/<class>.nii.gz`` (the effective label of ``sources``' versions,
+    every class some version decides), ``labels.json`` naming values and ``provenance.json``
+    (the sources and, per case, the versions used). *Ignore* is written as background: the
+    layout has no ignore label.
     """
     started = time.perf_counter()
     schema = project.config.schema
     cases = select_cases(project, case_ids)
+    provenance = {}
     with atomic_directory(Path(out_dir), overwrite=overwrite) as temporary:
         for case in cases:
-            original = effective_labels(project, case, ("original",))
-            pseudo = newest_labels(project, case, "pseudo")
-            effective = effective_labels(project, case)
+            original = effective_labels(project, case, {Source.ORIGINAL} & set(sources))
+            pseudo = newest_labels(project, case, Source.PSEUDO) if Source.PSEUDO in sources else None
+            effective = effective_labels(project, case, sources)
             masks = {}
             if effective is not None:
                 masks = {schema.name_of(v): effective.labels == v for v in sorted(effective.class_sources)}
             abdomenatlas.write_atlas_case(
-                temporary / case.case_id,
-                read_channels(case)[0],
+                output_path(temporary, case.case_id),
+                read_channels(project, case)[0],
                 original_label=None
                 if original is None
                 else without_ignore(original.labels, schema.ignore_index),
                 pseudo_label=None if pseudo is None else without_ignore(pseudo, schema.ignore_index),
                 masks=masks,
             )
+            provenance[case.case_id] = sources_record(project, case, sources)
         names = {str(c.index): c.name for c in schema.classes}
         (temporary / abdomenatlas.LABEL_NAMES_JSON).write_text(json.dumps(names, indent=2), encoding="utf-8")
+        document = {"sources": sorted(str(s) for s in sources), "cases": provenance}
+        (temporary / PROVENANCE_JSON).write_text(json.dumps(document, indent=2), encoding="utf-8")
     return ExportReport(Path(out_dir), [c.case_id for c in cases], {}, time.perf_counter() - started)
 
 
@@ -81,7 +99,7 @@ def import_abdomenatlas(
     def fill(batch: ImportBatch, report: ImportReport) -> None:
         for atlas_case in cases:
             if atlas_case.case_id not in batch.known:
-                batch.add_case(atlas_case.case_id, atlas_case.ct)
+                batch.add_case(atlas_case.case_id, [atlas_case.ct])
             shape, affine = batch.grid_of(atlas_case.case_id)
             if atlas_case.original_label is not None:
                 labels = read_labels_on_grid(atlas_case.original_label, project, shape, affine, mapping)

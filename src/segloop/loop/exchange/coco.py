@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from segloop.errors import (
-    CorruptFileError,
-    GeometryMismatchError,
-    NotFoundError,
-    SegloopError,
-)
+from segloop.core.geometry import spacing_from_affine
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError
 from segloop.exchange import coco
 from segloop.io.atomic import atomic_directory
 from segloop.loop.exchange.common import (
+    DEFAULT_SOURCES,
     ExportReport,
     ImportBatch,
     ImportReport,
@@ -41,13 +36,16 @@ def export_coco_slices(
     all_slices: bool = False,
     split_thirds: Sequence[str] = (),
     case_ids: Sequence[str] | None = None,
+    sources: Collection[str] = DEFAULT_SOURCES,
     overwrite: bool = False,
 ) -> ExportReport:
     """Write slices of the cases as JPGs with a COCO instance file (see `segloop.exchange.coco`).
 
-    Labelled cases give the slices that hold a class (every slice with ``all_slices``); unlabelled
-    cases give every slice with ``all_slices`` (for a 2D network to predict) and nothing otherwise.
-    ``window`` is ``(width, level)`` in the stored units (OpenKBP stores HU + 1024: level 1044).
+    Cases labelled by versions of ``sources`` (default: labels people made) give the slices that
+    hold a class (every slice with ``all_slices``); the other cases give every slice with
+    ``all_slices`` (for a 2D network to predict) and nothing otherwise. ``window`` is
+    ``(width, level)`` in the stored units (OpenKBP stores HU + 1024: level 1044). The settings
+    in the COCO file record the sources.
     """
     started = time.perf_counter()
     schema = project.config.schema
@@ -57,11 +55,11 @@ def export_coco_slices(
     exported = []
     with atomic_directory(Path(out_dir), overwrite=overwrite) as temporary:
         for case in select_cases(project, case_ids):
-            assembly = effective_labels(project, case)
+            assembly = effective_labels(project, case, sources)
             if assembly is None and not all_slices:
                 continue
             slices = coco.make_case_slices(
-                read_channels(case)[0].array,
+                read_channels(project, case)[0].array,
                 None if assembly is None else assembly.labels,
                 case.affine,
                 case_id=case.case_id,
@@ -84,6 +82,7 @@ def export_coco_slices(
             "long_side": long_side,
             "all_slices": all_slices,
             "split_thirds": list(split_thirds),
+            "sources": sorted(str(s) for s in sources),
         }
         document = coco.make_document(
             entries, categories, description=f"{project.config.name}: {plane} slices", settings=settings
@@ -127,14 +126,15 @@ def import_coco_results(
     if dataset_path is None:
         if not (isinstance(results, dict) and "images" in results):
             msg = (
-                f"{results_path} is a COCO results list: give the exported annotations/instances.json"
-                " with --dataset for the images' provenance"
+                f"{results_path} is a COCO results list: expected also the exported"
+                " annotations/instances.json that holds the images' provenance"
             )
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         dataset, dataset_path = results, results_path
     else:
         dataset = _read_json(Path(dataset_path))
-    images, categories = coco.read_slice_provenance(dataset, str(dataset_path))
+    case_shapes = {case.case_id: case.shape for case in project.list_cases()}
+    images, categories = coco.read_slice_provenance(dataset, str(dataset_path), case_shapes)
     schema = project.config.schema
     class_values = {category_id: schema.index_of(name) for category_id, name in categories.items()}
     detections = coco.read_detections(results, images, categories, str(results_path))
@@ -146,13 +146,8 @@ def import_coco_results(
 
     def fill(batch: ImportBatch, report: ImportReport) -> None:
         for case_id, labels in volumes.items():
-            shape, affine = batch.grid_of(case_id)
-            if tuple(shape) != labels.shape:
-                msg = f"COCO images of case {case_id!r} come from a {labels.shape} grid; the case is {shape}"
-                raise GeometryMismatchError(msg)
-        for case_id, labels in volumes.items():
             _, affine = batch.grid_of(case_id)
-            spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+            spacing = spacing_from_affine(affine)
             cleaned = postprocess_labels(
                 labels, spacing_mm=spacing, close_mm=close_mm, open_mm=open_mm, keep_largest=keep_largest
             )

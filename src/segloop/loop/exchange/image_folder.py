@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from segloop.errors import (
-    ConflictError,
-    NotFoundError,
-    SegloopError,
-)
+from segloop.errors import ConflictError, InvalidInputError, NotFoundError
 from segloop.exchange import image_folder
 from segloop.exchange.values import invert_value_map, remap_labels
 from segloop.io import write_volume
 from segloop.io.atomic import atomic_directory
 from segloop.loop.cases import import_cases
 from segloop.loop.exchange.common import (
+    DEFAULT_SOURCES,
     ExportReport,
     ImportReport,
     classes_of_mapping,
     effective_labels,
-    newest_labels,
+    output_path,
     select_cases,
 )
 from segloop.store import Project
@@ -61,7 +58,7 @@ def import_image_folder(
             msg = f"{images[0]} holds no PNG, TIFF or JPEG image"
             raise NotFoundError(msg)
     declared = classes or (classes_of_mapping(value_map, project) if value_map is not None else None)
-    added = import_cases(
+    return import_cases(
         project,
         paths,
         labels_dir=labels_dir,
@@ -71,12 +68,6 @@ def import_image_folder(
         label_values=value_map,
         author=author,
     )
-    report = ImportReport(added_cases=added.added, seconds=added.seconds)
-    for case_id in added.labeled:
-        report.versions.extend(project.list_label_versions(case_id))
-    if added.unmatched_labels:
-        report.notes.append(f"label files without an image: {', '.join(added.unmatched_labels[:5])}")
-    return report
 
 
 def export_image_folder(
@@ -84,7 +75,7 @@ def export_image_folder(
     out_dir: Path,
     *,
     value_map: Mapping[int, int] | None = None,
-    source: str | None = None,
+    sources: Collection[str] = DEFAULT_SOURCES,
     case_ids: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> ExportReport:
@@ -95,8 +86,8 @@ def export_image_folder(
         out_dir: the folder to create.
         value_map: ``{file value: schema value}`` used backwards (255=nucleus writes nucleus as
             255); unmapped background and *ignore* become 0.
-        source: write the newest version of this source (``pseudo``: the predictions) instead of
-            the effective label; cases without one are left out.
+        sources: the label sources whose versions make the written label (default: labels
+            people made; ``{"pseudo"}``: the newest predictions); cases without one are left out.
         case_ids: the cases (default: all with a label).
         overwrite: replace an existing ``out_dir``.
     """
@@ -108,24 +99,20 @@ def export_image_folder(
         unnamed = [c.name for c in schema.classes if c.index not in inverse]
         if unnamed:
             msg = f"the value map names no file value for {', '.join(unnamed)}: add e.g. {unnamed[0]}=<value>"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         to_file = {0: 0, schema.ignore_index: 0, **inverse}
     written = []
     with atomic_directory(Path(out_dir), overwrite=overwrite) as temporary:
         for case in select_cases(project, case_ids):
-            if source is not None:
-                labels = newest_labels(project, case, source)
-            else:
-                assembly = effective_labels(project, case)
-                labels = None if assembly is None else assembly.labels
-            if labels is None:
+            assembly = effective_labels(project, case, sources)
+            if assembly is None:
                 continue
             name = image_folder.label_file_name(Path(case.images[0].path).name)
-            values = remap_labels(labels, to_file, dtype=np.uint16, what=f"labels of {case.case_id}")
+            values = remap_labels(assembly.labels, to_file, dtype=np.uint16, what=f"labels of {case.case_id}")
             volume = image_folder.label_image(values, case.affine, max_value=max(to_file.values()))
             if name in {p.name for p in temporary.iterdir()}:
                 msg = f"two cases would write {name}: images of the same name from different folders"
                 raise ConflictError(msg)
-            write_volume(volume, temporary / name)
+            write_volume(volume, output_path(temporary, name))
             written.append(case.case_id)
     return ExportReport(Path(out_dir), written, {}, time.perf_counter() - started)

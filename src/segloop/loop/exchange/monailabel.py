@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from segloop.core.provenance import Source
 from segloop.exchange import monailabel
 from segloop.exchange.values import schema_values_of_names
 from segloop.io import write_volume
 from segloop.io.atomic import atomic_directory
 from segloop.loop.exchange.common import (
-    HUMAN_SOURCES,
+    DEFAULT_SOURCES,
     ExportReport,
     ImportBatch,
     ImportReport,
@@ -20,48 +21,66 @@ from segloop.loop.exchange.common import (
     effective_labels,
     file_params,
     newest_labels,
+    output_path,
     read_channels,
     read_labels_on_grid,
     run_import,
     select_cases,
+    sources_record,
     without_ignore,
 )
 from segloop.store import Project
 
 
 def export_monailabel(
-    project: Project, out_dir: Path, *, case_ids: Sequence[str] | None = None, overwrite: bool = False
+    project: Project,
+    out_dir: Path,
+    *,
+    case_ids: Sequence[str] | None = None,
+    sources: Collection[str] = DEFAULT_SOURCES,
+    overwrite: bool = False,
 ) -> ExportReport:
     """Write a MONAI Label datastore: ``<case>.nii.gz`` images, ``labels/final`` (the assembly of
-    original and revised versions), ``labels/original`` (the newest pseudo version) and
-    ``datastore_v2.json`` with ``label_info``. *Ignore* is written as background.
+    the ``original`` and ``revised`` versions, as far as ``sources`` names them),
+    ``labels/original`` (the newest pseudo version, only when ``pseudo`` is among ``sources``) and
+    ``datastore_v2.json`` with ``label_info`` and, per final label, the versions it was made of.
+    *Ignore* is written as background.
     """
     started = time.perf_counter()
     schema = project.config.schema
     cases = select_cases(project, case_ids)
+    human = {s for s in sources if Source(s).is_reference}
     entries: dict[str, dict[str, str]] = {}
+    provenance: dict[str, dict[str, dict]] = {}
     extension = ".nii.gz"
     with atomic_directory(Path(out_dir), overwrite=overwrite) as temporary:
         for tag in (monailabel.FINAL_TAG, monailabel.ORIGINAL_TAG):
             (temporary / "labels" / tag).mkdir(parents=True)
         for case in cases:
-            image = read_channels(case)[0]
-            write_volume(image, temporary / f"{case.case_id}{extension}")
+            name = f"{case.case_id}{extension}"
+            image = read_channels(project, case)[0]
+            write_volume(image, output_path(temporary, name))
             tags: dict[str, str] = {}
-            final = effective_labels(project, case, HUMAN_SOURCES)
+            records: dict[str, dict] = {}
+            final = effective_labels(project, case, human)
             if final is not None:
                 labels = without_ignore(final.labels, schema.ignore_index)
-                path = temporary / "labels" / monailabel.FINAL_TAG / f"{case.case_id}{extension}"
-                write_volume(image.with_array(labels), path)
+                write_volume(
+                    image.with_array(labels), output_path(temporary, "labels", monailabel.FINAL_TAG, name)
+                )
                 tags[monailabel.FINAL_TAG] = extension
-            pseudo = newest_labels(project, case, "pseudo")
+                records[monailabel.FINAL_TAG] = sources_record(project, case, human)
+            pseudo = newest_labels(project, case, Source.PSEUDO) if Source.PSEUDO in sources else None
             if pseudo is not None:
                 labels = without_ignore(pseudo, schema.ignore_index)
-                path = temporary / "labels" / monailabel.ORIGINAL_TAG / f"{case.case_id}{extension}"
+                path = output_path(temporary, "labels", monailabel.ORIGINAL_TAG, name)
                 write_volume(image.with_array(labels), path)
                 tags[monailabel.ORIGINAL_TAG] = extension
             entries[case.case_id] = tags
-        document = monailabel.make_datastore_json(entries, schema, name=project.config.name)
+            provenance[case.case_id] = records
+        document = monailabel.make_datastore_json(
+            entries, schema, name=project.config.name, provenance=provenance
+        )
         (temporary / monailabel.DATASTORE_JSON).write_text(json.dumps(document, indent=2), encoding="utf-8")
     return ExportReport(Path(out_dir), [c.case_id for c in cases], {}, time.perf_counter() - started)
 
@@ -78,7 +97,7 @@ def import_monailabel(project: Project, root: Path, *, author: str) -> ImportRep
     def fill(batch: ImportBatch, report: ImportReport) -> None:
         for item in items:
             if item.image_id not in batch.known:
-                batch.add_case(item.image_id, item.image)
+                batch.add_case(item.image_id, [item.image])
             shape, affine = batch.grid_of(item.image_id)
             for tag, path in item.labels.items():
                 if tag not in tag_sources:

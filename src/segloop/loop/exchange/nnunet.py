@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from segloop.core.volume import Volume
-from segloop.errors import (
-    NotFoundError,
-    SegloopError,
-    UnsupportedFormatError,
-)
+from segloop.errors import GeometryMismatchError, InvalidInputError, NotFoundError
 from segloop.exchange import nnunet
 from segloop.exchange.values import schema_values_of_names
 from segloop.io.atomic import atomic_directory
 from segloop.loop.exchange.common import (
+    DEFAULT_SOURCES,
     ExportReport,
     ImportBatch,
     ImportReport,
@@ -27,6 +24,7 @@ from segloop.loop.exchange.common import (
     read_labels_on_grid,
     run_import,
     select_cases,
+    sources_record,
 )
 from segloop.store import Project
 
@@ -38,33 +36,39 @@ def export_nnunet(
     dataset_id: int,
     name: str | None = None,
     case_ids: Sequence[str] | None = None,
+    sources: Collection[str] = DEFAULT_SOURCES,
     overwrite: bool = False,
 ) -> ExportReport:
     """Write ``out_dir/DatasetXXX_<name>`` as an nnU-Net v2 raw dataset.
 
-    Labelled cases (an effective label that is not all *ignore*) go to ``imagesTr``/``labelsTr``
-    with *ignore* where nobody annotated (declared as ``"ignore"``, the highest value, when some
-    label holds it); the others go to ``imagesTs``. Channels become ``_0000``, ``_0001``, ...; the
-    project's modality names them (``CT`` selects nnU-Net's CT normalisation).
+    Cases labelled by versions of ``sources`` (an effective label that is not all *ignore*) go to
+    ``imagesTr``/``labelsTr`` with *ignore* where nobody annotated (declared as ``"ignore"``, the
+    highest value, when some label holds it); the others go to ``imagesTs``. By default only
+    labels people made count (`DEFAULT_SOURCES`): a model's predictions are not training data
+    unless ``pseudo`` is among ``sources``. Channels become ``_0000``, ``_0001``, ...; the
+    project's modality names them (``CT`` selects nnU-Net's CT normalisation). ``dataset.json``
+    records under ``"segloop"`` the sources and, per training case, the versions used.
     """
     started = time.perf_counter()
     schema = project.config.schema
     folder = Path(out_dir) / nnunet.dataset_folder_name(dataset_id, name or project.config.name)
     cases = select_cases(project, case_ids)
     n_training, n_test, with_ignore, channel_count = 0, 0, False, None
+    provenance = {}
     with atomic_directory(folder, overwrite=overwrite) as temporary:
         for case in cases:
-            channels = read_channels(case)
+            channels = read_channels(project, case)
             if channel_count is not None and len(channels) != channel_count:
                 msg = f"case {case.case_id!r} has {len(channels)} channels, others {channel_count}"
-                raise SegloopError(msg)
+                raise GeometryMismatchError(msg)
             channel_count = len(channels)
-            assembly = effective_labels(project, case)
+            assembly = effective_labels(project, case, sources)
             labels = None
             if assembly is not None and not assembly.ignore_mask.all():
                 labels = Volume(assembly.labels, case.affine)
                 with_ignore |= bool(assembly.ignore_mask.any())
                 n_training += 1
+                provenance[case.case_id] = sources_record(project, case, sources)
             else:
                 n_test += 1
             nnunet.write_case(temporary, case.case_id, channels, labels)
@@ -77,13 +81,14 @@ def export_nnunet(
             num_training=n_training,
             with_ignore=with_ignore,
             name=project.config.name,
-            description=f"exported by segloop from {project.root.resolve()}",
+            description=f"exported by segloop from project {project.config.name}",
         )
+        document["segloop"] = {"sources": sorted(str(s) for s in sources), "cases": provenance}
         (temporary / nnunet.DATASET_JSON).write_text(json.dumps(document, indent=2), encoding="utf-8")
     return ExportReport(
         folder,
         [c.case_id for c in cases],
-        {"training": n_training, "test": n_test, "ignore": with_ignore},
+        {"training cases": n_training, "cases in imagesTs": n_test, "with ignore label": int(with_ignore)},
         time.perf_counter() - started,
     )
 
@@ -95,7 +100,7 @@ def _dataset_mapping(
         return None
     try:
         return schema_values_of_names(dataset.labels, project.config.schema)
-    except SegloopError as error:
+    except InvalidInputError as error:
         msg = f"{where}: its labels {dataset.labels} do not match the project's schema: {error}"
         raise type(error)(msg) from error
 
@@ -137,8 +142,8 @@ def import_nnunet_dataset(
 ) -> ImportReport:
     """Add the cases of an nnU-Net raw dataset: ``imagesTr`` with ``labelsTr``, and ``imagesTs``.
 
-    Only single-channel datasets; the labels' names (``dataset.json``) must be in the schema, and
-    ``ignore`` becomes the schema's ignore value.
+    Channels ``_0000``, ``_0001``, ... become the case's channels; the labels' names
+    (``dataset.json``) must be in the schema, and ``ignore`` becomes the schema's ignore value.
     """
     dataset_dir = Path(dataset_dir)
     json_path = dataset_dir / nnunet.DATASET_JSON
@@ -147,11 +152,6 @@ def import_nnunet_dataset(
     training = nnunet.list_raw_cases(dataset_dir / "imagesTr", dataset.file_ending)
     test_dir = dataset_dir / "imagesTs"
     test = nnunet.list_raw_cases(test_dir, dataset.file_ending) if test_dir.is_dir() else {}
-    if any(len(channels) > 1 for channels in (training | test).values()):
-        msg = (
-            f"{dataset_dir}: segloop imports single-channel nnU-Net datasets; use `segloop add` for channels"
-        )
-        raise UnsupportedFormatError(msg)
     label_files = nnunet.list_label_files(dataset_dir / "labelsTr", dataset.file_ending)
     missing = sorted(set(training) - set(label_files))
     if missing:
@@ -161,7 +161,7 @@ def import_nnunet_dataset(
 
     def fill(batch: ImportBatch, report: ImportReport) -> None:
         for case_id, channels in (training | test).items():
-            batch.add_case(case_id, channels[0])
+            batch.add_case(case_id, [channels[c] for c in sorted(channels)])
             if case_id in training:
                 shape, affine = batch.grid_of(case_id)
                 path = label_files[case_id]
