@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -231,3 +232,14 @@ def test_a_detached_nrrd_image_is_verified_with_its_data_file(tmp_path):
     (tmp_path / "nhdr" / "x.raw").write_bytes(changed.tobytes(order="F"))  # the header is untouched
     with pytest.raises(StoreIntegrityError, match="changed since it was added"):
         project.read_image(case_id)
+
+
+def test_a_database_the_user_may_not_write_is_opened_read_only(project, monkeypatch, statements):
+    """As a non-root user on a read-only project (root ignores permissions: simulated here)."""
+    project.engine.dispose()
+    monkeypatch.setattr(os, "access", lambda *_args, **_kwargs: False)
+    opened = Project.open(project.root)
+    assert opened.read_only and "immutable=1" in str(opened.engine.url)
+    assert opened.list_case_ids() == ["c0", "c1"] and opened.read_image("c0").spatial_shape == SHAPE
+    assert not [s for s in statements if s.split()[0] in {"INSERT", "UPDATE", "CREATE"}]
+    assert not (project.root / "segloop.db-wal").exists()

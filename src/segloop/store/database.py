@@ -366,7 +366,7 @@ def connect(url: str | URL, *, read_only: bool = False) -> Engine:
     parsed = parse_database_url(url) if isinstance(url, str) else url
     path = sqlite_path(parsed)
     if read_only and path is not None:
-        parsed = make_url(f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true")
+        parsed = make_url(f"sqlite:///file:{quote(str(path.resolve()))}?{_read_only_query(path)}&uri=true")
     try:
         engine = create_engine(parsed)
     except (NoSuchModuleError, ImportError) as error:
@@ -378,6 +378,19 @@ def connect(url: str | URL, *, read_only: bool = False) -> Engine:
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, read_only=read_only)
     return engine
+
+
+def _read_only_query(path: Path) -> str:
+    """SQLite URI parameters that read ``path`` without writing anything beside it.
+
+    A WAL database needs its ``-shm`` file; when that is absent and cannot be created (a folder
+    this process may not write), the file is opened ``immutable`` (no locking: nobody can be
+    writing it either).
+    """
+    shared_memory = path.with_name(f"{path.name}-shm")
+    if not os.access(path.parent, os.W_OK) and not shared_memory.exists():
+        return "mode=ro&immutable=1"
+    return "mode=ro"
 
 
 @contextmanager
