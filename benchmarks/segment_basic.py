@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from segloop.segment.components import keep_largest_component
-from segloop.segment.morphology import ball_offsets, close_mask, open_mask
+from segloop.segment.morphology import ball_offsets, close_mask_mm, open_mask_mm
 from segloop.synthetic import make_ct_phantom
 
 SHAPE = (512, 512, 128)
@@ -72,12 +72,12 @@ def run(repeats: int = 3) -> list[dict]:
         for op, ours_fn, theirs_fn in (
             (
                 "opening",
-                open_mask,
+                open_mask_mm,
                 lambda m, e=element: ndimage.binary_dilation(ndimage.binary_erosion(m, e, border_value=1), e),
             ),
             (
                 "closing",
-                close_mask,
+                close_mask_mm,
                 lambda m, e=element: ndimage.binary_erosion(ndimage.binary_dilation(m, e), e, border_value=1),
             ),
         ):

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from segloop.engine.evaluate import dice_per_class, evaluate_labels
+from segloop.engine.evaluate import evaluate_labels
 from segloop.errors import GeometryMismatchError
+from segloop.metrics import dice_per_class
 
 
 def _cube(shape=(20, 20, 20), box=((5, 15), (5, 15), (5, 15)), value=1):

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -9,7 +7,7 @@ import torch
 from segloop.engine.config import TrainConfig
 from segloop.engine.device import resolve_device
 from segloop.engine.networks import build_network
-from segloop.engine.uncertainty import class_entropy, disagreement, voxel_entropy
+from segloop.engine.uncertainty import disagreement, voxel_entropy
 from segloop.errors import SegloopError
 
 
@@ -28,15 +26,7 @@ def test_uncertainty_functions_keep_tensors_as_tensors_and_do_not_modify_inputs(
     probabilities = torch.softmax(torch.randn(3, 4, 4), 0)
     copy = probabilities.clone()
     assert isinstance(voxel_entropy(probabilities), torch.Tensor)
-    assert class_entropy(probabilities).shape == (3, 4, 4)
     assert torch.equal(probabilities, copy)
-
-
-def test_class_entropy_is_binary_entropy_in_bits():
-    values = class_entropy(np.array([[0.5, 0.0, 1.0, 0.25]]))
-    assert np.allclose(
-        values, [[1.0, 0.0, 0.0, -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))]], atol=1e-6
-    )
 
 
 def test_disagreement_is_zero_when_samples_agree():

@@ -7,21 +7,21 @@ import csv
 import numpy as np
 import pytest
 
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError, NotFoundError, SegloopError
 from segloop.io import write_volume
 from segloop.loop.cases import import_cases, init_project
 from segloop.loop.labels import count_voxels
 from segloop.loop.ranking import (
-    binary_entropy,
     compute_attention,
     find_attention_centers,
     list_candidate_cases,
-    open_mask,
+    open_mask_iterations,
     order_least_recent,
     rank_cases,
     write_priority_csv,
 )
 from segloop.loop.tools import store_tool_labels
+from segloop.metrics import binary_entropy
 from segloop.store import NewLabel, Project
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 
@@ -101,17 +101,17 @@ def test_open_mask_is_two_erosions_then_two_dilations():
     mask[2:9, 2:9, 2:9] = True  # 7^3 cube survives an opening of radius 2 unchanged
     mask[11, 11, 11] = True  # a speck vanishes
     mask[0:4, 11, 0:4] = True  # a 1-voxel-thin sheet vanishes
-    opened = open_mask(mask)
+    opened = open_mask_iterations(mask)
     assert opened.sum() == 7**3 and opened[2:9, 2:9, 2:9].all()
     thin = np.zeros((12, 12, 12), bool)
     thin[2:6, 2:6, 2:6] = True  # 4 voxels thick: eroded away by 2 erosions
-    assert not open_mask(thin).any()
+    assert not open_mask_iterations(thin).any()
 
 
 def test_open_mask_keeps_single_slice_images():
     mask = np.zeros((10, 10, 1), bool)
     mask[2:8, 2:8] = True
-    assert open_mask(mask).sum() == 36
+    assert open_mask_iterations(mask).sum() == 36
 
 
 def test_binary_entropy_is_symmetric_bits():
@@ -219,8 +219,34 @@ def test_random_is_seeded_and_least_recent_rotates(project):
     served = [r.case_id for r in rank_cases(project, strategy="least-recent", count=2)]
     assert served == ["c0", "c1"]
     assert [r.case_id for r in rank_cases(project, strategy="least-recent", count=2)] == ["c2", "c0"]
-    with pytest.raises(SegloopError, match="unknown ranking strategy"):
+    with pytest.raises(
+        InvalidInputError, match="unknown ranking strategy 'epistemic': expected one of uncertainty"
+    ):
         rank_cases(project, strategy="epistemic")
+
+
+def test_strategies_are_a_registry_of_one_protocol(project, monkeypatch):
+    from segloop.loop import ranking
+
+    assert list(ranking.STRATEGIES) == ["uncertainty", "random", "least-recent"]
+
+    class Reversed:
+        def rank(self, project, candidates, *, count, seed):
+            rows = [
+                ranking.RankedCase(0, case_id, None, classes) for case_id, classes in reversed(candidates)
+            ]
+            return rows[:count]
+
+    monkeypatch.setitem(ranking.STRATEGIES, "reversed", Reversed())
+    ranked = rank_cases(project, strategy="reversed", record=False)
+    assert [r.case_id for r in ranked] == [c for c, _ in reversed(list_candidate_cases(project))]
+
+
+def test_ranking_an_empty_project_says_it_has_no_cases(tmp_path):
+    empty = init_project(tmp_path / "empty", ["liver"])
+    for strategy in ("uncertainty", "random", "least-recent"):
+        with pytest.raises(NotFoundError, match="no case in project empty"):
+            rank_cases(empty, strategy=strategy)
 
 
 def test_candidates_exclude_cases_fully_decided_by_people(project):

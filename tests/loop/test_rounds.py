@@ -59,6 +59,23 @@ def test_a_killed_round_resumes_without_redoing_finished_stages(project):
     assert resumed.number == 1 and resumed.status == "done"
     assert len(project.list_models()) == 1  # the model was not trained again
     assert len(project.list_predictions()) == 3  # nor the cases predicted twice
+    rounds = project.list_jobs(kind="round")
+    assert [j.status for j in rounds] == ["interrupted", "done"]
+    assert rounds[1].progress.stage == "report" and rounds[1].result["round"] == 1
+    assert [j.status for j in project.list_jobs(kind="train")] == ["done"]
+    [predict] = project.list_jobs(kind="predict")
+    assert (predict.progress.done, predict.progress.total) == (3, 3)
+
+
+def test_a_round_reports_typed_progress_of_its_training_and_prediction(project):
+    from segloop.store import Progress
+
+    events = []
+    run_round(project, _tiny_config(), author="t", on_progress=events.append)
+    assert events and all(isinstance(e, Progress) for e in events)
+    assert [e.stage for e in events if e.stage != "train"][-1] == "predict"
+    last_train = [e for e in events if e.stage == "train"][-1]
+    assert last_train.done == last_train.total == 2 and "loss" in last_train.metrics
 
 
 def test_round_rejects_unknown_modes_and_strategies(project):

@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from segloop.errors import LabelValueError, NotFoundError, SegloopError
+from segloop.errors import ConflictError, CorruptFileError, InvalidInputError, LabelValueError, NotFoundError
 from segloop.io import write_volume
 from segloop.loop.cases import import_cases, init_project
-from segloop.loop.training import predict_cases, train_project
+from segloop.loop.training import predict_cases, resume_training, train_config, train_project
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 from tests.loop.conftest import PHANTOM_SHAPE as SHAPE
 from tests.loop.conftest import phantom_project, tiny_config
@@ -47,13 +47,13 @@ def test_training_refuses_what_it_cannot_do(tmp_path, project):
     empty = init_project(tmp_path / "empty", ["liver"])
     with pytest.raises(LabelValueError, match="no labelled case"):
         train_project(empty, tiny_config(), author="t")
-    with pytest.raises(SegloopError, match="continual training needs a finished model"):
+    with pytest.raises(NotFoundError, match="continual training needs a finished model"):
         train_project(project, tiny_config(), mode="continual", author="t")
     with pytest.raises(NotFoundError, match="nothing to resume"):
-        train_project(project, tiny_config(), resume=True, author="t")
+        resume_training(project, author="t")
     with pytest.raises(NotFoundError, match="no finished model"):
         predict_cases(project, author="t")
-    with pytest.raises(SegloopError, match="unknown training mode"):
+    with pytest.raises(InvalidInputError, match="unknown training mode"):
         train_project(project, tiny_config(), mode="sometimes", author="t")
 
 
@@ -78,23 +78,79 @@ def test_pseudo_labels_teach_only_when_asked_and_evaluation_scores_held_out_case
     assert set(scores) == {"dice", "hd95_mm", "surface_dice"} and 0.0 <= scores["dice"] <= 1.0
     assert project.list_evaluations(model_id=model.id) == records
     assert summarize_evaluations(records)["mean"]["dice"] is not None
-    with pytest.raises(SegloopError, match="case c2 has no original or revised label"):
+    with pytest.raises(LabelValueError, match="case c2 has no original or revised label"):
         evaluate_model(project, ["c2"], model_id=model.id)
     assert len(project.list_evaluations()) == 1  # checked before anything is scored
 
 
-def test_interrupted_training_stays_running_and_resumes(project):
-    def interrupt_in_second_epoch(event):
-        if event["epoch"] == 1:
+def _interrupt_in_epoch(index):
+    def interrupt(event):
+        if event.metrics.get("epoch") == index:
             raise KeyboardInterrupt
 
+    return interrupt
+
+
+def test_interrupted_training_stays_running_and_resumes(project):
     config = tiny_config(epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        train_project(project, config, on_progress=interrupt_in_second_epoch, author="t")
+        train_project(project, config, on_progress=_interrupt_in_epoch(1), author="t")
     (interrupted,) = project.list_models()
     assert interrupted.status == "running"
-    resumed = train_project(project, config, resume=True, author="t")
+    [job] = project.list_jobs(kind="train")
+    assert (job.status, job.params["model"]) == ("interrupted", interrupted.id)
+    resumed = resume_training(project, author="t")
     assert (resumed.id, resumed.status, resumed.metrics["epochs"]) == (interrupted.id, "done", 3)
+    assert [j.status for j in project.list_jobs(kind="train")] == ["interrupted", "done"]
+
+
+def test_resume_keeps_the_run_settings_and_refuses_others_without_failing_the_run(project):
+    """Issue 18 #11, killed after epoch 1: a plain resume continues with the run's own settings."""
+    config = train_config(project, epochs=3, validation_case_ids=["c1"], features=(8, 16), steps_per_epoch=2)
+    config = config.replace(batch_size=2, time_budget_min=None)
+    with pytest.raises(KeyboardInterrupt):
+        train_project(project, config, on_progress=_interrupt_in_epoch(1), author="t")
+    with pytest.raises(ConflictError, match=r"other settings \(epochs: run 3, asked 5; validation_case_ids"):
+        resume_training(project, asked={"epochs": 5, "validation_case_ids": ["c0"]}, author="t")
+    (run,) = project.list_models()
+    assert run.status == "running"  # a refused resume leaves the run resumable
+    same = {"epochs": 3, "validation_case_ids": ["c1"], "mode": "full", "dims": None}
+    resumed = resume_training(project, asked=same, author="t")
+    assert (resumed.id, resumed.status, resumed.metrics["epochs"]) == (run.id, "done", 3)
+    assert (resumed.train_case_ids, resumed.val_case_ids) == (("c0",), ("c1",))
+
+
+def test_resume_before_the_first_checkpoint_restarts_with_the_stored_settings(project):
+    """Issue 18 #11, killed before any checkpoint: the resumed run is the run that was asked for."""
+    config = tiny_config(epochs=2, validation_case_ids=("c0",))
+    with pytest.raises(KeyboardInterrupt):
+        train_project(project, config, on_progress=_interrupt_in_epoch(0), author="t")
+    (run,) = project.list_models()
+    assert not (project.root / run.checkpoint).exists()
+    resumed = resume_training(project, author="t")
+    assert (resumed.id, resumed.metrics["epochs"], resumed.val_case_ids) == (run.id, 2, ("c0",))
+    assert resumed.config["epochs"] == 2 and resumed.config["steps_per_epoch"] == 2
+
+
+@pytest.mark.parametrize("content", ["text", "random", "state_dict", "fake"])
+def test_init_weights_that_are_not_a_checkpoint_are_refused_before_a_run_is_recorded(
+    tmp_path, project, content
+):
+    import torch
+
+    path = tmp_path / "weights.pt"
+    if content == "text":
+        path.write_text("hello\n")
+    elif content == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif content == "state_dict":
+        torch.save(torch.nn.Conv2d(1, 2, 3).state_dict(), path)
+    else:  # the format marker, nothing else
+        torch.save({"format": "segloop-engine-checkpoint", "version": 1}, path)
+    with pytest.raises(CorruptFileError, match="segloop") as caught:
+        train_project(project, tiny_config(), mode="continual", init_weights=path, author="t")
+    assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value)
+    assert project.list_models() == []
 
 
 def test_a_checkpoint_of_another_schema_is_refused(tmp_path, project):
@@ -107,7 +163,7 @@ def test_a_checkpoint_of_another_schema_is_refused(tmp_path, project):
 
     write_volume(Volume(labels, phantom.labels.affine), tmp_path / "olab" / "x.nii.gz")
     import_cases(other, [image], labels_dir=tmp_path / "olab")
-    with pytest.raises(SegloopError, match=r"trained for 4 classes .*another label schema"):
+    with pytest.raises(InvalidInputError, match=r"trained for 4 classes .*another label schema"):
         train_project(
             other,
             tiny_config(validation_fraction=0.0),
@@ -115,7 +171,7 @@ def test_a_checkpoint_of_another_schema_is_refused(tmp_path, project):
             init_weights=project.root / model.checkpoint,
             author="t",
         )
-    assert [m.status for m in other.list_models()] == ["failed"]
+    assert other.list_models() == []  # refused before a run was recorded
 
 
 def test_2d_training_slices_along_the_axial_plane_by_default(tmp_path):

@@ -13,11 +13,11 @@ from segloop.segment.components import (
 )
 from segloop.segment.morphology import (
     ball_offsets,
-    close_mask,
+    close_mask_mm,
     dilate_mask,
     erode_mask,
     fill_holes,
-    open_mask,
+    open_mask_mm,
     postprocess_labels,
 )
 from segloop.segment.threshold import THRESHOLD_PRESETS_HU, threshold_otsu, threshold_range
@@ -51,11 +51,11 @@ def test_dilation_and_erosion_equal_scipy_with_neutral_borders(rng, radius_mm, s
         erode_mask(mask, radius_mm, spacing), ndimage.binary_erosion(mask, element, border_value=1)
     )
     np.testing.assert_array_equal(
-        close_mask(mask, radius_mm, spacing),
+        close_mask_mm(mask, radius_mm, spacing),
         ndimage.binary_erosion(ndimage.binary_dilation(mask, element), element, border_value=1),
     )
     np.testing.assert_array_equal(
-        open_mask(mask, radius_mm, spacing),
+        open_mask_mm(mask, radius_mm, spacing),
         ndimage.binary_dilation(ndimage.binary_erosion(mask, element, border_value=1), element),
     )
 
@@ -63,7 +63,7 @@ def test_dilation_and_erosion_equal_scipy_with_neutral_borders(rng, radius_mm, s
 def test_closing_does_not_shave_a_mask_that_touches_the_border():
     mask = np.zeros((10, 10, 10), bool)
     mask[:4] = True
-    np.testing.assert_array_equal(close_mask(mask, 3.0, (1, 1, 1)), mask)
+    np.testing.assert_array_equal(close_mask_mm(mask, 3.0, (1, 1, 1)), mask)
     np.testing.assert_array_equal(
         erode_mask(np.ones((5, 5, 5), bool), 2.0, (1, 1, 1)), np.ones((5, 5, 5), bool)
     )
@@ -73,7 +73,7 @@ def test_morphology_of_an_empty_mask_is_empty_and_inputs_are_untouched(rng):
     assert not dilate_mask(np.zeros((4, 4, 4), bool), 2.0, (1, 1, 1)).any()
     mask = _blobs(rng)
     before = mask.copy()
-    close_mask(mask, 2.0, (1, 1, 1))
+    close_mask_mm(mask, 2.0, (1, 1, 1))
     np.testing.assert_array_equal(mask, before)
     with pytest.raises(SegloopError, match="radius must be >= 0 mm; got -1"):
         dilate_mask(mask, -1, (1, 1, 1))

@@ -7,20 +7,19 @@ are imported inside the commands so that ``segloop --help`` starts fast and with
 
 from __future__ import annotations
 
-import getpass
+import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
+from segloop.cli.common import current_user, split_list
 from segloop.cli.exchange import app as exchange_app
 from segloop.cli.segment import app as segment_app
 from segloop.errors import SegloopError
-
-if TYPE_CHECKING:
-    from segloop.engine.config import TrainConfig
-    from segloop.store import Project
 
 app = typer.Typer(
     name="segloop",
@@ -35,30 +34,6 @@ app.add_typer(exchange_app, name="exchange")
 
 ProjectArg = Annotated[Path, typer.Argument(help="Project folder.", show_default=False)]
 CaseArg = Annotated[str, typer.Argument(help="Case id (see `segloop status`).", show_default=False)]
-
-
-def current_user() -> str:
-    """The name recorded as author of what this command stores."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def _split(text: str | None) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else []
-
-
-def _parse_window(text: str | list | tuple) -> tuple[float, float]:
-    """``"WIDTH,LEVEL"`` (or a stored ``[width, level]``) as floats; BadParameter otherwise."""
-    parts = _split(text) if isinstance(text, str) else list(text)
-    try:
-        width, level = (float(v) for v in parts)
-    except (TypeError, ValueError):
-        raise typer.BadParameter(f"window must be WIDTH,LEVEL (e.g. 400,40); got {text!r}") from None
-    if width <= 0:
-        raise typer.BadParameter(f"window width must be > 0; got {width:g}")
-    return width, level
 
 
 @app.command()
@@ -80,13 +55,14 @@ def init(
     ] = None,
 ) -> None:
     """Create a project folder with its label schema."""
+    from segloop.cli.exchange import parse_window_option
     from segloop.cli.output import print_schema
     from segloop.loop.cases import init_project, read_class_names
 
     if (labels is None) == (labels_file is None):
         raise typer.BadParameter("give exactly one of --labels or --labels-file")
-    defaults = {"window": list(_parse_window(window))} if window else {}
-    names = _split(labels) if labels is not None else read_class_names(labels_file)
+    defaults = {"window": list(parse_window_option(window))} if window else {}
+    names = split_list(labels) if labels is not None else read_class_names(labels_file)
     created = init_project(project, names, modality=modality, defaults=defaults)
     print_schema(created)
 
@@ -123,7 +99,7 @@ def add(
         labels_dir=labels_dir,
         label_path=label,
         source=source,
-        classes=_split(classes) or None,
+        classes=split_list(classes) or None,
         case_id=case_id,
         copy=copy,
         allow_empty=allow_empty,
@@ -131,7 +107,7 @@ def add(
         author=current_user(),
     )
     console.print(
-        f"added {len(report.added)} cases ({len(report.labeled)} with {source} labels)"
+        f"added {len(report.added_cases)} cases ({len(report.labeled)} with {source} labels)"
         f" in {report.seconds:.1f} s"
     )
     if report.unmatched_labels:
@@ -196,11 +172,13 @@ def export(
     console.print(f"wrote {written}")
 
 
-DimsOption = Annotated[int, typer.Option(help="2: slice-wise network; 3: patch-wise.")]
-EpochsOption = Annotated[int | None, typer.Option(help="Number of epochs.")]
-MinutesOption = Annotated[float | None, typer.Option(help="Wall-time budget (validation included).")]
+DimsOption = Annotated[int | None, typer.Option(help="2: slice-wise network; 3: patch-wise (default 2).")]
+EpochsOption = Annotated[int | None, typer.Option(help="Number of epochs (default 50).")]
+MinutesOption = Annotated[
+    float | None, typer.Option(help="Wall-time budget, validation included (default 10).")
+]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-SeedOption = Annotated[int, typer.Option(help="Seeds weights and sampling.")]
+SeedOption = Annotated[int | None, typer.Option(help="Seeds weights and sampling (default 0).")]
 WindowOption = Annotated[
     str | None,
     typer.Option(
@@ -214,68 +192,94 @@ IncludePseudoOption = Annotated[
     bool, typer.Option("--include-pseudo", help="Also learn from pseudo labels (model predictions).")
 ]
 
+_NO_LABELS_HINT = (
+    "add labels with `segloop add --labels-dir` or `segloop segment`; pseudo labels need --include-pseudo"
+)
+_RESUME_HINT = "drop the differing options to resume, or train without --resume"
 
-def _train_config(
-    opened: Project,
-    dims: int,
+
+def _training_settings(
+    dims: int | None,
     epochs: int | None,
     minutes: float | None,
-    seed: int,
+    seed: int | None,
     window: str | None,
     val_cases: str | None,
-) -> TrainConfig:
-    """The `TrainConfig` of the training options (window: option, else the project's default)."""
-    from segloop.engine.config import TrainConfig
+) -> dict[str, Any]:
+    """The training options as `TrainConfig` field names (None: not given on the command line)."""
+    return {
+        "dims": dims,
+        "epochs": epochs,
+        "time_budget_min": minutes,
+        "seed": seed,
+        "window": window,
+        "validation_case_ids": split_list(val_cases) or None,
+    }
 
-    settings: dict = {"dims": dims, "seed": seed, "modality": opened.config.modality}
-    if epochs is not None:
-        settings["epochs"] = epochs
-    if minutes is not None:
-        settings["time_budget_min"] = minutes
-    window_setting = window or opened.config.defaults.get("window")
-    if window_setting:
-        settings["window"] = _parse_window(window_setting)
-    if val_cases:
-        settings["validation_case_ids"] = tuple(_split(val_cases))
-    return TrainConfig(**settings)
+
+@contextmanager
+def _hint(kind: type[SegloopError], text: str) -> Iterator[None]:
+    """Append a command-line hint to the message of an error of ``kind`` (same kind re-raised)."""
+    try:
+        yield
+    except kind as error:
+        raise type(error)(f"{error} ({text})") from error
 
 
 @app.command("train")
 def train_command(
     project: ProjectArg,
-    dims: DimsOption = 2,
+    dims: DimsOption = None,
     mode: Annotated[
-        str, typer.Option(help="full (fresh weights) or continual (from the last model).")
-    ] = "full",
+        str | None, typer.Option(help="full (fresh weights, the default) or continual (from the last model).")
+    ] = None,
     epochs: EpochsOption = None,
     minutes: MinutesOption = None,
     device: DeviceOption = "auto",
     init_weights: Annotated[Path | None, typer.Option(help="A segloop checkpoint to start from.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    seed: SeedOption = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted run with its own settings.")
+    ] = False,
+    seed: SeedOption = None,
     window: WindowOption = None,
     val_cases: ValCasesOption = None,
     include_pseudo: IncludePseudoOption = False,
 ) -> None:
     """Train a network on every labelled case (ignore voxels teach nothing)."""
-    from segloop.cli.output import console, training_progress
-    from segloop.loop.training import train_project
+    from segloop.cli.output import console, job_progress
+    from segloop.errors import ConflictError, LabelValueError, NotFoundError
+    from segloop.loop.training import resume_training, train_config, train_project
     from segloop.store import Project
 
     opened = Project.open(project)
-    config = _train_config(opened, dims, epochs, minutes, seed, window, val_cases)
-    with training_progress() as on_progress:
-        model = train_project(
-            opened,
-            config,
-            mode=mode,
-            device=device,
-            init_weights=init_weights,
-            resume=resume,
-            include_pseudo=include_pseudo,
-            on_progress=on_progress,
-            author=current_user(),
-        )
+    settings = _training_settings(dims, epochs, minutes, seed, window, val_cases)
+    with job_progress() as on_progress:
+        if resume:
+            asked = {
+                **settings,
+                "mode": mode,
+                "include_pseudo": include_pseudo or None,
+                "init_weights": init_weights,
+            }
+            with _hint(ConflictError, _RESUME_HINT), _hint(NotFoundError, "train without --resume"):
+                model = resume_training(
+                    opened, asked=asked, device=device, on_progress=on_progress, author=current_user()
+                )
+        else:
+            with (
+                _hint(LabelValueError, _NO_LABELS_HINT),
+                _hint(NotFoundError, "train with --mode full first"),
+            ):
+                model = train_project(
+                    opened,
+                    train_config(opened, **settings),
+                    mode=mode or "full",
+                    device=device,
+                    init_weights=init_weights,
+                    include_pseudo=include_pseudo,
+                    on_progress=on_progress,
+                    author=current_user(),
+                )
     dice = model.metrics.get("best_mean_dice")
     console.print(
         f"model {model.id}: {model.metrics.get('epochs')} epochs, best validation Dice"
@@ -290,40 +294,36 @@ def predict_command(
     unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Only cases without labels.")] = False,
     model: Annotated[int | None, typer.Option(help="Model id (default: the newest finished).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Also average a pass flipped along axis 0.")] = False,
-    postprocess: Annotated[str | None, typer.Option(help="e.g. close,open,largest (2 mm radii).")] = None,
+    postprocess: Annotated[
+        str | None, typer.Option(help="Comma separated presets, e.g. close,open,largest (2 mm radii).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Predict cases: each becomes a pseudo label version with probabilities and entropy."""
-    from segloop.cli.output import console
+    from segloop.cli.output import console, job_progress
     from segloop.engine.config import InferConfig
+    from segloop.errors import NotFoundError
+    from segloop.loop.tools import Postprocess
     from segloop.loop.training import predict_cases
     from segloop.store import Project
 
-    steps = _split(postprocess)
-    unknown = sorted(set(steps) - {"close", "open", "largest", "fill"})
-    if unknown:
-        raise typer.BadParameter(f"unknown post-processing {unknown}: expected close, open, largest, fill")
-    options = (
-        {
-            "close_mm": 2.0 if "close" in steps else 0.0,
-            "open_mm": 2.0 if "open" in steps else 0.0,
-            "keep_largest": "largest" in steps,
-            "fill": "fill" in steps,
-        }
-        if steps
-        else None
-    )
-    records = predict_cases(
-        Project.open(project),
-        _split(cases) or None,
-        unlabeled=unlabeled,
-        model_id=model,
-        infer_config=InferConfig(tta_flips=(0,) if tta else ()),
-        postprocess=options,
-        device=device,
-        author=current_user(),
-        on_case=lambda case_id: console.print(f"predicting {case_id}"),
-    )
+    steps = split_list(postprocess)
+    options = Postprocess.from_presets(steps).morphology_kwargs() if steps else None
+    with (
+        job_progress() as on_progress,
+        _hint(NotFoundError, "see `segloop status`; train with `segloop train`"),
+    ):
+        records = predict_cases(
+            Project.open(project),
+            split_list(cases) or None,
+            unlabeled=unlabeled,
+            model_id=model,
+            infer_config=InferConfig(tta_flips=(0,) if tta else ()),
+            postprocess=options,
+            device=device,
+            author=current_user(),
+            on_progress=on_progress,
+        )
     for record in records:
         console.print(
             f"{record.case_id}: pseudo version {record.label_version_id},"
@@ -344,19 +344,27 @@ def evaluate(
 ) -> None:
     """Score a model against original/revised labels: Dice, HD95, surface Dice per class (stored)."""
     from segloop.cli.output import console, print_evaluation
+    from segloop.errors import NotFoundError
     from segloop.loop.evaluation import evaluate_model
     from segloop.store import Project
 
     opened = Project.open(project)
-    records = evaluate_model(
-        opened,
-        _split(cases) or None,
-        model_id=model,
-        device=device,
-        tolerance_mm=tolerance,
-        on_case=lambda case_id: console.print(f"evaluating {case_id}"),
-    )
+    with _hint(NotFoundError, "name cases with --cases, or train with `segloop train`"):
+        records = evaluate_model(
+            opened,
+            split_list(cases) or None,
+            model_id=model,
+            device=device,
+            tolerance_mm=tolerance,
+            on_case=lambda case_id: console.print(f"evaluating {case_id}"),
+        )
     print_evaluation(records)
+
+
+def _strategy_help() -> str:
+    from segloop.loop.ranking import STRATEGIES
+
+    return f"Ranking: {', '.join(STRATEGIES)}."
 
 
 @app.command("round")
@@ -365,30 +373,34 @@ def round_command(
     mode: Annotated[
         str, typer.Option(help="continual (from the last model; full in round 1) or full.")
     ] = "continual",
-    strategy: Annotated[
-        str, typer.Option(help="Ranking: uncertainty, random or least-recent.")
-    ] = "uncertainty",
+    strategy: Annotated[str, typer.Option(help=_strategy_help())] = "uncertainty",
     n: Annotated[int, typer.Option("-n", help="Cases in the correction queue.")] = 5,
-    dims: DimsOption = 2,
+    dims: DimsOption = None,
     epochs: EpochsOption = None,
     minutes: MinutesOption = None,
     device: DeviceOption = "auto",
-    seed: SeedOption = 0,
+    seed: SeedOption = None,
     window: WindowOption = None,
     val_cases: ValCasesOption = None,
     include_pseudo: IncludePseudoOption = False,
 ) -> None:
     """One round: train -> predict unlabelled -> evaluate -> rank -> report (resumes if killed)."""
-    from segloop.cli.output import console, print_rounds, training_progress
+    from segloop.cli.output import console, job_progress, print_rounds
+    from segloop.errors import ConflictError, LabelValueError
     from segloop.loop.rounds import run_round
+    from segloop.loop.training import train_config
     from segloop.store import Project
 
     opened = Project.open(project)
-    config = _train_config(opened, dims, epochs, minutes, seed, window, val_cases)
-    with training_progress() as on_progress:
+    settings = _training_settings(dims, epochs, minutes, seed, window, val_cases)
+    with (
+        job_progress() as on_progress,
+        _hint(ConflictError, "drop the differing options to finish the interrupted round"),
+        _hint(LabelValueError, _NO_LABELS_HINT),
+    ):
         run_round(
             opened,
-            config,
+            train_config(opened, **settings),
             mode=mode,
             strategy=strategy,
             n_next=n,
@@ -397,6 +409,7 @@ def round_command(
             author=current_user(),
             on_step=lambda text: console.print(f"[bold]>[/bold] {text}"),
             on_progress=on_progress,
+            asked={**settings, "include_pseudo": include_pseudo or None},
         )
     print_rounds(opened)
 
@@ -453,17 +466,16 @@ def demo(
     ] = None,
     rounds: Annotated[int, typer.Option(help="Rounds of the loop.")] = 3,
     budget_minutes: Annotated[float, typer.Option(help="Training minutes of all rounds together.")] = 3.0,
-    strategy: Annotated[
-        str, typer.Option(help="Ranking: uncertainty, random or least-recent.")
-    ] = "uncertainty",
+    strategy: Annotated[str, typer.Option(help=_strategy_help())] = "uncertainty",
     mode: Annotated[str, typer.Option(help="continual or full training.")] = "continual",
     window: WindowOption = None,
 ) -> None:
     """The whole loop with a simulated annotator: sparse start, rounds of train/predict/rank/correct."""
-    from segloop.cli.output import console, print_demo, training_progress
+    from segloop.cli.output import console, job_progress, print_demo
+    from segloop.core.windowing import parse_window
     from segloop.loop.demo import run_demo
 
-    with training_progress() as on_progress:
+    with job_progress() as on_progress:
         result = run_demo(
             folder,
             data=data,
@@ -471,7 +483,7 @@ def demo(
             budget_minutes=budget_minutes,
             strategy=strategy,
             mode=mode,
-            window=_parse_window(window) if window else None,
+            window=parse_window(window) if window else None,
             on_step=lambda text: console.print(f"[bold]>[/bold] {text}"),
             on_progress=on_progress,
         )
@@ -488,13 +500,45 @@ from segloop.cli.store import fsck_command  # noqa: E402
 app.command("fsck")(fsck_command)
 
 
+def environment_failure(error: BaseException) -> str | None:
+    """One line for the few expected failures of the machine around a command, else None.
+
+    These are not bugs and not bad arguments, and no command can prevent them: a file or folder
+    the process may not read or write (a read-only project, a full disk: `OSError`), and a
+    database SQLite cannot use (locked by another process, corrupt, not a database:
+    ``sqlite3.OperationalError`` / ``sqlite3.DatabaseError``, or SQLAlchemy's wrappers of those).
+    SQLAlchemy's other errors (integrity, programming) are bugs and are not caught.
+    """
+    if isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror or error}{where}"
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and type(error) in (
+        sqlalchemy_exc.OperationalError,
+        sqlalchemy_exc.DatabaseError,
+    ):
+        error = getattr(error, "orig", None) or error
+    if type(error) in (sqlite3.OperationalError, sqlite3.DatabaseError):
+        return f"the project database cannot be used ({error})"
+    return None
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: a `SegloopError` or an `environment_failure` is one ``error:`` line, exit 1.
+
+    Any other exception is a bug and keeps its traceback.
+    """
     try:
         app()
     except SegloopError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"error: {message}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
+    except Exception as error:
+        message = environment_failure(error)
+        if message is None:
+            raise
+        print(f"error: {message.splitlines()[0]}", file=sys.stderr)  # noqa: T201
         sys.exit(1)
 
 

@@ -11,9 +11,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from segloop.core.geometry import spacing_from_affine
 from segloop.core.volume import Volume
 from segloop.loop.cases import CaseSummary
-from segloop.store import CaseRecord, LabelVersionRecord, Project
+from segloop.store import CaseRecord, LabelVersionRecord, Progress, Project
 
 console = Console()
 
@@ -95,7 +96,7 @@ def _fmt_classes(classes: Sequence[str], schema_names: Sequence[str]) -> str:
 
 def print_case(project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> None:
     """A case's images and its label versions."""
-    spacing = np.linalg.norm(case.affine[:3, :3], axis=0)
+    spacing = spacing_from_affine(case.affine)
     console.print(
         f"[bold]{case.case_id}[/bold]  {'x'.join(map(str, case.shape))} voxels,"
         f" {_fmt_spacing(spacing)} mm, {case.dtype}"
@@ -138,37 +139,49 @@ def print_volume_info(path: Path, volume: Volume) -> None:
 
 
 @contextmanager
-def training_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
-    """A rich progress bar fed by the engine's progress dicts (loss, validation Dice, time left)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def job_progress() -> Iterator[Callable[[Progress], None]]:
+    """A rich progress bar fed by a job's `Progress` events.
 
-    with Progress(
+    Training (stage ``train``) shows the epoch, loss, best validation Dice and the time left (the
+    bar runs over elapsed + estimated seconds); other stages (``predict``) count their units.
+    """
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as ProgressBar
+
+    with ProgressBar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
-        TextColumn("left ~{task.fields[left]}"),
+        TextColumn("{task.fields[left]}"),
         console=console,
-    ) as progress:
-        task = progress.add_task("training", total=None, status="starting", left="?")
+    ) as bar:
+        task = bar.add_task("starting", total=None, status="", left="")
 
-        def on_progress(state: dict[str, Any]) -> None:
-            eta = state.get("eta_s")
-            elapsed = state.get("elapsed_s") or 0.0
-            total = elapsed + eta if eta is not None else None
-            dice = state.get("best_dice")
-            loss = state.get("loss")
-            status = f"loss {loss:.3f}" if loss is not None else ""
-            if dice is not None:
-                status += f"  best val Dice {dice:.3f}"
-            progress.update(
-                task,
-                description=f"epoch {state.get('epoch', 0) + 1}",
-                total=total,
-                completed=elapsed,
-                status=status,
-                left=f"{eta:.0f} s" if eta is not None else "?",
-            )
+        def on_progress(event: Progress) -> None:
+            metrics = event.metrics
+            if event.stage == "train":
+                eta, elapsed = metrics.get("eta_s"), metrics.get("elapsed_s", 0.0)
+                status = f"loss {metrics['loss']:.3f}" if "loss" in metrics else ""
+                if "best_dice" in metrics:
+                    status += f"  best val Dice {metrics['best_dice']:.3f}"
+                bar.update(
+                    task,
+                    description=event.message or "training",
+                    total=elapsed + eta if eta is not None else None,
+                    completed=elapsed,
+                    status=status,
+                    left=f"left ~{eta:.0f} s" if eta is not None else "left ~?",
+                )
+            else:
+                bar.update(
+                    task,
+                    description=event.stage,
+                    total=event.total,
+                    completed=event.done,
+                    status=event.message,
+                    left=f"{event.done}/{event.total}" if event.total is not None else "",
+                )
 
         yield on_progress
 

@@ -13,6 +13,7 @@ __all__ = [
     "affine_from_spacing",
     "align_to_grid",
     "axis_of_plane",
+    "bounding_box",
     "check_same_grid",
     "embed_in_grid",
     "flip_ras_lps",
@@ -222,3 +223,31 @@ def axis_of_plane(affine: np.ndarray, plane: str) -> int:
         raise GeometryMismatchError(msg)
     directions = np.abs(np.asarray(affine)[:3, :3]) / np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     return int(np.argmax(directions[_PLANE_NORMALS[plane]]))
+
+
+def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding every True voxel, grown by ``margin`` voxels (clipped).
+
+    Args:
+        mask: boolean array of any dimension.
+        margin: voxels added on both sides, one number or one per axis.
+
+    Returns:
+        One ``slice`` per axis, or None for a mask without a True voxel.
+
+    Examples:
+        >>> bounding_box(np.array([[0, 1, 1, 0]], bool), margin=1)
+        (slice(0, 1, None), slice(0, 4, None))
+        >>> bounding_box(np.zeros((2, 2), bool)) is None
+        True
+    """
+    mask = np.asarray(mask)
+    margins = [int(margin)] * mask.ndim if isinstance(margin, int | np.integer) else [int(m) for m in margin]
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        start, stop = int(hits[0]) - margins[axis], int(hits[-1]) + 1 + margins[axis]
+        box.append(slice(max(0, start), min(mask.shape[axis], stop)))
+    return tuple(box)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import uuid
 import zipfile
 from pathlib import Path
@@ -25,18 +26,44 @@ from typing import Any
 import torch
 
 from segloop.engine.config import TrainConfig
-from segloop.errors import CorruptFileError, NotFoundError, SegloopError
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "check_compatible",
     "read_checkpoint",
+    "read_weights",
     "save_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "segloop-engine-checkpoint"
 CHECKPOINT_VERSION = 1
+
+#: What ``torch.load(weights_only=True)`` raises on bytes that are not a torch file (a text file,
+#: random bytes, a truncated zip, a pickle with globals it refuses): the file is not a checkpoint.
+_UNREADABLE = (
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    struct.error,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
+#: Keys (and their types) every segloop checkpoint holds; a file without them is refused on read.
+_REQUIRED = {
+    "config": dict,
+    "in_channels": int,
+    "n_classes": int,
+    "model_state": dict,
+    "best_state": dict,
+    "epoch": int,
+}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -77,9 +104,11 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise NotFoundError(msg)
     try:
         payload = torch.load(source, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        msg = f"checkpoint {source} cannot be read ({first[:200]}): expected a model file from segloop train"
+    except _UNREADABLE as error:  # torch's own text suggests unsafe loading: not repeated
+        msg = (
+            f"checkpoint {source} cannot be read (not a PyTorch file of plain tensors, or truncated):"
+            " expected a model file written by segloop training"
+        )
         raise CorruptFileError(msg) from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         msg = (
@@ -90,6 +119,43 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         version = payload.get("version")
         msg = f"checkpoint {source} has version {version!r}; this segloop reads {CHECKPOINT_VERSION}"
         raise CorruptFileError(msg)
+    wrong = [key for key, kind in _REQUIRED.items() if not isinstance(payload.get(key), kind)]
+    if wrong:
+        msg = (
+            f"checkpoint {source} lacks {', '.join(wrong)} (or holds another type):"
+            " expected a complete segloop checkpoint"
+        )
+        raise CorruptFileError(msg)
+    return payload
+
+
+def read_weights(
+    path: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    n_classes: int,
+    in_channels: int = 1,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """A checkpoint whose network fits ``config`` and ``n_classes``: initial weights of a run.
+
+    Args:
+        path: the checkpoint file.
+        config: the config of the run that wants these weights (its architecture fields count).
+        n_classes: output classes of the run, background included.
+        in_channels: image channels of the run.
+        map_location: where tensors are loaded.
+
+    Returns:
+        The payload (`read_checkpoint`); its ``best_state`` holds the weights.
+
+    Raises:
+        NotFoundError: no file.
+        CorruptFileError: not a segloop checkpoint.
+        InvalidInputError: a checkpoint of another schema or architecture.
+    """
+    payload = read_checkpoint(path, map_location=map_location)
+    check_compatible(payload, config, in_channels=in_channels, n_classes=n_classes, source=path)
     return payload
 
 
@@ -101,7 +167,7 @@ def check_compatible(
     n_classes: int,
     source: str | os.PathLike,
 ) -> None:
-    """Raise a one-line `SegloopError` unless the checkpoint's network matches ``config`` and classes.
+    """Raise a one-line `InvalidInputError` unless the checkpoint's network matches ``config`` and classes.
 
     Args:
         payload: a dict from `read_checkpoint`.
@@ -115,10 +181,14 @@ def check_compatible(
             f"weights {source} were trained for {payload['n_classes'] - 1} classes and"
             f" {payload['in_channels']} channel(s); this run has {n_classes - 1} classes and"
             f" {in_channels} channel(s) (another label schema):"
-            " train from scratch (no --init-weights) or pick a model of this schema"
+            " train from scratch or pick a model of this schema"
         )
-        raise SegloopError(msg)
-    theirs = TrainConfig.from_dict(payload["config"]).architecture()
+        raise InvalidInputError(msg)
+    try:
+        theirs = TrainConfig.from_dict(payload["config"]).architecture()
+    except InvalidInputError as error:
+        msg = f"checkpoint {source} holds an unreadable training config ({error})"
+        raise CorruptFileError(msg) from error
     ours = config.architecture()
     differences = [f"{k} {theirs[k]!r} != {ours[k]!r}" for k in ours if theirs[k] != ours[k]]
     if differences:
@@ -126,4 +196,4 @@ def check_compatible(
             f"weights {source} come from another architecture ({'; '.join(differences)}):"
             " use the same network settings or train from scratch"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError
 
 __all__ = ["MODALITIES", "NETWORKS", "InferConfig", "TrainConfig"]
 
@@ -34,7 +34,7 @@ NORMS = ("instance", "batch")
 
 def _fail(name: str, value: Any, expected: str) -> None:
     msg = f"{name}={value!r} is not valid: expected {expected}"
-    raise SegloopError(msg)
+    raise InvalidInputError(msg)
 
 
 def _is_int(value: Any) -> bool:
@@ -53,7 +53,7 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         msg = f"{cls.__name__} has no field {', '.join(unknown)}: expected some of {', '.join(sorted(known))}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     converted = {
         key: tuple(tuple(v) if isinstance(v, list) else v for v in value)
         if isinstance(value, list)
@@ -254,7 +254,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of `to_dict`; unknown keys raise `SegloopError`."""
+        """Inverse of `to_dict`; unknown keys raise `InvalidInputError`."""
         return _from_dict(cls, data)
 
     def architecture(self) -> dict[str, Any]:
@@ -305,5 +305,5 @@ class InferConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferConfig:
-        """Inverse of `to_dict`; unknown keys raise `SegloopError`."""
+        """Inverse of `to_dict`; unknown keys raise `InvalidInputError`."""
         return _from_dict(cls, data)

@@ -32,7 +32,7 @@ import torch
 from isal import isal_zlib
 
 from segloop.engine.config import TrainConfig
-from segloop.errors import GeometryMismatchError, LabelValueError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError, LabelValueError
 
 __all__ = [
     "Case",
@@ -107,13 +107,13 @@ class CompressedVolume:
         array = np.asarray(array)
         if array.ndim != 3:
             msg = f"CompressedVolume needs an (I, J, K) array; got shape {array.shape}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         if array.dtype.hasobject:
             msg = f"CompressedVolume needs a numeric array; got dtype {array.dtype}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         if not -3 <= axis < 3:
             msg = f"axis must be 0, 1 or 2 (or negative); got {axis}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         self.shape: tuple[int, int, int] = tuple(int(n) for n in array.shape)  # type: ignore[assignment]
         self.dtype: np.dtype = array.dtype
         self.axis = int(axis) % 3
@@ -280,7 +280,7 @@ class Case:
     def __post_init__(self) -> None:
         if self.image.ndim != 3:
             msg = f"case {self.case_id}: image must be 3D (I, J, K); got shape {self.image.shape}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         if self.labels is not None:
             if self.labels.shape != self.image.shape:
                 msg = (
@@ -293,7 +293,7 @@ class Case:
                 raise LabelValueError(msg)
         if len(self.spacing) != 3 or not all(s > 0 for s in self.spacing):
             msg = f"case {self.case_id}: spacing must be 3 positive numbers (mm); got {self.spacing}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
 
 
 def compress_case(case: Case, axis: int | None = None, *, level: int = _DEFLATE_LEVEL) -> Case:
@@ -594,7 +594,7 @@ def split_cases(case_ids: Sequence[str], config: TrainConfig) -> tuple[list[str]
         unknown = sorted(set(config.validation_case_ids) - set(ids))
         if unknown:
             msg = f"validation case ids {', '.join(unknown)} are not among the labelled cases"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         chosen = set(config.validation_case_ids)
     else:
         count = round(len(ids) * config.validation_fraction)
@@ -632,7 +632,7 @@ class PatchSampler:
             msg = (
                 "no training case has an annotated voxel: label some voxels (all are ignore or no case given)"
             )
-            raise SegloopError(msg)
+            raise LabelValueError(msg)
         self.config = config
         self.n_classes = n_classes
         self.patch_size = tuple(int(s) for s in patch_size)

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError
 
 __all__ = ["available_cpu_threads", "resolve_device"]
 
@@ -18,7 +18,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``torch.device``).
 
     Raises:
-        SegloopError: CUDA asked for but not available, or an unknown name.
+        InvalidInputError: CUDA asked for but not available, or an unknown name.
 
     Examples:
         >>> resolve_device("cpu")
@@ -32,15 +32,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
-            msg = f"device {device!r} asked for, but torch sees no CUDA GPU: use --device cpu or auto"
-            raise SegloopError(msg)
+            msg = f"device {device!r} asked for, but torch sees no CUDA GPU: use the CPU (device cpu or auto)"
+            raise InvalidInputError(msg)
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
             msg = f"device {device!r} does not exist: expected cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         return torch.device(device)
     msg = f"unknown device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
-    raise SegloopError(msg)
+    raise InvalidInputError(msg)
 
 
 def available_cpu_threads() -> int:

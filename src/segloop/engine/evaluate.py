@@ -20,76 +20,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segloop.errors import GeometryMismatchError, SegloopError
+from segloop.core.geometry import bounding_box
+from segloop.errors import InvalidInputError
+from segloop.metrics import check_label_maps, ignore_keep_mask
 
-__all__ = ["dice_per_class", "evaluate_labels"]
-
-
-def _keep_mask(reference: np.ndarray, n_classes: int, ignore_mask: np.ndarray | None) -> np.ndarray | None:
-    keep = reference != n_classes if np.any(reference == n_classes) else None
-    if ignore_mask is not None:
-        if ignore_mask.shape != reference.shape:
-            msg = f"ignore_mask shape {ignore_mask.shape} does not match reference shape {reference.shape}"
-            raise GeometryMismatchError(msg)
-        keep = ~ignore_mask if keep is None else keep & ~ignore_mask
-    return keep
-
-
-def _check(labels: np.ndarray, reference: np.ndarray, n_classes: int) -> None:
-    if labels.shape != reference.shape:
-        msg = f"prediction shape {labels.shape} does not match reference shape {reference.shape}"
-        raise GeometryMismatchError(msg)
-    if n_classes < 2:
-        msg = f"n_classes counts background too and must be >= 2; got {n_classes}"
-        raise SegloopError(msg)
-    if labels.size and int(labels.max()) >= n_classes + 1:
-        msg = f"prediction holds value {int(labels.max())}; expected 0..{n_classes - 1}"
-        raise SegloopError(msg)
-
-
-def dice_per_class(
-    labels: np.ndarray, reference: np.ndarray, n_classes: int, *, ignore_mask: np.ndarray | None = None
-) -> np.ndarray:
-    """Dice of every foreground class from one confusion matrix (fast; used for validation).
-
-    Args:
-        labels: ``(I, J, K)`` predicted integer labels in ``0..n_classes-1``.
-        reference: ``(I, J, K)`` reference labels; the value ``n_classes`` marks ignored voxels.
-        n_classes: classes with background (a schema of N classes: N + 1).
-        ignore_mask: optional extra ``(I, J, K)`` bool mask of voxels to leave out.
-
-    Returns:
-        ``(n_classes - 1,)`` float64 Dice of classes 1..n_classes-1; NaN where the class is empty in
-        both maps.
-
-    Examples:
-        >>> dice_per_class(np.array([1, 2, 2, 0]), np.array([1, 2, 3, 2]), 3).tolist()
-        [1.0, 0.6666666666666666]
-    """
-    labels, reference = np.asarray(labels), np.asarray(reference)
-    _check(labels, reference, n_classes)
-    keep = _keep_mask(reference, n_classes, ignore_mask)
-    predicted = labels.reshape(-1) if keep is None else labels[keep]
-    truth = reference.reshape(-1) if keep is None else reference[keep]
-    predicted = np.minimum(predicted, n_classes).astype(np.int64)  # stray ignore values: not a class
-    counts = np.bincount(truth.astype(np.int64) * (n_classes + 1) + predicted, minlength=(n_classes + 1) ** 2)
-    confusion = counts.reshape(n_classes + 1, n_classes + 1)[:n_classes]
-    true_positive = np.diag(confusion[:, :n_classes]).astype(np.float64)
-    # reference size of a class (its row) + predicted size (its column)
-    denominator = confusion.sum(1).astype(np.float64) + confusion[:, :n_classes].sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(denominator > 0, 2.0 * true_positive / denominator, np.nan)
-    return dice[1:]
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Slices of the bounding box of ``mask`` grown by one voxel (clipped to the array)."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(hits[0]) - 1, 0), min(int(hits[-1]) + 2, mask.shape[axis])))
-    return tuple(box)
+__all__ = ["evaluate_labels"]
 
 
 def evaluate_labels(
@@ -130,11 +65,11 @@ def evaluate_labels(
     from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
     labels, reference = np.asarray(labels), np.asarray(reference)
-    _check(labels, reference, n_classes)
+    check_label_maps(labels, reference, n_classes)
     if len(spacing) != labels.ndim:
         msg = f"spacing needs one value per array axis ({labels.ndim}); got {tuple(spacing)}"
-        raise SegloopError(msg)
-    keep = _keep_mask(reference, n_classes, ignore_mask)
+        raise InvalidInputError(msg)
+    keep = ignore_keep_mask(reference, n_classes, ignore_mask)
     spacing_list = [float(s) for s in spacing]
     results: dict[int, dict[str, float]] = {}
     for value in classes if classes is not None else range(1, n_classes):
@@ -150,7 +85,7 @@ def evaluate_labels(
         if not (has_predicted and has_truth):
             results[value] = {"dice": 0.0, "hd95_mm": math.inf, "surface_dice": 0.0}
             continue
-        box = _bounding_box(predicted | truth)
+        box = bounding_box(predicted | truth, margin=1)
 
         def one_hot(mask: np.ndarray, box: tuple[slice, ...] = box) -> torch.Tensor:
             crop = torch.from_numpy(np.ascontiguousarray(mask[box]))

@@ -23,7 +23,7 @@ from segloop.engine.data import compute_intensity_parameters, normalize_intensit
 from segloop.engine.device import resolve_device
 from segloop.engine.networks import build_network, size_divisor
 from segloop.engine.uncertainty import voxel_entropy
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError
 
 __all__ = [
     "Prediction",
@@ -84,7 +84,7 @@ def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device = 
 
     Raises:
         NotFoundError, CorruptFileError: no such file / not a segloop checkpoint.
-        SegloopError: ``device`` not available.
+        InvalidInputError: ``device`` not available.
     """
     target = resolve_device(device)
     payload = read_checkpoint(checkpoint_path, map_location="cpu")
@@ -118,7 +118,7 @@ def _inference_modes(network: torch.nn.Module, *, dropout: bool) -> Iterator[Non
                 "mc_dropout_samples > 0 needs a network trained with dropout > 0; this one has no dropout:"
                 " set mc_dropout_samples=0 or retrain with dropout"
             )
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         for module in droppers:
             module.train()
     try:
@@ -257,10 +257,10 @@ def predict_mean_probabilities(
     """
     if config.dims == 2 and config.slice_axis is None:
         msg = "the config's slice_axis is unresolved: use the config stored with the model (load_model)"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if config.dims == 3 and config.patch_size is None:
         msg = "the config's patch_size is unresolved: use the config stored with the model (load_model)"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     original_shape = image.shape
     if config.target_spacing is not None:
         image = resample_image(image, spacing, config.target_spacing)
@@ -342,13 +342,13 @@ def predict(
         A `Prediction` on the input grid (resampled back if the config has a target spacing).
 
     Raises:
-        SegloopError: a 4D or empty image, MC dropout on a network without dropout, unresolved config.
+        InvalidInputError: a 4D or empty image, MC dropout on a network without dropout, unresolved config.
     """
     infer_config = infer_config or InferConfig()
     image = np.asarray(image)
     if image.ndim != 3 or min(image.shape) < 1:
         msg = f"predict needs an (I, J, K) image; got shape {image.shape}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     target = resolve_device(device)
     out_channels = _out_channels(model)
     probabilities, disagreement, passes = predict_mean_probabilities(
@@ -376,5 +376,5 @@ def _out_channels(network: torch.nn.Module) -> int:
         msg = (
             f"cannot tell the classes {type(network).__name__} outputs: expected a network from build_network"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return int(value)

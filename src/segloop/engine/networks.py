@@ -8,7 +8,7 @@ import torch
 from monai.networks.nets import DynUNet, UNet
 
 from segloop.engine.config import TrainConfig
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError
 
 __all__ = ["build_network", "size_divisor"]
 
@@ -69,7 +69,7 @@ def build_network(config: TrainConfig, in_channels: int, n_classes: int) -> torc
     """
     if in_channels < 1 or n_classes < 2:
         msg = f"a network needs in_channels >= 1 and n_classes >= 2; got {in_channels}, {n_classes}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return _CONSTRUCTORS[config.network](config, in_channels, n_classes)
 
 

@@ -35,6 +35,7 @@ from segloop.engine.checkpoint import (
     CHECKPOINT_VERSION,
     check_compatible,
     read_checkpoint,
+    read_weights,
     save_checkpoint,
 )
 from segloop.engine.config import InferConfig, TrainConfig
@@ -49,11 +50,11 @@ from segloop.engine.data import (
     resolve_slice_axis,
 )
 from segloop.engine.device import available_cpu_threads, resolve_device
-from segloop.engine.evaluate import dice_per_class
 from segloop.engine.infer import argmax_classes, predict_mean_probabilities
 from segloop.engine.losses import dice_ce_loss
 from segloop.engine.networks import build_network, size_divisor
-from segloop.errors import SegloopError
+from segloop.errors import ConflictError, InvalidInputError, LabelValueError
+from segloop.metrics import dice_per_class
 
 __all__ = ["TrainResult", "train"]
 
@@ -171,14 +172,14 @@ def _validate(
 def _check_cases(train_cases: Sequence[Case], val_cases: Sequence[Case], n_classes: int) -> None:
     if not train_cases:
         msg = "no labelled training cases: label at least one case (or pass cases with labels)"
-        raise SegloopError(msg)
+        raise LabelValueError(msg)
     if n_classes < 2:
         msg = f"n_classes counts background too and must be >= 2; got {n_classes}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     for case in val_cases:
         if case.labels is None:
             msg = f"validation case {case.case_id} has no labels: validation needs labelled cases"
-            raise SegloopError(msg)
+            raise LabelValueError(msg)
 
 
 def _check_resumable(payload: dict[str, Any], config: TrainConfig, source: Path) -> None:
@@ -186,12 +187,12 @@ def _check_resumable(payload: dict[str, Any], config: TrainConfig, source: Path)
     ours = config.to_dict()
     differences = [k for k in ours if k not in RESUMABLE_CHANGES and theirs.get(k) != ours[k]]
     if differences:
-        shown = "; ".join(f"{k} {theirs.get(k)!r} != {ours[k]!r}" for k in differences[:4])
+        shown = "; ".join(f"{k}: run {theirs.get(k)!r}, asked {ours[k]!r}" for k in differences[:4])
         msg = (
             f"cannot resume {source}: it was written with other settings ({shown});"
-            " resume with the same settings or start a new run (no --resume)"
+            " resume with the same settings or start a new run"
         )
-        raise SegloopError(msg)
+        raise ConflictError(msg)
 
 
 @dataclass
@@ -267,7 +268,7 @@ def _prepare(
         msg = (
             f"no training case holds a voxel of any class 1..{n_classes - 1}: annotate some foreground first"
         )
-        raise SegloopError(msg)
+        raise LabelValueError(msg)
     slice_axis = resolve_slice_axis(config, [p.case.spacing for p in prepared])
     if config.dims == 2:  # a compressed case must hold its planes along the slice axis: 1 plane a slice
         prepared = [_planes_along(p, slice_axis) for p in prepared]
@@ -397,8 +398,10 @@ def train(
         A `TrainResult`.
 
     Raises:
-        SegloopError: no training cases or no annotated foreground at all, CUDA asked for
-            without a GPU, incompatible ``init_weights`` or a checkpoint written with other settings.
+        LabelValueError: no training cases or no annotated foreground at all.
+        InvalidInputError: CUDA asked for without a GPU, incompatible ``init_weights``.
+        CorruptFileError: ``init_weights`` or the checkpoint is not a segloop checkpoint.
+        ConflictError: resuming a checkpoint written with other settings.
     """
     started = time.perf_counter()
     target = resolve_device(device)
@@ -416,11 +419,17 @@ def train(
             _check_resumable(payload, config, checkpoint_path)
             progress = _restore(payload, parts)
         elif init_weights is not None:
-            payload = read_checkpoint(init_weights, map_location=target)
-            check_compatible(
-                payload, resolved, in_channels=_IN_CHANNELS, n_classes=n_classes, source=init_weights
+            payload = read_weights(
+                init_weights, resolved, n_classes=n_classes, in_channels=_IN_CHANNELS, map_location=target
             )
-            parts.network.load_state_dict(payload["best_state"])
+            try:
+                parts.network.load_state_dict(payload["best_state"])
+            except RuntimeError as error:  # tensors of other shapes under the right names
+                msg = (
+                    f"weights {init_weights} do not fit this network:"
+                    " expected a checkpoint of the same architecture"
+                )
+                raise InvalidInputError(msg) from error
         clock = _Clock(
             config,
             started=started,
@@ -531,7 +540,7 @@ def train(
                 f"the time budget ({config.time_budget_min} min) ended before one training step:"
                 " raise time_budget_min or lower the work per step"
             )
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         if config.epochs is None or progress.epoch < config.epochs:
             stopped_by = "time"
     return TrainResult(

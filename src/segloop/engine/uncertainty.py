@@ -11,9 +11,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["class_entropy", "disagreement", "voxel_entropy"]
-
-_EPS = 1e-7
+__all__ = ["disagreement", "voxel_entropy"]
 
 
 def _as_tensor(values: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -46,25 +44,6 @@ def voxel_entropy(probabilities: np.ndarray | torch.Tensor) -> np.ndarray | torc
     for c in range(1, n_classes):
         entropy += torch.special.xlogy(p[c], p[c])
     entropy.mul_(-1.0 / math.log(n_classes))
-    return _back(entropy.clamp_(0.0, 1.0).add_(0.0), was_numpy)  # add 0: no -0.0
-
-
-def class_entropy(probabilities: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Binary entropy of each class's probability (class vs rest), in bits, so in [0, 1].
-
-    Args:
-        probabilities: ``(C, *spatial)`` probabilities.
-
-    Returns:
-        ``(C, *spatial)`` float32: 1 where a class has probability 0.5, 0 at 0 or 1.
-
-    Examples:
-        >>> class_entropy(np.array([[0.5, 1.0]])).round(3).tolist()
-        [[1.0, 0.0]]
-    """
-    p, was_numpy = _as_tensor(probabilities)
-    q = 1.0 - p
-    entropy = -(p * torch.log2(p.clamp_min(_EPS)) + q * torch.log2(q.clamp_min(_EPS)))
     return _back(entropy.clamp_(0.0, 1.0).add_(0.0), was_numpy)  # add 0: no -0.0
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from segloop.core.geometry import axis_of_plane
-from segloop.errors import NotFoundError, SegloopError
+from segloop.errors import InvalidInputError, NotFoundError
 from segloop.io import read_volume, write_volume
 from segloop.loop.cases import import_cases, init_project, strip_suffix
+from segloop.loop.jobs import ProgressCallback
 from segloop.loop.simulate import (
     Effort,
     SimulatedAnnotator,
@@ -29,6 +30,7 @@ from segloop.loop.simulate import (
     manual_effort,
     run_simulated_loop,
 )
+from segloop.loop.training import train_config
 from segloop.store import Project
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 
@@ -114,7 +116,7 @@ def run_demo(
     mode: str = "continual",
     window: tuple[float, float] | None = None,
     on_step: Callable[[str], None] = lambda _: None,
-    on_progress: Callable[[dict], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> DemoResult:
     """Run the loop with a simulated annotator in ``folder`` (a new temporary folder if None).
 
@@ -130,16 +132,18 @@ def run_demo(
         mode: ``continual`` or ``full`` training.
         window: CT window (width, level) in stored units (default W400/L40 HU).
         on_step: receives one line per step.
-        on_progress: the engine's training progress callback.
+        on_progress: receives the `Progress` events of training and prediction jobs.
+
+    Raises:
+        InvalidInputError: no round or no budget, too few cases in ``data``.
     """
-    from segloop.engine.config import TrainConfig
     from segloop.loop.report import write_report
 
     if rounds < 1 or budget_minutes <= 0:
         msg = (
             f"the demo needs rounds >= 1 and a budget > 0 minutes; got {rounds} rounds, {budget_minutes} min"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="segloop-demo-"))
     synthetic = data is None
     if synthetic:
@@ -153,7 +157,7 @@ def run_demo(
             f"{data} holds {len(case_ids)} cases; the demo needs at least {start_cases + test_cases + 1}"
             f" ({start_cases} to start, {test_cases} to test, one to predict)"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     pool, tests = case_ids[: len(case_ids) - test_cases], case_ids[len(case_ids) - test_cases :]
     defaults = {"window": list(window)} if window else {}
     project = init_project(root / "project", names, modality="CT", name="demo", defaults=defaults)
@@ -162,12 +166,10 @@ def run_demo(
     annotator = SimulatedAnnotator(references)
     test_data = {c: (read_volume(images[c]), np.asarray(read_volume(labels[c]).array)) for c in tests}
     on_step(f"project {project.root}: {len(pool)} images (no labels), {len(tests)} test cases kept aside")
-    settings = {"time_budget_min": budget_minutes / rounds, "epochs": None, "seed": 0}
-    if window:
-        settings["window"] = tuple(window)
+    settings: dict = {"time_budget_min": budget_minutes / rounds, "seed": 0}
     if synthetic:  # simple shapes: a small network learns them in the demo's minutes on a CPU
         settings.update(features=(8, 16, 32, 64), num_res_units=1, batch_size=8)
-    config = TrainConfig(**settings)
+    config = train_config(project, **settings).replace(epochs=None)  # the time budget alone stops
     results = run_simulated_loop(
         project,
         annotator,

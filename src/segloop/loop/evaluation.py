@@ -14,16 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from segloop.errors import SegloopError
+from segloop.core.provenance import REFERENCE_SOURCES
+from segloop.errors import LabelValueError, NotFoundError
 from segloop.loop.labels import compute_effective_label
 from segloop.loop.tools import read_case_image
 from segloop.loop.training import finished_model
 from segloop.store import EvaluationRecord, ModelRecord, Project
 
-__all__ = ["REFERENCE_SOURCES", "evaluate_model", "evaluation_cases", "summarize_evaluations"]
-
-#: Label sources a model is scored against.
-REFERENCE_SOURCES = ("original", "revised")
+__all__ = ["evaluate_model", "evaluation_cases", "summarize_evaluations"]
 
 METRICS = ("dice", "hd95_mm", "surface_dice")
 
@@ -69,8 +67,8 @@ def evaluate_model(
         and ``mean_entropy``: the prediction's mean normalised voxel entropy (0..1).
 
     Raises:
-        NotFoundError: no finished model, an unknown case.
-        SegloopError: a case without a human reference, no case to score.
+        NotFoundError: no finished model, an unknown case, no case to score.
+        LabelValueError: a case without a human reference.
     """
     from segloop.engine.evaluate import evaluate_labels
     from segloop.engine.infer import load_model, predict
@@ -81,9 +79,9 @@ def evaluate_model(
     if not case_ids:
         msg = (
             f"no case to evaluate model {model.id} on: it needs cases with original or revised labels"
-            " that it did not train on (name them with --cases)"
+            " that it did not train on"
         )
-        raise SegloopError(msg)
+        raise NotFoundError(msg)
     references = {}
     for case_id in case_ids:  # every reference is checked before the (slow) predictions start
         case = project.get_case(case_id)
@@ -91,7 +89,7 @@ def evaluate_model(
         assembly = compute_effective_label(project, case, versions) if versions else None
         if assembly is None or assembly.ignore_mask.all():
             msg = f"case {case_id} has no original or revised label to evaluate against"
-            raise SegloopError(msg)
+            raise LabelValueError(msg)
         references[case_id] = (case, versions)
     trained = load_model(project.root / model.checkpoint, device)
     records = []

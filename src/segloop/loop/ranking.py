@@ -42,28 +42,38 @@ of length 1 (2D images) the element is flat, so a single slice is not eroded awa
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from scipy import ndimage
 
 from segloop.core.corrections import PatchBox, patch_box
-from segloop.errors import NotFoundError, SegloopError
+from segloop.core.geometry import bounding_box
+from segloop.core.provenance import REFERENCE_SOURCES
+from segloop.errors import GeometryMismatchError, InvalidInputError, NotFoundError
 from segloop.io.atomic import atomic_file
+from segloop.metrics import binary_entropy
 from segloop.store import LabelVersionRecord, PredictionRecord, Project
 
 __all__ = [
     "STRATEGIES",
+    "Candidate",
     "CaseAttention",
     "ClassScore",
+    "LeastRecentStrategy",
+    "RandomStrategy",
     "RankedCase",
-    "binary_entropy",
+    "Strategy",
+    "UncertaintyStrategy",
     "compute_attention",
     "find_attention_centers",
+    "get_strategy",
     "list_candidate_cases",
-    "open_mask",
+    "open_mask_iterations",
     "order_least_recent",
     "order_random",
     "rank_cases",
@@ -71,17 +81,17 @@ __all__ = [
     "write_priority_csv",
 ]
 
-STRATEGIES = ("uncertainty", "random", "least-recent")
 ENTROPY_THRESHOLD = 0.05
 STD_THRESHOLD = 0.1
 NEAR_PROBABILITY = 0.05
-HUMAN_SOURCES = ("original", "revised")
 
 
 # -- pure parts ----------------------------------------------------------------------------------
 
 
-def open_mask(mask: np.ndarray, iterations: int = 2, volume_shape: Sequence[int] | None = None) -> np.ndarray:
+def open_mask_iterations(
+    mask: np.ndarray, iterations: int = 2, volume_shape: Sequence[int] | None = None
+) -> np.ndarray:
     """Erode ``iterations`` times, then dilate as often (3x3x3, full connectivity; flat on unit axes).
 
     Args:
@@ -95,7 +105,7 @@ def open_mask(mask: np.ndarray, iterations: int = 2, volume_shape: Sequence[int]
 
     Examples:
         >>> mask = np.zeros((9, 9, 1), bool); mask[1:8, 1:8] = True; mask[0, 0] = True
-        >>> opened = open_mask(mask)
+        >>> opened = open_mask_iterations(mask)
         >>> int(opened.sum()), bool(opened[0, 0, 0])
         (49, False)
     """
@@ -107,26 +117,6 @@ def open_mask(mask: np.ndarray, iterations: int = 2, volume_shape: Sequence[int]
     if not eroded.any():
         return eroded
     return ndimage.binary_dilation(eroded, structure=structure, iterations=iterations)
-
-
-def binary_entropy(probability: np.ndarray) -> np.ndarray:
-    """Entropy of one class's probability against the rest, in bits (in [0, 1]).
-
-    Args:
-        probability: ``(I, J, K)`` probabilities of one class (any float dtype).
-
-    Returns:
-        ``(I, J, K)`` float32: 1 at p = 0.5, 0 at p = 0 or 1.
-
-    Examples:
-        >>> binary_entropy(np.array([0.0, 0.5, 1.0])).tolist()
-        [0.0, 1.0, 0.0]
-    """
-    p = np.clip(np.asarray(probability, dtype=np.float32), 0.0, 1.0)
-    q = 1.0 - p
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -(np.where(p > 0, p * np.log2(p), 0.0) + np.where(q > 0, q * np.log2(q), 0.0))
-    return np.clip(entropy, 0.0, 1.0).astype(np.float32) + np.float32(0.0)
 
 
 @dataclass(frozen=True)
@@ -205,7 +195,8 @@ def compute_attention(
         The `CaseAttention`. Inputs are not modified.
 
     Raises:
-        SegloopError: no probabilities, or arrays of different shapes.
+        InvalidInputError: no probabilities, or a class without a probability channel.
+        GeometryMismatchError: arrays of different shapes.
 
     Examples:
         >>> p = np.zeros((2, 12, 12, 1), np.float32); p[0] = 1.0
@@ -216,12 +207,12 @@ def compute_attention(
     """
     if not probabilities:
         msg = "uncertainty needs at least one probability array; got none"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     newest = probabilities[0]
     for other in probabilities[1:]:
         if other.shape != newest.shape:
             msg = f"predictions of one case must share a shape; got {newest.shape} and {other.shape}"
-            raise SegloopError(msg)
+            raise GeometryMismatchError(msg)
     spatial = newest.shape[1:]
     flagged_all = np.zeros(spatial, dtype=bool)
     keep = np.ones(spatial, dtype=bool) if exclude is None else ~exclude
@@ -231,7 +222,7 @@ def compute_attention(
     for value in classes:
         if value >= newest.shape[0]:
             msg = f"class value {value} has no probability channel (the prediction has {newest.shape[0]})"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         # Where a map can exceed its threshold at all (cheap comparisons on the stored float16):
         # the entropy where low < p < high, the std across models where some p > 2 * threshold
         # (a std of values in [0, m] is at most m / 2). Everything else runs inside that box, which
@@ -241,12 +232,12 @@ def compute_attention(
             candidates |= np.logical_or.reduce([p[value] > 2 * std_threshold for p in probabilities])
         elif pass_disagreement is not None:
             candidates |= (newest[value] >= near_probability) & (pass_disagreement > std_threshold)
-        box = _bounding_box(candidates & keep)
+        box = bounding_box(candidates & keep)
         if box is None:
             continue
         inside = keep[box]
         entropy = binary_entropy(newest[value][box])
-        entropy_bin = open_mask((entropy > entropy_threshold) & inside, iterations, spatial)
+        entropy_bin = open_mask_iterations((entropy > entropy_threshold) & inside, iterations, spatial)
         heat = np.where(entropy_bin, entropy, 0.0)
         flagged = entropy_bin
         std = None
@@ -258,7 +249,7 @@ def compute_attention(
             near = np.asarray(newest[value][box], dtype=np.float32) >= near_probability
             std = np.where(near, np.asarray(pass_disagreement[box], dtype=np.float32), 0.0)
         if std is not None:
-            std_bin = open_mask((std > std_threshold) & inside, iterations, spatial)
+            std_bin = open_mask_iterations((std > std_threshold) & inside, iterations, spatial)
             heat = heat + np.where(std_bin, std, 0.0)
             flagged = flagged | std_bin
         count = int(flagged.sum())
@@ -285,18 +276,6 @@ def _entropy_bounds(threshold: float) -> tuple[float, float]:
             low = middle
     margin = 1e-3 * low  # a little wider: float16 inputs are compared exactly below
     return low - margin, 1.0 - low + margin
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box holding every True voxel of ``mask``, or None when there is none."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
 
 
 def order_random(case_ids: Sequence[str], seed: int) -> list[str]:
@@ -365,7 +344,7 @@ def _human_classes(versions: Sequence[LabelVersionRecord]) -> set[str]:
     """Classes some whole-case ``original`` or ``revised`` version annotates (patch merges excluded)."""
     human: set[str] = set()
     for version in versions:
-        if version.source in HUMAN_SOURCES and not _is_patch_merge(version):
+        if version.source in REFERENCE_SOURCES and not _is_patch_merge(version):
             human.update(version.classes)
     return human
 
@@ -459,67 +438,52 @@ def _last_served(project: Project) -> dict[str, int]:
     return last
 
 
-def rank_cases(
-    project: Project,
-    *,
-    strategy: str = "uncertainty",
-    count: int | None = None,
-    seed: int = 0,
-    max_models: int = 3,
-    record: bool = True,
-    author: str = "unknown",
-) -> list[RankedCase]:
-    """Rank the candidate cases (module docstring) and log the served ones.
+#: ``(case_id, class names not decided by a person)`` of `list_candidate_cases`.
+Candidate = tuple[str, tuple[str, ...]]
 
-    Args:
-        project: the open project.
-        strategy: ``uncertainty``, ``random`` or ``least-recent``.
-        count: how many to return (None: all candidates).
-        seed: the ``random`` strategy's seed.
-        max_models: models compared for disagreement (``uncertainty``).
-        record: log a ``served`` event with the returned cases.
-        author: who asked (the event's actor).
 
-    Returns:
-        `RankedCase` rows, rank 1 first. With ``uncertainty``, cases without a stored prediction
-        follow the scored ones (in project order) with score None.
+class Strategy(Protocol):
+    """A ranking strategy: orders candidate cases, most worth correcting first.
 
-    Raises:
-        SegloopError: an unknown strategy or a negative count.
+    A new strategy is a class with this method and one row in `STRATEGIES`.
     """
-    if strategy not in STRATEGIES:
-        msg = f"unknown ranking strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}"
-        raise SegloopError(msg)
-    if count is not None and count < 0:
-        msg = f"the number of cases must be >= 0; got {count}"
-        raise SegloopError(msg)
-    candidates = list_candidate_cases(project)
-    open_classes = dict(candidates)
-    ids = [case_id for case_id, _ in candidates]
-    rows: list[RankedCase] = []
-    if strategy == "random":
-        rows = [RankedCase(0, c, None, open_classes[c]) for c in order_random(ids, seed)]
-    elif strategy == "least-recent":
-        rows = [
-            RankedCase(0, c, None, open_classes[c]) for c in order_least_recent(ids, _last_served(project))
-        ]
-    else:
+
+    def rank(
+        self, project: Project, candidates: Sequence[Candidate], *, count: int | None, seed: int
+    ) -> list[RankedCase]:
+        """At most ``count`` (None: all) rows for ``candidates``, numbered from rank 1."""
+        ...
+
+
+@dataclass(frozen=True)
+class UncertaintyStrategy:
+    """AbdomenAtlas attention from the stored predictions (module docstring).
+
+    Attributes:
+        max_models: how many models' newest predictions are compared for disagreement.
+    """
+
+    max_models: int = 3
+
+    def rank(
+        self, project: Project, candidates: Sequence[Candidate], *, count: int | None, seed: int
+    ) -> list[RankedCase]:
+        """Scored cases by flagged voxels (ties: attention, then entropy mass); unscored ones last."""
         schema = project.config.schema
         grouped = _versions_by_case(project)
         scored, unscored = [], []
-        for case_id in ids:
+        for case_id, open_classes in candidates:
             result = score_case(
                 project,
                 case_id,
-                classes=open_classes[case_id],
-                max_models=max_models,
+                classes=open_classes,
+                max_models=self.max_models,
                 versions=grouped.get(case_id, []),
             )
             if result is None:
-                unscored.append(RankedCase(0, case_id, None, open_classes[case_id], None, "no prediction"))
+                unscored.append(RankedCase(0, case_id, None, open_classes, None, "no prediction"))
                 continue
             attention, model_id = result
-            names = tuple(schema.name_of(c.value) for c in attention.classes)
             detail = {
                 schema.name_of(c.value): {
                     "flagged_voxels": c.flagged_voxels,
@@ -528,31 +492,111 @@ def rank_cases(
                 }
                 for c in attention.classes
             }
-            note = f"disagreement: {attention.disagreement}"
-            total = sum(c.attention for c in attention.classes)
             scored.append(
                 RankedCase(
                     0,
                     case_id,
                     float(attention.score),
-                    names,
+                    tuple(schema.name_of(c.value) for c in attention.classes),
                     model_id,
-                    note,
+                    f"disagreement: {attention.disagreement}",
                     detail,
-                    total,
+                    sum(c.attention for c in attention.classes),
                     attention.entropy_mass,
                 )
             )
         # most flagged voxels first; ties by attention, then by entropy mass (stable: project order)
         scored.sort(key=lambda r: (-(r.score or 0.0), -(r.attention or 0.0), -r.entropy_mass))
-        rows = scored + unscored
-    rows = rows[:count] if count is not None else rows
-    ranked = [
-        RankedCase(
-            i, r.case_id, r.score, r.classes, r.model_id, r.note, r.detail, r.attention, r.entropy_mass
-        )
-        for i, r in enumerate(rows, start=1)
-    ]
+        return _numbered([*scored, *unscored], count)
+
+
+@dataclass(frozen=True)
+class RandomStrategy:
+    """A seeded permutation of the candidates (same seed, same order)."""
+
+    def rank(
+        self, project: Project, candidates: Sequence[Candidate], *, count: int | None, seed: int
+    ) -> list[RankedCase]:
+        """The candidates in `order_random` order."""
+        classes = dict(candidates)
+        order = order_random([case_id for case_id, _ in candidates], seed)
+        return _numbered([RankedCase(0, c, None, classes[c]) for c in order], count)
+
+
+@dataclass(frozen=True)
+class LeastRecentStrategy:
+    """Cases never served first, then the one served longest ago (``served`` events)."""
+
+    def rank(
+        self, project: Project, candidates: Sequence[Candidate], *, count: int | None, seed: int
+    ) -> list[RankedCase]:
+        """The candidates in `order_least_recent` order."""
+        classes = dict(candidates)
+        order = order_least_recent([case_id for case_id, _ in candidates], _last_served(project))
+        return _numbered([RankedCase(0, c, None, classes[c]) for c in order], count)
+
+
+#: The ranking strategies by name: every face lists these names.
+STRATEGIES: dict[str, Strategy] = {
+    "uncertainty": UncertaintyStrategy(),
+    "random": RandomStrategy(),
+    "least-recent": LeastRecentStrategy(),
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy registered as ``name``.
+
+    Raises:
+        InvalidInputError: no such strategy (the message lists the known ones).
+    """
+    if name not in STRATEGIES:
+        msg = f"unknown ranking strategy {name!r}: expected one of {', '.join(STRATEGIES)}"
+        raise InvalidInputError(msg)
+    return STRATEGIES[name]
+
+
+def _numbered(rows: Sequence[RankedCase], count: int | None) -> list[RankedCase]:
+    chosen = rows[:count] if count is not None else rows
+    return [dataclasses.replace(row, rank=i) for i, row in enumerate(chosen, start=1)]
+
+
+def rank_cases(
+    project: Project,
+    *,
+    strategy: str = "uncertainty",
+    count: int | None = None,
+    seed: int = 0,
+    record: bool = True,
+    author: str = "unknown",
+) -> list[RankedCase]:
+    """Rank the candidate cases (module docstring) with a registered strategy; log the served ones.
+
+    Args:
+        project: the open project.
+        strategy: a name in `STRATEGIES` (``uncertainty``, ``random``, ``least-recent``).
+        count: how many to return (None: all candidates).
+        seed: the ``random`` strategy's seed.
+        record: log a ``served`` event with the returned cases.
+        author: who asked (the event's actor).
+
+    Returns:
+        `RankedCase` rows, rank 1 first; empty when every case is decided by a person. With
+        ``uncertainty``, cases without a stored prediction follow the scored ones (in project
+        order) with score None.
+
+    Raises:
+        InvalidInputError: an unknown strategy or a negative count.
+        NotFoundError: the project has no case at all.
+    """
+    chosen = get_strategy(strategy)
+    if count is not None and count < 0:
+        msg = f"the number of cases must be >= 0; got {count}"
+        raise InvalidInputError(msg)
+    if not project.list_case_ids():
+        msg = f"no case in project {project.root.name}: add images first"
+        raise NotFoundError(msg)
+    ranked = chosen.rank(project, list_candidate_cases(project), count=count, seed=seed)
     if record and ranked:
         project.log_event(
             "served", author, {"cases": [r.case_id for r in ranked], "strategy": strategy, "seed": seed}
@@ -594,7 +638,7 @@ def find_attention_centers(
     """
     result = score_case(project, case_id, max_models=max_models)
     if result is None:
-        msg = f"case {case_id!r} has no stored prediction to find uncertain regions in: run `segloop predict`"
+        msg = f"case {case_id!r} has no stored prediction to find uncertain regions in: predict it first"
         raise NotFoundError(msg)
     flagged = result[0].flagged
     structure = np.ones((3, 3, 3), dtype=bool)

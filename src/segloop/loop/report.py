@@ -23,7 +23,6 @@ import numpy as np
 
 from segloop.io.atomic import atomic_file
 from segloop.store import Project, RoundRecord
-from segloop.store.records import SOURCES
 
 __all__ = ["write_report"]
 
@@ -71,11 +70,13 @@ def plot_sources_per_round(rounds: Sequence[RoundRecord], path: Path) -> None:
     """Stacked bars: cases by label source at the end of each round."""
     from matplotlib.figure import Figure
 
+    from segloop.loop.rounds import SOURCES_BY_TRUST
+
     figure = Figure(figsize=(7, 4))
     axes = figure.subplots()
     numbers = [r.number for r in rounds]
     bottom = np.zeros(len(rounds))
-    for source in (*SOURCES, "unlabeled"):
+    for source in (*SOURCES_BY_TRUST, "unlabeled"):
         counts = np.array([r.summary.get("cases_by_source", {}).get(source, 0) for r in rounds], float)
         if counts.any():
             axes.bar(numbers, counts, bottom=bottom, label=source, color=_SOURCE_COLOURS[source])

@@ -18,21 +18,22 @@ What each stage works on:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from segloop.errors import SegloopError
+from segloop.core.provenance import HUMAN_SOURCES, Source
+from segloop.errors import InvalidInputError
 from segloop.loop.evaluation import evaluate_model, evaluation_cases, summarize_evaluations
-from segloop.loop.training import MODES, predict_cases, train_project
+from segloop.loop.jobs import ProgressCallback, run_job
+from segloop.loop.ranking import get_strategy
+from segloop.loop.training import MODES, predict_cases, resume_training, train_project
 from segloop.store import Project, RoundRecord
-from segloop.store.records import SOURCES
 
-__all__ = ["HUMAN_SOURCES", "STAGES", "count_cases_by_source", "run_round", "unlabeled_cases"]
+__all__ = ["SOURCES_BY_TRUST", "STAGES", "count_cases_by_source", "run_round", "unlabeled_cases"]
 
 STAGES = ("train", "predict", "evaluate", "rank", "report")
-
-#: Sources a person made (the rest, ``pseudo``, a model made).
-HUMAN_SOURCES = ("original", "revised", "sparse", "draft")
+#: Label sources, most trusted first (the order of the rounds table and the report's bars).
+SOURCES_BY_TRUST = tuple(sorted(Source, key=lambda s: -s.priority))
 
 
 def unlabeled_cases(project: Project) -> list[str]:
@@ -43,13 +44,14 @@ def unlabeled_cases(project: Project) -> list[str]:
 
 def count_cases_by_source(project: Project) -> dict[str, int]:
     """Cases by the most trusted source among their label versions (``unlabeled``: none)."""
-    best: dict[str, int] = {}
+    best: dict[str, Source] = {}
     for version in project.list_label_versions():
-        rank = SOURCES.index(version.source)
-        best[version.case_id] = min(rank, best.get(version.case_id, rank))
-    counts = dict.fromkeys((*SOURCES, "unlabeled"), 0)
+        source = Source(version.source)
+        if version.case_id not in best or source.priority > best[version.case_id].priority:
+            best[version.case_id] = source
+    counts = dict.fromkeys((*(s.value for s in SOURCES_BY_TRUST), "unlabeled"), 0)
     for case_id in project.list_case_ids():
-        counts[SOURCES[best[case_id]] if case_id in best else "unlabeled"] += 1
+        counts[best[case_id].value if case_id in best else "unlabeled"] += 1
     return counts
 
 
@@ -72,7 +74,8 @@ def run_round(
     device: str = "auto",
     author: str,
     on_step: Callable[[str], None] = lambda _: None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    asked: Mapping[str, Any] | None = None,
 ) -> RoundRecord:
     """Run (or finish an interrupted) round of the loop and write the report.
 
@@ -86,96 +89,112 @@ def run_round(
         device: ``auto``, ``cpu`` or ``cuda``.
         author: who runs it.
         on_step: receives one line per stage.
-        on_progress: the engine's training progress callback.
+        on_progress: receives the `Progress` events of the round's training and prediction jobs
+            (the round itself is a job of kind ``round`` whose progress counts finished stages).
+        asked: the training settings the caller gave explicitly; an interrupted training run of
+            this round resumes with its own settings and refuses different ones
+            (`segloop.loop.training.resume_training`).
 
     Returns:
         The finished round, with its stages and summary.
     """
-    from segloop.loop.ranking import STRATEGIES, rank_cases, write_priority_csv
+    from segloop.loop.ranking import rank_cases, write_priority_csv
     from segloop.loop.report import write_report
 
     if mode not in MODES:
         msg = f"unknown training mode {mode!r}: expected one of {', '.join(MODES)}"
-        raise SegloopError(msg)
-    if strategy not in STRATEGIES:
-        msg = f"unknown ranking strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
+    get_strategy(strategy)  # an unknown name fails before anything runs
     current, resumed = _current_round(project, mode)
     number = current.number
-    on_step(f"{'resuming' if resumed else 'starting'} round {number}")
-    stages = dict(current.stages)
+    params = {"round": number, "mode": mode, "strategy": strategy}
+    with run_job(project, "round", author=author, params=params) as job:
 
-    if "train" not in stages:
-        interrupted = [m for m in project.list_models() if m.round == number and m.status == "running"]
-        train_mode = current.mode if project.find_latest_model() is not None else "full"
-        on_step(f"training ({'resumed' if interrupted else train_mode})")
-        model = train_project(
-            project,
-            train_config,
-            mode=train_mode,
-            device=device,
-            resume=bool(interrupted),
-            include_pseudo=include_pseudo,
-            round_number=number,
-            on_progress=on_progress,
-            author=author,
-        )
-        stages["train"] = {
-            "model": model.id,
-            "mode": model.mode,
-            "train_cases": len(model.train_case_ids),
-            "validation_dice": model.metrics.get("best_mean_dice"),
-            "validation_dice_per_class": model.metrics.get("dice_per_class", {}),
+        def step(stage: str, text: str) -> None:
+            on_step(text)
+            job.report(stage, STAGES.index(stage), len(STAGES), text)
+
+        step("train", f"{'resuming' if resumed else 'starting'} round {number}")
+        stages = dict(current.stages)
+
+        if "train" not in stages:
+            interrupted = [m for m in project.list_models() if m.round == number and m.status == "running"]
+            train_mode = current.mode if project.find_latest_model() is not None else "full"
+            step("train", f"training ({'resumed' if interrupted else train_mode})")
+            if interrupted:
+                model = resume_training(
+                    project, asked=asked, device=device, on_progress=on_progress, author=author
+                )
+            else:
+                model = train_project(
+                    project,
+                    train_config,
+                    mode=train_mode,
+                    device=device,
+                    include_pseudo=include_pseudo,
+                    round_number=number,
+                    on_progress=on_progress,
+                    author=author,
+                )
+            stages["train"] = {
+                "model": model.id,
+                "mode": model.mode,
+                "train_cases": len(model.train_case_ids),
+                "validation_dice": model.metrics.get("best_mean_dice"),
+                "validation_dice_per_class": model.metrics.get("dice_per_class", {}),
+            }
+            project.record_round_stage(number, "train", stages["train"])
+        model_id = int(stages["train"]["model"])
+
+        if "predict" not in stages:
+            done = {p.case_id for p in project.list_predictions() if p.model_id == model_id}
+            targets = [c for c in unlabeled_cases(project) if c not in done]
+            step("predict", f"predicting {len(targets)} cases without human labels")
+            predict_cases(
+                project, targets, model_id=model_id, device=device, author=author, on_progress=on_progress
+            )
+            predicted = [p.case_id for p in project.list_predictions() if p.model_id == model_id]
+            stages["predict"] = {"cases": predicted}
+            project.record_round_stage(number, "predict", stages["predict"])
+
+        if "evaluate" not in stages:
+            model = project.get_model(model_id)
+            cases = evaluation_cases(project, model)
+            # an interrupted evaluation stored some cases already: score only the rest
+            scored = {e.case_id for e in project.list_evaluations(model_id=model_id) if e.round == number}
+            remaining = [c for c in cases if c not in scored]
+            step("evaluate", f"evaluating on {len(cases)} held-out human-labelled cases")
+            if remaining:
+                evaluate_model(project, remaining, model_id=model_id, device=device, round_number=number)
+            records = [e for e in project.list_evaluations(model_id=model_id) if e.round == number]
+            summary = summarize_evaluations(records) if records else {}
+            stages["evaluate"] = {"cases": [r.case_id for r in records], "summary": summary}
+            project.record_round_stage(number, "evaluate", stages["evaluate"])
+
+        if "rank" not in stages:
+            ranked = rank_cases(project, strategy=strategy, count=n_next, author=author)
+            queue = project.root / "rounds" / str(number) / "priority.csv"
+            write_priority_csv(ranked, queue, overwrite=True)
+            step("rank", f"ranked the next {len(ranked)} cases to correct ({strategy}): {queue}")
+            stages["rank"] = {
+                "strategy": strategy,
+                "queue": [{"case": r.case_id, "score": r.score, "classes": list(r.classes)} for r in ranked],
+            }
+            project.record_round_stage(number, "rank", stages["rank"])
+
+        summary = {
+            "model": model_id,
+            "mode": stages["train"]["mode"],
+            "cases_by_source": count_cases_by_source(project),
+            "validation_dice": stages["train"]["validation_dice"],
+            "validation_dice_per_class": stages["train"]["validation_dice_per_class"],
+            "evaluation": stages["evaluate"]["summary"],
+            "queue": [item["case"] for item in stages["rank"]["queue"]],
         }
-        project.record_round_stage(number, "train", stages["train"])
-    model_id = int(stages["train"]["model"])
-
-    if "predict" not in stages:
-        done = {p.case_id for p in project.list_predictions() if p.model_id == model_id}
-        targets = [c for c in unlabeled_cases(project) if c not in done]
-        on_step(f"predicting {len(targets)} cases without human labels")
-        predict_cases(project, targets, model_id=model_id, device=device, author=author)
-        predicted = [p.case_id for p in project.list_predictions() if p.model_id == model_id]
-        stages["predict"] = {"cases": predicted}
-        project.record_round_stage(number, "predict", stages["predict"])
-
-    if "evaluate" not in stages:
-        model = project.get_model(model_id)
-        cases = evaluation_cases(project, model)
-        # an interrupted evaluation stored some cases already: score only the rest
-        scored = {e.case_id for e in project.list_evaluations(model_id=model_id) if e.round == number}
-        remaining = [c for c in cases if c not in scored]
-        on_step(f"evaluating on {len(cases)} held-out human-labelled cases")
-        if remaining:
-            evaluate_model(project, remaining, model_id=model_id, device=device, round_number=number)
-        records = [e for e in project.list_evaluations(model_id=model_id) if e.round == number]
-        summary = summarize_evaluations(records) if records else {}
-        stages["evaluate"] = {"cases": [r.case_id for r in records], "summary": summary}
-        project.record_round_stage(number, "evaluate", stages["evaluate"])
-
-    if "rank" not in stages:
-        ranked = rank_cases(project, strategy=strategy, count=n_next, author=author)
-        queue = project.root / "rounds" / str(number) / "priority.csv"
-        write_priority_csv(ranked, queue, overwrite=True)
-        on_step(f"ranked the next {len(ranked)} cases to correct ({strategy}): {queue}")
-        stages["rank"] = {
-            "strategy": strategy,
-            "queue": [{"case": r.case_id, "score": r.score, "classes": list(r.classes)} for r in ranked],
-        }
-        project.record_round_stage(number, "rank", stages["rank"])
-
-    summary = {
-        "model": model_id,
-        "mode": stages["train"]["mode"],
-        "cases_by_source": count_cases_by_source(project),
-        "validation_dice": stages["train"]["validation_dice"],
-        "validation_dice_per_class": stages["train"]["validation_dice_per_class"],
-        "evaluation": stages["evaluate"]["summary"],
-        "queue": [item["case"] for item in stages["rank"]["queue"]],
-    }
-    finished = project.finish_round(number, summary)
-    report = write_report(project)
-    project.record_round_stage(number, "report", {"path": str(report.relative_to(project.root))})
-    on_step(f"round {number} done; report: {report}")
-    project.log_event("round", author, {"round": number, "model": model_id})
-    return project.get_round(finished.number)
+        project.finish_round(number, summary)
+        report = write_report(project)
+        project.record_round_stage(number, "report", {"path": str(report.relative_to(project.root))})
+        step("report", f"round {number} done; report: {report}")
+        project.log_event("round", author, {"round": number, "model": model_id})
+        job.result = {"round": number, "model": model_id}
+    return project.get_round(number)

@@ -10,21 +10,37 @@ plus an uncertainty file (float16 probabilities and entropy) under ``predictions
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segloop.core.geometry import axis_of_plane
-from segloop.errors import LabelValueError, NotFoundError, SegloopError
-from segloop.loop.labels import compute_effective_label
+from segloop.core.provenance import HUMAN_SOURCES, Source
+from segloop.core.windowing import parse_window
+from segloop.errors import ConflictError, InvalidInputError, LabelValueError, NotFoundError
+from segloop.loop.jobs import JobReporter, ProgressCallback, run_job
+from segloop.loop.labels import compute_effective_label, select_versions
 from segloop.loop.tools import read_case_image, store_tool_labels
 from segloop.store import ModelRecord, PredictionArrays, PredictionRecord, Project
 
-__all__ = ["axial_slice_axis", "collect_labeled_cases", "finished_model", "predict_cases", "train_project"]
+__all__ = [
+    "MODES",
+    "RUN_SETTINGS",
+    "axial_slice_axis",
+    "collect_labeled_cases",
+    "finished_model",
+    "predict_cases",
+    "resume_training",
+    "run_setting_differences",
+    "train_config",
+    "train_project",
+]
 
 MODES = ("full", "continual")
+#: What a model row's config holds beside the `TrainConfig` fields: settings of the run itself.
+RUN_SETTINGS = ("include_pseudo", "init_weights")
 
 
 def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> tuple[list[Any], list[int]]:
@@ -43,10 +59,10 @@ def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> 
     """
     from segloop.engine.data import Case, compress_case
 
+    sources = set(Source) if include_pseudo else HUMAN_SOURCES
     versions_by_case: dict[str, list] = {}
-    for version in project.list_label_versions():
-        if include_pseudo or version.source != "pseudo":
-            versions_by_case.setdefault(version.case_id, []).append(version)
+    for version in select_versions(project.list_label_versions(), sources):
+        versions_by_case.setdefault(version.case_id, []).append(version)
     cases, seen = [], []
     for case in project.list_cases():
         versions = versions_by_case.get(case.case_id)
@@ -79,6 +95,44 @@ def axial_slice_axis(affines: Sequence[np.ndarray]) -> int:
     return Counter(axis_of_plane(affine, "axial") for affine in affines).most_common(1)[0][0]
 
 
+def train_config(project: Project, **settings: Any) -> Any:
+    """The `segloop.engine.TrainConfig` of ``settings`` over the project's defaults.
+
+    The project decides the modality and, unless ``window`` is given, the CT window
+    (``segloop.toml`` ``[defaults] window``); every other field keeps the engine's default.
+
+    Args:
+        project: the open project.
+        **settings: `TrainConfig` fields; a None value means "not given". ``window`` may be
+            ``"WIDTH,LEVEL"`` or a pair; ``validation_case_ids`` any sequence of case ids.
+
+    Raises:
+        InvalidInputError: an unknown field or an invalid value.
+    """
+    from segloop.engine.config import TrainConfig
+
+    given = _normalize_settings({k: v for k, v in settings.items() if v is not None})
+    unknown = sorted(set(given) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        msg = f"unknown training settings {', '.join(unknown)}: expected fields of TrainConfig"
+        raise InvalidInputError(msg)
+    base: dict[str, Any] = {"modality": project.config.modality}
+    stored_window = project.config.defaults.get("window")
+    if stored_window:
+        base["window"] = parse_window(stored_window)
+    return TrainConfig(**{**base, **given})
+
+
+def _normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings with ``window`` parsed and ``validation_case_ids`` as a tuple (comparable to a config)."""
+    normalized = dict(settings)
+    if normalized.get("window") is not None:
+        normalized["window"] = parse_window(normalized["window"])
+    if normalized.get("validation_case_ids") is not None:
+        normalized["validation_case_ids"] = tuple(normalized["validation_case_ids"])
+    return normalized
+
+
 def train_project(
     project: Project,
     config: Any,
@@ -86,96 +140,210 @@ def train_project(
     mode: str = "full",
     device: str = "auto",
     init_weights: Path | None = None,
-    resume: bool = False,
     include_pseudo: bool = False,
     round_number: int | None = None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     author: str,
 ) -> ModelRecord:
-    """Train a model on every labelled case and record it.
+    """Train a new model on every labelled case and record it.
+
+    The model row stores the config, ``include_pseudo`` and ``init_weights`` when the run starts,
+    so an interrupted run resumes with exactly these settings (`resume_training`).
 
     Args:
         project: the open project.
-        config: a `segloop.engine.TrainConfig`; 2D without a ``slice_axis`` slices along the
-            axial plane (`axial_slice_axis`).
+        config: a `segloop.engine.TrainConfig` (`train_config` builds one from the project's
+            defaults); 2D without a ``slice_axis`` slices along the axial plane (`axial_slice_axis`).
         mode: ``full`` (fresh weights) or ``continual`` (start from the newest finished model, or
             ``init_weights``, and train on all current labels — the old ones are the replay).
         device: ``auto``, ``cpu`` or ``cuda``.
         init_weights: a local checkpoint to start from (continual training from elsewhere).
-        resume: continue the newest interrupted (``running``) training run.
         include_pseudo: also learn from ``pseudo`` versions (see `collect_labeled_cases`).
         round_number: the loop round this model belongs to, if any.
-        on_progress: receives the engine's progress dicts.
+        on_progress: receives the training job's `Progress` events (stage ``train``; done/total
+            in optimiser steps; metrics ``epoch``, ``loss``, ``lr``, ``val_dice``, ``best_dice``,
+            ``elapsed_s``, ``eta_s``).
         author: who started it.
 
     Raises:
-        SegloopError: no labelled case, an unknown mode, nothing to resume.
+        LabelValueError: no labelled case.
+        InvalidInputError: an unknown mode; ``init_weights`` is not a checkpoint of this network
+            and schema (checked before anything is recorded).
+        NotFoundError: continual training without a finished model or initial weights.
     """
+    from segloop.engine.checkpoint import read_weights
     from segloop.engine.data import split_cases
-    from segloop.engine.train import train
 
     if mode not in MODES:
         msg = f"unknown training mode {mode!r}: expected one of {', '.join(MODES)}"
-        raise SegloopError(msg)
-    schema = project.config.schema
+        raise InvalidInputError(msg)
     if config.dims == 2 and config.slice_axis is None and project.list_case_ids():
         config = config.replace(slice_axis=axial_slice_axis([c.affine for c in project.list_cases()]))
-    if resume:
-        record = project.find_latest_model(status="running")
-        if record is None:
-            msg = "nothing to resume: no interrupted training run in this project"
-            raise NotFoundError(msg)
-        include_pseudo = bool(record.config.get("include_pseudo", False))
-        cases, _ = collect_labeled_cases(project, include_pseudo=include_pseudo)
-        by_id = {case.case_id: case for case in cases}
-        train_ids, val_ids = list(record.train_case_ids), list(record.val_case_ids)
-        parent = project.get_model(record.parent_id) if record.parent_id else None
-    else:
-        cases, seen = collect_labeled_cases(project, include_pseudo=include_pseudo)
-        if not cases:
-            msg = (
-                "no labelled case to train on: add labels (segloop add --labels-dir, segloop segment ...)"
-                + ("" if include_pseudo else "; pseudo labels count only with --include-pseudo")
-            )
-            raise LabelValueError(msg)
-        by_id = {case.case_id: case for case in cases}
-        train_ids, val_ids = split_cases(list(by_id), config)
-        parent = project.find_latest_model() if mode == "continual" and init_weights is None else None
-        if mode == "continual" and parent is None and init_weights is None:
-            msg = "continual training needs a finished model or --init-weights; train with --mode full first"
-            raise SegloopError(msg)
-        record = project.start_model(
-            author=author,
-            mode=mode,
-            parent_id=parent.id if parent else None,
-            config={**config.to_dict(), "include_pseudo": include_pseudo},
-            label_version_ids=seen,
-            train_case_ids=train_ids,
-            val_case_ids=val_ids,
-            round_number=round_number,
+    cases, seen = collect_labeled_cases(project, include_pseudo=include_pseudo)
+    if not cases:
+        msg = "no labelled case to train on: add labels or draw some with a labeling tool" + (
+            "" if include_pseudo else " (pseudo labels count only when asked)"
         )
-    missing = [case_id for case_id in [*train_ids, *val_ids] if case_id not in by_id]
+        raise LabelValueError(msg)
+    parent = project.find_latest_model() if mode == "continual" and init_weights is None else None
+    if mode == "continual" and parent is None and init_weights is None:
+        msg = "continual training needs a finished model or initial weights; train in full mode first"
+        raise NotFoundError(msg)
+    if init_weights is not None:  # a bad file is refused before a model row exists
+        read_weights(init_weights, config, n_classes=project.config.schema.ignore_index)
+    by_id = {case.case_id: case for case in cases}
+    train_ids, val_ids = split_cases(list(by_id), config)
+    record = project.start_model(
+        author=author,
+        mode=mode,
+        parent_id=parent.id if parent else None,
+        config={
+            **config.to_dict(),
+            "include_pseudo": include_pseudo,
+            "init_weights": str(init_weights) if init_weights is not None else None,
+        },
+        label_version_ids=seen,
+        train_case_ids=train_ids,
+        val_case_ids=val_ids,
+        round_number=round_number,
+    )
+    return _run_training(
+        project, record, config, by_id, resume=False, device=device, on_progress=on_progress, author=author
+    )
+
+
+def resume_training(
+    project: Project,
+    *,
+    asked: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    on_progress: ProgressCallback | None = None,
+    author: str,
+) -> ModelRecord:
+    """Continue the newest interrupted (``running``) training run with the settings it started with.
+
+    A run killed before its first checkpoint starts again from scratch, with those settings.
+
+    Args:
+        project: the open project.
+        asked: settings the caller gave explicitly (`TrainConfig` fields as for `train_config`,
+            and ``mode``, ``include_pseudo``, ``init_weights``); each must equal the run's.
+        device: ``auto``, ``cpu`` or ``cuda`` (any: not a setting of the run).
+        on_progress: receives the job's `Progress` events (as `train_project`).
+        author: who resumes it.
+
+    Raises:
+        NotFoundError: no interrupted run.
+        ConflictError: ``asked`` differs from the run's settings (the message lists each
+            difference: ``epochs: run 3, asked 5``), or a case of the run lost its labels. The run
+            stays resumable: it is not marked failed.
+    """
+    from segloop.engine.config import TrainConfig
+
+    record = project.find_latest_model(status="running")
+    if record is None:
+        msg = "nothing to resume: no interrupted training run in this project"
+        raise NotFoundError(msg)
+    differences = run_setting_differences(record, asked or {})
+    if differences:
+        msg = (
+            f"cannot resume model {record.id} with other settings ({'; '.join(differences)}):"
+            " resume with the run's settings or start a new run"
+        )
+        raise ConflictError(msg)
+    stored = dict(record.config)
+    include_pseudo = bool(stored.pop("include_pseudo", False))
+    stored.pop("init_weights", None)
+    config = TrainConfig.from_dict(stored)
+    cases, _ = collect_labeled_cases(project, include_pseudo=include_pseudo)
+    by_id = {case.case_id: case for case in cases}
+    missing = [case_id for case_id in [*record.train_case_ids, *record.val_case_ids] if case_id not in by_id]
     if missing:
-        msg = f"cases {', '.join(missing)} of the interrupted run have no usable label any more"
-        raise SegloopError(msg)
-    start_from = init_weights or (project.root / parent.checkpoint if parent else None)
-    try:
-        result = train(
-            config,
-            [by_id[i] for i in train_ids],
-            [by_id[i] for i in val_ids],
-            n_classes=schema.ignore_index,
-            device=device,
-            checkpoint_path=project.root / record.checkpoint,
-            init_weights=start_from,
-            resume=resume,
-            on_progress=on_progress,
+        msg = (
+            f"cannot resume model {record.id}: cases {', '.join(missing)} of the run have no usable"
+            " label any more; start a new run"
         )
-    except KeyboardInterrupt:
-        raise  # the run stays `running`: `--resume` continues it
-    except Exception:
-        project.finish_model(record.id, status="failed", metrics={}, config=record.config)
-        raise
+        raise ConflictError(msg)
+    return _run_training(
+        project, record, config, by_id, resume=True, device=device, on_progress=on_progress, author=author
+    )
+
+
+def run_setting_differences(record: ModelRecord, asked: Mapping[str, Any]) -> list[str]:
+    """``"name: run X, asked Y"`` for each setting in ``asked`` that the run ``record`` did not use.
+
+    Validation cases compare as sets with the run's actual split; ``mode`` with the record's mode;
+    None values are "not asked".
+    """
+    differences = []
+    for name, value in _normalize_settings({k: v for k, v in asked.items() if v is not None}).items():
+        if name == "mode":
+            theirs: Any = record.mode
+        elif name == "validation_case_ids":
+            theirs = tuple(record.val_case_ids)
+            if set(theirs) == set(value):
+                continue
+        elif name == "init_weights":
+            theirs, value = record.config.get("init_weights"), str(value)
+        else:
+            theirs = record.config.get(name)
+        if _plain(theirs) != _plain(value):
+            differences.append(f"{name}: run {_shown(theirs)}, asked {_shown(value)}")
+    return differences
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def _shown(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+
+
+def _run_training(
+    project: Project,
+    record: ModelRecord,
+    config: Any,
+    by_id: dict[str, Any],
+    *,
+    resume: bool,
+    device: str,
+    on_progress: ProgressCallback | None,
+    author: str,
+) -> ModelRecord:
+    """Train the recorded run ``record`` and finish its row (``done``, or ``failed`` on an error).
+
+    A refusal (`ConflictError`: the checkpoint was written with other settings) and an interrupt
+    leave the run ``running``, so it can be resumed.
+    """
+    from segloop.engine.train import train
+
+    schema = project.config.schema
+    parent = project.get_model(record.parent_id) if record.parent_id else None
+    stored_weights = record.config.get("init_weights")
+    start_from = (
+        Path(stored_weights) if stored_weights else (project.root / parent.checkpoint if parent else None)
+    )
+    params = {"model": record.id, "resume": resume}
+    with run_job(project, "train", author=author, params=params, on_progress=on_progress) as job:
+        try:
+            result = train(
+                config,
+                [by_id[i] for i in record.train_case_ids],
+                [by_id[i] for i in record.val_case_ids],
+                n_classes=schema.ignore_index,
+                device=device,
+                checkpoint_path=project.root / record.checkpoint,
+                init_weights=start_from,
+                resume=resume,
+                on_progress=lambda event: _report_training(job, event),
+            )
+        except (KeyboardInterrupt, ConflictError):
+            raise  # the run stays `running`: it can be resumed
+        except Exception:
+            project.finish_model(record.id, status="failed", metrics={}, config=record.config)
+            raise
+        job.result = {"model": record.id, "epochs": result.epochs, "best_mean_dice": result.best_metric}
     metrics = {
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
@@ -186,10 +354,23 @@ def train_project(
         "samples_per_s": result.samples_per_s,
         "unseen_classes": [schema.name_of(k) for k in result.unseen_classes if k > 0],
     }
-    resolved = {**result.config.to_dict(), "include_pseudo": record.config.get("include_pseudo", False)}
-    project.finish_model(record.id, status="done", metrics=metrics, config=resolved)
-    project.log_event("train", author, {"model": record.id, "mode": mode, "cases": len(train_ids)})
+    run_settings = {k: record.config.get(k) for k in RUN_SETTINGS}
+    project.finish_model(
+        record.id, status="done", metrics=metrics, config={**result.config.to_dict(), **run_settings}
+    )
+    project.log_event(
+        "train", author, {"model": record.id, "mode": record.mode, "cases": len(record.train_case_ids)}
+    )
     return project.get_model(record.id)
+
+
+def _report_training(job: JobReporter, event: dict[str, Any]) -> None:
+    """One engine progress dict (`segloop.engine.train.train`) as the job's `Progress`."""
+    epochs = event.get("epochs")
+    total = event["steps_per_epoch"] * epochs if epochs is not None else None
+    message = f"epoch {event['epoch'] + 1}" + (f"/{epochs}" if epochs is not None else "")
+    shown = ("epoch", "loss", "lr", "val_dice", "best_dice", "elapsed_s", "eta_s")
+    job.report("train", event["step"], total, message, {name: event.get(name) for name in shown})
 
 
 def finished_model(project: Project, model_id: int | None = None) -> ModelRecord:
@@ -197,15 +378,15 @@ def finished_model(project: Project, model_id: int | None = None) -> ModelRecord
 
     Raises:
         NotFoundError: no such model, or none finished.
-        SegloopError: the model is still running or failed.
+        ConflictError: the model is still running or failed.
     """
     model = project.get_model(model_id) if model_id is not None else project.find_latest_model()
     if model is None:
-        msg = "no finished model in this project: run `segloop train` first"
+        msg = "no finished model in this project: train one first"
         raise NotFoundError(msg)
     if model.status != "done":
         msg = f"model {model.id} is {model.status}, not done: resume or retrain it"
-        raise SegloopError(msg)
+        raise ConflictError(msg)
     return model
 
 
@@ -219,7 +400,7 @@ def predict_cases(
     postprocess: dict[str, Any] | None = None,
     device: str = "auto",
     author: str,
-    on_case: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> list[PredictionRecord]:
     """Predict cases with a model; each becomes a ``pseudo`` version with an uncertainty file.
 
@@ -233,7 +414,12 @@ def predict_cases(
             (``close_mm``, ``open_mm``, ``keep_largest``, ``fill``), or None.
         device: ``auto``, ``cpu`` or ``cuda``.
         author: recorded on the versions.
-        on_case: called with each case id before it is predicted (progress).
+        on_progress: receives the job's `Progress` events (stage ``predict``, done/total in
+            cases, the case in the message).
+
+    Raises:
+        NotFoundError: no finished model, an unknown case.
+        ConflictError: the model is not finished, or predicts another number of classes.
     """
     from segloop.engine.infer import load_model, predict
 
@@ -246,44 +432,52 @@ def predict_cases(
     trained = load_model(project.root / model.checkpoint, device)
     if trained.n_classes != schema.ignore_index:
         msg = f"model {model.id} predicts {trained.n_classes} classes; the schema has {schema.ignore_index}"
-        raise SegloopError(msg)
-    records = []
-    for case in cases:
-        if on_case is not None:
-            on_case(case.case_id)
-        image = read_case_image(project, case)
-        prediction = predict(
-            trained.network, image.array, image.spacing, trained.config, infer_config, device=trained.device
-        )
-        labels = prediction.labels
-        if postprocess:
-            from segloop.segment.morphology import postprocess_labels
-
-            labels = postprocess_labels(labels, spacing_mm=image.spacing, **postprocess)
-        params = {
-            "model_id": model.id,
-            "tta_flips": list(getattr(infer_config, "tta_flips", ())),
-            "passes": prediction.passes,
-            "postprocess": postprocess or {},
-        }
-        version = store_tool_labels(
-            project,
-            case,
-            labels.astype(schema.dtype),
-            source="pseudo",
-            classes=schema.names,
-            tool=f"model {model.id}",
-            params=params,
-            author=author,
-            allow_empty=True,
-        )
-        records.append(
-            project.write_prediction(
-                case.case_id,
-                model.id,
-                PredictionArrays(prediction.probabilities, prediction.entropy, prediction.disagreement),
-                label_version_id=version.id,
-                params=params,
+        raise ConflictError(msg)
+    records: list[PredictionRecord] = []
+    params_of_job = {"model": model.id, "cases": len(cases)}
+    with run_job(project, "predict", author=author, params=params_of_job, on_progress=on_progress) as job:
+        for index, case in enumerate(cases):
+            job.report("predict", index, len(cases), f"predicting {case.case_id}")
+            image = read_case_image(project, case)
+            prediction = predict(
+                trained.network,
+                image.array,
+                image.spacing,
+                trained.config,
+                infer_config,
+                device=trained.device,
             )
-        )
+            labels = prediction.labels
+            if postprocess:
+                from segloop.segment.morphology import postprocess_labels
+
+                labels = postprocess_labels(labels, spacing_mm=image.spacing, **postprocess)
+            params = {
+                "model_id": model.id,
+                "tta_flips": list(getattr(infer_config, "tta_flips", ())),
+                "passes": prediction.passes,
+                "postprocess": postprocess or {},
+            }
+            version = store_tool_labels(
+                project,
+                case,
+                labels.astype(schema.dtype),
+                source="pseudo",
+                classes=schema.names,
+                tool=f"model {model.id}",
+                params=params,
+                author=author,
+                allow_empty=True,
+            )
+            records.append(
+                project.write_prediction(
+                    case.case_id,
+                    model.id,
+                    PredictionArrays(prediction.probabilities, prediction.entropy, prediction.disagreement),
+                    label_version_id=version.id,
+                    params=params,
+                )
+            )
+        job.report("predict", len(cases), len(cases), f"predicted {len(cases)} cases")
+        job.result = {"model": model.id, "predictions": [r.id for r in records]}
     return records

@@ -8,10 +8,10 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from segloop.core.geometry import bounding_box
 from segloop.errors import SegloopError
 
 __all__ = [
-    "bounding_box",
     "keep_components_at",
     "keep_largest_component",
     "keep_largest_per_class",
@@ -21,27 +21,6 @@ __all__ = [
 
 _CONNECTIVITY = {3: (6, 18, 26), 2: (4, 8)}
 _TINY_VOXELS = 64
-
-
-def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
-    """Slices of the smallest box holding every True voxel, grown by ``margin`` voxels (clipped).
-
-    Returns None for an empty mask.
-
-    Examples:
-        >>> bounding_box(np.array([[0, 1, 1, 0]], bool), margin=1)
-        (slice(0, 1, None), slice(0, 4, None))
-    """
-    margins = [margin] * mask.ndim if isinstance(margin, int) else list(margin)
-    box = []
-    for axis in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hits.size == 0:
-            return None
-        box.append(
-            slice(max(0, hits[0] - margins[axis]), min(mask.shape[axis], hits[-1] + 1 + margins[axis]))
-        )
-    return tuple(box)
 
 
 def _check_connectivity(mask: np.ndarray, connectivity: int) -> None:

@@ -18,17 +18,18 @@ from collections.abc import Iterable, Sequence
 import edt
 import numpy as np
 
+from segloop.core.geometry import bounding_box
 from segloop.errors import SegloopError
-from segloop.segment.components import bounding_box, keep_largest_component, label_components
+from segloop.segment.components import keep_largest_component, label_components
 
 __all__ = [
     "SHIFT_LIMIT",
     "ball_offsets",
-    "close_mask",
+    "close_mask_mm",
     "dilate_mask",
     "erode_mask",
     "fill_holes",
-    "open_mask",
+    "open_mask_mm",
     "postprocess_labels",
 ]
 
@@ -143,12 +144,12 @@ def erode_mask(mask: np.ndarray, radius_mm: float, spacing_mm: Sequence[float]) 
     return _morph(mask, radius_mm, spacing_mm, dilate=False)
 
 
-def open_mask(mask: np.ndarray, radius_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
+def open_mask_mm(mask: np.ndarray, radius_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
     """Erosion then dilation: removes parts thinner than the ball."""
     return dilate_mask(erode_mask(mask, radius_mm, spacing_mm), radius_mm, spacing_mm)
 
 
-def close_mask(mask: np.ndarray, radius_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
+def close_mask_mm(mask: np.ndarray, radius_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
     """Dilation then erosion: fills gaps and dents narrower than the ball."""
     return erode_mask(dilate_mask(mask, radius_mm, spacing_mm), radius_mm, spacing_mm)
 
@@ -217,9 +218,9 @@ def postprocess_labels(
     for value in values:
         mask = labels == value
         if close_mm > 0:
-            mask = close_mask(mask, close_mm, spacing_mm)
+            mask = close_mask_mm(mask, close_mm, spacing_mm)
         if open_mm > 0:
-            mask = open_mask(mask, open_mm, spacing_mm)
+            mask = open_mask_mm(mask, open_mm, spacing_mm)
         if fill:
             mask = fill_holes(mask)
         if keep_largest:

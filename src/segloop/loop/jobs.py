@@ -1,0 +1,122 @@
+"""Long work as a job: a row in the store's ``jobs`` table and one typed progress event.
+
+Training, batch prediction and rounds run inside `run_job`: the job is recorded when the work
+starts, its newest `segloop.store.Progress` is stored (at most once per ``min_interval_s``, and
+always at the end of a stage) and handed to the caller's ``on_progress`` (a CLI progress bar, a
+server's event stream), and it finishes ``done`` with a result, ``failed`` with the error's first
+line, or ``interrupted`` (Ctrl-C). A job whose process died is reported ``interrupted`` by the
+store; starting a job writes that status for every such job of the project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from segloop.errors import SegloopError
+from segloop.store import JobStatus, Progress, Project
+
+__all__ = ["JobReporter", "ProgressCallback", "run_job"]
+
+#: What a face passes to receive a job's progress events.
+ProgressCallback = Callable[[Progress], None]
+
+
+class JobReporter:
+    """Turns a job's steps into `Progress` events: stored (throttled) and handed to a callback.
+
+    Args:
+        project: the open project.
+        job_id: the running job.
+        on_progress: receives every event, or None.
+        min_interval_s: least time between two stored events (the callback gets all of them).
+
+    Attributes:
+        result: what the job produced, stored when it finishes (set by the work).
+    """
+
+    def __init__(
+        self, project: Project, job_id: int, on_progress: ProgressCallback | None, min_interval_s: float = 1.0
+    ) -> None:
+        self.project = project
+        self.job_id = job_id
+        self.on_progress = on_progress
+        self.min_interval_s = min_interval_s
+        self.result: dict[str, Any] = {}
+        self._stored_at = -float("inf")
+        self._unstored: Progress | None = None
+
+    def report(
+        self,
+        stage: str,
+        done: int,
+        total: int | None = None,
+        message: str = "",
+        metrics: Mapping[str, float | None] | None = None,
+    ) -> Progress:
+        """Emit one event (metrics that are None are left out); returns it."""
+        progress = Progress(
+            self.job_id,
+            stage,
+            int(done),
+            total,
+            message,
+            {k: float(v) for k, v in (metrics or {}).items() if v is not None},
+        )
+        now = time.monotonic()
+        self._unstored = progress
+        if now - self._stored_at >= self.min_interval_s or (total is not None and done >= total):
+            self.flush()
+            self._stored_at = now
+        if self.on_progress is not None:
+            self.on_progress(progress)
+        return progress
+
+    def flush(self) -> None:
+        """Store the newest event if throttling held it back."""
+        if self._unstored is not None:
+            self.project.update_job(self._unstored)
+            self._unstored = None
+
+
+@contextmanager
+def run_job(
+    project: Project,
+    kind: str,
+    *,
+    author: str,
+    params: Mapping[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Iterator[JobReporter]:
+    """Record the work inside the ``with`` block as a job of ``kind`` (``train``, ``predict``, ``round``).
+
+    Yields:
+        The `JobReporter` of the new job; set its ``result`` before the block ends.
+
+    Raises:
+        Whatever the work raises, after the job is stored ``failed`` (``interrupted`` for Ctrl-C).
+    """
+    project.mark_interrupted_jobs()
+    job = project.start_job(kind, author=author, params=dict(params or {}))
+    reporter = JobReporter(project, job.id, on_progress)
+    try:
+        yield reporter
+    except KeyboardInterrupt:
+        _finish_quietly(reporter, JobStatus.INTERRUPTED, "interrupted")
+        raise
+    except Exception as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        _finish_quietly(reporter, JobStatus.FAILED, text)
+        raise
+    reporter.flush()
+    project.finish_job(job.id, status=JobStatus.DONE, result=reporter.result)
+
+
+def _finish_quietly(reporter: JobReporter, status: JobStatus, error: str) -> None:
+    """Store a failed job's end; a store that cannot record it must not hide the work's own error."""
+    with contextlib.suppress(SegloopError, OSError):
+        reporter.flush()
+        reporter.project.finish_job(reporter.job_id, status=status, error=error)
