@@ -10,7 +10,16 @@ import pytest
 
 from segloop.errors import ConflictError, InvalidInputError, NotFoundError
 from segloop.loop.cases import init_project
-from segloop.store import ImageRecord, JobStatus, NewCase, NewPatch, Progress, Project
+from segloop.store import (
+    ImageRecord,
+    JobStatus,
+    ModelStatus,
+    NewCase,
+    NewPatch,
+    Progress,
+    Project,
+    RoundStatus,
+)
 from segloop.store.database import SCHEMA_VERSION
 
 
@@ -118,3 +127,22 @@ def test_migration_4_copies_patch_manifests_from_the_journal(project):
     assert (patch.patch_id, patch.border_voxels, patch.author) == ("c0_patch1", 2, "ana")
     assert patch.detail == {"center": [1, 2, 3], "reason": "center", "label_patch_sha256": "e" * 64}
     assert reopened.list_jobs() == [] and SCHEMA_VERSION == 4
+
+
+def test_model_and_round_statuses_are_typed(project):
+    model = project.start_model(
+        author="t", mode="full", parent_id=None, config={}, label_version_ids=[], train_case_ids=[],
+        val_case_ids=[],
+    )  # fmt: skip
+    assert model.status is ModelStatus.RUNNING and model.status == "running"
+    with pytest.raises(
+        InvalidInputError, match="unknown ModelStatus 'finished': expected one of running, done"
+    ):
+        project.finish_model(model.id, status="finished", metrics={}, config={})
+    with pytest.raises(InvalidInputError, match="got running"):
+        project.finish_model(model.id, status="running", metrics={}, config={})
+    project.finish_model(model.id, status="done", metrics={}, config={})
+    assert project.find_latest_model().status is ModelStatus.DONE
+    assert project.start_round(1, mode="full").status is RoundStatus.RUNNING
+    with pytest.raises(InvalidInputError, match="unknown JobStatus 'paused'"):
+        project.list_jobs(status="paused")

@@ -15,6 +15,7 @@ from segloop.store.records import (
     JobStatus,
     LabelVersionRecord,
     ModelRecord,
+    ModelStatus,
     NewCase,
     NewLabel,
     NewPatch,
@@ -23,6 +24,7 @@ from segloop.store.records import (
     PredictionRecord,
     Progress,
     RoundRecord,
+    RoundStatus,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "JobStatus",
     "LabelVersionRecord",
     "ModelRecord",
+    "ModelStatus",
     "NewCase",
     "NewLabel",
     "NewPatch",
@@ -52,6 +55,7 @@ __all__ = [
     "Project",
     "ProjectConfig",
     "RoundRecord",
+    "RoundStatus",
     "check_project",
     "compute_label_key",
 ]

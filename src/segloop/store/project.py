@@ -73,6 +73,7 @@ from segloop.store.records import (
     JobStatus,
     LabelVersionRecord,
     ModelRecord,
+    ModelStatus,
     NewCase,
     NewLabel,
     NewPatch,
@@ -81,6 +82,8 @@ from segloop.store.records import (
     PredictionRecord,
     Progress,
     RoundRecord,
+    RoundStatus,
+    parse_status,
 )
 
 __all__ = ["DATABASE_NAME", "Project"]
@@ -465,14 +468,22 @@ class Project:
         return self.get_model(model_id)
 
     def finish_model(
-        self, model_id: int, *, status: str, metrics: dict[str, Any], config: dict[str, Any]
+        self, model_id: int, *, status: ModelStatus | str, metrics: dict[str, Any], config: dict[str, Any]
     ) -> None:
-        """Mark a training run ``done`` or ``failed`` with its metrics and resolved config."""
+        """Mark a training run ``done`` or ``failed`` with its metrics and resolved config.
+
+        Raises:
+            InvalidInputError: ``status`` is not ``done`` or ``failed``.
+        """
+        finished = parse_status(ModelStatus, status)
+        if finished == ModelStatus.RUNNING:
+            msg = "a training run finishes as done or failed; got running"
+            raise InvalidInputError(msg)
         with write_transaction(self.engine) as connection:
             connection.execute(
                 models.update()
                 .where(models.c.id == model_id)
-                .values(status=status, metrics=metrics, config=config, finished_at=utc_now())
+                .values(status=finished.value, metrics=metrics, config=config, finished_at=utc_now())
             )
 
     def get_model(self, model_id: int) -> ModelRecord:
@@ -490,9 +501,10 @@ class Project:
             rows = connection.execute(select(models).order_by(models.c.id)).all()
         return [_model_record(row) for row in rows]
 
-    def find_latest_model(self, status: str = "done") -> ModelRecord | None:
+    def find_latest_model(self, status: ModelStatus | str = ModelStatus.DONE) -> ModelRecord | None:
         """The newest model with ``status``, or None."""
-        candidates = [m for m in self.list_models() if m.status == status]
+        wanted = parse_status(ModelStatus, status)
+        candidates = [m for m in self.list_models() if m.status == wanted]
         return candidates[-1] if candidates else None
 
     def add_prediction(
@@ -663,7 +675,13 @@ class Project:
             rows = connection.execute(select(rounds).order_by(rounds.c.number)).all()
         return [
             RoundRecord(
-                r.number, r.mode, r.status, r.started_at, r.finished_at, dict(r.stages), dict(r.summary)
+                r.number,
+                r.mode,
+                RoundStatus(r.status),
+                r.started_at,
+                r.finished_at,
+                dict(r.stages),
+                dict(r.summary),
             )
             for r in rows
         ]
@@ -861,7 +879,7 @@ class Project:
             InvalidInputError: ``status`` is ``running``.
             ConflictError: the job is finished already.
         """
-        status = JobStatus(status)
+        status = parse_status(JobStatus, status)
         if status == JobStatus.RUNNING:
             msg = "a job finishes as done, failed or interrupted; got running"
             raise InvalidInputError(msg)
@@ -908,7 +926,8 @@ class Project:
             query = query.where(jobs.c.kind == kind)
         with self.engine.connect() as connection:
             records = [_job_record(row) for row in connection.execute(query).all()]
-        return [r for r in records if status is None or r.status == JobStatus(status)]
+        wanted = None if status is None else parse_status(JobStatus, status)
+        return [r for r in records if wanted is None or r.status == wanted]
 
     def mark_interrupted_jobs(self) -> list[JobRecord]:
         """Store ``interrupted`` for every running job whose process (on this host) is gone."""
@@ -1038,7 +1057,7 @@ def _model_record(row: Row) -> ModelRecord:
         author=row.author,
         mode=row.mode,
         parent_id=row.parent_id,
-        status=row.status,
+        status=ModelStatus(row.status),
         checkpoint=row.checkpoint,
         config=dict(row.config),
         label_version_ids=tuple(row.label_version_ids),

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from segloop.errors import InvalidInputError
 
 __all__ = [
     "SOURCES",
@@ -19,6 +21,7 @@ __all__ = [
     "JobStatus",
     "LabelVersionRecord",
     "ModelRecord",
+    "ModelStatus",
     "NewCase",
     "NewLabel",
     "NewPatch",
@@ -27,10 +30,48 @@ __all__ = [
     "PredictionRecord",
     "Progress",
     "RoundRecord",
+    "RoundStatus",
+    "parse_status",
 ]
 
 #: Label sources, from most to least trusted (see `segloop.core.assembly`).
 SOURCES = ("original", "revised", "sparse", "draft", "pseudo")
+
+
+_Status = TypeVar("_Status", bound=StrEnum)
+
+
+class ModelStatus(StrEnum):
+    """Where a training run stands (a run killed mid-way stays ``running`` and can be resumed)."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class RoundStatus(StrEnum):
+    """Where a round of the loop stands."""
+
+    RUNNING = "running"
+    DONE = "done"
+
+
+def parse_status(kind: type[_Status], value: str) -> _Status:
+    """``value`` as a member of the status enum ``kind``.
+
+    Raises:
+        InvalidInputError: ``value`` is none of its members.
+
+    Examples:
+        >>> parse_status(ModelStatus, "done") is ModelStatus.DONE
+        True
+    """
+    try:
+        return kind(value)
+    except ValueError as error:
+        expected = ", ".join(member.value for member in kind)
+        msg = f"unknown {kind.__name__} {value!r}: expected one of {expected}"
+        raise InvalidInputError(msg) from error
 
 
 @dataclass(frozen=True)
@@ -114,7 +155,7 @@ class ModelRecord:
     author: str
     mode: str
     parent_id: int | None
-    status: str
+    status: ModelStatus
     checkpoint: str
     config: dict[str, Any]
     label_version_ids: tuple[int, ...]
@@ -157,7 +198,7 @@ class RoundRecord:
 
     number: int
     mode: str
-    status: str  # running | done
+    status: RoundStatus
     started_at: datetime
     finished_at: datetime | None
     stages: dict[str, Any]  # stage name -> what it produced (model id, case ids, ...)
