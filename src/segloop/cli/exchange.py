@@ -63,7 +63,7 @@ def formats_command() -> None:
 
     for row in FORMATS.values():
         ways = "/".join(w for w, f in (("export", row.export), ("import", row.import_)) if f is not None)
-        console.print(f"{row.name:20} {ways:14} {row.description}")
+        console.print(f"{row.name:20} {ways:14} {row.description}", soft_wrap=True, highlight=False)
 
 
 @app.command("export")
