@@ -932,6 +932,8 @@ class Project:
     def mark_interrupted_jobs(self) -> list[JobRecord]:
         """Store ``interrupted`` for every running job whose process (on this host) is gone."""
         interrupted = [job for job in self.list_jobs(status=JobStatus.INTERRUPTED) if job.finished_at is None]
+        if not interrupted:
+            return []
         now = utc_now()
         with write_transaction(self.engine) as connection:
             for job in interrupted:
@@ -1015,7 +1017,7 @@ def _missing_database_message(root: Path, database_file: Path) -> str:
     objects = sum(1 for _ in (root / "objects").glob("*/*.nii.gz"))
     return (
         f"the project database {database_file} is missing while {root} holds a project"
-        f" ({objects} label objects in objects/): restore segloop.db from a backup"
+        f" ({objects} label objects in objects/): restore the database from a backup"
     )
 
 
