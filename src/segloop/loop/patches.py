@@ -17,9 +17,9 @@ Image and label patches are NRRD files whose affine places them where they lie i
 
 A manifest holds the case, offset, size, border, the label version ids the label was assembled
 from (``parent_version_id``: the one deciding most classes) and the SHA-256 of the effective
-label it was cut from (whole, and under the patch); it is also logged in the project (event
-``patch-extracted``), so a patch id is unique in the project and a merge needs only the
-corrections folder.
+label it was cut from (whole, and under the patch); the project records it too (its patches
+table, `Project.add_patches`, before any file is written), so a patch id is unique in the
+project and a merge needs only the corrections folder.
 
 **Merge.** Each patch's corrections (a `segloop.loop.corrections.Corrections` on the patch's
 grid: `merge_patch_corrections` takes arrays; `merge_patches` reads them from
@@ -74,7 +74,7 @@ from segloop.loop.corrections import (
     stage_revised,
 )
 from segloop.loop.tools import read_case_image
-from segloop.store import CaseRecord, LabelVersionRecord, Project, compute_label_key
+from segloop.store import CaseRecord, LabelVersionRecord, NewPatch, PatchRecord, Project, compute_label_key
 
 __all__ = [
     "DEFAULT_BORDER_VOXELS",
@@ -83,7 +83,6 @@ __all__ = [
     "PatchCorrection",
     "PatchMerge",
     "extract_patches",
-    "list_patch_manifests",
     "merge_patch_corrections",
     "merge_patches",
     "patch_affine",
@@ -92,7 +91,6 @@ __all__ = [
 
 DEFAULT_PATCH_SIZE = 160
 DEFAULT_BORDER_VOXELS = 16
-EXTRACT_EVENT = "patch-extracted"
 MERGE_TOOL = "patch-corrections"
 #: How often a merge re-reads and retries when another writer changed one of its cases meanwhile.
 MERGE_ATTEMPTS = 3
@@ -123,9 +121,9 @@ def patch_affine(affine: np.ndarray, offset: Sequence[int]) -> np.ndarray:
     return result
 
 
-def list_patch_manifests(project: Project) -> dict[str, dict[str, Any]]:
-    """Every patch extracted in the project: patch id -> manifest."""
-    return {event.detail["patch"]: event.detail for event in project.list_events(EXTRACT_EVENT)}
+def _patches_by_id(project: Project) -> dict[str, PatchRecord]:
+    """Every patch extracted in the project, by id."""
+    return {patch.patch_id: patch for patch in project.list_patches()}
 
 
 def _choose_centers(
@@ -226,7 +224,7 @@ def extract_patches(
     cases: dict[str, CaseRecord] = {c: project.get_case(c) for c, *_ in chosen}
     boxes = [patch_box(center, size, cases[c].shape) for c, center, *_ in chosen]  # checks every centre
     schema = project.config.schema
-    ids = _new_patch_ids(out_dir, set(list_patch_manifests(project)), [c for c, *_ in chosen])
+    ids = _new_patch_ids(out_dir, set(_patches_by_id(project)), [c for c, *_ in chosen])
     planned = []  # everything computed before anything is written
     state: dict[str, tuple[list[LabelVersionRecord], np.ndarray, LabelVersionRecord | None, Volume]] = {}
     for patch_id, (case_id_, center, reason, flagged), box in zip(ids, chosen, boxes, strict=True):
@@ -273,6 +271,8 @@ def extract_patches(
             },
         }
         planned.append((manifest, Volume(image_patch, affine), Volume(label_patch, affine)))
+    # recorded first: of two extractions racing for one id, the second stops before writing a file
+    project.add_patches([_new_patch(manifest, author) for manifest, *_ in planned])
     for manifest, image_volume, label_volume_ in planned:
         patch_id = manifest["patch"]
         write_volume(image_volume, out_dir / "images" / f"{patch_id}.nrrd")
@@ -284,9 +284,30 @@ def extract_patches(
     if not readme.exists():
         text = _CORRECTIONS_README.format(border=border_voxels, folder=out_dir / "corrections")
         readme.write_text(text, encoding="utf-8")
-    for manifest, *_ in planned:
-        project.log_event(EXTRACT_EVENT, author, manifest)
     return [manifest for manifest, *_ in planned]
+
+
+def _new_patch(manifest: dict[str, Any], author: str) -> NewPatch:
+    """The store's record of a patch described by its manifest."""
+    columns = ("patch", "case", "offset", "size", "border_voxels", "parent_version_id", "version_ids")
+    return NewPatch(
+        patch_id=manifest["patch"],
+        case_id=manifest["case"],
+        offset=tuple(manifest["offset"]),
+        size=tuple(manifest["size"]),
+        border_voxels=manifest["border_voxels"],
+        parent_version_id=manifest["parent_version_id"],
+        version_ids=tuple(manifest["version_ids"]),
+        region_sha256=manifest["region_sha256"],
+        label_sha256=manifest["label_sha256"],
+        affine=np.asarray(manifest["affine"]),
+        author=author,
+        detail={
+            k: v
+            for k, v in manifest.items()
+            if k not in {*columns, "affine", "region_sha256", "label_sha256"}
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -366,7 +387,7 @@ def read_patch_corrections(
     if not folders:
         msg = f"{corrections_dir} holds no patch folder: expected <patch>/ folders of an extraction"
         raise NotFoundError(msg)
-    manifests = list_patch_manifests(project)
+    manifests = _patches_by_id(project)
     _check_known(project, [f.name for f in folders], manifests, where=f"{corrections_dir}: ")
     schema = project.config.schema
     items, skipped, warnings = [], [], []
@@ -375,11 +396,12 @@ def read_patch_corrections(
         files, others = list_correction_files(folder, schema.names)
         warnings += [f"{folder.name}: {p.name} is no Add*/Remove*/Ignore* file; skipped" for p in others]
         if not files and not accept_empty:
-            skipped.append(PatchMerge(folder.name, manifest["case"], "skipped (no corrections)"))
+            skipped.append(PatchMerge(folder.name, manifest.case_id, "skipped (no corrections)"))
             continue
-        affine = np.asarray(manifest["affine"])
         try:
-            masks = read_correction_masks(files, schema, manifest["size"], affine, class_name=class_name)
+            masks = read_correction_masks(
+                files, schema, manifest.size, manifest.affine, class_name=class_name
+            )
         except SegloopError as error:
             raise type(error)(f"patch {folder.name}: {error}") from error
         items.append(PatchCorrection(folder.name, masks, tuple(files)))
@@ -406,17 +428,17 @@ def _merged_digest(versions: Sequence[LabelVersionRecord], patch_id: str, digest
 
 
 def _outdated_message(
-    manifest: dict[str, Any], current: LabelVersionRecord | None, versions: Sequence[LabelVersionRecord]
+    manifest: PatchRecord, current: LabelVersionRecord | None, versions: Sequence[LabelVersionRecord]
 ) -> str:
-    newer = [v for v in versions if v.id not in set(manifest["version_ids"])]
+    newer = [v for v in versions if v.id not in set(manifest.version_ids)]
     described = ", ".join(f"{v.id} ({v.source} by {v.author}, {v.tool})" for v in newer[-3:]) or "none"
     hint = ""
-    if any(p.get("patch") == manifest["patch"] for v in newer for p in v.params.get("patches", [])):
+    if any(p.get("patch") == manifest.patch_id for v in newer for p in v.params.get("patches", [])):
         hint = " (an earlier merge of this patch; its corrections changed since)"
     now = current.id if current else None
     return (
-        f"patch {manifest['patch']} of case {manifest['case']!r} was cut from label version"
-        f" {manifest['parent_version_id']}, but the case is now at version {now}: added since:"
+        f"patch {manifest.patch_id} of case {manifest.case_id!r} was cut from label version"
+        f" {manifest.parent_version_id}, but the case is now at version {now}: added since:"
         f" {described}{hint}"
     )
 
@@ -437,7 +459,7 @@ class _PlannedCase:
 def _plan_case(
     project: Project,
     case: CaseRecord,
-    patches: Sequence[tuple[dict[str, Any], PatchCorrection, str]],
+    patches: Sequence[tuple[PatchRecord, PatchCorrection, str]],
     current: np.ndarray,
     parent: LabelVersionRecord | None,
     classes: tuple[str, ...],
@@ -448,8 +470,8 @@ def _plan_case(
     schema = project.config.schema
     running, records, rows = current.copy(), [], []
     for manifest, item, digest in patches:
-        box = PatchBox(tuple(manifest["offset"]), tuple(manifest["size"]))
-        border = int(manifest["border_voxels"])
+        box = PatchBox(manifest.offset, manifest.size)
+        border = int(manifest.border_voxels)
         try:
             masks = check_corrections(item.corrections, schema, box.size)
         except SegloopError as error:
@@ -475,7 +497,7 @@ def _plan_case(
                 "size": list(box.size),
                 "border_voxels": border,
                 "corrections_sha256": digest,
-                "extracted_label_sha256": manifest["label_sha256"],
+                "extracted_label_sha256": manifest.label_sha256,
                 "files": [{"file": f.path.name, "kind": f.kind, "sha256": f.sha256} for f in item.files],
             }
         )
@@ -493,11 +515,11 @@ def _merge_once(
     project: Project, items: Sequence[PatchCorrection], *, force: bool, author: str
 ) -> tuple[list[PatchMerge], list[LabelVersionRecord], list[str]]:
     schema = project.config.schema
-    manifests = list_patch_manifests(project)
+    manifests = _patches_by_id(project)
     _check_known(project, [item.patch_id for item in items], manifests)
     by_case: dict[str, list[PatchCorrection]] = {}
     for item in items:
-        by_case.setdefault(manifests[item.patch_id]["case"], []).append(item)
+        by_case.setdefault(manifests[item.patch_id].case_id, []).append(item)
     rows: list[PatchMerge] = []
     warnings: list[str] = []
     planned, outdated = [], []
@@ -508,15 +530,15 @@ def _merge_once(
         pending = []
         for item in case_items:
             manifest = manifests[item.patch_id]
-            digest = item.corrections.digest(border_voxels=manifest["border_voxels"])
+            digest = item.corrections.digest(border_voxels=manifest.border_voxels)
             done = _merged_digest(versions, item.patch_id, digest)
             files = tuple(f.path.name for f in item.files)
             if done is not None:
                 rows.append(PatchMerge(item.patch_id, case_id, "already merged", done, 0, files))
                 continue
-            box = PatchBox(tuple(manifest["offset"]), tuple(manifest["size"]))
+            box = PatchBox(manifest.offset, manifest.size)
             region = crop_with_padding(current, box, fill=schema.ignore_index)
-            if compute_label_key(region) != manifest["region_sha256"]:
+            if compute_label_key(region) != manifest.region_sha256:
                 outdated.append(_outdated_message(manifest, parent, versions))
             pending.append((manifest, item, digest))
         if pending:
