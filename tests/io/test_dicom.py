@@ -10,7 +10,7 @@ import pytest
 
 from segloop.core import Volume
 from segloop.core.geometry import flip_ras_lps
-from segloop.errors import CorruptFileError, NotFoundError, SegloopError, UnsupportedFormatError
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError, UnsupportedFormatError
 from segloop.io import read_volume, write_volume
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -144,10 +144,10 @@ def test_shuffled_unnamed_files_are_sorted_by_position(tmp_path):
 def test_repeated_and_uneven_positions_are_refused(tmp_path):
     folder = _write(Volume(np.zeros((2, 2, 5), np.int16), AXIAL), tmp_path / "ct")
     (folder / "IM00003.dcm").unlink()
-    with pytest.raises(SegloopError, match=r"equally spaced.*-297\.5000 and -292\.5000 mm"):
+    with pytest.raises(InvalidInputError, match=r"equally spaced.*-297\.5000 and -292\.5000 mm"):
         read_volume(folder)
     shutil.copy(folder / "IM00002.dcm", folder / "copy.dcm")
-    with pytest.raises(SegloopError, match=r"one slice per position.*\[-297\.5\] mm"):
+    with pytest.raises(InvalidInputError, match=r"one slice per position.*\[-297\.5\] mm"):
         read_volume(folder)
 
 
@@ -218,7 +218,7 @@ def test_folder_with_two_series_names_both(tmp_path):
         dataset.SeriesInstanceUID = "1.2.3.4.5"
         dataset.SeriesDescription = "other"
         dataset.save_as(tmp_path / f"other{index}")
-    with pytest.raises(SegloopError, match="expected one series, found 2") as caught:
+    with pytest.raises(InvalidInputError, match="expected one series, found 2") as caught:
         read_volume(tmp_path)
     message = str(caught.value)
     assert "<no SeriesInstanceUID> ('CT Body 3.0', 3 slices)" in message

@@ -8,8 +8,8 @@ import trimesh
 from segloop.errors import (
     ConflictError,
     CorruptFileError,
+    InvalidInputError,
     NotFoundError,
-    SegloopError,
     UnsupportedFormatError,
 )
 from segloop.io import read_volume
@@ -141,7 +141,7 @@ def test_files_without_a_marker_can_be_read_as_ras(tmp_path, box):
     path.write_text(_obj(box.vertices, box.faces, "written by Slicer 4.10, in RAS"))
     np.testing.assert_allclose(read_mesh(path, assume_space="RAS").vertices, box.vertices, atol=1e-9)
     np.testing.assert_allclose(read_mesh(path).vertices, box.vertices * LPS, atol=1e-9)
-    with pytest.raises(SegloopError, match="space"):
+    with pytest.raises(InvalidInputError, match="space"):
         read_mesh(path, assume_space="LAS")
 
 
@@ -214,9 +214,9 @@ def test_write_is_atomic_and_refuses_to_overwrite(tmp_path, box):
 
 
 def test_bad_space_and_empty_mesh_raise(tmp_path, box):
-    with pytest.raises(SegloopError, match="space"):
+    with pytest.raises(InvalidInputError, match="space"):
         write_mesh(box, tmp_path / "x.stl", space="LAS")
-    with pytest.raises(SegloopError, match="no triangles"):
+    with pytest.raises(InvalidInputError, match="no triangles"):
         write_mesh(Mesh(box.vertices, np.zeros((0, 3), np.int64)), tmp_path / "x.stl")
     assert not (tmp_path / "x.stl").exists()
 
@@ -226,9 +226,9 @@ def test_mesh_checks_and_converts_its_arrays(box):
     assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int64
     with pytest.raises(dataclasses.FrozenInstanceError):
         mesh.faces = box.faces  # type: ignore[misc]
-    with pytest.raises(SegloopError, match="vertices"):
+    with pytest.raises(InvalidInputError, match="vertices"):
         Mesh(box.vertices[:, :2], box.faces)
-    with pytest.raises(SegloopError, match="faces"):
+    with pytest.raises(InvalidInputError, match="faces"):
         Mesh(box.vertices, box.faces + 8)
 
 

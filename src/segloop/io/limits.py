@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import bz2
+import lzma
 import math
 import os
 import zlib
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_IMAGE_BYTES_VARIABLE",
     "check_declared_size",
     "check_file_size",
+    "check_inflated_size",
     "inflate_exactly",
     "max_image_bytes",
 ]
@@ -119,7 +121,13 @@ class _Stream:
     def __init__(self, codec: str) -> None:
         self.codec = codec
         # wbits 47 = 32 + 15: a gzip or a zlib header, told apart from the data
-        self._decoder = isal_zlib.decompressobj(wbits=47) if codec == "gzip" else bz2.BZ2Decompressor()
+        self._decoder = (
+            isal_zlib.decompressobj(wbits=47)
+            if codec == "gzip"
+            else bz2.BZ2Decompressor()
+            if codec == "bzip2"
+            else lzma.LZMADecompressor()
+        )
         self._tail = b""
         self.needs_input = True
 
@@ -145,7 +153,7 @@ class _Stream:
         return block
 
 
-_CODEC_ERRORS = (isal_zlib.error, zlib.error, OSError, ValueError, EOFError)
+_CODEC_ERRORS = (isal_zlib.error, zlib.error, lzma.LZMAError, OSError, ValueError, EOFError)
 _PADDING = b"\0 \t\r\n"
 
 
@@ -211,3 +219,41 @@ def inflate_exactly(
         msg = f"{what}: the {codec} data decodes to {filled} bytes; the header declares {expected}"
         raise CorruptFileError(msg)
     return output
+
+
+def check_inflated_size(data: bytes, limit: int, codec: str, *, what: str) -> int:
+    """Decode ``data`` in bounded steps, keeping nothing, and refuse it past ``limit`` bytes.
+
+    For decoders that inflate a whole block at once (tifffile's zlib and lzma without
+    imagecodecs): check each block first, so that a block cannot inflate past its declared size.
+
+    Args:
+        data: one compressed block (a TIFF strip or tile).
+        limit: the most decoded bytes the block may hold.
+        codec: ``"gzip"`` (zlib or gzip data), ``"bzip2"`` or ``"lzma"``.
+        what: the file, for messages.
+
+    Returns:
+        The decoded size (at most ``limit``).
+
+    Raises:
+        CorruptFileError: the block decodes to more than ``limit`` bytes, or is not valid data.
+    """
+    stream = _Stream(codec)
+    decoded = 0
+    pending = memoryview(data)
+    try:
+        while not stream.eof:
+            feed = b""
+            if stream.needs_input:
+                if not pending:
+                    break
+                feed, pending = bytes(pending[:_CHUNK_BYTES]), pending[_CHUNK_BYTES:]
+            decoded += len(stream.decode(feed, min(_CHUNK_BYTES, limit - decoded + 1)))
+            if decoded > limit:
+                msg = f"{what}: a {codec} block decodes to more than the {limit} bytes its image declares"
+                raise CorruptFileError(msg)
+    except _CODEC_ERRORS as error:
+        msg = f"{what}: the {codec} data is corrupt ({error})"
+        raise CorruptFileError(msg) from error
+    return decoded

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from segloop.errors import CorruptFileError, NotFoundError, SegloopError, UnsupportedFormatError
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError, UnsupportedFormatError
 from segloop.io.atomic import atomic_file
+from segloop.io.limits import check_file_size
 
 __all__ = ["MESH_SUFFIXES", "Mesh", "read_mesh", "write_mesh"]
 
@@ -59,13 +60,17 @@ class Mesh:
         faces = np.asarray(self.faces)
         if vertices.ndim != 2 or vertices.shape[1] != 3:
             msg = f"mesh vertices must be an (N, 3) array of RAS mm; got shape {vertices.shape}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
+        if not np.all(np.isfinite(vertices)):
+            bad = int((~np.isfinite(vertices)).any(axis=1).sum())
+            msg = f"mesh vertices must be finite RAS mm; got {bad} with NaN or infinite coordinates"
+            raise InvalidInputError(msg)
         if faces.ndim != 2 or faces.shape[1] != 3 or (faces.size and faces.dtype.kind not in "iu"):
             msg = f"mesh faces must be an (M, 3) integer array; got {faces.dtype} {faces.shape}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
             msg = f"mesh faces index vertices 0..{len(vertices) - 1}; got {faces.min()}..{faces.max()}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         object.__setattr__(self, "vertices", vertices)
         object.__setattr__(self, "faces", np.ascontiguousarray(faces, dtype=np.int64))
 
@@ -98,7 +103,7 @@ def _find_space(data: bytes, file_type: str) -> str | None:
 def _check_space(space: str) -> str:
     if not isinstance(space, str) or space.upper() not in _SPACES:
         msg = f"mesh space must be one of {', '.join(_SPACES)}; got {space!r}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return space.upper()
 
 
@@ -124,9 +129,10 @@ def read_mesh(path: str | os.PathLike, *, assume_space: str = "LPS") -> Mesh:
     Raises:
         NotFoundError: ``path`` does not exist.
         UnsupportedFormatError: the suffix is not ``.stl``, ``.obj`` or ``.ply``.
-        SegloopError: an unknown ``assume_space``.
-        CorruptFileError: the file cannot be decoded or holds no triangles (a point cloud, an empty
-            solid).
+        InvalidInputError: an unknown ``assume_space``.
+        CorruptFileError: the file cannot be decoded, holds no triangles (a point cloud, an empty
+            solid) or has vertices that are not finite.
+        TooLargeError: the file exceeds `segloop.io.limits.max_image_bytes`.
     """
     path = Path(path)
     default_space = _check_space(assume_space)
@@ -134,6 +140,7 @@ def read_mesh(path: str | os.PathLike, *, assume_space: str = "LPS") -> Mesh:
         msg = f"{path}: no such mesh file"
         raise NotFoundError(msg)
     file_type = _file_type(path)
+    check_file_size(path.stat().st_size, what=str(path))
     data = path.read_bytes()
     source: io.IOBase = io.BytesIO(data)
     if file_type == "obj":  # text; trimesh would need charset_normalizer to guess other encodings
@@ -150,6 +157,9 @@ def read_mesh(path: str | os.PathLike, *, assume_space: str = "LPS") -> Mesh:
     loaded.merge_vertices(merge_tex=True, merge_norm=True)  # OBJ/PLY corners split by normals
     faces = np.asarray(loaded.faces)
     vertices = np.asarray(loaded.vertices, dtype=np.float64)
+    if not np.all(np.isfinite(vertices)):
+        msg = f"{path}: expected finite vertex coordinates; some are NaN or infinite"
+        raise CorruptFileError(msg)
     if (_find_space(data, file_type) or default_space) == "LPS":
         vertices = _flip_xy(vertices)
     return Mesh(vertices, faces)
@@ -208,7 +218,7 @@ def write_mesh(
 
     Raises:
         UnsupportedFormatError: an unknown suffix.
-        SegloopError: an unknown ``space`` or a mesh without triangles.
+        InvalidInputError: an unknown ``space`` or a mesh without triangles.
         ConflictError: ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
@@ -216,7 +226,7 @@ def write_mesh(
     space = _check_space(space)
     if len(mesh.faces) == 0:
         msg = f"{path}: the mesh has no triangles; expected at least one to write"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     vertices = _flip_xy(mesh.vertices) if space == "LPS" else mesh.vertices
     header = _HEADER_TEXT.format(space=space)
     if file_type == "stl" and binary:

@@ -24,10 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import mrcfile
+import mrcfile.utils
 import numpy as np
+from mrcfile.dtypes import HEADER_DTYPE
 
 from segloop.core.volume import Volume
 from segloop.errors import CorruptFileError, UnsupportedFormatError
+from segloop.io.checks import make_volume
+from segloop.io.limits import check_declared_size
 
 __all__ = ["ANGSTROM_PER_MM", "read", "write"]
 
@@ -39,6 +43,37 @@ _AXES = ("x", "y", "z")
 def _shortest(value: np.floating) -> float:
     """A float32 header number as the shortest decimal that gives it back (1.1, not 1.100000024)."""
     return float(str(np.float32(value)))
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a header whose data block would exceed the cap or whose extended header does not
+    fit in the file, before mrcfile allocates either."""
+    with open(path, "rb") as stream:
+        head = stream.read(HEADER_DTYPE.itemsize)
+        size = stream.seek(0, 2)
+    if len(head) < HEADER_DTYPE.itemsize:
+        msg = (
+            f"{path}: expected an MRC header of {HEADER_DTYPE.itemsize} bytes; the file holds {len(head)}:"
+            " it is truncated or corrupt"
+        )
+        raise CorruptFileError(msg)
+    header = np.frombuffer(head, dtype=HEADER_DTYPE).reshape(()).view(np.recarray)
+    if bytes(header.map)[:3] != b"MAP":
+        msg = f"{path}: not an MRC file (the map id 'MAP ' is missing from byte 208); the file is corrupt"
+        raise CorruptFileError(msg)
+    try:
+        order = mrcfile.utils.byte_order_from_machine_stamp(header.machst)
+        header = header.view(HEADER_DTYPE.newbyteorder(order)).view(np.recarray)
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+        shape = mrcfile.utils.data_shape_from_header(header)
+    except ValueError as error:
+        msg = f"{path}: cannot read as MRC ({error}); the file is truncated or corrupt"
+        raise CorruptFileError(msg) from error
+    extended = int(header.nsymbt)
+    if not 0 <= extended <= size - HEADER_DTYPE.itemsize:
+        msg = f"{path}: the MRC header declares an extended header of {extended} bytes; the file holds {size}"
+        raise CorruptFileError(msg)
+    check_declared_size(shape, dtype.itemsize, what=str(path))
 
 
 def read(path: Path) -> Volume:
@@ -54,7 +89,9 @@ def read(path: Path) -> Volume:
     Raises:
         UnsupportedFormatError: a stack of volumes.
         CorruptFileError: the header is invalid or the data is shorter than the header says.
+        TooLargeError: the declared voxels exceed `segloop.io.limits.max_image_bytes`.
     """
+    _check_header(path)
     try:
         with mrcfile.open(path, mode="r", permissive=False) as mrc:
             data = np.asarray(mrc.data)
@@ -90,7 +127,7 @@ def read(path: Path) -> Volume:
         meta["spacing_unit"] = "pixel"
     affine = np.diag([*spacing_mm, 1.0])
     affine[:3, 3] = origin / ANGSTROM_PER_MM
-    return Volume(array, affine, meta)
+    return make_volume(array, affine, meta, what=str(path))
 
 
 def _storable(array: np.ndarray) -> np.ndarray:

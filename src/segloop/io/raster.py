@@ -19,6 +19,7 @@ readers. The JPEG writer takes uint8 grey or RGB at quality 95; JPEG is lossy, s
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from segloop.core.volume import Volume
-from segloop.errors import CorruptFileError, UnsupportedFormatError
+from segloop.errors import CorruptFileError, TooLargeError, UnsupportedFormatError
+from segloop.io.checks import make_volume
+from segloop.io.limits import check_declared_size
 
 __all__ = ["read", "write"]
 
@@ -42,6 +45,8 @@ _GREY_MODES = {
     "I;16N": np.uint16,
 }
 _COLOUR_MODES = ("LA", "RGB", "RGBA")
+#: What Pillow raises on a truncated or garbled file besides OSError (its parsers have no one type).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
 _PNG_MODES = {
     (np.dtype(np.uint8), 1): "L",
     (np.dtype(np.uint16), 1): "I;16",
@@ -91,10 +96,16 @@ def read(path: Path) -> Volume:
     Raises:
         UnsupportedFormatError: a mode other than 1, L, P, I;16, I, LA, RGB, RGBA.
         CorruptFileError: the file is not a decodable image.
+        TooLargeError: the declared pixels exceed `segloop.io.limits.max_image_bytes` (or
+            Pillow's decompression-bomb guard); checked before decoding.
     """
     meta: dict[str, Any] = {}
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            bands = len(image.getbands())
+            itemsize = 4 if image.mode in ("I", "F") else 2 if image.mode.startswith("I;16") else 1
+            check_declared_size((width, height, bands), itemsize, what=str(path))
             image.load()
             mode = image.mode
             if mode not in _GREY_MODES and mode not in _COLOUR_MODES:
@@ -107,15 +118,15 @@ def read(path: Path) -> Volume:
                 meta["palette"] = image.getpalette()
     except Image.DecompressionBombError as error:
         msg = f"{path}: {error}; store images this large as TIFF"
-        raise UnsupportedFormatError(msg) from error
-    except (OSError, SyntaxError) as error:
+        raise TooLargeError(msg) from error
+    except _DECODE_ERRORS as error:
         msg = f"{path}: cannot decode the image ({error}); the file is truncated or corrupt"
         raise CorruptFileError(msg) from error
     if mode in _GREY_MODES:
         array = pixels.astype(_GREY_MODES[mode]).T[:, :, np.newaxis]
     else:
         array = np.transpose(pixels, (2, 1, 0))[..., np.newaxis]
-    return Volume(np.ascontiguousarray(array), affine, meta)
+    return make_volume(np.ascontiguousarray(array), affine, meta, what=str(path))
 
 
 def _pixels_and_mode(volume: Volume, is_jpeg: bool) -> tuple[np.ndarray, str]:

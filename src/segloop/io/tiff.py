@@ -30,6 +30,8 @@ import tifffile
 
 from segloop.core.volume import Volume
 from segloop.errors import CorruptFileError, UnsupportedFormatError
+from segloop.io.checks import make_volume
+from segloop.io.limits import check_declared_size, check_inflated_size
 
 __all__ = ["read", "write"]
 
@@ -43,6 +45,12 @@ _MM_PER_UNIT = {
     "cm": 10.0,
 }
 _MM_PER_RESOLUTION_UNIT = {2: 25.4, 3: 10.0}  # TIFF ResolutionUnit: 2 inch, 3 centimetre
+# TIFF Compression values whose decoders (without imagecodecs) inflate a whole block unbounded.
+_UNBOUNDED_CODECS = {8: "gzip", 32946: "gzip", 50013: "gzip", 34925: "lzma"}
+_READ_ERRORS = (
+    tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, TypeError, struct.error,
+    zlib.error,
+)  # fmt: skip
 
 
 def _to_xyz(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
@@ -108,6 +116,34 @@ def _expected_size(tif: tifffile.TiffFile) -> int | None:
     return None
 
 
+def _block_bytes(page: tifffile.TiffPage) -> int:
+    """Most decoded bytes one strip or tile of ``page`` may hold."""
+    if page.is_tiled:
+        depth = max(int(page.tiledepth or 1), 1)
+        return page.tilewidth * page.tilelength * depth * page.samplesperpixel * page.dtype.itemsize
+    return int(page.nbytes)
+
+
+def _check_sizes(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Refuse a declared size above the cap, and compressed blocks that inflate past their size,
+    before tifffile decodes anything (its zlib and lzma fallbacks inflate a block unbounded)."""
+    if series.dtype is None:
+        msg = f"{path}: the TIFF sample format is not supported (no numeric dtype)"
+        raise UnsupportedFormatError(msg)
+    check_declared_size(series.shape, series.dtype.itemsize, what=str(path))
+    handle = tif.filehandle
+    for page in series.pages:
+        if page is None:
+            continue
+        codec = _UNBOUNDED_CODECS.get(int(page.keyframe.compression))
+        if codec is None:
+            continue
+        limit = _block_bytes(page.keyframe)
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+            handle.seek(offset)
+            check_inflated_size(handle.read(count), limit, codec, what=str(path))
+
+
 def read(path: Path) -> Volume:
     """Read a TIFF image or stack (the file's first series).
 
@@ -120,25 +156,19 @@ def read(path: Path) -> Volume:
 
     Raises:
         UnsupportedFormatError: time series or other axes segloop cannot map.
-        CorruptFileError: the file is not a readable TIFF.
+        CorruptFileError: the file is not a readable TIFF, or a block inflates past its size.
+        TooLargeError: the declared voxels exceed `segloop.io.limits.max_image_bytes`.
     """
     meta: dict = {}
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            data = series.asarray()
+            _check_sizes(tif, series, path)
+            data = series.asarray(maxworkers=1)
             affine = _affine(tif, meta)
             axes = series.axes
             expected = _expected_size(tif)
-    except (
-        tifffile.TiffFileError,
-        ValueError,
-        OSError,
-        EOFError,
-        IndexError,
-        struct.error,
-        zlib.error,
-    ) as error:
+    except _READ_ERRORS as error:
         msg = f"{path}: cannot read as TIFF ({error}); the file is truncated or corrupt"
         raise CorruptFileError(msg) from error
     if expected is not None and data.size != expected:
@@ -147,7 +177,7 @@ def read(path: Path) -> Volume:
             f" {data.size}; the file is truncated or corrupt"
         )
         raise CorruptFileError(msg)
-    return Volume(_to_xyz(data, axes, path), affine, meta)
+    return make_volume(_to_xyz(data, axes, path), affine, meta, what=str(path))
 
 
 def write(volume: Volume, path: Path) -> None:
