@@ -17,8 +17,12 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from segloop.core.names import path_inside
-from segloop.errors import InvalidInputError, NotFoundError, StoreIntegrityError
+from segloop.errors import InvalidInputError, NotFoundError
+from segloop.io import read_volume
+from segloop.store.integrity import current_sha256
+from segloop.store.objects import compute_label_key
 from segloop.store.project import Project
+from segloop.store.records import ImageRecord
 
 __all__ = ["FsckProblem", "FsckReport", "check_project"]
 
@@ -81,7 +85,7 @@ def check_project(project: Project, *, on_item: Callable[[str], None] | None = N
         for image in case.images:
             images += 1
             notify(image.path)
-            problems.extend(_check_image(project, case.case_id, image.channel, image.path))
+            problems.extend(_check_image(project, case.case_id, image))
     predictions = project.list_predictions()
     for record in predictions:
         if not _inside(project, record.uncertainty).is_file():
@@ -124,17 +128,22 @@ def _check_object(project: Project, key: str) -> list[FsckProblem]:
     if not path.is_file():
         return [FsckProblem("missing-object", str(path), "a label version's file is missing")]
     try:
-        project.objects.read(key)
-    except StoreIntegrityError as error:
-        return [FsckProblem("changed-object", str(path), str(error))]
+        found = compute_label_key(read_volume(path).array)
+    except InvalidInputError as error:
+        return [FsckProblem("changed-object", str(path), f"cannot be read ({error})")]
+    if found != key:
+        return [FsckProblem("changed-object", str(path), f"holds content key {found}, expected {key}")]
     return []
 
 
-def _check_image(project: Project, case_id: str, channel: int, subject: str) -> list[FsckProblem]:
+def _check_image(project: Project, case_id: str, image: ImageRecord) -> list[FsckProblem]:
     try:
-        project.verify_image(case_id, channel, use_cache=False)
-    except (NotFoundError, InvalidInputError) as error:
-        return [FsckProblem("missing-image", subject, str(error))]
-    except StoreIntegrityError as error:
-        return [FsckProblem("changed-image", subject, str(error))]
+        path = project.image_path(image)
+        found = current_sha256(project.engine, path, use_cache=False, remember=not project.read_only)
+    except (OSError, NotFoundError, InvalidInputError) as error:
+        detail = f"image of case {case_id!r} (channel {image.channel}) is missing ({error})"
+        return [FsckProblem("missing-image", image.path, detail)]
+    if found != image.sha256:
+        detail = f"case {case_id!r}: SHA-256 {found}, recorded {image.sha256}"
+        return [FsckProblem("changed-image", str(path), detail)]
     return []
