@@ -9,13 +9,12 @@ them has Dice 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
 from segloop.errors import GeometryMismatchError, InvalidInputError, LabelValueError
 
-__all__ = ["binary_entropy", "check_label_maps", "dice", "dice_per_class", "ignore_keep_mask", "volume_ml"]
+__all__ = ["binary_entropy", "check_label_maps", "dice", "dice_per_class", "ignore_keep_mask"]
 
 
 def dice(mask: np.ndarray, reference: np.ndarray) -> float:
@@ -126,13 +125,3 @@ def binary_entropy(probability: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -(np.where(p > 0, p * np.log2(p), 0.0) + np.where(q > 0, q * np.log2(q), 0.0))
     return np.clip(entropy, 0.0, 1.0).astype(np.float32) + np.float32(0.0)
-
-
-def volume_ml(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
-    """Volume of a mask in millilitres (1 ml = 1000 mm³).
-
-    Examples:
-        >>> volume_ml(np.ones((10, 10, 10), bool), (1.0, 1.0, 1.0))
-        1.0
-    """
-    return float(np.count_nonzero(mask)) * float(np.prod(spacing_mm)) / 1000.0

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from segloop.errors import GeometryMismatchError, LabelValueError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError, LabelValueError, SegloopError
 from segloop.metrics import dice
 from segloop.segment.contours import (
     PolygonDocument,
@@ -123,13 +123,13 @@ def test_polygons_to_mask_rejects_bad_polygons(polygon, error, match):
 
 def test_polygons_to_mask_rejects_bad_arguments():
     square = {"slice": 0, "points": SQUARE}
-    with pytest.raises(SegloopError, match="fill_rule"):
+    with pytest.raises(InvalidInputError, match="fill_rule"):
         polygons_to_mask([square], (6, 6, 3), 2, fill_rule="nonzero")
-    with pytest.raises(SegloopError, match="axis must be 0, 1 or 2"):
+    with pytest.raises(InvalidInputError, match="axis must be 0, 1 or 2"):
         polygons_to_mask([square], (6, 6, 3), 3)
     with pytest.raises(GeometryMismatchError, match="shape must be 3 positive integers"):
         polygons_to_mask([square], (6, 6), 2)
-    with pytest.raises(SegloopError, match="list of polygons"):
+    with pytest.raises(InvalidInputError, match="list of polygons"):
         polygons_to_mask(square, (6, 6, 3), 2)
     with pytest.raises(LabelValueError, match="bool mask"):
         mask_to_polygons(np.full((3, 3, 3), 2, np.uint8), 2)
@@ -219,9 +219,9 @@ def test_bad_documents(change, error, match):
 
 
 def test_documents_need_every_key_and_an_object():
-    with pytest.raises(SegloopError, match=r"lacks keys \['coordinates'\]"):
+    with pytest.raises(InvalidInputError, match=r"lacks keys \['coordinates'\]"):
         read_polygons({"axis": 2, "classes": {}}, (6, 6, 3), np.eye(4))
-    with pytest.raises(SegloopError, match="JSON object"):
+    with pytest.raises(InvalidInputError, match="JSON object"):
         read_polygons([], (6, 6, 3), np.eye(4))
-    with pytest.raises(SegloopError, match="needs the image affine"):
+    with pytest.raises(InvalidInputError, match="needs the image affine"):
         make_polygon_document({}, 2, coordinates="mm")

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from segloop.core.geometry import spacing_from_affine
-from segloop.errors import GeometryMismatchError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError
 from segloop.io import read_volume
 from segloop.metrics import dice
 from segloop.segment.grow import fast_marching, grow_from_seeds
@@ -115,7 +115,7 @@ def test_grow_fills_every_voxel_of_a_region_without_edges():
     ],
 )
 def test_grow_rejects_bad_seeds(seeds, message):
-    with pytest.raises(SegloopError, match=message) as error:
+    with pytest.raises(InvalidInputError, match=message) as error:
         grow_from_seeds(np.zeros((8, 8, 8)), seeds, spacing_mm=(1.0, 1.0, 1.0))
     assert "\n" not in str(error.value)
 
@@ -127,11 +127,11 @@ def test_grow_rejects_mismatched_shapes_and_spacing():
         grow_from_seeds(np.zeros((8, 8, 8)), np.zeros((8, 8, 9), np.uint8), spacing_mm=(1.0, 1.0, 1.0))
     with pytest.raises(GeometryMismatchError, match="3D"):
         grow_from_seeds(np.zeros((8, 8)), np.zeros((8, 8), np.uint8), spacing_mm=(1.0, 1.0, 1.0))
-    with pytest.raises(SegloopError, match="spacing_mm must be 3 positive"):
+    with pytest.raises(InvalidInputError, match="spacing_mm must be 3 positive"):
         grow_from_seeds(np.zeros((8, 8, 8)), seeds, spacing_mm=(1.0, 0.0, 1.0))
-    with pytest.raises(SegloopError, match="spacing_mm must be 3 positive"):
+    with pytest.raises(InvalidInputError, match="spacing_mm must be 3 positive"):
         grow_from_seeds(np.zeros((8, 8, 8)), seeds, spacing_mm=(1.0, 1.0))
-    with pytest.raises(SegloopError, match="smoothing_mm must be >= 0"):
+    with pytest.raises(InvalidInputError, match="smoothing_mm must be >= 0"):
         grow_from_seeds(np.zeros((8, 8, 8)), seeds, spacing_mm=(1.0, 1.0, 1.0), smoothing_mm=-1.0)
 
 
@@ -169,12 +169,12 @@ def test_fast_marching_keeps_all_seeds_when_they_exceed_the_target():
 def test_fast_marching_rejects_a_bad_volume_fraction(fraction):
     seeds = np.zeros((6, 6, 6), bool)
     seeds[3, 3, 3] = True
-    with pytest.raises(SegloopError, match=r"volume_fraction must be in \(0, 1\]"):
+    with pytest.raises(InvalidInputError, match=r"volume_fraction must be in \(0, 1\]"):
         fast_marching(np.zeros((6, 6, 6)), seeds, spacing_mm=(1.0, 1.0, 1.0), volume_fraction=fraction)
 
 
 def test_fast_marching_rejects_empty_seeds_and_mismatched_shapes():
-    with pytest.raises(SegloopError, match="non-empty seed mask"):
+    with pytest.raises(InvalidInputError, match="non-empty seed mask"):
         fast_marching(
             np.zeros((6, 6, 6)), np.zeros((6, 6, 6), bool), spacing_mm=(1.0, 1.0, 1.0), volume_fraction=0.1
         )
@@ -182,7 +182,7 @@ def test_fast_marching_rejects_empty_seeds_and_mismatched_shapes():
         fast_marching(
             np.zeros((6, 6, 6)), np.ones((6, 6, 5), bool), spacing_mm=(1.0, 1.0, 1.0), volume_fraction=0.1
         )
-    with pytest.raises(SegloopError, match="intensity_tolerance must be > 0"):
+    with pytest.raises(InvalidInputError, match="intensity_tolerance must be > 0"):
         fast_marching(
             np.zeros((6, 6, 6)),
             np.ones((6, 6, 6), bool),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from segloop.core.geometry import axis_of_plane
-from segloop.errors import GeometryMismatchError, LabelValueError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError, LabelValueError, SegloopError
 from segloop.io import read_volume
 from segloop.metrics import dice
 from segloop.segment.interpolate import fill_between_slices, fill_between_slices_labels
@@ -139,7 +139,7 @@ def test_smoothing_keeps_drawn_slices_and_the_shape():
     smooth = fill_between_slices(sparse, 2, spacing_mm=spacing, smoothing_mm=2.0)
     assert np.array_equal(smooth[:, :, slices], truth[:, :, slices])
     assert dice(smooth, truth) >= 0.93
-    with pytest.raises(SegloopError, match="smoothing_mm"):
+    with pytest.raises(InvalidInputError, match="smoothing_mm"):
         fill_between_slices(sparse, 2, spacing_mm=spacing, smoothing_mm=-1.0)
 
 
@@ -181,7 +181,7 @@ def test_bad_masks():
         fill_between_slices(labels, 2, spacing_mm=(1.0, 1.0, 1.0))
     one_slice = np.zeros((4, 4, 4), bool)
     one_slice[1, 1, 2] = True
-    with pytest.raises(SegloopError, match=r"1 annotated slice\(s\) along axis 2 \(slice 2\)"):
+    with pytest.raises(InvalidInputError, match=r"1 annotated slice\(s\) along axis 2 \(slice 2\)"):
         fill_between_slices(one_slice, 2, spacing_mm=(1.0, 1.0, 1.0))
 
 
@@ -236,7 +236,7 @@ def test_labels_errors():
     labels = np.zeros((6, 6, 6), np.uint8)
     labels[1:3, 1:3, [0, 5]] = 1
     labels[4, 4, 2] = 2
-    with pytest.raises(SegloopError, match="class 2 holds 1 annotated slice"):
+    with pytest.raises(InvalidInputError, match="class 2 holds 1 annotated slice"):
         fill_between_slices_labels(labels, 2, spacing_mm=(1.0, 1.0, 1.0))
     assert (fill_between_slices_labels(labels, 2, spacing_mm=(1, 1, 1), classes=[1]) == 2).sum() == 1
     with pytest.raises(LabelValueError, match="integer label map"):
@@ -245,7 +245,7 @@ def test_labels_errors():
         fill_between_slices_labels(labels, 2, spacing_mm=(1.0, 1.0, 1.0), classes=[0])
     with pytest.raises(LabelValueError, match="non-negative"):
         fill_between_slices_labels(-labels.astype(np.int16), 2, spacing_mm=(1.0, 1.0, 1.0))
-    with pytest.raises(SegloopError, match="no class to fill"):
+    with pytest.raises(InvalidInputError, match="no class to fill"):
         fill_between_slices_labels(np.zeros((4, 4, 4), np.uint8), 2, spacing_mm=(1.0, 1.0, 1.0))
     with pytest.raises(GeometryMismatchError, match="3D"):
         fill_between_slices_labels(np.zeros((4, 4), np.uint8), 1, spacing_mm=(1.0, 1.0, 1.0))

@@ -3,7 +3,7 @@ import pytest
 import trimesh
 from scipy import ndimage
 
-from segloop.errors import GeometryMismatchError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError
 from segloop.metrics import dice
 from segloop.segment.mesh import mask_to_mesh, mesh_to_mask
 
@@ -159,15 +159,15 @@ def test_mesh_outside_the_image_raises():
 
 def test_open_mesh_raises():
     box = trimesh.creation.box(extents=(3.0, 3.0, 3.0))
-    with pytest.raises(SegloopError, match="not closed"):
+    with pytest.raises(InvalidInputError, match="not closed"):
         mesh_to_mask(box.vertices, box.faces[:-1], (8, 8, 8), np.eye(4))
 
 
 def test_bad_inputs_raise():
     box = trimesh.creation.box(extents=(3.0, 3.0, 3.0))
-    with pytest.raises(SegloopError, match="vertices"):
+    with pytest.raises(InvalidInputError, match="vertices"):
         mesh_to_mask(box.vertices[:, :2], box.faces, (8, 8, 8), np.eye(4))
-    with pytest.raises(SegloopError, match="faces index"):
+    with pytest.raises(InvalidInputError, match="faces index"):
         mesh_to_mask(box.vertices, box.faces + 100, (8, 8, 8), np.eye(4))
     with pytest.raises(GeometryMismatchError, match="affine"):
         mesh_to_mask(box.vertices, box.faces, (8, 8, 8), np.zeros((4, 4)))
@@ -176,9 +176,9 @@ def test_bad_inputs_raise():
 
 
 def test_empty_mask_raises():
-    with pytest.raises(SegloopError, match="empty"):
+    with pytest.raises(InvalidInputError, match="empty"):
         mask_to_mesh(np.zeros((4, 4, 4), bool), np.eye(4))
-    with pytest.raises(SegloopError, match="3D"):
+    with pytest.raises(InvalidInputError, match="3D"):
         mask_to_mesh(np.ones((4, 4), bool), np.eye(4))
 
 

@@ -15,19 +15,11 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from segloop.core.modality import MODALITIES, NORMALIZATION
 from segloop.errors import InvalidInputError
 
-__all__ = ["MODALITIES", "NETWORKS", "InferConfig", "TrainConfig"]
+__all__ = ["NETWORKS", "InferConfig", "TrainConfig"]
 
-#: Intensity normalisation per modality (the names of the project config).
-MODALITIES = {
-    "CT": "window",
-    "MR": "zscore",
-    "microscopy": "percentiles",
-    "EM": "percentiles",
-    "cryo-ET": "percentiles",
-    "other": "zscore",
-}
 NETWORKS = ("unet", "dynunet")
 NORMS = ("instance", "batch")
 
@@ -237,7 +229,7 @@ class TrainConfig:
     @property
     def normalization(self) -> str:
         """``"window"``, ``"zscore"`` or ``"percentiles"`` (from ``modality``)."""
-        return MODALITIES[self.modality]
+        return NORMALIZATION[self.modality]
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (validated again)."""

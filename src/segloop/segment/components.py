@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import cc3d
 import numpy as np
 from scipy import ndimage
 
 from segloop.core.geometry import bounding_box
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError
 
 __all__ = [
     "keep_components_at",
     "keep_largest_component",
-    "keep_largest_per_class",
     "label_components",
     "remove_small_components",
 ]
@@ -27,7 +26,7 @@ def _check_connectivity(mask: np.ndarray, connectivity: int) -> None:
     allowed = _CONNECTIVITY.get(mask.ndim, ())
     if connectivity not in allowed:
         msg = f"connectivity {connectivity} is not valid for a {mask.ndim}D mask: expected one of {allowed}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
 
 
 def label_components(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.ndarray, int]:
@@ -85,7 +84,7 @@ def keep_components_at(
     """The connected components of ``mask`` that hold the voxels ``points`` (each ``(i, j, k)``).
 
     Raises:
-        SegloopError: a point lies outside the volume or on a False voxel.
+        InvalidInputError: a point lies outside the volume or on a False voxel.
 
     Examples:
         >>> keep_components_at(np.array([[[1, 0, 1, 0, 1]]], bool), [(0, 0, 2)]).astype(int).tolist()
@@ -95,10 +94,10 @@ def keep_components_at(
     for point in seeds:
         if len(point) != mask.ndim or any(not 0 <= p < n for p, n in zip(point, mask.shape, strict=True)):
             msg = f"seed point {point} lies outside the volume of shape {mask.shape}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         if not mask[point]:
             msg = f"seed point {point} is not inside the mask: expected a voxel of an island to keep"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
     components, _ = label_components(mask, connectivity=connectivity)
     return np.isin(components, [components[point] for point in seeds])
 
@@ -114,30 +113,8 @@ def remove_small_components(
     """
     if min_size_voxels < 0:
         msg = f"min_size_voxels must be >= 0; got {min_size_voxels}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     _check_connectivity(mask, connectivity)
     return cc3d.dust(
         np.ascontiguousarray(mask, dtype=bool), threshold=min_size_voxels, connectivity=connectivity
     )
-
-
-def keep_largest_per_class(
-    labels: np.ndarray, classes: Iterable[int] | None = None, *, connectivity: int = 26
-) -> np.ndarray:
-    """Keep only the largest island of each class; removed voxels become 0 (background).
-
-    Args:
-        labels: ``(I, J, K)`` integer label map.
-        classes: the class values to clean (default: every non-zero value present).
-        connectivity: 6, 18 or 26.
-
-    Examples:
-        >>> keep_largest_per_class(np.array([[[1, 0, 1, 1, 2]]])).tolist()
-        [[[0, 0, 1, 1, 2]]]
-    """
-    result = labels.copy()
-    values = [int(v) for v in np.unique(labels) if v != 0] if classes is None else list(classes)
-    for value in values:
-        mask = labels == value
-        result[mask & ~keep_largest_component(mask, connectivity=connectivity)] = 0
-    return result

@@ -41,7 +41,7 @@ from skimage.draw import polygon as fill_polygon
 from skimage.measure import approximate_polygon, find_contours
 
 from segloop.core.geometry import axis_of_plane
-from segloop.errors import GeometryMismatchError, LabelValueError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError, LabelValueError
 
 __all__ = [
     "PolygonDocument",
@@ -96,7 +96,7 @@ def polygons_to_mask(
         ``(I, J, K)`` bool mask: a voxel is True where its centre is inside.
 
     Raises:
-        SegloopError: a malformed polygon (unknown keys, fewer than 3 points, not numbers), a bad
+        InvalidInputError: a malformed polygon (unknown keys, fewer than 3 points, not numbers), a bad
             ``axis`` or ``fill_rule``.
         GeometryMismatchError: a slice index outside the mask, or points outside the slice.
 
@@ -110,7 +110,7 @@ def polygons_to_mask(
     axis = _check_axis(axis)
     if fill_rule not in _FILL_RULES:
         msg = f"fill_rule must be one of {_FILL_RULES}; got {fill_rule!r}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     result = np.zeros(shape, dtype=bool)
     stack = np.moveaxis(result, axis, 0)
     plane_shape = stack.shape[1:]
@@ -152,7 +152,7 @@ def mask_to_polygons(
     Raises:
         GeometryMismatchError: ``mask`` is not 3D or ``affine`` is not an invertible 4x4 matrix.
         LabelValueError: ``mask`` holds values other than 0 and 1.
-        SegloopError: a bad ``axis`` or ``tolerance_voxels``.
+        InvalidInputError: a bad ``axis`` or ``tolerance_voxels``.
 
     Examples:
         >>> mask = np.zeros((4, 4, 2), bool)
@@ -172,7 +172,7 @@ def mask_to_polygons(
     axis = _check_axis(axis)
     if not math.isfinite(tolerance_voxels) or tolerance_voxels < 0:
         msg = f"tolerance_voxels must be >= 0; got {tolerance_voxels}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if affine is not None:
         affine = _check_affine(affine)
     stack = np.moveaxis(mask, axis, 0)
@@ -208,7 +208,7 @@ def read_polygons(document: Mapping[str, Any], shape: Sequence[int], affine: np.
         A `PolygonDocument` with every polygon in voxel coordinates.
 
     Raises:
-        SegloopError: unknown or missing keys, a bad axis or coordinates value, a malformed polygon
+        InvalidInputError: unknown or missing keys, a bad axis or coordinates value, a malformed polygon
             (fewer than 3 points, not numbers).
         GeometryMismatchError: a slice index outside the image, points outside their slice, or mm
             points more than half a voxel off their slice.
@@ -224,17 +224,17 @@ def read_polygons(document: Mapping[str, Any], shape: Sequence[int], affine: np.
     affine = _check_affine(affine)
     if not isinstance(document, Mapping):
         msg = f"a polygon document must be a JSON object; got {type(document).__name__}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     _check_keys(document, _DOCUMENT_KEYS, _DOCUMENT_KEYS, "the polygon document")
     axis = _parse_axis(document["axis"], affine)
     coordinates = document["coordinates"]
     if coordinates not in ("voxel", "mm"):
         msg = f'"coordinates" must be "voxel" or "mm"; got {coordinates!r}'
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     classes = document["classes"]
     if not isinstance(classes, Mapping):
         msg = f'"classes" must map class names to lists of polygons; got {type(classes).__name__}'
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     count = shape[axis]
     plane_shape = tuple(n for a, n in enumerate(shape) if a != axis)
     inverse = np.linalg.inv(affine)
@@ -242,7 +242,7 @@ def read_polygons(document: Mapping[str, Any], shape: Sequence[int], affine: np.
     for name, polygons in classes.items():
         if not isinstance(name, str) or not name.strip():
             msg = f"class names must be non-empty strings; got {name!r}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         result = []
         for index, polygon in enumerate(_as_list(polygons, f"class {name!r}")):
             where = f"class {name!r} polygon {index}"
@@ -300,11 +300,11 @@ def make_polygon_document(
     axis = _check_axis(axis)
     if coordinates not in ("voxel", "mm"):
         msg = f'coordinates must be "voxel" or "mm"; got {coordinates!r}'
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if coordinates == "mm":
         if affine is None:
             msg = 'coordinates="mm" needs the image affine: expected affine=<4x4 matrix>, got None'
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         affine = _check_affine(affine)
     document: dict[str, Any] = {"axis": axis, "coordinates": coordinates, "classes": {}}
     for name, polygons in classes.items():
@@ -334,7 +334,7 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
 def _check_axis(axis: int) -> int:
     if isinstance(axis, bool) or not isinstance(axis, int | np.integer) or axis not in (0, 1, 2):
         msg = f"axis must be 0, 1 or 2; got {axis!r} (use axis_of_plane(affine, 'axial') for a plane name)"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return int(axis)
 
 
@@ -344,7 +344,7 @@ def _parse_axis(value: Any, affine: np.ndarray) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1, 2):
         return value
     msg = f'"axis" must be "axial", "coronal", "sagittal" or a voxel axis 0, 1, 2; got {value!r}'
-    raise SegloopError(msg)
+    raise InvalidInputError(msg)
 
 
 def _check_affine(affine: np.ndarray) -> np.ndarray:
@@ -362,28 +362,28 @@ def _check_affine(affine: np.ndarray) -> np.ndarray:
 def _as_list(value: Any, what: str) -> list:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
         msg = f"{what} must be a list of polygons; got {type(value).__name__}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return list(value)
 
 
 def _check_keys(entry: Any, allowed: set[str], required: set[str], where: str) -> None:
     if not isinstance(entry, Mapping):
         msg = f"{where} must be an object with keys {sorted(required)}; got {type(entry).__name__}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     unknown = sorted(set(map(str, entry)) - allowed)
     if unknown:
         msg = f"{where} has unknown keys {unknown}: expected only {sorted(allowed)}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     missing = sorted(required - set(entry))
     if missing:
         msg = f"{where} lacks keys {missing}: expected {sorted(required)}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
 
 
 def _check_slice(value: Any, count: int, axis: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         msg = f'{where}: "slice" must be an integer index; got {value!r}'
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if not 0 <= value < count:
         msg = f"{where}: slice {value} lies outside axis {axis} (0..{count - 1})"
         raise GeometryMismatchError(msg)
@@ -398,10 +398,10 @@ def _check_points(value: Any, width: int, where: str) -> np.ndarray:
     if points is None or points.ndim != 2 or points.shape[1] != width or not np.all(np.isfinite(points)):
         layout = "[[u, v], ...] (voxels)" if width == 2 else "[[x, y, z], ...] (mm)"
         msg = f"{where}: points must be finite numbers {layout}; got {_first_points(value)}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if len(points) < 3:
         msg = f"{where}: a polygon needs at least 3 points; got {len(points)}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return points
 
 

@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from segloop.errors import GeometryMismatchError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError
 
 __all__ = ["fast_marching", "grow_from_seeds"]
 
@@ -90,7 +90,7 @@ def grow_from_seeds(
 
     Raises:
         GeometryMismatchError: ``seeds`` and ``image`` differ in shape, or they are not 3D.
-        SegloopError: fewer than two seed classes, non-integer seeds, or a bad ``spacing_mm``.
+        InvalidInputError: fewer than two seed classes, non-integer seeds, or a bad ``spacing_mm``.
 
     Examples:
         >>> image = np.zeros((12, 12, 1)); image[:, 6:] = 100.0
@@ -103,16 +103,16 @@ def grow_from_seeds(
     _check_same_shape(image, seeds, "seeds")
     if not np.issubdtype(seeds.dtype, np.integer):
         msg = f"seeds must be an integer array (0 = not seeded); got dtype {seeds.dtype}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if not smoothing_mm >= 0:
         msg = f"smoothing_mm must be >= 0; got {smoothing_mm}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     seeded = np.flatnonzero(seeds)
     values, classes = np.unique(seeds.ravel()[seeded], return_inverse=True)
     if values.size < 2:
         got = "no seeds" if values.size == 0 else f"only seed value {values[0]}"
         msg = f"grow_from_seeds needs seeds of at least two classes (e.g. a background scribble); got {got}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     marker_dtype = np.int16 if values.size < np.iinfo(np.int16).max else np.int32
     classes = (classes + 1).astype(marker_dtype)  # class index 1..n per seeded voxel
 
@@ -228,7 +228,7 @@ def fast_marching(
 
     Raises:
         GeometryMismatchError: ``seeds`` and ``image`` differ in shape, or they are not 3D.
-        SegloopError: empty seeds, ``volume_fraction`` outside (0, 1], or a bad ``spacing_mm``.
+        InvalidInputError: empty seeds, ``volume_fraction`` outside (0, 1], or a bad ``spacing_mm``.
 
     Examples:
         >>> image = np.zeros((10, 10, 1)); image[:, 5:] = 100.0
@@ -241,15 +241,15 @@ def fast_marching(
     _check_same_shape(image, seeds, "seeds")
     if not 0.0 < volume_fraction <= 1.0:
         msg = f"volume_fraction must be in (0, 1] (a fraction of the image's voxels); got {volume_fraction}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if not intensity_tolerance > 0:
         msg = f"intensity_tolerance must be > 0; got {intensity_tolerance}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     seed_mask = np.asarray(seeds).astype(bool)
     seed_count = int(np.count_nonzero(seed_mask))
     if seed_count == 0:
         msg = "fast_marching needs a non-empty seed mask; got no seeded voxel"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     target = max(1, round(volume_fraction * image.size))
     if target <= seed_count:
         return seed_mask
@@ -309,7 +309,7 @@ def _check_spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(s) for s in spacing_mm)
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
         msg = f"spacing_mm must be 3 positive voxel sizes in mm; got {tuple(spacing_mm)}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return values  # type: ignore[return-value]
 
 

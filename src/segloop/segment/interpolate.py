@@ -39,7 +39,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage, optimize
 
-from segloop.errors import GeometryMismatchError, LabelValueError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError, LabelValueError
 
 __all__ = ["fill_between_slices", "fill_between_slices_labels"]
 
@@ -91,7 +91,7 @@ def fill_between_slices(
         GeometryMismatchError: ``mask`` is not 3D, ``spacing_mm`` is not 3 positive numbers, or an
             annotated index lies outside the mask.
         LabelValueError: ``mask`` holds values other than 0 and 1.
-        SegloopError: ``axis`` is not 0, 1 or 2, fewer than 2 slices are annotated, or
+        InvalidInputError: ``axis`` is not 0, 1 or 2, fewer than 2 slices are annotated, or
             ``smoothing_mm`` is negative.
 
     Examples:
@@ -155,7 +155,7 @@ def fill_between_slices_labels(
     Raises:
         LabelValueError: ``labels`` is not a non-negative integer array, or a class value is not a
             positive integer of the array's dtype.
-        SegloopError: a class is drawn on fewer than 2 slices, there is no class to fill, or a bad
+        InvalidInputError: a class is drawn on fewer than 2 slices, there is no class to fill, or a bad
             ``axis`` / ``smoothing_mm``.
         GeometryMismatchError: as in `fill_between_slices`.
 
@@ -191,7 +191,7 @@ def fill_between_slices_labels(
         values = [int(v) for v in present]
         if not values:
             msg = "the label map holds no class to fill: expected at least one nonzero value"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
     else:
         values = _check_classes(classes, labels.dtype)
     unlisted = np.setdiff1d(present, values)
@@ -274,7 +274,7 @@ def _check_mask(mask: np.ndarray) -> np.ndarray:
 def _check_axis(axis: int) -> int:
     if isinstance(axis, bool) or not isinstance(axis, int | np.integer) or axis not in (0, 1, 2):
         msg = f"axis must be 0, 1 or 2; got {axis!r} (use axis_of_plane(affine, 'axial') for a plane name)"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return int(axis)
 
 
@@ -290,7 +290,7 @@ def _check_smoothing(smoothing_mm: float) -> float:
     smoothing = float(smoothing_mm)
     if not math.isfinite(smoothing) or smoothing < 0:
         msg = f"smoothing_mm must be >= 0 mm (0 = none); got {smoothing_mm}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return smoothing
 
 
@@ -304,7 +304,7 @@ def _check_classes(classes: Iterable[int], dtype: np.dtype) -> list[int]:
         values.append(int(value))
     if not values:
         msg = "classes is empty: expected at least one class value to fill"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return sorted(set(values))
 
 
@@ -313,7 +313,7 @@ def _check_annotated(annotated: Iterable[int], count: int, axis: int) -> np.ndar
     raw = list(annotated)
     if any(isinstance(k, bool) or not isinstance(k, int | np.integer) for k in raw):
         msg = f"annotated must be integer slice indices along axis {axis}; got {raw}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     outside = [int(k) for k in raw if not 0 <= k < count]
     if outside:
         msg = f"annotated slices {outside} lie outside axis {axis} (0..{count - 1})"
@@ -330,7 +330,7 @@ def _require_two(slices: np.ndarray, axis: int, what: str) -> None:
             f"{what} holds {slices.size} annotated slice(s) along axis {axis}{where}:"
             " fill between slices needs at least 2"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
 
 
 # ------------------------------------------------------------------------------------------- the method

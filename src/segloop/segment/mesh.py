@@ -27,7 +27,7 @@ import numpy as np
 from scipy import sparse
 from skimage.measure import marching_cubes
 
-from segloop.errors import GeometryMismatchError, SegloopError
+from segloop.errors import GeometryMismatchError, InvalidInputError
 
 __all__ = ["mask_to_mesh", "mesh_to_mask"]
 
@@ -54,13 +54,13 @@ def _check_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np
     faces = np.asarray(faces)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or not np.all(np.isfinite(vertices)):
         msg = f"vertices must be a finite (N, 3) array of RAS mm; got shape {vertices.shape}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0 or faces.dtype.kind not in "iu":
         msg = f"faces must be a non-empty (M, 3) integer index array; got {faces.dtype} {faces.shape}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if faces.min() < 0 or faces.max() >= len(vertices):
         msg = f"faces index vertices 0..{len(vertices) - 1}; got indices {faces.min()}..{faces.max()}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return vertices, faces.astype(np.int64, copy=False)
 
 
@@ -203,7 +203,7 @@ def mesh_to_mask(
         ``(I, J, K)`` bool mask, a new array.
 
     Raises:
-        SegloopError: malformed arrays, or a mesh that is not closed.
+        InvalidInputError: malformed arrays, or a mesh that is not closed.
         GeometryMismatchError: a bad affine or shape, or a mesh lying entirely outside the grid.
 
     Examples:
@@ -224,7 +224,7 @@ def mesh_to_mask(
             f"mesh of {len(faces)} triangles is not closed (some edge belongs to an odd number of"
             " triangles): expected a watertight surface; fill its holes first (e.g. trimesh fill_holes)"
         )
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     voxel = vertices @ np.linalg.inv(affine)[:3, :3].T + np.linalg.solve(affine, [0, 0, 0, 1.0])[:3]
     low, high = voxel.min(axis=0), voxel.max(axis=0)
     if np.any(high < -0.5) or np.any(low > np.array(shape) - 0.5):
@@ -287,7 +287,7 @@ def mask_to_mesh(
         manifold there, so trimesh's ``is_watertight`` is False for such meshes).
 
     Raises:
-        SegloopError: an empty mask or a mask that is not 3D.
+        InvalidInputError: an empty mask or a mask that is not 3D.
         GeometryMismatchError: a bad affine.
 
     Examples:
@@ -300,15 +300,15 @@ def mask_to_mesh(
     mask = np.asarray(mask)
     if mask.ndim != 3:
         msg = f"mask must be a 3D (I, J, K) array; got shape {mask.shape}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     if smoothing_iterations < 0:
         msg = f"smoothing_iterations must be >= 0; got {smoothing_iterations}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     plane = mask.any(axis=2)
     rows, columns = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
     if len(rows) == 0:
         msg = f"mask of shape {mask.shape} is empty: expected at least one nonzero voxel to mesh"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     slices = np.flatnonzero(mask[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1].any(axis=(0, 1)))
     low = np.array([rows[0], columns[0], slices[0]])
     high = np.array([rows[-1], columns[-1], slices[-1]]) + 1

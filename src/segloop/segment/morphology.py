@@ -19,7 +19,7 @@ import edt
 import numpy as np
 
 from segloop.core.geometry import bounding_box
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError
 from segloop.segment.components import keep_largest_component, label_components
 
 __all__ = [
@@ -48,7 +48,7 @@ def ball_offsets(radius_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
     """
     if radius_mm < 0:
         msg = f"radius must be >= 0 mm; got {radius_mm}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     spacing = np.asarray(spacing_mm, dtype=float)
     reach = np.floor(radius_mm / spacing + _EPSILON_MM).astype(int)
     grid = np.stack(np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij"), -1).reshape(-1, 3)
@@ -69,7 +69,7 @@ def _shifted_pairs(
 def _morph(mask: np.ndarray, radius_mm: float, spacing_mm: Sequence[float], dilate: bool) -> np.ndarray:
     if mask.ndim != 3:
         msg = f"morphology expects a 3D (I, J, K) mask; got shape {mask.shape}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     mask = np.asarray(mask, dtype=bool)
     offsets = ball_offsets(radius_mm, spacing_mm)
     reach = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(3, int)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError
 
 __all__ = ["THRESHOLD_PRESETS_HU", "threshold_otsu", "threshold_range"]
 
@@ -35,7 +35,7 @@ def threshold_range(image: np.ndarray, low: float, high: float) -> np.ndarray:
     """
     if not low <= high:
         msg = f"threshold range must have low <= high; got {low}..{high}"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return (image >= low) & (image <= high)
 
 
@@ -59,5 +59,5 @@ def threshold_otsu(image: np.ndarray, *, mask: np.ndarray | None = None, bins: i
     values = image[mask] if mask is not None else image.ravel()
     if values.size == 0 or np.all(values == values.flat[0]):
         msg = "Otsu's threshold needs at least two different intensities; got a constant or empty image"
-        raise SegloopError(msg)
+        raise InvalidInputError(msg)
     return float(otsu(values, nbins=bins))

@@ -10,6 +10,7 @@ from typing import Any
 import tomli_w
 
 from segloop.core.labels import LabelSchema
+from segloop.core.modality import MODALITIES
 from segloop.errors import CorruptFileError, InvalidInputError
 from segloop.io.atomic import atomic_file
 
@@ -17,7 +18,6 @@ __all__ = ["CONFIG_NAME", "CONFIG_VERSION", "MODALITIES", "ProjectConfig", "read
 
 CONFIG_NAME = "segloop.toml"
 CONFIG_VERSION = 1
-MODALITIES = ("CT", "MR", "microscopy", "EM", "cryo-ET", "other")
 
 
 @dataclass(frozen=True)
