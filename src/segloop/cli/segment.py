@@ -14,7 +14,7 @@ import typer
 
 from segloop.cli.common import current_user
 from segloop.errors import InvalidInputError
-from segloop.segment.threshold import THRESHOLD_PRESETS_HU
+from segloop.segment.presets import THRESHOLD_PRESETS_HU
 
 if TYPE_CHECKING:
     from segloop.loop.tools import ToolRequest

@@ -5,17 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from segloop.errors import InvalidInputError
+from segloop.segment.presets import THRESHOLD_PRESETS_HU
 
 __all__ = ["THRESHOLD_PRESETS_HU", "threshold_otsu", "threshold_range"]
-
-#: Ranges in Hounsfield units (inclusive). ``lung`` is the range of seed 001 (Slicer, -1024..-500).
-THRESHOLD_PRESETS_HU: dict[str, tuple[float, float]] = {
-    "lung": (-1024.0, -500.0),
-    "air": (-1024.0, -900.0),
-    "fat": (-190.0, -30.0),
-    "soft-tissue": (-100.0, 300.0),
-    "bone": (300.0, 3071.0),
-}
 
 
 def threshold_range(image: np.ndarray, low: float, high: float) -> np.ndarray:
