@@ -693,30 +693,34 @@ class Project:
         path = Path(image.path)
         return path if path.is_absolute() else path_inside(self.root, image.path)
 
-    def verify_image(self, case_id: str, channel: int = 0, *, use_cache: bool = True) -> Path:
-        """Check that a case's image file is the one recorded (SHA-256); returns its path.
+    def verify_image(self, case_id: str, channel: int = 0) -> Path:
+        """Check that a case's image files are those recorded (SHA-256); returns the image's path.
 
-        The hash is cached by the file's size and modification time, so checking an unchanged
-        file again does not re-read it (``use_cache=False`` always hashes).
+        The hash is cached by the files' size and modification time, so checking an unchanged
+        file again does not re-read it.
 
         Raises:
             NotFoundError: the case has no such channel, or the file is missing.
             StoreIntegrityError: the file's bytes are not those recorded when it was added.
         """
-        case = self.get_case(case_id)
+        return self._verified_image_path(self.get_case(case_id), channel)
+
+    def _verified_image_path(self, case: CaseRecord, channel: int) -> Path:
         found = [image for image in case.images if image.channel == channel]
         if not found:
-            msg = f"case {case_id!r} has no image channel {channel}: it has {len(case.images)} channel(s)"
+            msg = (
+                f"case {case.case_id!r} has no image channel {channel}: it has {len(case.images)} channel(s)"
+            )
             raise NotFoundError(msg)
         image = found[0]
         path = self.image_path(image)
         if not path.exists():
-            msg = f"image of case {case_id!r} is missing: expected {path} (moved? add it again, copied)"
+            msg = f"image of case {case.case_id!r} is missing: expected {path} (moved or deleted? restore it)"
             raise NotFoundError(msg)
-        sha256 = current_sha256(self.engine, path, use_cache=use_cache, remember=not self.read_only)
+        sha256 = current_sha256(self.engine, path, remember=not self.read_only)
         if sha256 != image.sha256:
             msg = (
-                f"image {path} of case {case_id!r} changed since it was added: SHA-256 {sha256},"
+                f"image {path} of case {case.case_id!r} changed since it was added: SHA-256 {sha256},"
                 f" recorded {image.sha256}"
             )
             raise StoreIntegrityError(msg)
@@ -732,9 +736,9 @@ class Project:
             NotFoundError: the case, the channel or the file is missing.
             StoreIntegrityError: the file changed since it was added.
         """
-        path = self.verify_image(case_id, channel)
-        volume = read_volume(path)
         case = self.get_case(case_id)
+        path = self._verified_image_path(case, channel)
+        volume = read_volume(path)
         if volume.spatial_shape != tuple(case.shape):
             msg = (
                 f"image {path} of case {case_id!r} changed since it was added:"
