@@ -326,3 +326,19 @@ def test_patches_of_a_2d_image(tmp_path):
     labels = compute_effective_label(project, project.get_case("cells")).labels
     assert (labels[0:4, 8:12, 0] == 1).all() and (labels[5:15, 5:15] == 1).all()
     assert (labels == 1).sum() == 100 + 16  # the thresholded cell plus the 4 x 4 added above it
+
+
+def test_training_learns_the_reviewed_voxels_only(project, tmp_path):
+    """Training assembles without pseudo versions: outside the patch nobody vouches for a voxel."""
+    project, _ = project
+    manifest, folder, affine = _extract(project, tmp_path)
+    write_mask(folder / "Ignore1.nrrd", np.zeros(tuple(manifest["size"]), bool), affine)
+    [version] = merge_patches(project, folder.parent, author="me").versions
+    case = project.get_case("p")
+    human = [v for v in project.list_label_versions("p") if v.source != "pseudo"]
+    learned = compute_effective_label(project, case, human)
+    reviewed = np.zeros(SHAPE, bool)
+    reviewed[14:26, 14:26, 6:18] = True
+    assert learned.ignore_mask[~reviewed].all() and not learned.ignore_mask[reviewed].any()
+    assert np.array_equal(learned.labels[reviewed], effective(project)[reviewed])
+    assert version.voxel_counts["ignore"] == reviewed.size - reviewed.sum()
