@@ -130,7 +130,7 @@ def export_command(
         raise ConflictError(f"{error} (--force replaces it)") from error
     details = "".join(f", {value} {key}" for key, value in report.details.items())
     console.print(
-        f"wrote {report.path}: {len(report.cases)} cases{details} ({', '.join(sorted(chosen_sources))})"
+        f"wrote {report.path}: {len(report.cases)} cases{details} ({sources} labels)"
         f" in {report.seconds:.1f} s"
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from segloop.core.geometry import spacing_from_affine
-from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError, TooLargeError
 from segloop.exchange import coco
 from segloop.io.atomic import atomic_directory
 from segloop.loop.exchange.common import (
@@ -24,6 +24,9 @@ from segloop.loop.exchange.common import (
     select_cases,
 )
 from segloop.store import Project
+
+#: Largest COCO file read (JSON expands about tenfold in memory when parsed).
+MAX_JSON_BYTES = 1 << 30
 
 
 def export_coco_slices(
@@ -173,6 +176,10 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         msg = f"{path} does not exist"
         raise NotFoundError(msg)
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        msg = f"{path} holds {size} bytes: expected a COCO file of at most {MAX_JSON_BYTES} bytes"
+        raise TooLargeError(msg)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
