@@ -214,3 +214,18 @@ def test_corrections_from_a_stale_export_are_refused(setup, tmp_path):
     forced = correct_case_label(project, "k", out / "corrected.seg.nrrd", force=True, author="me")
     # the parent is the version deciding most of the classes it annotates (the pseudo label: 3 of 4)
     assert forced.created and forced.version.parent_id == pseudo.id and forced.version.params["force"]
+
+
+def test_forced_export_onto_a_link_replaces_the_link_and_leaves_no_temporary(run_cli, setup, tmp_path):
+    """issue 18: `export --for slicer LINK --force`, LINK a symbolic link to a folder."""
+    project, _, _ = setup
+    real = tmp_path / "elsewhere"
+    export_for_tool(project, "k", "slicer", real)
+    link = tmp_path / "exports" / "k"
+    link.parent.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    result = run_cli("export", project.root, "k", link, "--for", "slicer", "--force")
+    assert result.code == 0, result.err
+    assert link.is_dir() and not link.is_symlink() and (link / "corrected.seg.nrrd").is_file()
+    assert [p.name for p in link.parent.iterdir()] == ["k"]  # no .tmp-… left beside it
+    assert (real / "segloop-export.json").is_file()  # what the link pointed at is not deleted
