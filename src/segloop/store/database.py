@@ -414,7 +414,8 @@ def read_schema_version(engine: Engine) -> int | None:
     except SQLAlchemyError as error:
         reason = getattr(error, "orig", None) or error
         url = engine.url.render_as_string(hide_password=True)
-        msg = f"the project database {url} cannot be read ({reason}): restore it from a backup"
+        fix = "restore it from a backup" if engine.dialect.name == "sqlite" else "check that it is reachable"
+        msg = f"the project database {url} cannot be read ({reason}): {fix}"
         raise StoreIntegrityError(msg) from error
     return None if found is None else int(found)
 
