@@ -195,7 +195,7 @@ IncludePseudoOption = Annotated[
 _NO_LABELS_HINT = (
     "add labels with `segloop add --labels-dir` or `segloop segment`; pseudo labels need --include-pseudo"
 )
-_RESUME_HINT = "drop the differing options to resume, or train without --resume"
+_RESUME_HINT = "drop those options, or train without --resume to start a new run"
 
 
 def _training_settings(

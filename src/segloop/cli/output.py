@@ -148,42 +148,48 @@ def job_progress() -> Iterator[Callable[[Progress], None]]:
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as ProgressBar
 
-    with ProgressBar(
+    bar = ProgressBar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[left]}"),
         console=console,
-    ) as bar:
-        task = bar.add_task("starting", total=None, status="", left="")
+    )
+    task = bar.add_task("starting", total=None, status="", left="")
 
-        def on_progress(event: Progress) -> None:
-            metrics = event.metrics
-            if event.stage == "train":
-                eta, elapsed = metrics.get("eta_s"), metrics.get("elapsed_s", 0.0)
-                status = f"loss {metrics['loss']:.3f}" if "loss" in metrics else ""
-                if "best_dice" in metrics:
-                    status += f"  best val Dice {metrics['best_dice']:.3f}"
-                bar.update(
-                    task,
-                    description=event.message or "training",
-                    total=elapsed + eta if eta is not None else None,
-                    completed=elapsed,
-                    status=status,
-                    left=f"left ~{eta:.0f} s" if eta is not None else "left ~?",
-                )
-            else:
-                bar.update(
-                    task,
-                    description=event.stage,
-                    total=event.total,
-                    completed=event.done,
-                    status=event.message,
-                    left=f"{event.done}/{event.total}" if event.total is not None else "",
-                )
+    def on_progress(event: Progress) -> None:
+        if not bar.live.is_started:  # shown from the first event: a refused command prints no bar
+            bar.start()
+        metrics = event.metrics
+        if event.stage == "train":
+            eta, elapsed = metrics.get("eta_s"), metrics.get("elapsed_s", 0.0)
+            status = f"loss {metrics['loss']:.3f}" if "loss" in metrics else ""
+            if "best_dice" in metrics:
+                status += f"  best val Dice {metrics['best_dice']:.3f}"
+            bar.update(
+                task,
+                description=event.message or "training",
+                total=elapsed + eta if eta is not None else None,
+                completed=elapsed,
+                status=status,
+                left=f"left ~{eta:.0f} s" if eta is not None else "left ~?",
+            )
+        else:
+            bar.update(
+                task,
+                description=event.stage,
+                total=event.total,
+                completed=event.done,
+                status=event.message,
+                left=f"{event.done}/{event.total}" if event.total is not None else "",
+            )
 
+    try:
         yield on_progress
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def _fmt_metric(value: float | None, digits: int = 3) -> str:
