@@ -18,7 +18,7 @@ from tests.conftest import OPENKBP_CLASSES, snapshot_project
 
 def test_help_starts_without_importing_torch_numpy_or_sqlalchemy():
     code = (
-        "import sys; from segloop.cli.main import app; "
+        "import sys, typer.main; from segloop.cli.main import app; typer.main.get_command(app); "
         "print(sorted(m for m in ('torch', 'monai', 'numpy', 'sqlalchemy', 'nibabel') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -82,3 +82,11 @@ def test_next_on_an_empty_project_says_there_are_no_cases(run_cli, tmp_path):
     result = run_cli("next", tmp_path / "empty")
     assert result.code == 1 and "no case in project" in result.err
     assert "labelled by a person" not in result.out + result.err
+
+
+def test_the_strategy_help_names_every_registered_strategy():
+    from segloop.cli.main import STRATEGY_HELP
+    from segloop.loop.ranking import STRATEGIES
+
+    names = STRATEGY_HELP.removeprefix("Ranking: ").rstrip(".").replace(" or ", ", ").split(", ")
+    assert names == list(STRATEGIES)

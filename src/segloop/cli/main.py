@@ -361,10 +361,9 @@ def evaluate(
     print_evaluation(records)
 
 
-def _strategy_help() -> str:
-    from segloop.loop.ranking import STRATEGIES
-
-    return f"Ranking: {', '.join(STRATEGIES)}."
+#: The names of `segloop.loop.ranking.STRATEGIES` for --help (written out: building the help must not
+#: import the ranking's numpy/scipy; a test keeps it equal to the registry, which checks every name).
+STRATEGY_HELP = "Ranking: uncertainty, random or least-recent."
 
 
 @app.command("round")
@@ -373,7 +372,7 @@ def round_command(
     mode: Annotated[
         str, typer.Option(help="continual (from the last model; full in round 1) or full.")
     ] = "continual",
-    strategy: Annotated[str, typer.Option(help=_strategy_help())] = "uncertainty",
+    strategy: Annotated[str, typer.Option(help=STRATEGY_HELP)] = "uncertainty",
     n: Annotated[int, typer.Option("-n", help="Cases in the correction queue.")] = 5,
     dims: DimsOption = None,
     epochs: EpochsOption = None,
@@ -466,7 +465,7 @@ def demo(
     ] = None,
     rounds: Annotated[int, typer.Option(help="Rounds of the loop.")] = 3,
     budget_minutes: Annotated[float, typer.Option(help="Training minutes of all rounds together.")] = 3.0,
-    strategy: Annotated[str, typer.Option(help=_strategy_help())] = "uncertainty",
+    strategy: Annotated[str, typer.Option(help=STRATEGY_HELP)] = "uncertainty",
     mode: Annotated[str, typer.Option(help="continual or full training.")] = "continual",
     window: WindowOption = None,
 ) -> None:
