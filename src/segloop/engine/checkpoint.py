@@ -19,6 +19,7 @@ import os
 import pickle
 import struct
 import uuid
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,10 @@ __all__ = [
 CHECKPOINT_FORMAT = "segloop-engine-checkpoint"
 CHECKPOINT_VERSION = 1
 
-#: What ``torch.load(weights_only=True)`` raises on bytes that are not a torch file (a text file,
-#: random bytes, a truncated zip, a pickle with globals it refuses): the file is not a checkpoint.
+#: What ``torch.load(weights_only=True)`` raises on bytes that are not a torch file, as measured on
+#: text files, random bytes, truncated and byte-flipped checkpoints: the weights-only unpickler's
+#: refusals (UnpicklingError), a truncated zip (RuntimeError, EOFError, BadZipFile), a pickle
+#: reading past its memo or stack (KeyError, IndexError, struct.error), text as bytes (ValueError).
 _UNREADABLE = (
     RuntimeError,
     EOFError,
@@ -49,8 +52,6 @@ _UNREADABLE = (
     ValueError,
     KeyError,
     IndexError,
-    TypeError,
-    AttributeError,
     struct.error,
     pickle.UnpicklingError,
     zipfile.BadZipFile,
@@ -103,7 +104,9 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         msg = f"checkpoint {source} does not exist: expected a model file written by segloop train"
         raise NotFoundError(msg)
     try:
-        payload = torch.load(source, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on an odd pickle protocol: a junk file, refused below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(source, map_location=map_location, weights_only=True)
     except _UNREADABLE as error:  # torch's own text suggests unsafe loading: not repeated
         msg = (
             f"checkpoint {source} cannot be read (not a PyTorch file of plain tensors, or truncated):"
