@@ -98,7 +98,7 @@ EXPORT_MANIFEST = "segloop-export.json"
 # -- the request ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Corrections:
     """A person's add / remove / ignore masks on one grid (a case's, or a patch's).
 
@@ -145,7 +145,7 @@ class Corrections:
         return digest.hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class CheckedCorrections:
     """`Corrections` checked against a schema and a grid, in schema values (`check_corrections`).
 

@@ -310,7 +310,7 @@ def _new_patch(manifest: dict[str, Any], author: str) -> NewPatch:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class PatchCorrection:
     """A person's corrections of one extracted patch.
 

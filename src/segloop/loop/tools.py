@@ -104,7 +104,7 @@ class Threshold:
     seeds: tuple[tuple[int, int, int], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Grow:
     """Grow multi-class scribbles into a full label map (Slicer's Grow from seeds).
 
@@ -116,7 +116,7 @@ class Grow:
     seeds: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class FastMarching:
     """Grow one class from seed voxels by fast marching until it fills a fraction of the image.
 
@@ -132,7 +132,7 @@ class FastMarching:
     volume_fraction: float = 0.05
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Interpolate:
     """Fill one class between a few drawn slices (Slicer's Fill between slices).
 
@@ -150,7 +150,7 @@ class Interpolate:
     smooth_mm: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Contours:
     """Polygons drawn on slices → those slices labelled (one ``sparse`` version per class).
 
@@ -168,7 +168,7 @@ class Contours:
     smooth_mm: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Mesh:
     """A closed triangle surface voxelised into one class.
 
