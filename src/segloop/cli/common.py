@@ -25,9 +25,17 @@ def split_list(text: str | None) -> list[str]:
 
 
 @contextmanager
-def hint(kind: type[SegloopError], text: str) -> Iterator[None]:
-    """Append a command-line hint to the message of an error of ``kind`` (same kind re-raised)."""
+def hint(kind: type[SegloopError], text: str, *, when: str | None = None) -> Iterator[None]:
+    """Append a command-line hint to the message of an error of ``kind`` (same kind re-raised).
+
+    Args:
+        kind: the error class the hint is for.
+        text: the hint, e.g. ``"pass --force"``.
+        when: only for messages containing this text (one kind may have several causes).
+    """
     try:
         yield
     except kind as error:
+        if when is not None and when not in str(error):
+            raise
         raise type(error)(f"{error} ({text})") from error

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from segloop.cli.common import current_user, split_list
+from segloop.cli.common import current_user, hint, split_list
 from segloop.cli.exchange import app as exchange_app
 from segloop.cli.segment import app as segment_app
 from segloop.errors import SegloopError
@@ -192,9 +190,7 @@ IncludePseudoOption = Annotated[
     bool, typer.Option("--include-pseudo", help="Also learn from pseudo labels (model predictions).")
 ]
 
-_NO_LABELS_HINT = (
-    "add labels with `segloop add --labels-dir` or `segloop segment`; pseudo labels need --include-pseudo"
-)
+_NO_LABELS_HINT = "add labels with `segloop add --labels-dir` or `segloop segment`, or pass --include-pseudo"
 _RESUME_HINT = "drop those options, or train without --resume to start a new run"
 
 
@@ -215,15 +211,6 @@ def _training_settings(
         "window": window,
         "validation_case_ids": split_list(val_cases) or None,
     }
-
-
-@contextmanager
-def _hint(kind: type[SegloopError], text: str) -> Iterator[None]:
-    """Append a command-line hint to the message of an error of ``kind`` (same kind re-raised)."""
-    try:
-        yield
-    except kind as error:
-        raise type(error)(f"{error} ({text})") from error
 
 
 @app.command("train")
@@ -261,14 +248,14 @@ def train_command(
                 "include_pseudo": include_pseudo or None,
                 "init_weights": init_weights,
             }
-            with _hint(ConflictError, _RESUME_HINT), _hint(NotFoundError, "train without --resume"):
+            with hint(ConflictError, _RESUME_HINT), hint(NotFoundError, "train without --resume"):
                 model = resume_training(
                     opened, asked=asked, device=device, on_progress=on_progress, author=current_user()
                 )
         else:
             with (
-                _hint(LabelValueError, _NO_LABELS_HINT),
-                _hint(NotFoundError, "train with --mode full first"),
+                hint(LabelValueError, _NO_LABELS_HINT),
+                hint(NotFoundError, "train with --mode full first", when="continual training needs"),
             ):
                 model = train_project(
                     opened,
@@ -302,17 +289,13 @@ def predict_command(
     """Predict cases: each becomes a pseudo label version with probabilities and entropy."""
     from segloop.cli.output import console, job_progress
     from segloop.engine.config import InferConfig
-    from segloop.errors import NotFoundError
     from segloop.loop.tools import Postprocess
     from segloop.loop.training import predict_cases
     from segloop.store import Project
 
     steps = split_list(postprocess)
     options = Postprocess.from_presets(steps).morphology_kwargs() if steps else None
-    with (
-        job_progress() as on_progress,
-        _hint(NotFoundError, "see `segloop status`; train with `segloop train`"),
-    ):
+    with job_progress() as on_progress:
         records = predict_cases(
             Project.open(project),
             split_list(cases) or None,
@@ -349,7 +332,7 @@ def evaluate(
     from segloop.store import Project
 
     opened = Project.open(project)
-    with _hint(NotFoundError, "name cases with --cases, or train with `segloop train`"):
+    with hint(NotFoundError, "name them with --cases", when="no case to evaluate"):
         records = evaluate_model(
             opened,
             split_list(cases) or None,
@@ -394,8 +377,8 @@ def round_command(
     settings = _training_settings(dims, epochs, minutes, seed, window, val_cases)
     with (
         job_progress() as on_progress,
-        _hint(ConflictError, "drop the differing options to finish the interrupted round"),
-        _hint(LabelValueError, _NO_LABELS_HINT),
+        hint(ConflictError, "drop the differing options to finish the interrupted round"),
+        hint(LabelValueError, _NO_LABELS_HINT),
     ):
         run_round(
             opened,

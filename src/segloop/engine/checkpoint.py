@@ -101,7 +101,7 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     """
     source = Path(path)
     if not source.is_file():
-        msg = f"checkpoint {source} does not exist: expected a model file written by segloop train"
+        msg = f"checkpoint {source} does not exist: expected a model file written by segloop training"
         raise NotFoundError(msg)
     try:
         with warnings.catch_warnings():  # torch's note on an odd pickle protocol: a junk file, refused below

@@ -181,8 +181,8 @@ def train_project(
         config = config.replace(slice_axis=axial_slice_axis([c.affine for c in project.list_cases()]))
     cases, seen = collect_labeled_cases(project, include_pseudo=include_pseudo)
     if not cases:
-        msg = "no labelled case to train on: add labels or draw some with a labeling tool" + (
-            "" if include_pseudo else " (pseudo labels count only when asked)"
+        msg = "no labelled case to train on: expected a case with a human label" + (
+            "" if include_pseudo else " (pseudo labels were left out)"
         )
         raise LabelValueError(msg)
     parent = project.find_latest_model() if mode == "continual" and init_weights is None else None
