@@ -20,7 +20,7 @@ __all__ = ["atomic_directory", "atomic_file", "check_writable", "fsync_path"]
 def check_writable(path: Path, *, overwrite: bool) -> None:
     """Raise `ConflictError` if ``path`` exists and ``overwrite`` is false."""
     if path.exists() and not overwrite:
-        msg = f"{path} exists already: expected a new path (pass overwrite=True / --force to replace it)"
+        msg = f"{path} exists already: expected a new path, or permission to replace it"
         raise ConflictError(msg)
 
 

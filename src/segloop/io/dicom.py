@@ -21,6 +21,7 @@ digit, so read -> write -> read is exact even for oblique series.
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 from typing import Any
@@ -75,13 +76,19 @@ def _detail(error: Exception) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
+def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """``pydicom.dcmread`` on the file's bytes in memory (after the size cap): a forged element
+    length then reads what the file holds instead of allocating the length it claims."""
+    check_file_size(path.stat().st_size, what=str(path))
+    return pydicom.dcmread(io.BytesIO(path.read_bytes()), stop_before_pixels=stop_before_pixels)
+
+
 def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
     """DICOM image headers of the files directly in ``folder``, grouped by SeriesInstanceUID."""
     series: dict[str, list[tuple[Path, Dataset]]] = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        check_file_size(path.stat().st_size, what=str(path))
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
+            header = _dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:
             continue  # not DICOM: README.txt, .DS_Store, ...
         except _DECODE_ERRORS as error:
@@ -224,7 +231,7 @@ def _read_pixels(paths: list[Path], shape: tuple[int, int, int], folder: Path) -
     planes, scales = [], []
     for path in paths:
         try:
-            dataset = pydicom.dcmread(path)
+            dataset = _dcmread(path)
             plane = dataset.pixel_array
         except (RuntimeError, NotImplementedError) as error:
             msg = (

@@ -75,6 +75,11 @@ class Mesh:
         object.__setattr__(self, "faces", np.ascontiguousarray(faces, dtype=np.int64))
 
 
+def _is_binary_stl(data: bytes) -> bool:
+    """Whether ``data`` has the exact length a binary STL with its triangle count has."""
+    return len(data) >= 84 and len(data) == 84 + 50 * struct.unpack_from("<I", data, 80)[0]
+
+
 def _file_type(path: Path) -> str:
     file_type = MESH_SUFFIXES.get(path.suffix.lower())
     if file_type is None:
@@ -145,6 +150,8 @@ def read_mesh(path: str | os.PathLike, *, assume_space: str = "LPS") -> Mesh:
     source: io.IOBase = io.BytesIO(data)
     if file_type == "obj":  # text; trimesh would need charset_normalizer to guess other encodings
         source = io.StringIO(data.decode("utf-8", errors="replace"))
+    elif file_type == "stl" and not _is_binary_stl(data):  # ASCII, or broken: make it valid UTF-8 text
+        source = io.BytesIO(data.decode("utf-8", errors="replace").encode("utf-8"))
     try:
         loaded = trimesh.load_mesh(source, file_type=file_type, process=True)
     except _DECODE_ERRORS as error:

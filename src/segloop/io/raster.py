@@ -123,7 +123,7 @@ def read(path: Path) -> Volume:
         msg = f"{path}: cannot decode the image ({error}); the file is truncated or corrupt"
         raise CorruptFileError(msg) from error
     if mode in _GREY_MODES:
-        array = pixels.astype(_GREY_MODES[mode]).T[:, :, np.newaxis]
+        array = pixels.astype(_GREY_MODES[mode], copy=False).T[:, :, np.newaxis]
     else:
         array = np.transpose(pixels, (2, 1, 0))[..., np.newaxis]
     return make_volume(np.ascontiguousarray(array), affine, meta, what=str(path))

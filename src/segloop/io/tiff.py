@@ -21,6 +21,7 @@ understood by every TIFF reader (libtiff, ImageJ, ITK), and label arrays shrink 
 
 from __future__ import annotations
 
+import logging
 import struct
 import zlib
 from pathlib import Path
@@ -49,8 +50,11 @@ _MM_PER_RESOLUTION_UNIT = {2: 25.4, 3: 10.0}  # TIFF ResolutionUnit: 2 inch, 3 c
 _UNBOUNDED_CODECS = {8: "gzip", 32946: "gzip", 50013: "gzip", 34925: "lzma"}
 _READ_ERRORS = (
     tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError, TypeError, struct.error,
-    zlib.error,
+    zlib.error, ZeroDivisionError,
+    AssertionError, RuntimeError,  # tifffile asserts, or finds an "incompatible keyframe", on broken pages
 )  # fmt: skip
+# tifffile logs what it skips in a broken file; segloop reports the file's error itself (one line).
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 
 def _to_xyz(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
