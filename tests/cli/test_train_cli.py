@@ -27,6 +27,8 @@ def _kill_in_second_epoch(event):
 def test_a_refused_resume_names_the_difference_and_leaves_the_run_resumable(run_cli, project):
     with pytest.raises(KeyboardInterrupt):
         train_project(project, tiny_config(epochs=3), on_progress=_kill_in_second_epoch, author="t")
+    status = run_cli("status", project.root)
+    assert "train job 1 (model 1, resume False) interrupted" in status.out and "--resume" in status.out
     refused = run_cli("train", project.root, "--resume", "--epochs", "5", "--device", "cpu")
     assert refused.code == 1 and refused.err.count("\n") == 1
     assert "epochs: run 3, asked 5" in refused.err and "--resume" in refused.err

@@ -116,13 +116,14 @@ def add(
 @app.command()
 def status(project: ProjectArg) -> None:
     """Cases, and which source decides each class."""
-    from segloop.cli.output import print_rounds, print_status
+    from segloop.cli.output import print_rounds, print_status, print_unfinished_jobs
     from segloop.loop.cases import summarize_cases
     from segloop.store import Project
 
     opened = Project.open(project)
     print_status(opened, summarize_cases(opened))
     print_rounds(opened)
+    print_unfinished_jobs(opened)
 
 
 @app.command()

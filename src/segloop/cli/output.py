@@ -227,6 +227,23 @@ def print_evaluation(records: Sequence[Any]) -> None:
     )
 
 
+def print_unfinished_jobs(project: Project) -> None:
+    """Jobs that are running, or were interrupted (their process died or was stopped), newest last."""
+    from segloop.store import JobStatus
+
+    unfinished = [j for j in project.list_jobs() if j.status in (JobStatus.RUNNING, JobStatus.INTERRUPTED)]
+    for job in unfinished[-5:]:
+        progress = job.progress
+        where = f", at {progress.stage} {progress.done}/{progress.total or '?'}" if progress else ""
+        details = ", ".join(f"{k} {v}" for k, v in job.params.items())
+        console.print(
+            f"[yellow]{job.kind} job {job.id} ({details}) {job.status.value}{where},"
+            f" started {job.started_at:%Y-%m-%d %H:%M} by {job.author}[/yellow]"
+        )
+    if any(j.kind in ("train", "round") and j.status == JobStatus.INTERRUPTED for j in unfinished):
+        console.print("[yellow]continue with `segloop train --resume` or `segloop round`[/yellow]")
+
+
 def print_rounds(project: Project) -> None:
     """One row per round: cases by label source, model and its scores, the correction queue."""
     rounds = project.list_rounds()
