@@ -83,4 +83,6 @@ def test_round_rejects_unknown_modes_and_strategies(project):
         run_round(project, _tiny_config(), strategy="smart", author="t")
     with pytest.raises(SegloopError, match="unknown training mode"):
         run_round(project, _tiny_config(), mode="partial", author="t")
-    assert project.list_rounds() == []
+    with pytest.raises(SegloopError, match="queue needs >= 0 cases; got -1"):
+        run_round(project, _tiny_config(), n_next=-1, author="t")
+    assert project.list_rounds() == [] and project.list_models() == []

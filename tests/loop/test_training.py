@@ -53,6 +53,8 @@ def test_training_refuses_what_it_cannot_do(tmp_path, project):
         resume_training(project, author="t")
     with pytest.raises(NotFoundError, match="no finished model"):
         predict_cases(project, author="t")
+    with pytest.raises(InvalidInputError, match="named cases or the unlabelled ones; got both"):
+        predict_cases(project, ["c0"], unlabeled=True, author="t")
     with pytest.raises(InvalidInputError, match="unknown training mode"):
         train_project(project, tiny_config(), mode="sometimes", author="t")
 
@@ -78,6 +80,8 @@ def test_pseudo_labels_teach_only_when_asked_and_evaluation_scores_held_out_case
     assert set(scores) == {"dice", "hd95_mm", "surface_dice"} and 0.0 <= scores["dice"] <= 1.0
     assert project.list_evaluations(model_id=model.id) == records
     assert summarize_evaluations(records)["mean"]["dice"] is not None
+    with pytest.raises(InvalidInputError, match="tolerance must be a finite number of mm >= 0; got -1"):
+        evaluate_model(project, ["c1"], model_id=model.id, tolerance_mm=-1.0)
     with pytest.raises(LabelValueError, match="case c2 has no original or revised label"):
         evaluate_model(project, ["c2"], model_id=model.id)
     assert len(project.list_evaluations()) == 1  # checked before anything is scored

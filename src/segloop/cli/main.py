@@ -290,13 +290,14 @@ def predict_command(
     """Predict cases: each becomes a pseudo label version with probabilities and entropy."""
     from segloop.cli.output import console, job_progress
     from segloop.engine.config import InferConfig
+    from segloop.errors import InvalidInputError
     from segloop.loop.tools import Postprocess
     from segloop.loop.training import predict_cases
     from segloop.store import Project
 
     steps = split_list(postprocess)
     options = Postprocess.from_presets(steps).morphology_kwargs() if steps else None
-    with job_progress() as on_progress:
+    with job_progress() as on_progress, hint(InvalidInputError, "--cases or --unlabeled", when="got both"):
         records = predict_cases(
             Project.open(project),
             split_list(cases) or None,

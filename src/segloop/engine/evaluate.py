@@ -69,6 +69,9 @@ def evaluate_labels(
     if len(spacing) != labels.ndim:
         msg = f"spacing needs one value per array axis ({labels.ndim}); got {tuple(spacing)}"
         raise InvalidInputError(msg)
+    if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        msg = f"tolerance_mm must be a finite number >= 0; got {tolerance_mm}"
+        raise InvalidInputError(msg)
     keep = ignore_keep_mask(reference, n_classes, ignore_mask)
     spacing_list = [float(s) for s in spacing]
     results: dict[int, dict[str, float]] = {}

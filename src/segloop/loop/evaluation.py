@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from segloop.core.provenance import REFERENCE_SOURCES
-from segloop.errors import LabelValueError, NotFoundError
+from segloop.errors import InvalidInputError, LabelValueError, NotFoundError
 from segloop.loop.labels import compute_effective_label
 from segloop.loop.tools import read_case_image
 from segloop.loop.training import finished_model
@@ -69,10 +69,14 @@ def evaluate_model(
     Raises:
         NotFoundError: no finished model, an unknown case, no case to score.
         LabelValueError: a case without a human reference.
+        InvalidInputError: a negative or non-finite tolerance.
     """
     from segloop.engine.evaluate import evaluate_labels
     from segloop.engine.infer import load_model, predict
 
+    if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        msg = f"the surface Dice tolerance must be a finite number of mm >= 0; got {tolerance_mm}"
+        raise InvalidInputError(msg)
     model = finished_model(project, model_id)
     schema = project.config.schema
     case_ids = list(case_ids) if case_ids is not None else evaluation_cases(project, model)

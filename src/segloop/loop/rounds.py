@@ -105,6 +105,9 @@ def run_round(
         msg = f"unknown training mode {mode!r}: expected one of {', '.join(MODES)}"
         raise InvalidInputError(msg)
     get_strategy(strategy)  # an unknown name fails before anything runs
+    if n_next < 0:
+        msg = f"the correction queue needs >= 0 cases; got {n_next}"
+        raise InvalidInputError(msg)
     current, resumed = _current_round(project, mode)
     number = current.number
     params = {"round": number, "mode": mode, "strategy": strategy}

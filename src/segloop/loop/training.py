@@ -420,9 +420,13 @@ def predict_cases(
     Raises:
         NotFoundError: no finished model, an unknown case.
         ConflictError: the model is not finished, or predicts another number of classes.
+        InvalidInputError: both ``case_ids`` and ``unlabeled``.
     """
     from segloop.engine.infer import load_model, predict
 
+    if unlabeled and case_ids is not None:
+        msg = "predict either the named cases or the unlabelled ones; got both"
+        raise InvalidInputError(msg)
     model = finished_model(project, model_id)
     schema = project.config.schema
     labelled = {v.case_id for v in project.list_label_versions()}
