@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 
 from segloop.core.volume import Volume
-from segloop.errors import CorruptFileError, NotFoundError, SegloopError
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError, SegloopError, TooLargeError
 from segloop.io.atomic import atomic_directory, atomic_file
+from segloop.io.limits import MAX_IMAGE_BYTES_VARIABLE
 from segloop.io.registry import FORMATS, Format, choose_format, get_format, load_format_module
 
 __all__ = ["FORMATS", "Format", "read_volume", "supported_suffixes", "write_volume"]
@@ -31,7 +32,10 @@ def read_volume(path: str | os.PathLike, *, format_name: str | None = None) -> V
     Raises:
         NotFoundError: ``path`` does not exist.
         UnsupportedFormatError: no format handles ``path``.
-        CorruptFileError: the file exists but cannot be decoded.
+        CorruptFileError: the file exists but cannot be decoded (truncated, a broken header).
+        TooLargeError: its declared size exceeds `segloop.io.limits.max_image_bytes` (nothing
+            was allocated), or memory ran out.
+        InvalidInputError: a detached data file outside the header's folder, an unreadable file.
     """
     path = Path(path)
     if not path.exists():
@@ -43,6 +47,12 @@ def read_volume(path: str | os.PathLike, *, format_name: str | None = None) -> V
         volume = module.read(path)
     except SegloopError:
         raise
+    except PermissionError as error:
+        msg = f"{path}: permission denied; expected a file segloop may read"
+        raise InvalidInputError(msg) from error
+    except MemoryError as error:
+        msg = f"{path}: not enough memory to read it (lower {MAX_IMAGE_BYTES_VARIABLE} to refuse it early)"
+        raise TooLargeError(msg) from error
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         msg = f"{path}: cannot read as {fmt.name} ({detail}); the file may be truncated or corrupt"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,9 @@ def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
     """``pydicom.dcmread`` on the file's bytes in memory (after the size cap): a forged element
     length then reads what the file holds instead of allocating the length it claims."""
     check_file_size(path.stat().st_size, what=str(path))
-    return pydicom.dcmread(io.BytesIO(path.read_bytes()), stop_before_pixels=stop_before_pixels)
+    with warnings.catch_warnings():  # pydicom warns about every odd value; a bad file raises below
+        warnings.simplefilter("ignore", UserWarning)
+        return pydicom.dcmread(io.BytesIO(path.read_bytes()), stop_before_pixels=stop_before_pixels)
 
 
 def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
@@ -232,7 +235,9 @@ def _read_pixels(paths: list[Path], shape: tuple[int, int, int], folder: Path) -
     for path in paths:
         try:
             dataset = _dcmread(path)
-            plane = dataset.pixel_array
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                plane = dataset.pixel_array
         except (RuntimeError, NotImplementedError) as error:
             msg = (
                 f"{path}: no decoder for this transfer syntax ({_detail(error)}); install one"

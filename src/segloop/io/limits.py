@@ -94,7 +94,7 @@ def check_declared_size(shape: Sequence[int], itemsize: int, *, what: str) -> in
     cap = max_image_bytes()
     if declared > cap:
         msg = (
-            f"{what}: the header declares {tuple(dims)} values of {itemsize} bytes ="
+            f"{what}: the header declares {tuple(dims)} values of {itemsize} byte{'s' * (itemsize != 1)} ="
             f" {_gib(declared)}, above the cap of {_gib(cap)} ({MAX_IMAGE_BYTES_VARIABLE})"
         )
         raise TooLargeError(msg)

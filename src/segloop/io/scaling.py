@@ -83,7 +83,8 @@ def scaled_dtype(
     largest = max((abs(e) for e in ends), default=0.0)
     if largest > MAX_SCALED_MAGNITUDE:
         msg = (
-            f"{what}: the scaling (slope, intercept) {scales[0]} gives values up to {largest:.3g};"
+            f"{what}: the scaling (slope {scales[0][0]:.6g}, intercept {scales[0][1]:.6g}) gives values"
+            f" up to {largest:.3g};"
             f" expected magnitudes below {MAX_SCALED_MAGNITUDE:.2g}: the scaling fields look corrupt"
         )
         raise CorruptFileError(msg)
