@@ -21,9 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
 
 from segloop.core import Volume
 from segloop.errors import SegloopError
@@ -224,6 +227,72 @@ def test_mutated_nifti_header_fields_read_or_refuse(corpus, fields):
             data[offset : offset + struct.calcsize(fmt)] = _pack(fmt, value)
         target.write_bytes(bytes(data))
         _assert_reads_or_refuse("nifti", target)
+
+
+#: MRC2014 header fields (byte offset, struct format): nx, ny, nz, mode, starts, mx, my, mz, cell,
+#: mapc, mapr, maps, ispg, nsymbt, origin.
+_MRC_FIELDS = [
+    *[(4 * i, "<i") for i in range(10)],
+    *[(40 + 4 * i, "<f") for i in range(3)],
+    (64, "<i"), (68, "<i"), (72, "<i"), (88, "<i"), (92, "<i"),
+    *[(196 + 4 * i, "<f") for i in range(3)],
+]  # fmt: skip
+
+
+@FUZZ
+@given(fields=st.lists(st.tuples(st.sampled_from(_MRC_FIELDS), _EXTREMES), min_size=1, max_size=4))
+def test_mutated_mrc_header_fields_read_or_refuse(corpus, fields):
+    with _copy_of(corpus["mrc"]) as target:
+        data = bytearray(target.read_bytes())
+        for (offset, fmt), value in fields:
+            data[offset : offset + struct.calcsize(fmt)] = _pack(fmt, value)
+        target.write_bytes(bytes(data))
+        _assert_reads_or_refuse("mrc", target)
+
+
+#: DICOM attributes of the image grid and its values, and what to put in them.
+_DICOM_VALUES = {
+    "Rows": st.integers(0, 65535),
+    "Columns": st.integers(0, 65535),
+    "BitsAllocated": st.sampled_from([0, 1, 7, 8, 12, 16, 32, 64]),
+    "BitsStored": st.integers(0, 64),
+    "PixelRepresentation": st.integers(0, 2),
+    "SamplesPerPixel": st.integers(0, 4),
+    "NumberOfFrames": st.sampled_from(["0", "1", "2", "99999", "x"]),
+    "RescaleSlope": st.sampled_from(["1", "0", "-1", "1e30", "nan", "inf", "x", ""]),
+    "RescaleIntercept": st.sampled_from(["0", "-1024", "1e300", "nan", "x"]),
+    "PixelSpacing": st.sampled_from([["0", "0"], ["1"], ["nan", "1"], ["1", "1", "1"], ["-1", "2"]]),
+    "ImageOrientationPatient": st.sampled_from(
+        [["0"] * 6, ["1", "0", "0", "1", "0", "0"], ["1", "0", "0"], ["nan"] * 6, ["1e308"] * 6]
+    ),
+    "ImagePositionPatient": st.sampled_from([["0", "0", "0"], ["nan", "0", "0"], ["1"], ["1e308"] * 3]),
+    "SliceThickness": st.sampled_from(["0", "-2", "inf", "x"]),
+}
+
+
+def _set_raw(dataset: pydicom.Dataset, name: str, value: object) -> None:
+    """Store ``value`` in attribute ``name`` as the file's bytes, valid for its VR or not."""
+    tag = pydicom.datadict.tag_for_keyword(name)
+    vr = pydicom.datadict.dictionary_VR(tag)
+    if isinstance(value, int):
+        setattr(dataset, name, value)
+        return
+    raw = ("\\".join(value) if isinstance(value, list) else str(value)).encode("ascii")
+    raw += b" " * (len(raw) % 2)
+    dataset[tag] = RawDataElement(BaseTag(tag), vr, len(raw), raw, 0, False, True)
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_dicom_attributes_read_or_refuse(corpus, data):
+    with _copy_of(corpus["dicom"]) as target:
+        slices = sorted(target.iterdir())
+        for path in data.draw(st.sampled_from([slices[1:2], slices])):
+            dataset = pydicom.dcmread(path)
+            for name in data.draw(st.lists(st.sampled_from(sorted(_DICOM_VALUES)), min_size=1, max_size=3)):
+                _set_raw(dataset, name, data.draw(_DICOM_VALUES[name]))
+            dataset.save_as(path)
+        _assert_reads_or_refuse("dicom", target)
 
 
 _NRRD_VALUES = st.one_of(

@@ -182,6 +182,27 @@ def test_every_reader_refuses_a_declared_size_above_the_cap(tmp_path, monkeypatc
         read_volume(path)
 
 
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR declares ``width`` x ``height`` grey pixels and which holds no pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_png_declaring_a_huge_image_is_too_large_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.delenv(MAX_IMAGE_BYTES_VARIABLE, raising=False)
+    # 400 M pixels: Pillow's decompression-bomb guard refuses it at open, under segloop's 2 GiB cap
+    with pytest.raises(TooLargeError, match="decompression bomb"):
+        read_volume(_png_header_only(tmp_path / "huge.png", 20000, 20000))
+    monkeypatch.setenv(MAX_IMAGE_BYTES_VARIABLE, str(MIB))
+    with pytest.raises(TooLargeError, match=r"\(2000, 1000, 1\) values of 1 byte"):
+        read_volume(_png_header_only(tmp_path / "big.png", 2000, 1000))
+
+
 # --- detached NRRD headers -------------------------------------------------------------------
 
 

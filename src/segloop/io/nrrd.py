@@ -36,6 +36,7 @@ __all__ = ["MAX_HEADER_BYTES", "list_nrrd_files", "read", "read_nrrd", "write", 
 
 #: Longest header read (Slicer's .seg.nrrd with hundreds of segments stays far below).
 MAX_HEADER_BYTES = 16 << 20
+_MAGIC_BYTES = 16
 #: Most data files one detached header may name.
 MAX_DATA_FILES = 100_000
 _GZIP_LEVEL = 1
@@ -100,7 +101,11 @@ def _header_lines(stream: BinaryIO, path: Path) -> tuple[list[str], list[str]]:
     Leaves ``stream`` at the first byte after the blank line that ends the header (the data of an
     attached header).
     """
-    lines: list[str] = []
+    magic = stream.readline(_MAGIC_BYTES).decode("latin-1").rstrip()
+    if not magic.startswith("NRRD"):
+        msg = f"{path}: not a NRRD file (expected the magic line NRRD000N; got {magic[:20]!r})"
+        raise CorruptFileError(msg)
+    lines = [magic]
     listed: list[str] | None = None
     budget = MAX_HEADER_BYTES
     while True:
@@ -110,9 +115,6 @@ def _header_lines(stream: BinaryIO, path: Path) -> tuple[list[str], list[str]]:
             msg = f"{path}: expected a NRRD header under {MAX_HEADER_BYTES} bytes (a blank line ends it)"
             raise CorruptFileError(msg)
         line = raw.decode("utf-8", errors="replace").rstrip()
-        if not lines and not line.startswith("NRRD"):
-            msg = f"{path}: not a NRRD file (expected the magic line NRRD000N; got {line[:20]!r})"
-            raise CorruptFileError(msg)
         if not raw or (not line and listed is None):
             break
         if listed is not None:
