@@ -135,10 +135,20 @@ def decompress_blocks(raw: bytes, *, expected: int, what: str, threads: int = 2)
         offsets.append(offsets[-1] + size)
     output = np.empty(expected, dtype=np.uint8)  # not zeroed: every byte is written below
 
+    view = memoryview(raw)
+
     def inflate(number: int) -> None:
         start, stop = spans[number]
-        part = output[offsets[number] : offsets[number + 1]]
-        inflate_exactly(io.BytesIO(raw[start:stop]), sizes[number], "gzip", what=what, out=part)
+        decompressor = isal_zlib.decompressobj(wbits=31)  # one gzip member, at most its size + 1
+        try:
+            block = decompressor.decompress(view[start:stop], sizes[number] + 1)
+        except isal_zlib.error as error:
+            msg = f"{what}: gzip member {number} is corrupt ({error})"
+            raise CorruptFileError(msg) from error
+        if len(block) != sizes[number] or not decompressor.eof or decompressor.unused_data:
+            msg = f"{what}: gzip member {number} does not decode to the {sizes[number]} bytes it declares"
+            raise CorruptFileError(msg)
+        output[offsets[number] : offsets[number + 1]] = np.frombuffer(block, dtype=np.uint8)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         list(pool.map(inflate, range(len(spans))))

@@ -98,18 +98,27 @@ def _scale(raw: np.ndarray, header: nib.Nifti1Header, path: Path) -> np.ndarray:
     return raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
+def _read_into(stream: io.RawIOBase, buffer: np.ndarray) -> int:
+    """Fill ``buffer`` from ``stream`` (a read returns at most ~2 GiB); the count read."""
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(buffer) and (count := stream.readinto(view[filled:])):
+        filled += count
+    return filled
+
+
 def _read_buffer(path: Path) -> tuple[nib.Nifti1Header, np.ndarray, int]:
     """Header, the file's bytes up to the last voxel (inflated) and the voxel offset.
 
     The declared size is checked against the cap before anything else is read or inflated.
     """
     what = str(path)
-    with open(path, "rb") as stream:
+    with open(path, "rb", buffering=0) as stream:
         compressed = stream.read(2) == b"\x1f\x8b"
         stream.seek(0)
         if compressed:
             check_file_size(os.fstat(stream.fileno()).st_size, what=what)
-            raw = stream.read()
+            raw = stream.readall()
             try:
                 head = inflate_head(raw, _NIFTI2_HEADER_BYTES)
             except isal_zlib.error as error:
@@ -124,7 +133,7 @@ def _read_buffer(path: Path) -> tuple[nib.Nifti1Header, np.ndarray, int]:
             return header, decompress_blocks(raw, expected=end, what=what, threads=_THREADS), offset
         buffer = np.empty(end, dtype=np.uint8)
         stream.seek(0)
-        count = stream.readinto(memoryview(buffer))
+        count = _read_into(stream, buffer)
     if count < end:
         msg = (
             f"{path}: the header promises {end - offset} bytes of voxels after byte {offset};"
