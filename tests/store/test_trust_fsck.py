@@ -79,7 +79,8 @@ def test_the_cli_prints_a_table_and_exits_1(project, tmp_path, run_cli):
     assert result.code == 0 and "no problems" in result.out
     _damage(project, tmp_path)
     result = run_cli("fsck", project.root)
-    assert result.code == 1 and "6 problems" in result.out and "orphan-object" in result.out
+    words = " ".join(result.out.split())  # rich wraps the title on long temporary paths
+    assert result.code == 1 and "6 problems" in words and "orphan-object" in words
 
 
 def test_the_cli_names_a_missing_database(project, run_cli):
