@@ -168,7 +168,7 @@ def test_tiff_strip_that_inflates_past_its_image_is_refused(tmp_path):
     struct.pack_into(formats[int(counts.dtype)], data, counts.valueoffset, len(bomb))
     path.write_bytes(bytes(data) + bomb)
     peak, error = _peak_bytes(lambda: read_volume(path))
-    assert isinstance(error, CorruptFileError) and "more than the 4096 bytes" in str(error)
+    assert isinstance(error, CorruptFileError) and "more than 4096 bytes" in str(error)
     assert peak < 4 * MIB
 
 
@@ -370,6 +370,23 @@ def test_truncated_dicom_slice_is_a_corrupt_file(tmp_path):
     victim.write_bytes(victim.read_bytes()[:-7])
     with pytest.raises(CorruptFileError, match=f"{victim.name}: cannot decode the pixel data"):
         read_volume(folder)
+
+
+def test_deflated_dicom_bomb_is_refused_before_pydicom_inflates_it(tmp_path, small_cap):
+    folder = _series(tmp_path)
+    victim = sorted(folder.iterdir())[1]
+    dataset = pydicom.dcmread(victim)
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    dataset.save_as(victim, enforce_file_format=True)
+    assert read_volume(folder).array.shape == (4, 5, 3)  # a real deflated slice reads
+    data = victim.read_bytes()
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = compressor.compress(bytes(64 * MIB)) + compressor.flush()
+    victim.write_bytes(data[:meta_end] + bomb)
+    peak, error = _peak_bytes(lambda: read_volume(folder))
+    assert isinstance(error, TooLargeError) and "deflate" in str(error)
+    assert peak < 8 * MIB  # pydicom alone inflated all 64 MiB
 
 
 @pytest.mark.parametrize(

@@ -30,15 +30,27 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 from pydicom.valuerep import format_number_as_ds
 
 from segloop.core.geometry import flip_ras_lps
 from segloop.core.volume import Volume
-from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError, UnsupportedFormatError
+from segloop.errors import (
+    CorruptFileError,
+    InvalidInputError,
+    NotFoundError,
+    TooLargeError,
+    UnsupportedFormatError,
+)
 from segloop.io.checks import make_volume
-from segloop.io.limits import check_declared_size, check_file_size
+from segloop.io.limits import check_declared_size, check_file_size, check_inflated_size, max_image_bytes
 from segloop.io.scaling import finite_extremes, scaled_dtype
 
 __all__ = ["read", "write"]
@@ -53,6 +65,11 @@ _META_TAGS = {
     "series_description": "SeriesDescription",
 }
 _GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+#: Every attribute the reader looks at (a damaged attribute it never reads does not stop it).
+_USED_KEYWORDS = (
+    *_META_TAGS.values(), *_GEOMETRY_TAGS, "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
+    "SliceThickness", "BitsAllocated", "RescaleSlope", "RescaleIntercept",
+)  # fmt: skip
 #: Attributes the CT image IOD requires to be present, even if empty (type 2).
 _EMPTY_TAGS = ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer",
@@ -69,7 +86,10 @@ _DECODE_ERRORS = (
     IndexError,
     AttributeError,
     struct.error,
+    BytesLengthException,
 )
+#: Deflated Explicit VR Little Endian: the dataset after the file meta group is one deflate stream.
+_DEFLATED = DeflatedExplicitVRLittleEndian.encode("ascii")
 
 
 def _detail(error: Exception) -> str:
@@ -81,9 +101,25 @@ def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
     """``pydicom.dcmread`` on the file's bytes in memory (after the size cap): a forged element
     length then reads what the file holds instead of allocating the length it claims."""
     check_file_size(path.stat().st_size, what=str(path))
+    data = path.read_bytes()
+    _check_deflated_size(data, path)
     with warnings.catch_warnings():  # pydicom warns about every odd value; a bad file raises below
         warnings.simplefilter("ignore", UserWarning)
-        return pydicom.dcmread(io.BytesIO(path.read_bytes()), stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+
+
+def _check_deflated_size(data: bytes, path: Path) -> None:
+    """Refuse a deflated dataset that inflates past the cap (pydicom inflates it whole, unbounded).
+
+    The file meta group starts after the 128-byte preamble and ``DICM`` with its own length
+    (element (0002,0000), explicit VR UL); the deflate stream follows it.
+    """
+    if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL" or len(data) < 144:
+        return
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]
+    if _DEFLATED in data[144:meta_end]:
+        limit = max_image_bytes()
+        check_inflated_size(data[meta_end:], limit, "deflate", what=str(path), over_limit=TooLargeError)
 
 
 def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
@@ -92,9 +128,11 @@ def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
             header = _dcmread(path, stop_before_pixels=True)
+            for keyword in _USED_KEYWORDS:  # pydicom converts values when first read: here, in this try
+                header.get(keyword)
         except InvalidDicomError:
             continue  # not DICOM: README.txt, .DS_Store, ...
-        except _DECODE_ERRORS as error:
+        except (*_DECODE_ERRORS, NotImplementedError, RuntimeError) as error:
             msg = f"{path}: cannot read the DICOM header ({_detail(error)}); the file is truncated or corrupt"
             raise CorruptFileError(msg) from error
         if "Rows" in header:  # DICOMDIR, reports and RT structures hold no image

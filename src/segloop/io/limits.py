@@ -115,19 +115,19 @@ def check_file_size(size: int, *, what: str) -> None:
         raise TooLargeError(msg)
 
 
+# zlib window bits: 47 = 32 + 15, a gzip or a zlib header told apart from the data; -15 raw deflate.
+_ZLIB_WBITS = {"gzip": 47, "deflate": -15}
+
+
 class _Stream:
     """One compressed stream decoded in steps of bounded output (zlib/gzip by ISA-L, or bzip2)."""
 
     def __init__(self, codec: str) -> None:
         self.codec = codec
-        # wbits 47 = 32 + 15: a gzip or a zlib header, told apart from the data
-        self._decoder = (
-            isal_zlib.decompressobj(wbits=47)
-            if codec == "gzip"
-            else bz2.BZ2Decompressor()
-            if codec == "bzip2"
-            else lzma.LZMADecompressor()
-        )
+        if codec in _ZLIB_WBITS:
+            self._decoder = isal_zlib.decompressobj(wbits=_ZLIB_WBITS[codec])
+        else:
+            self._decoder = bz2.BZ2Decompressor() if codec == "bzip2" else lzma.LZMADecompressor()
         self._tail = b""
         self.needs_input = True
 
@@ -143,7 +143,7 @@ class _Stream:
 
     def decode(self, data: bytes, room: int) -> bytes:
         """Feed ``data`` (may be empty) and return at most ``room`` decoded bytes."""
-        if self.codec == "gzip":
+        if self.codec in _ZLIB_WBITS:
             block = self._decoder.decompress(self._tail + data, room)
             self._tail = self._decoder.unconsumed_tail
             self.needs_input = not self._tail and len(block) < room
@@ -221,7 +221,9 @@ def inflate_exactly(
     return output
 
 
-def check_inflated_size(data: bytes, limit: int, codec: str, *, what: str) -> int:
+def check_inflated_size(
+    data: bytes, limit: int, codec: str, *, what: str, over_limit: type[InvalidInputError] = CorruptFileError
+) -> int:
     """Decode ``data`` in bounded steps, keeping nothing, and refuse it past ``limit`` bytes.
 
     For decoders that inflate a whole block at once (tifffile's zlib and lzma without
@@ -230,14 +232,16 @@ def check_inflated_size(data: bytes, limit: int, codec: str, *, what: str) -> in
     Args:
         data: one compressed block (a TIFF strip or tile).
         limit: the most decoded bytes the block may hold.
-        codec: ``"gzip"`` (zlib or gzip data), ``"bzip2"`` or ``"lzma"``.
+        codec: ``"gzip"`` (zlib or gzip data), ``"deflate"`` (raw), ``"bzip2"`` or ``"lzma"``.
         what: the file, for messages.
+        over_limit: the error for a block over ``limit``: `CorruptFileError` when ``limit`` is
+            what the file declares, `TooLargeError` when it is the cap.
 
     Returns:
         The decoded size (at most ``limit``).
 
     Raises:
-        CorruptFileError: the block decodes to more than ``limit`` bytes, or is not valid data.
+        CorruptFileError: the block is not valid data (or, by default, decodes past ``limit``).
     """
     stream = _Stream(codec)
     decoded = 0
@@ -251,8 +255,8 @@ def check_inflated_size(data: bytes, limit: int, codec: str, *, what: str) -> in
                 feed, pending = bytes(pending[:_CHUNK_BYTES]), pending[_CHUNK_BYTES:]
             decoded += len(stream.decode(feed, min(_CHUNK_BYTES, limit - decoded + 1)))
             if decoded > limit:
-                msg = f"{what}: a {codec} block decodes to more than the {limit} bytes its image declares"
-                raise CorruptFileError(msg)
+                msg = f"{what}: a {codec} block decodes to more than {limit} bytes, the most it may hold"
+                raise over_limit(msg)
     except _CODEC_ERRORS as error:
         msg = f"{what}: the {codec} data is corrupt ({error})"
         raise CorruptFileError(msg) from error

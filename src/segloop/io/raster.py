@@ -18,6 +18,7 @@ readers. The JPEG writer takes uint8 grey or RGB at quality 95; JPEG is lossy, s
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from pathlib import Path
@@ -29,7 +30,7 @@ from PIL import Image, PngImagePlugin
 from segloop.core.volume import Volume
 from segloop.errors import CorruptFileError, TooLargeError, UnsupportedFormatError
 from segloop.io.checks import make_volume
-from segloop.io.limits import check_declared_size
+from segloop.io.limits import check_declared_size, check_file_size
 
 __all__ = ["read", "write"]
 
@@ -100,8 +101,10 @@ def read(path: Path) -> Volume:
             Pillow's decompression-bomb guard); checked before decoding.
     """
     meta: dict[str, Any] = {}
+    check_file_size(path.stat().st_size, what=str(path))
     try:
-        with Image.open(path) as image:
+        # from memory: a forged chunk length then reads what the file holds, not what it claims
+        with Image.open(io.BytesIO(path.read_bytes())) as image:
             width, height = image.size
             bands = len(image.getbands())
             itemsize = 4 if image.mode in ("I", "F") else 2 if image.mode.startswith("I;16") else 1
