@@ -130,7 +130,9 @@ def print_volume_info(path: Path, volume: Volume) -> None:
     console.print(f"[bold]{path}[/bold] ({volume.meta.get('format', '?')})")
     console.print(f"  shape {array.shape} {array.dtype}, spacing {_fmt_spacing(volume.spacing)} mm")
     console.print(f"  affine (RAS mm):\n{np.array2string(volume.affine, precision=4, suppress_small=True)}")
-    if array.size:
+    if array.dtype.names:  # structured voxels (NIfTI RGB24): no order to take a range in
+        console.print(f"  voxels of fields {', '.join(array.dtype.names)} (RGB or vector data)")
+    elif array.size:
         console.print(f"  values {array.min()} .. {array.max()}")
     for segment in volume.meta.get("segments", []):
         console.print(

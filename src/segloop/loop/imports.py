@@ -46,7 +46,7 @@ from segloop.io.atomic import fsync_path
 from segloop.io.checks import check_scalar_image
 from segloop.loop.labels import count_voxels
 from segloop.store import ImageRecord, LabelVersionRecord, NewCase, NewLabel, Project
-from segloop.store.integrity import hash_path
+from segloop.store.integrity import hash_path, name_below
 from segloop.store.objects import StagedObjects
 
 __all__ = [
@@ -135,7 +135,7 @@ def _copy_key(path: Path, sha256: str) -> str:
         return sha256
     digest = hashlib.sha256()
     for file in files:
-        digest.update(str(file.relative_to(path.parent)).encode() + b"\0" + file.read_bytes())
+        digest.update(str(name_below(file, path.parent)).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()
 
 
@@ -155,7 +155,7 @@ class _CopyStage:
         target = self.folder / digest / source.name
         if digest not in self.digests:
             for file in image_files(source):
-                relative = file.relative_to(base)
+                relative = name_below(file, base)
                 destination = target / relative if source.is_dir() else target.parent / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(file, destination)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from segloop.io.nrrd import list_nrrd_files
 from segloop.store.database import file_hashes, utc_now, write_transaction
 
-__all__ = ["FileSignature", "current_sha256", "file_signature", "hash_path", "image_files"]
+__all__ = ["FileSignature", "current_sha256", "file_signature", "hash_path", "image_files", "name_below"]
 
 _CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -39,6 +39,15 @@ def image_files(path: Path) -> list[Path]:
     return [path]
 
 
+def name_below(file: Path, folder: Path) -> Path:
+    """``file`` relative to ``folder`` as given, or to its resolved form (where io.nrrd puts data files).
+
+    Raises:
+        ValueError: ``file`` lies in neither.
+    """
+    return file.relative_to(folder if file.is_relative_to(folder) else folder.resolve())
+
+
 def hash_path(path: Path) -> tuple[str, int]:
     """SHA-256 (hex) and size in bytes of an image's files (`image_files`).
 
@@ -54,7 +63,7 @@ def hash_path(path: Path) -> tuple[str, int]:
     size = 0
     for file in files:
         if len(files) > 1:
-            digest.update(str(file.relative_to(base)).encode() + b"\0")
+            digest.update(str(name_below(file, base)).encode() + b"\0")
         with open(file, "rb") as stream:
             while chunk := stream.read(_CHUNK_BYTES):
                 digest.update(chunk)
