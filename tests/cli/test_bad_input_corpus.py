@@ -75,6 +75,7 @@ class Row:
     env: dict[str, str] = field(default_factory=dict)
     absent: Callable[[Ctx], Sequence[Path]] = lambda ctx: ()
     peak_mib: int | None = None  # most memory the command may allocate (traced by Python)
+    says: str = ""  # the error line names this
 
 
 @pytest.fixture
@@ -415,7 +416,11 @@ ROWS = [
     ),
     Row("S COCO slice -1", lambda c: coco_import(c, {"slice": -1})),
     Row("S COCO polygon 1e308", lambda c: coco_import(c, segmentation=[[1e308, 0, 10, 10, 0, 10]])),
-    Row("S COCO polygon NaN", lambda c: coco_import(c, segmentation=[[float("nan"), 0, 10, 10, 0, 10]])),
+    Row(
+        "S COCO polygon NaN",
+        lambda c: coco_import(c, segmentation=[[float("nan"), 0, 10, 10, 0, 10]]),
+        says="1 NaN or infinite values",
+    ),
     Row("S next on an empty project", empty_project),
 ]
 
@@ -436,7 +441,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(row: Row, ctx: Ctx, monk
     assert result.code == row.code, (result.code, result.out, result.err)
     lines = result.err.strip().splitlines()
     if row.code == 1:
-        assert len(lines) == 1 and lines[0].startswith("error:"), result.err
+        assert len(lines) == 1 and lines[0].startswith("error:") and row.says in lines[0], result.err
     else:
         assert lines[0].startswith("Usage:") and "Invalid value" in result.err, result.err
     if before is not None:

@@ -698,10 +698,14 @@ def _check_polygon(polygon: Any, image_shape: tuple[int, int], where: str) -> tu
         and (np.abs(xy[:, 1] - height / 2) <= 1.5 * height).all()
     )
     if not inside:
-        msg = (
-            f"{where}: polygon points must be finite pixel coordinates near the {width}x{height} image;"
-            f" got values from {np.nanmin(xy):.3g} to {np.nanmax(xy):.3g}"
+        finite = np.isfinite(xy)
+        got = (
+            f"values from {xy.min():.3g} to {xy.max():.3g}"
+            if finite.all()
+            else f"{int((~finite).sum())} NaN or infinite values"
         )
+        msg = f"{where}: polygon points must be finite pixel coordinates near the {width}x{height} image;"
+        msg += f" got {got}"
         raise InvalidInputError(msg)
     return tuple(float(v) for v in polygon)
 
