@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segloop.errors import LabelValueError, SegloopError, UnknownClassError
+from segloop.errors import InvalidInputError, LabelValueError, UnknownClassError
 
 __all__ = ["BACKGROUND_NAME", "IGNORE_NAME", "LabelClass", "LabelSchema"]
 
@@ -71,25 +71,25 @@ class LabelSchema:
     def __post_init__(self) -> None:
         if not self.classes:
             msg = "a label schema needs at least one class; got none"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         for position, label in enumerate(self.classes, start=1):
             if label.index != position:
                 msg = (
                     f"class indices must run 1..N in order;"
                     f" class {label.name!r} has {label.index}, expected {position}"
                 )
-                raise SegloopError(msg)
+                raise InvalidInputError(msg)
             if not _NAME_PATTERN.match(label.name) or label.name in (BACKGROUND_NAME, IGNORE_NAME):
                 msg = (
                     f"class name {label.name!r} is not allowed: expected letters, digits, '_', '.', '-'"
                     f" and not {BACKGROUND_NAME!r} or {IGNORE_NAME!r}"
                 )
-                raise SegloopError(msg)
+                raise InvalidInputError(msg)
         names = [label.name for label in self.classes]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             msg = f"class names must be unique; repeated: {', '.join(duplicates)}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
 
     @classmethod
     def from_names(cls, names: Sequence[str], colors: Sequence[Sequence[int]] | None = None) -> LabelSchema:
@@ -97,7 +97,7 @@ class LabelSchema:
         colors = colors or [_PALETTE[i % len(_PALETTE)] for i in range(len(names))]
         if len(colors) != len(names):
             msg = f"expected one colour per class ({len(names)}); got {len(colors)}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         return cls(
             tuple(
                 LabelClass(i, name.strip(), tuple(int(c) for c in color))  # type: ignore[arg-type]
@@ -177,4 +177,4 @@ class LabelSchema:
             )
         except (KeyError, TypeError, ValueError) as error:
             msg = f"label records must have index, name and color; got {records!r} ({error})"
-            raise SegloopError(msg) from error
+            raise InvalidInputError(msg) from error

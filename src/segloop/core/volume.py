@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from segloop.errors import SegloopError
+from segloop.errors import InvalidInputError
 
 __all__ = ["Volume"]
 
@@ -47,15 +47,15 @@ class Volume:
                 f"Volume array must be 3D (I, J, K) or 4D (C, I, J, K); got shape {array.shape}"
                 " (reshape a 2D image to (I, J, 1))"
             )
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
             msg = f"Volume affine must be a finite 4x4 matrix; got shape {affine.shape}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         lengths = np.linalg.norm(affine[:3, :3], axis=0)
         # scale-free: cryo-ET voxels are 1e-7 mm, so test the shape of the axes, not their size
         if np.any(lengths == 0) or abs(np.linalg.det(affine[:3, :3] / lengths)) < 1e-6:
             msg = f"Volume affine must be invertible; got a singular 3x3 part {affine[:3, :3].tolist()}"
-            raise SegloopError(msg)
+            raise InvalidInputError(msg)
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "affine", affine)
 
