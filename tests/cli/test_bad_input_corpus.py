@@ -283,6 +283,11 @@ def deleted_db(ctx: Ctx) -> list[object]:
     return ["status", root]
 
 
+def bytes_file(ctx: Ctx, name: str, data: bytes) -> Path:
+    (ctx.tmp / name).write_bytes(data)
+    return ctx.tmp / name
+
+
 def empty_project(ctx: Ctx) -> list[object]:
     return ["next", ctx.new_project("empty")]
 
@@ -422,6 +427,21 @@ ROWS = [
         says="1 NaN or infinite values",
     ),
     Row("S next on an empty project", empty_project),
+    # Found again (H6): not in the list
+    *(
+        Row(
+            f"X init --labels-file of non-UTF-8 bytes ({suffix})",
+            lambda c, s=suffix: [
+                "init",
+                c.tmp / "w",
+                "--labels-file",
+                bytes_file(c, f"names{s}", b"\xff\xfe\x00"),
+            ],
+            absent=lambda c: [c.tmp / "w"],
+            says="UTF-8",
+        )
+        for suffix in (".txt", ".json")
+    ),
 ]
 
 

@@ -77,7 +77,12 @@ def read_class_names(path: Path) -> list[str]:
     if not path.is_file():
         msg = f"labels file {path} does not exist"
         raise NotFoundError(msg)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        msg = f"{path}: expected UTF-8 text (class names); got byte {byte:#04x} at offset {error.start}"
+        raise CorruptFileError(msg) from error
     if path.suffix.lower() != ".json":
         return [line.strip() for line in text.splitlines() if line.strip()]
     try:
