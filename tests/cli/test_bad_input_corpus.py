@@ -430,6 +430,14 @@ ROWS = [
     # Found again (H6): not in the list
     *(
         Row(
+            f"X segment postprocess --{option} {value}",
+            lambda c, o=option, v=value: ["segment", c.project(), "p", "postprocess", f"--{o}", v],
+            says="finite",
+        )
+        for option, value in (("close-mm", "nan"), ("open-mm", "inf"))
+    ),
+    *(
+        Row(
             f"X init --labels-file of non-UTF-8 bytes ({suffix})",
             lambda c, s=suffix: [
                 "init",
