@@ -283,6 +283,15 @@ def deleted_db(ctx: Ctx) -> list[object]:
     return ["status", root]
 
 
+def nnunet_without_images(ctx: Ctx) -> list[object]:
+    root = ctx.project()
+    assert ctx.run("exchange", "export", root, ctx.tmp / "nn", "--format", "nnunet").code == 0
+    (dataset,) = (ctx.tmp / "nn").glob("Dataset*")
+    document = json.loads((dataset / "dataset.json").read_text())
+    (dataset / "dataset.json").write_text(json.dumps({**document, "file_ending": ".mha"}))
+    return ["exchange", "import", root, dataset, "--format", "nnunet"]
+
+
 def bytes_file(ctx: Ctx, name: str, data: bytes) -> Path:
     (ctx.tmp / name).write_bytes(data)
     return ctx.tmp / name
@@ -428,6 +437,7 @@ ROWS = [
     ),
     Row("S next on an empty project", empty_project),
     # Found again (H6): not in the list
+    Row("X nnU-Net dataset whose file_ending matches no image", nnunet_without_images, says="no image"),
     *(
         Row(
             f"X segment postprocess --{option} {value}",

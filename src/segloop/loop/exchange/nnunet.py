@@ -152,6 +152,9 @@ def import_nnunet_dataset(
     training = nnunet.list_raw_cases(dataset_dir / "imagesTr", dataset.file_ending)
     test_dir = dataset_dir / "imagesTs"
     test = nnunet.list_raw_cases(test_dir, dataset.file_ending) if test_dir.is_dir() else {}
+    if not training and not test:
+        msg = f"{dataset_dir}: no image <case>_0000{dataset.file_ending} in imagesTr or imagesTs"
+        raise NotFoundError(msg)
     label_files = nnunet.list_label_files(dataset_dir / "labelsTr", dataset.file_ending)
     missing = sorted(set(training) - set(label_files))
     if missing:
