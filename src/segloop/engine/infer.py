@@ -165,21 +165,35 @@ def _autocast(config: TrainConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _forward_slices(
-    network: torch.nn.Module,
-    volume: torch.Tensor,
-    config: TrainConfig,
-    infer_config: InferConfig,
-    flips: tuple[int, ...],
-    pad_value: float,
-    device: torch.device,
-    n_classes: int,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class _Passes:
+    """What every inference pass of one image shares.
+
+    Args:
+        network: the model, on ``device``.
+        config: its training config (dims, slice axis, patch size, amp).
+        infer_config: batch size, overlap, blending, flips and MC-dropout samples.
+        pad_value: the normalised intensity of padding.
+        device: where the network runs.
+        n_classes: output channels, background included.
+    """
+
+    network: torch.nn.Module
+    config: TrainConfig
+    infer_config: InferConfig
+    pad_value: float
+    device: torch.device
+    n_classes: int
+
+
+def _forward_slices(run: _Passes, volume: torch.Tensor, flips: tuple[int, ...]) -> torch.Tensor:
     """Softmax probabilities ``(C, I, J, K)`` of a 2D network, slice by slice along the slice axis.
 
     The work runs slice-major (contiguous ``(S, H, W)`` slices, a contiguous ``(C, S, H, W)``
     output); the result is that buffer seen as ``(C, I, J, K)`` (a permuted view, no copy).
     """
+    network, config, device = run.network, run.config, run.device
+    batch_size = run.infer_config.batch_size
     axis = config.slice_axis
     slices = volume.movedim(axis, 0).contiguous()  # (S, H, W)
     height, width = slices.shape[1:]
@@ -188,11 +202,11 @@ def _forward_slices(
     padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
     plane_axes = [a for a in range(3) if a != axis]
     dims = tuple(2 + plane_axes.index(a) for a in flips if a in plane_axes)
-    out = torch.empty((n_classes, *slices.shape), dtype=torch.float32)  # (C, S, H, W)
-    for start in range(0, slices.shape[0], infer_config.batch_size):
-        batch = slices[start : start + infer_config.batch_size].unsqueeze(1).to(device)
+    out = torch.empty((run.n_classes, *slices.shape), dtype=torch.float32)  # (C, S, H, W)
+    for start in range(0, slices.shape[0], batch_size):
+        batch = slices[start : start + batch_size].unsqueeze(1).to(device)
         if pad_h or pad_w:
-            batch = F.pad(batch, padding, value=pad_value)
+            batch = F.pad(batch, padding, value=run.pad_value)
         if dims:
             batch = batch.flip(dims)
         with _autocast(config, device):
@@ -208,32 +222,23 @@ def _forward_slices(
     return out.movedim(1, axis + 1)
 
 
-def _forward_patches(
-    network: torch.nn.Module,
-    volume: torch.Tensor,
-    config: TrainConfig,
-    infer_config: InferConfig,
-    flips: tuple[int, ...],
-    pad_value: float,
-    device: torch.device,
-    n_classes: int,
-) -> torch.Tensor:
+def _forward_patches(run: _Passes, volume: torch.Tensor, flips: tuple[int, ...]) -> torch.Tensor:
     """Softmax probabilities ``(C, I, J, K)`` of a 3D network (MONAI sliding window, blended logits)."""
     from monai.inferers import sliding_window_inference
 
     dims = tuple(2 + a for a in flips)
-    batch = volume[None, None].to(device)
+    batch = volume[None, None].to(run.device)
     if dims:
         batch = batch.flip(dims)
-    with _autocast(config, device):
+    with _autocast(run.config, run.device):
         logits = sliding_window_inference(
             batch,
-            roi_size=config.patch_size,
-            sw_batch_size=infer_config.batch_size,
-            predictor=network,
-            overlap=infer_config.overlap,
-            mode=infer_config.blend,
-            cval=pad_value,
+            roi_size=run.config.patch_size,
+            sw_batch_size=run.infer_config.batch_size,
+            predictor=run.network,
+            overlap=run.infer_config.overlap,
+            mode=run.infer_config.blend,
+            cval=run.pad_value,
         )
     if dims:
         logits = logits.flip(dims)
@@ -272,32 +277,23 @@ def predict_mean_probabilities(
     if config.dims == 2:  # mirroring along the slice axis only re-orders slices: the same pass again
         flip_sets = sorted({tuple(a for a in s if a != config.slice_axis) for s in flip_sets}, key=len)
     with torch.inference_mode():
-        return _average_passes(
-            network, volume, config, infer_config, flip_sets, pad_value, device, n_classes, original_shape
-        )
+        run = _Passes(network, config, infer_config, pad_value, device, n_classes)
+        return _average_passes(run, volume, flip_sets, original_shape)
 
 
 def _average_passes(
-    network: torch.nn.Module,
-    volume: torch.Tensor,
-    config: TrainConfig,
-    infer_config: InferConfig,
-    flip_sets: list[tuple[int, ...]],
-    pad_value: float,
-    device: torch.device,
-    n_classes: int,
-    original_shape: tuple[int, ...],
+    run: _Passes, volume: torch.Tensor, flip_sets: list[tuple[int, ...]], original_shape: tuple[int, ...]
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Run every flip x MC-dropout pass; mean probabilities, disagreement (None for one pass), count."""
-    forward = _forward_slices if config.dims == 2 else _forward_patches
-    mc_samples = infer_config.mc_dropout_samples
+    forward = _forward_slices if run.config.dims == 2 else _forward_patches
+    mc_samples = run.infer_config.mc_dropout_samples
     total: torch.Tensor | None = None
     squares: torch.Tensor | None = None
     passes = 0
-    with _inference_modes(network, dropout=mc_samples > 0):
+    with _inference_modes(run.network, dropout=mc_samples > 0):
         for flips in flip_sets:
             for _ in range(max(1, mc_samples)):
-                one = forward(network, volume, config, infer_config, flips, pad_value, device, n_classes)
+                one = forward(run, volume, flips)
                 if total is None:
                     total, squares = one, (one.square() if len(flip_sets) * max(1, mc_samples) > 1 else None)
                 else:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from segloop.errors import ConflictError
 
-__all__ = ["atomic_directory", "atomic_file", "check_writable", "fsync_path"]
+__all__ = ["atomic_directory", "atomic_file", "check_writable", "fsync_path", "process_alive"]
 
 
 def check_writable(path: Path, *, overwrite: bool) -> None:
@@ -22,6 +22,21 @@ def check_writable(path: Path, *, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         msg = f"{path} exists already: expected a new path, or permission to replace it"
         raise ConflictError(msg)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (signal 0 probes without signalling).
+
+    What a writer that died leaves (a staging folder, a running job) names its process; a
+    process that no longer exists will never finish it.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, run by another user
+    return True
 
 
 def fsync_path(path: Path) -> None:

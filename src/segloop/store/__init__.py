@@ -6,7 +6,6 @@ from segloop.store.fsck import FsckProblem, FsckReport, check_project
 from segloop.store.objects import ObjectStore, compute_label_key
 from segloop.store.project import DATABASE_NAME, Project
 from segloop.store.records import (
-    SOURCES,
     CaseRecord,
     EvaluationRecord,
     EventRecord,
@@ -32,7 +31,6 @@ __all__ = [
     "DATABASE_NAME",
     "DATABASE_URL_VARIABLE",
     "MODALITIES",
-    "SOURCES",
     "CaseRecord",
     "EvaluationRecord",
     "EventRecord",

@@ -19,10 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from segloop.core.names import path_inside
 from segloop.errors import InvalidInputError, NotFoundError
 from segloop.io import read_volume
-from segloop.store.integrity import current_sha256
+from segloop.store.integrity import accept_legacy_sha256, current_sha256
 from segloop.store.objects import compute_label_key
 from segloop.store.project import Project
-from segloop.store.records import ImageRecord
+from segloop.store.records import CaseRecord, ImageRecord
 
 __all__ = ["FsckProblem", "FsckReport", "check_project"]
 
@@ -85,7 +85,7 @@ def check_project(project: Project, *, on_item: Callable[[str], None] | None = N
         for image in case.images:
             images += 1
             notify(image.path)
-            problems.extend(_check_image(project, case.case_id, image))
+            problems.extend(_check_image(project, case, image))
     predictions = project.list_predictions()
     for record in predictions:
         if not _inside(project, record.uncertainty).is_file():
@@ -136,14 +136,18 @@ def _check_object(project: Project, key: str) -> list[FsckProblem]:
     return []
 
 
-def _check_image(project: Project, case_id: str, image: ImageRecord) -> list[FsckProblem]:
+def _check_image(project: Project, case: CaseRecord, image: ImageRecord) -> list[FsckProblem]:
+    case_id = case.case_id
+    remember = not project.read_only
     try:
         path = project.image_path(image)
-        found = current_sha256(project.engine, path, use_cache=False, remember=not project.read_only)
+        found = current_sha256(project.engine, path, use_cache=False, remember=remember)
     except (OSError, NotFoundError, InvalidInputError) as error:
         detail = f"image of case {case_id!r} (channel {image.channel}) is missing ({error})"
         return [FsckProblem("missing-image", image.path, detail)]
-    if found != image.sha256:
+    if found != image.sha256 and not accept_legacy_sha256(
+        project.engine, case.pk, image.channel, path, recorded=image.sha256, found=found, remember=remember
+    ):
         detail = f"case {case_id!r}: SHA-256 {found}, recorded {image.sha256}"
         return [FsckProblem("changed-image", str(path), detail)]
     return []

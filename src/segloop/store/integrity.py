@@ -6,6 +6,10 @@ compares the files with that hash. Hashing a large volume costs about as much as
 so the hash found is cached per path with the files' *signature* (total size in bytes and newest
 modification time in ns): while the signature is unchanged the cached hash is trusted, any
 change (a rewrite, ``touch``, a file added to a series) re-hashes.
+
+Projects made before hashes covered every file recorded a detached NRRD header's bytes alone
+(and a one-file folder with its file's name); `accept_legacy_sha256` recognises such a hash
+and records the full one in its place.
 """
 
 from __future__ import annotations
@@ -18,9 +22,17 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from segloop.io.nrrd import list_nrrd_files
-from segloop.store.database import file_hashes, utc_now, write_transaction
+from segloop.store.database import case_images, file_hashes, utc_now, write_transaction
 
-__all__ = ["FileSignature", "current_sha256", "file_signature", "hash_path", "image_files", "name_below"]
+__all__ = [
+    "FileSignature",
+    "accept_legacy_sha256",
+    "current_sha256",
+    "file_signature",
+    "hash_path",
+    "image_files",
+    "name_below",
+]
 
 _CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -57,18 +69,68 @@ def hash_path(path: Path) -> tuple[str, int]:
     Returns:
         ``(sha256, size_bytes)``.
     """
-    digest = hashlib.sha256()
     files = image_files(path)
-    base = path if path.is_dir() else path.parent
+    return _hash_files(files, path if path.is_dir() else path.parent, named=len(files) > 1)
+
+
+def _hash_files(files: list[Path], base: Path, *, named: bool) -> tuple[str, int]:
+    """SHA-256 and total size of ``files`` in order, each after its name below ``base`` if ``named``."""
+    digest = hashlib.sha256()
     size = 0
     for file in files:
-        if len(files) > 1:
+        if named:
             digest.update(str(name_below(file, base)).encode() + b"\0")
         with open(file, "rb") as stream:
             while chunk := stream.read(_CHUNK_BYTES):
                 digest.update(chunk)
                 size += len(chunk)
     return digest.hexdigest(), size
+
+
+def _legacy_sha256(path: Path) -> str | None:
+    """The hash segloop recorded for ``path`` before hashes covered all of an image's files.
+
+    A folder's files were always hashed with their names (one file too); a ``.nhdr`` was hashed
+    as its own bytes, its data files not at all. None where that hash is `hash_path`'s.
+    """
+    if path.is_dir():
+        files = image_files(path)
+        return _hash_files(files, path, named=True)[0] if len(files) == 1 else None
+    if path.name.lower().endswith(".nhdr") and len(image_files(path)) > 1:
+        return _hash_files([path], path.parent, named=False)[0]
+    return None
+
+
+def accept_legacy_sha256(
+    engine: Engine, case_pk: int, channel: int, path: Path, *, recorded: str, found: str, remember: bool
+) -> bool:
+    """Whether ``recorded`` is the older hash of the image ``path`` (a header alone, see module).
+
+    Such a hash vouched for the header only, so the data files as they are now are accepted and,
+    when ``remember``, ``found`` (`hash_path`'s hash) replaces ``recorded`` in the database:
+    from then on a changed data file is refused as for any image.
+
+    Args:
+        engine: the project database.
+        case_pk: the case's database id.
+        channel: the image's channel.
+        path: the image's absolute path.
+        recorded: the SHA-256 recorded when it was added.
+        found: its SHA-256 now.
+        remember: write ``found`` (False for a read-only database).
+    """
+    if _legacy_sha256(path) != recorded:
+        return False
+    if remember:
+        row = (case_images.c.case_pk == case_pk) & (case_images.c.channel == channel)
+        try:
+            with write_transaction(engine) as connection:
+                connection.execute(
+                    case_images.update().where(row, case_images.c.sha256 == recorded).values(sha256=found)
+                )
+        except OperationalError:
+            pass  # a database that cannot be written now: the older hash is recognised again next time
+    return True
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import os
 import socket
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import Engine, func, select
@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from segloop.core.names import path_inside
+from segloop.core.provenance import parse_source
 from segloop.core.volume import Volume
 from segloop.errors import (
     ConflictError,
@@ -36,7 +37,7 @@ from segloop.errors import (
     StoreIntegrityError,
 )
 from segloop.io import read_volume
-from segloop.io.atomic import atomic_file
+from segloop.io.atomic import atomic_file, process_alive
 from segloop.store.config import CONFIG_NAME, ProjectConfig, read_config, write_config
 from segloop.store.database import (
     DATABASE_URL_VARIABLE,
@@ -61,10 +62,9 @@ from segloop.store.database import (
     utc_now,
     write_transaction,
 )
-from segloop.store.integrity import current_sha256
+from segloop.store.integrity import accept_legacy_sha256, current_sha256
 from segloop.store.objects import ObjectStore
 from segloop.store.records import (
-    SOURCES,
     CaseRecord,
     EvaluationRecord,
     EventRecord,
@@ -87,6 +87,8 @@ from segloop.store.records import (
 )
 
 __all__ = ["DATABASE_NAME", "Project"]
+
+_Record = TypeVar("_Record")
 
 DATABASE_NAME = "segloop.db"
 
@@ -374,9 +376,7 @@ class Project:
         return None if head is None else int(head)
 
     def _insert_label(self, connection: Connection, case_pk: int, label: NewLabel, now: Any) -> int:
-        if label.source not in SOURCES:
-            msg = f"unknown label source {label.source!r}: expected one of {', '.join(SOURCES)}"
-            raise InvalidInputError(msg)
+        parse_source(label.source)
         unknown = [name for name in label.classes if name not in self.config.schema.names]
         if unknown:
             msg = f"label classes {unknown} are not in the schema ({', '.join(self.config.schema.names)})"
@@ -540,19 +540,7 @@ class Project:
             query = query.where(cases.c.case_id == case_id)
         with self.engine.connect() as connection:
             rows = connection.execute(query.order_by(predictions.c.id)).all()
-        return [
-            PredictionRecord(
-                r.id,
-                r.case_id,
-                r.model_id,
-                r.label_version_id,
-                r.uncertainty,
-                float(r.mean_entropy),
-                dict(r.params),
-                r.created_at,
-            )
-            for r in rows
-        ]
+        return [_from_row(PredictionRecord, r, mean_entropy=float(r.mean_entropy)) for r in rows]
 
     # -- events ------------------------------------------------------------------------------
 
@@ -573,7 +561,7 @@ class Project:
             query = query.where(events.c.kind == kind)
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        return [EventRecord(r.id, r.at, r.kind, r.actor, dict(r.detail)) for r in rows]
+        return [_from_row(EventRecord, r) for r in rows]
 
     # -- evaluations and rounds --------------------------------------------------------------
 
@@ -608,18 +596,7 @@ class Project:
             query = query.where(evaluations.c.model_id == model_id)
         with self.engine.connect() as connection:
             rows = connection.execute(query.order_by(evaluations.c.id)).all()
-        return [
-            EvaluationRecord(
-                r.id,
-                r.model_id,
-                r.case_id,
-                tuple(r.reference_version_ids),
-                dict(r.metrics),
-                r.round,
-                r.created_at,
-            )
-            for r in rows
-        ]
+        return [_from_row(EvaluationRecord, r) for r in rows]
 
     def start_round(self, number: int, *, mode: str) -> RoundRecord:
         """Record that round ``number`` starts now (``running``); `ConflictError` if it exists."""
@@ -673,18 +650,7 @@ class Project:
         """All rounds, first first."""
         with self.engine.connect() as connection:
             rows = connection.execute(select(rounds).order_by(rounds.c.number)).all()
-        return [
-            RoundRecord(
-                r.number,
-                r.mode,
-                RoundStatus(r.status),
-                r.started_at,
-                r.finished_at,
-                dict(r.stages),
-                dict(r.summary),
-            )
-            for r in rows
-        ]
+        return [_from_row(RoundRecord, r, status=RoundStatus(r.status)) for r in rows]
 
     # -- images -------------------------------------------------------------------------------
 
@@ -718,7 +684,15 @@ class Project:
             msg = f"image of case {case.case_id!r} is missing: expected {path} (moved or deleted? restore it)"
             raise NotFoundError(msg)
         sha256 = current_sha256(self.engine, path, remember=not self.read_only)
-        if sha256 != image.sha256:
+        if sha256 != image.sha256 and not accept_legacy_sha256(
+            self.engine,
+            case.pk,
+            channel,
+            path,
+            recorded=image.sha256,
+            found=sha256,
+            remember=not self.read_only,
+        ):
             msg = (
                 f"image {path} of case {case.case_id!r} changed since it was added: SHA-256 {sha256},"
                 f" recorded {image.sha256}"
@@ -1025,53 +999,38 @@ def _missing_database_message(root: Path, database_file: Path) -> str:
     )
 
 
+def _from_row(record_type: type[_Record], row: Row, **given: Any) -> _Record:
+    """A ``record_type`` from the row's columns of its field names (JSON lists as tuples).
+
+    Args:
+        record_type: a frozen dataclass of `segloop.store.records`.
+        row: a database row holding a column for every field not in ``given``.
+        **given: field values that are not a column as stored (enums, arrays, nested records).
+    """
+    columns = row._mapping
+    values = {}
+    for item in fields(record_type):
+        value = given[item.name] if item.name in given else columns[item.name]
+        values[item.name] = tuple(value) if isinstance(value, list) else value
+    return record_type(**values)
+
+
 def _case_record(row: Row, images: Sequence[Row]) -> CaseRecord:
-    return CaseRecord(
+    return _from_row(
+        CaseRecord,
+        row,
         pk=row.id,
-        case_id=row.case_id,
-        shape=tuple(row.shape),
         affine=np.asarray(row.affine),
-        dtype=row.dtype,
-        images=tuple(ImageRecord(i.channel, i.path, i.size_bytes, i.sha256, i.copied) for i in images),
-        added_at=row.added_at,
-        added_by=row.added_by,
+        images=tuple(_from_row(ImageRecord, image) for image in images),
     )
 
 
 def _label_record(row: Row) -> LabelVersionRecord:
-    return LabelVersionRecord(
-        id=row.id,
-        case_id=row.case_id,
-        object_key=row.object_key,
-        source=row.source,
-        classes=tuple(row.classes),
-        voxel_counts=dict(row.voxel_counts),
-        author=row.author,
-        tool=row.tool,
-        params=dict(row.params),
-        parent_id=row.parent_id,
-        round=row.round,
-        created_at=row.created_at,
-    )
+    return _from_row(LabelVersionRecord, row)
 
 
 def _model_record(row: Row) -> ModelRecord:
-    return ModelRecord(
-        id=row.id,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
-        author=row.author,
-        mode=row.mode,
-        parent_id=row.parent_id,
-        status=ModelStatus(row.status),
-        checkpoint=row.checkpoint,
-        config=dict(row.config),
-        label_version_ids=tuple(row.label_version_ids),
-        train_case_ids=tuple(row.train_case_ids),
-        val_case_ids=tuple(row.val_case_ids),
-        metrics=dict(row.metrics),
-        round=row.round,
-    )
+    return _from_row(ModelRecord, row, status=ModelStatus(row.status))
 
 
 def _checked_prediction(arrays: PredictionArrays, shape: Sequence[int]) -> dict[str, np.ndarray]:
@@ -1091,35 +1050,10 @@ def _checked_prediction(arrays: PredictionArrays, shape: Sequence[int]) -> dict[
 
 def _job_record(row: Row) -> JobRecord:
     status = JobStatus(row.status)
-    if status == JobStatus.RUNNING and row.host == socket.gethostname() and not _process_alive(row.pid):
+    if status == JobStatus.RUNNING and row.host == socket.gethostname() and not process_alive(row.pid):
         status = JobStatus.INTERRUPTED
     progress = None if row.progress is None else Progress(job_id=row.id, **row.progress)
-    return JobRecord(
-        id=row.id,
-        kind=row.kind,
-        status=status,
-        author=row.author,
-        params=dict(row.params),
-        progress=progress,
-        result=dict(row.result),
-        error=row.error,
-        pid=row.pid,
-        host=row.host,
-        started_at=row.started_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
-    )
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (signal 0 probes without signalling)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, run by another user
-    return True
+    return _from_row(JobRecord, row, status=status, progress=progress)
 
 
 def _patch_row(patch: NewPatch, case_pk: int, now: Any) -> dict[str, Any]:
@@ -1141,18 +1075,4 @@ def _patch_row(patch: NewPatch, case_pk: int, now: Any) -> dict[str, Any]:
 
 
 def _patch_record(row: Row) -> PatchRecord:
-    return PatchRecord(
-        patch_id=row.patch_id,
-        case_id=row.case_id,
-        offset=tuple(row.offset),
-        size=tuple(row.size),
-        border_voxels=row.border_voxels,
-        parent_version_id=row.parent_version_id,
-        version_ids=tuple(row.version_ids),
-        region_sha256=row.region_sha256,
-        label_sha256=row.label_sha256,
-        affine=np.asarray(row.affine, dtype=float),
-        author=row.author,
-        detail=dict(row.detail),
-        created_at=row.created_at,
-    )
+    return _from_row(PatchRecord, row, affine=np.asarray(row.affine, dtype=float))

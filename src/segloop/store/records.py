@@ -12,7 +12,6 @@ import numpy as np
 from segloop.errors import InvalidInputError
 
 __all__ = [
-    "SOURCES",
     "CaseRecord",
     "EvaluationRecord",
     "EventRecord",
@@ -33,10 +32,6 @@ __all__ = [
     "RoundStatus",
     "parse_status",
 ]
-
-#: Label sources, from most to least trusted (see `segloop.core.assembly`).
-SOURCES = ("original", "revised", "sparse", "draft", "pseudo")
-
 
 _Status = TypeVar("_Status", bound=StrEnum)
 
