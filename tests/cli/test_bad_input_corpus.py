@@ -437,6 +437,24 @@ ROWS = [
     ),
     Row("S next on an empty project", empty_project),
     # Found again (H6): not in the list
+    *(
+        Row(
+            f"X coco-slices --long-side {side}",
+            lambda c, v=side: [
+                "exchange",
+                "export",
+                c.project(),
+                c.tmp / "out",
+                "--format",
+                "coco-slices",
+                "--long-side",
+                v,
+            ],
+            absent=written_out,
+            says="longer side",
+        )
+        for side in ("0", "20000")
+    ),
     Row("X nnU-Net dataset whose file_ending matches no image", nnunet_without_images, says="no image"),
     *(
         Row(

@@ -27,6 +27,8 @@ from segloop.store import Project
 
 #: Largest COCO file read (JSON expands about tenfold in memory when parsed).
 MAX_JSON_BYTES = 1 << 30
+#: Pixels of a slice image's longer side: at least a thumbnail, at most 16 times the default.
+LONG_SIDE_RANGE = (16, 8192)
 
 
 def export_coco_slices(
@@ -51,6 +53,10 @@ def export_coco_slices(
     in the COCO file record the sources.
     """
     started = time.perf_counter()
+    low, high = LONG_SIDE_RANGE
+    if not low <= long_side <= high:
+        msg = f"the slice images' longer side must be {low}..{high} pixels; got {long_side}"
+        raise InvalidInputError(msg)
     schema = project.config.schema
     categories = coco.make_categories({c.index: c.name for c in schema.classes}, split_thirds)
     colors = {c.index: c.color for c in schema.classes}
