@@ -39,7 +39,7 @@ from segloop.io.limits import (
     inflate_exactly,
     max_image_bytes,
 )
-from segloop.io.nrrd import data_files
+from segloop.io.nrrd import list_nrrd_files
 from tests.conftest import shared_dataset
 
 MIB = 1 << 20
@@ -228,7 +228,7 @@ def test_detached_data_files_outside_the_header_folder_are_refused(tmp_path, dat
         read_volume(header)
     assert "8 bytes" not in str(caught.value) and "passwd:" not in str(caught.value)
     with pytest.raises(InvalidInputError):
-        data_files(header)
+        list_nrrd_files(header)
 
 
 def test_unreadable_target_outside_leaks_nothing(tmp_path):
@@ -256,7 +256,7 @@ def test_detached_data_beside_or_below_the_header_is_read(tmp_path):
     ):
         header = _detached(tmp_path, data_file, listed)
         np.testing.assert_array_equal(read_volume(header).array, expected)
-    assert data_files(header) == [tmp_path / "sub" / "p0.raw", tmp_path / "sub" / "p1.raw"]
+    assert list_nrrd_files(header)[1:] == [tmp_path / "sub" / "p0.raw", tmp_path / "sub" / "p1.raw"]
     header = _detached(tmp_path, "missing.raw")
     with pytest.raises(NotFoundError, match="'missing.raw' named in the header is missing"):
         read_volume(header)
@@ -264,7 +264,7 @@ def test_detached_data_beside_or_below_the_header_is_read(tmp_path):
 
 def test_segloop_written_nhdr_names_its_data_file(tmp_path):
     path = write_volume(Volume(np.ones((3, 3, 3), np.uint8), np.eye(4)), tmp_path / "x.nhdr")
-    assert [p.name for p in data_files(path)] == ["x.raw.gz"]
+    assert [p.name for p in list_nrrd_files(path)] == ["x.nhdr", "x.raw.gz"]
 
 
 # --- NIfTI headers ---------------------------------------------------------------------------

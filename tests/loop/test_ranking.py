@@ -22,7 +22,7 @@ from segloop.loop.ranking import (
 )
 from segloop.loop.tools import store_tool_labels
 from segloop.metrics import binary_entropy
-from segloop.store import NewLabel, Project
+from segloop.store import NewLabel, PredictionArrays, Project
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 
 SHAPE = (32, 32, 16)
@@ -46,7 +46,7 @@ def add_prediction(
     model_id: int,
     disagreement: np.ndarray | None = None,
 ):
-    """Store a prediction exactly as `predict_cases` does: pseudo version + npz + prediction row."""
+    """Store a prediction as `predict_cases` does: a pseudo version, then `Project.write_prediction`."""
     schema = project.config.schema
     case = project.get_case(case_id)
     labels = probabilities.argmax(0).astype(schema.dtype)
@@ -55,20 +55,8 @@ def add_prediction(
     counts = count_voxels(labels, schema)
     label = NewLabel(key, "pseudo", schema.names, counts, "test", f"model {model_id}", {})
     version = project.add_label_version(case_id, label)
-    relative = f"predictions/{model_id}/{case_id}.npz"
-    (project.root / relative).parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"probabilities": probabilities.astype(np.float16), "entropy": np.zeros(case.shape, np.float16)}
-    if disagreement is not None:
-        arrays["disagreement"] = disagreement.astype(np.float16)
-    np.savez_compressed(project.root / relative, **arrays)
-    return project.add_prediction(
-        case_id,
-        model_id=model_id,
-        label_version_id=version.id,
-        uncertainty=relative,
-        mean_entropy=0.0,
-        params={},
-    )
+    arrays = PredictionArrays(probabilities, np.zeros(case.shape, np.float16), disagreement)
+    return project.write_prediction(case_id, model_id, arrays, label_version_id=version.id, params={})
 
 
 def confident(labels: np.ndarray, n_channels: int) -> np.ndarray:

@@ -9,7 +9,8 @@ from segloop.core import Volume
 from segloop.errors import GeometryMismatchError, InvalidInputError, LabelValueError
 from segloop.io import write_volume
 from segloop.loop import corrections, tools
-from segloop.loop.cases import hash_path, import_cases, init_project
+from segloop.loop.cases import import_cases, init_project
+from segloop.loop.imports import hash_path
 from segloop.metrics import dice
 from segloop.store import ImageRecord, NewCase, Project
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom

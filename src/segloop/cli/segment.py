@@ -40,9 +40,9 @@ def _numbers(text: str, count: int, what: str) -> list[float]:
 
 def _file(path: Path) -> dict[str, str]:
     """A tool input file's provenance: its resolved path and SHA-256."""
-    from segloop.loop.cases import hash_path
+    from segloop.loop.imports import file_params
 
-    return {"file": str(Path(path).resolve()), "sha256": hash_path(Path(path))[0]}
+    return file_params(path)
 
 
 @app.callback()

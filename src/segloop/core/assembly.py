@@ -32,13 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segloop.core.provenance import Source
+from segloop.core.provenance import Source, parse_source
 from segloop.errors import GeometryMismatchError, InvalidInputError
 
-__all__ = ["SOURCE_PRIORITY", "Assembly", "LabelLayer", "assemble_labels"]
-
-#: Trust order of label sources by name (higher wins); `Source.priority` is the one definition.
-SOURCE_PRIORITY = {source.value: source.priority for source in Source}
+__all__ = ["Assembly", "LabelLayer", "assemble_labels"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class LabelLayer:
 
     Args:
         labels: ``(I, J, K)`` integer array in schema values (0, 1..N, ignore).
-        source: one of `SOURCE_PRIORITY`.
+        source: a `Source` name (its `Source.priority` decides who wins).
         classes: the class values (1..N) this version annotates.
         version_id: the store's id, reported back in `Assembly.class_sources`.
         coverage: ``(I, J, K)`` bool, the voxels the version speaks for (a person reviewed them);
@@ -115,10 +112,8 @@ def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_inde
             if array is not None and array.shape != shape:
                 msg = f"{what} must share one grid; got shapes {shape} and {array.shape}"
                 raise GeometryMismatchError(msg)
-        if layer.source not in SOURCE_PRIORITY:
-            msg = f"unknown label source {layer.source!r}: expected one of {', '.join(SOURCE_PRIORITY)}"
-            raise InvalidInputError(msg)
-    ordered = sorted(enumerate(layers), key=lambda item: (SOURCE_PRIORITY[item[1].source], item[0]))
+        parse_source(layer.source)
+    ordered = sorted(enumerate(layers), key=lambda item: (Source(item[1].source).priority, item[0]))
     dtype = np.uint8 if ignore_index <= 255 else np.uint16
     labels = np.zeros(shape, dtype=dtype)
     explicit_ignore = np.zeros(shape, dtype=bool)

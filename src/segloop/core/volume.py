@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from segloop.core.geometry import spacing_from_affine
 from segloop.errors import InvalidInputError
 
 __all__ = ["Volume"]
@@ -51,7 +52,7 @@ class Volume:
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
             msg = f"Volume affine must be a finite 4x4 matrix; got shape {affine.shape}"
             raise InvalidInputError(msg)
-        lengths = np.linalg.norm(affine[:3, :3], axis=0)
+        lengths = np.asarray(spacing_from_affine(affine))
         # scale-free: cryo-ET voxels are 1e-7 mm, so test the shape of the axes, not their size
         if np.any(lengths == 0) or abs(np.linalg.det(affine[:3, :3] / lengths)) < 1e-6:
             msg = f"Volume affine must be invertible; got a singular 3x3 part {affine[:3, :3].tolist()}"
@@ -67,7 +68,7 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size along I, J, K in mm (lengths of the affine's columns)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return spacing_from_affine(self.affine)
 
     @property
     def n_channels(self) -> int:

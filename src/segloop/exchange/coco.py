@@ -39,7 +39,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
-from segloop.core.geometry import axis_of_plane
+from segloop.core.geometry import axis_of_plane, spacing_from_affine
 from segloop.core.names import path_inside
 from segloop.errors import (
     CorruptFileError,
@@ -367,7 +367,7 @@ def make_case_slices(
         One `SliceImage` per exported slice, in slice order.
     """
     view = plan_slice_view(affine, plane)
-    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    spacing = spacing_from_affine(np.asarray(affine, dtype=np.float64))
     pixel_mm = (float(spacing[view.row_axis]), float(spacing[view.col_axis]))
     ids = _category_ids(categories)
     split_values = {value for value, third in ids if third is not None}

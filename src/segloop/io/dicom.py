@@ -40,7 +40,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
-from segloop.core.geometry import flip_ras_lps
+from segloop.core.geometry import flip_ras_lps, spacing_from_affine
 from segloop.core.volume import Volume
 from segloop.errors import (
     CorruptFileError,
@@ -373,7 +373,7 @@ def _geometry_from_affine(volume: Volume) -> dict[str, Any]:
         except (KeyError, TypeError, ValueError, InvalidInputError):
             pass  # stale or foreign meta: derive everything from the affine below
     lps = flip_ras_lps(volume.affine)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    spacing = spacing_from_affine(lps)
     row, column, step = (lps[:3, i] / spacing[i] for i in range(3))
     normal = np.cross(row, column)
     if abs(float(row @ column)) > 1e-6 or np.linalg.norm(np.cross(normal, step)) > 1e-6:

@@ -294,21 +294,6 @@ def _data_sources(header: dict[str, Any], listed: list[str], path: Path) -> list
     return sources
 
 
-def data_files(path: str | os.PathLike) -> list[Path]:
-    """The data files a detached header names (empty for an attached header), e.g. to copy them
-    with the header.
-
-    Raises:
-        InvalidInputError: a data file outside the header's folder.
-        NotFoundError: a named data file is missing.
-        CorruptFileError: not a NRRD header.
-    """
-    path = Path(path)
-    with open(path, "rb") as stream:
-        lines, listed = _header_lines(stream, path)
-    return _data_sources(_parse_header(lines, path), listed, path) or []
-
-
 def _read_voxels(stream: BinaryIO, header: dict[str, Any], listed: list[str], path: Path) -> np.ndarray:
     """The voxel array in NRRD axis order (fastest first: (I, J, K) or (C, I, J, K)), native byte order."""
     encoding = _ENCODINGS.get(str(header["encoding"]).lower())

@@ -25,7 +25,7 @@ from segloop.errors import (
 )
 from segloop.exchange.values import remap_labels
 from segloop.io import read_volume, supported_suffixes, write_volume
-from segloop.loop.imports import ImportBatch, ImportReport, hash_path, run_import
+from segloop.loop.imports import ImportBatch, ImportReport, file_params, run_import
 from segloop.loop.labels import compute_effective_label, count_voxels, label_volume, read_schema_labels
 from segloop.store import Project, ProjectConfig
 
@@ -34,7 +34,6 @@ __all__ = [
     "ImportReport",
     "case_id_from_path",
     "export_label",
-    "hash_path",
     "import_cases",
     "init_project",
     "read_class_names",
@@ -282,10 +281,9 @@ def import_cases(
 
 
 def _label_params(path: Path, label_values: Mapping[int, int] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"file": str(path.resolve()), "sha256": hash_path(path)[0]}
-    if label_values:
-        params["label_values"] = {str(k): int(v) for k, v in label_values.items()}
-    return params
+    if not label_values:
+        return file_params(path)
+    return file_params(path, label_values={str(k): int(v) for k, v in label_values.items()})
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from segloop.core.assembly import SOURCE_PRIORITY, Assembly
+from segloop.core.assembly import Assembly
 from segloop.core.corrections import merge_corrections, parse_correction_name
 from segloop.core.geometry import align_to_grid, embed_in_grid
 from segloop.core.labels import LabelSchema
@@ -66,7 +66,7 @@ from segloop.errors import (
 )
 from segloop.io import read_volume
 from segloop.io.slicer_seg import segments_to_masks
-from segloop.loop.cases import hash_path
+from segloop.loop.imports import file_params, hash_path
 from segloop.loop.labels import compute_effective_label, count_voxels, read_schema_labels
 from segloop.store import CaseRecord, LabelVersionRecord, NewLabel, Project, compute_label_key
 
@@ -425,7 +425,7 @@ def read_corrected_label(
     """
     case = project.get_case(case_id)
     labels, names = read_schema_labels(Path(path), project.config.schema, case.shape, case.affine)
-    return labels, names, {"file": str(Path(path).resolve()), "sha256": hash_path(Path(path))[0]}
+    return labels, names, file_params(path)
 
 
 def _export_folders(paths: Iterable[Path]) -> list[Path]:
@@ -482,10 +482,10 @@ def choose_parent(
             counts[version_id] = counts.get(version_id, 0) + 1
     by_id = {v.id: v for v in versions}
     if not counts:
-        return max(versions, key=lambda v: (SOURCE_PRIORITY[v.source], v.id))
+        return max(versions, key=lambda v: (Source(v.source).priority, v.id))
     return max(
         (by_id[i] for i in counts if i in by_id),
-        key=lambda v: (counts[v.id], SOURCE_PRIORITY[v.source], v.id),
+        key=lambda v: (counts[v.id], Source(v.source).priority, v.id),
     )
 
 
@@ -609,32 +609,60 @@ def _original_warning(schema: LabelSchema, values: Iterable[int]) -> tuple[str, 
     )
 
 
-def _store(
+def _store_revision(
     project: Project,
     case: CaseRecord,
     labels: np.ndarray,
     *,
     classes: tuple[str, ...],
-    parent: LabelVersionRecord | None,
-    head: int | None,
+    current: tuple[list[LabelVersionRecord], Assembly | None, np.ndarray],
+    changed: int,
     tool: str,
+    parent: int | None,
+    force: bool,
     params: dict[str, Any],
     author: str,
-) -> LabelVersionRecord:
-    """Store a revision if the case's head is still ``head`` (one transaction), then log it."""
+) -> CorrectionResult:
+    """Store ``labels`` as a revision of ``classes`` if the case's head is still ``parent``.
+
+    Args:
+        project: the open project.
+        case: the case.
+        labels: ``(I, J, K)`` schema values of the revision (0 outside ``classes``).
+        classes: the class names it annotates.
+        current: `read_current_label` of the case, as the correction was computed on it.
+        changed: voxels whose value the correction changed (reported).
+        tool: recorded on the version.
+        parent: the newest version id the caller read (module docstring).
+        force: store it even if the case changed since ``parent``.
+        params: recorded on the version (``based_on`` and ``force`` are added).
+        author: recorded on the version.
+
+    Returns:
+        The `CorrectionResult`: the newest version, unchanged, when it already is this revision.
+    """
+    versions, assembly, _ = current
+    existing = _same_as_latest(versions, labels, classes, tool)
+    if existing is not None:
+        return CorrectionResult(case.case_id, existing, False, 0, classes)
+    head = check_parent(case.case_id, versions, parent, force=force)
+    values = set(project.config.schema.indices_of(classes))
+    corrected = choose_parent(versions, assembly, values)
     label = stage_revised(
         project,
         case,
         labels,
         classes=classes,
-        parent_id=parent.id if parent else None,
+        parent_id=corrected.id if corrected else None,
         tool=tool,
-        params=params,
+        params={**params, "based_on": parent, "force": force},
         author=author,
     )
     version = project.add_label_version(case.case_id, label, expected_head=head)
     project.log_event("corrected", author, {"case": case.case_id, "version": version.id, "tool": tool})
-    return version
+    schema = project.config.schema
+    warnings = _original_warning(schema, original_class_values(versions, assembly) & values)
+    return CorrectionResult(case.case_id, version, True, changed, classes, warnings)
 
 
 def apply_label(
@@ -675,27 +703,20 @@ def apply_label(
     schema.check_values(labels, what=f"corrected label of case {case_id!r}")
     labels = labels.astype(schema.dtype, copy=False)
     annotated = tuple(class_names) if class_names else schema.names
-    values = schema.indices_of(annotated)
-    versions, assembly, current = read_current_label(project, case)
-    existing = _same_as_latest(versions, labels, annotated, "correct-label")
-    if existing is not None:
-        return CorrectionResult(case_id, existing, False, 0, annotated)
-    head = check_parent(case_id, versions, parent, force=force)
-    params = {"labels_sha256": compute_label_key(labels), "based_on": parent, "force": force}
-    version = _store(
+    current = read_current_label(project, case)
+    return _store_revision(
         project,
         case,
         labels,
         classes=annotated,
-        parent=choose_parent(versions, assembly, values),
-        head=head,
+        current=current,
+        changed=int(np.count_nonzero(labels != current[2])),
         tool="correct-label",
-        params={**params, **(provenance or {})},
+        parent=parent,
+        force=force,
+        params={"labels_sha256": compute_label_key(labels), **(provenance or {})},
         author=author,
     )
-    changed = int(np.count_nonzero(labels != current))
-    warnings = _original_warning(schema, original_class_values(versions, assembly) & set(values))
-    return CorrectionResult(case_id, version, True, changed, annotated, warnings)
 
 
 def apply(
@@ -743,28 +764,20 @@ def apply(
     for value in sorted(touched):
         labels[merged == value] = value
     labels[masks.ignore] = schema.ignore_index
-    annotated = tuple(schema.name_of(v) for v in sorted(touched))
-    existing = _same_as_latest(versions, labels, annotated, "correct-masks")
-    if existing is not None:
-        return CorrectionResult(case_id, existing, False, 0, annotated)
-    head = check_parent(case_id, versions, parent, force=force)
-    params = {
-        "class": corrections.class_name,
-        "corrections_sha256": corrections.digest(),
-        "based_on": parent,
-        "force": force,
-    }
-    version = _store(
+    return _store_revision(
         project,
         case,
         labels,
-        classes=annotated,
-        parent=choose_parent(versions, assembly, touched),
-        head=head,
+        classes=tuple(schema.name_of(v) for v in sorted(touched)),
+        current=(versions, assembly, current),
+        changed=int(np.count_nonzero(merged != current)),
         tool="correct-masks",
-        params={**params, **(provenance or {})},
+        parent=parent,
+        force=force,
+        params={
+            "class": corrections.class_name,
+            "corrections_sha256": corrections.digest(),
+            **(provenance or {}),
+        },
         author=author,
     )
-    changed = int(np.count_nonzero(merged != current))
-    warnings = _original_warning(schema, original_class_values(versions, assembly) & touched)
-    return CorrectionResult(case_id, version, True, changed, annotated, warnings)

@@ -23,9 +23,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import re
 import shutil
 import time
 import uuid
@@ -37,31 +35,30 @@ from typing import Any
 import numpy as np
 
 from segloop.core.geometry import check_same_grid
-from segloop.core.names import path_inside, validate_case_id
+from segloop.core.names import validate_case_id
 from segloop.core.provenance import parse_source
 from segloop.core.volume import Volume
 from segloop.errors import ConflictError, GeometryMismatchError, InvalidInputError
 from segloop.io import read_volume
-from segloop.io.atomic import fsync_path
+from segloop.io.atomic import fsync_path, process_alive
 from segloop.io.checks import check_scalar_image
 from segloop.loop.labels import count_voxels
 from segloop.store import ImageRecord, LabelVersionRecord, NewCase, NewLabel, Project
-from segloop.store.integrity import hash_path, name_below
+from segloop.store.integrity import hash_path, image_files, name_below
 from segloop.store.objects import StagedObjects
 
 __all__ = [
     "IMAGES_DIR",
     "ImportBatch",
     "ImportReport",
+    "file_params",
     "hash_path",
-    "image_files",
     "run_import",
 ]
 
 #: Copies of images, inside the project folder.
 IMAGES_DIR = "images"
 _STAGING_PREFIX = ".staging-"
-_DATA_FILE_KEY = re.compile(r"^data ?file:\s*(?P<value>.*?)\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -93,52 +90,6 @@ class ImportReport:
 # ------------------------------------------------------------------------------ image files
 
 
-def _detached_data_files(header: Path) -> list[Path]:
-    """The data file of a detached NRRD header, which must lie in the header's folder (or below)."""
-    with open(header, "rb") as stream:
-        lines = stream.read(1 << 16).decode("latin-1").splitlines()
-    for line in lines:
-        if not line.strip():
-            break
-        match = _DATA_FILE_KEY.match(line)
-        if match is None:
-            continue
-        value = match["value"]
-        if value.upper().startswith("LIST") or " " in value:
-            msg = f"{header}: a detached header with several data files ({value!r}) cannot be copied"
-            raise InvalidInputError(msg)
-        return [path_inside(header.parent, value)]
-    msg = f"{header}: a .nhdr header without a 'data file' field: expected a detached NRRD header"
-    raise InvalidInputError(msg)
-
-
-def image_files(path: Path) -> list[Path]:
-    """The files an image consists of: a folder's files (DICOM), a ``.nhdr`` and its data file, or itself.
-
-    Image hashes (`segloop.store.integrity.hash_path`) are the store's; these are the files a
-    copy must take along.
-
-    Raises:
-        InvalidInputError: a detached header names a data file outside its folder, or several.
-    """
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    if path.name.lower().endswith(".nhdr"):
-        return [path, *_detached_data_files(path)]
-    return [path]
-
-
-def _copy_key(path: Path, sha256: str) -> str:
-    """The folder name of an image's copy: its SHA-256, over all its files for a detached header."""
-    files = image_files(path)
-    if path.is_dir() or files == [path]:
-        return sha256
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(name_below(file, path.parent)).encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()
-
-
 @dataclass
 class _CopyStage:
     """Image copies staged in ``images/.staging-<pid>-<id>/<sha256>/``; published by `publish`."""
@@ -149,8 +100,9 @@ class _CopyStage:
     published: list[Path] = field(default_factory=list)
 
     def copy(self, source: Path, sha256: str) -> str:
-        """Stage a copy of image ``source``; returns its final path relative to the project."""
-        digest = _copy_key(source, sha256)
+        """Stage a copy of image ``source`` (all its files) in a folder named by its SHA-256 (of all
+        its files: `hash_path`); returns its final path relative to the project."""
+        digest = sha256
         base = source if source.is_dir() else source.parent
         target = self.folder / digest / source.name
         if digest not in self.digests:
@@ -190,21 +142,16 @@ class _CopyStage:
                 shutil.rmtree(final, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def file_params(path: Path, **extra: Any) -> dict[str, Any]:
+    """Provenance of a file read into the project: its resolved path, SHA-256 and ``extra``."""
+    return {"file": str(Path(path).resolve()), "sha256": hash_path(Path(path))[0], **extra}
 
 
 def _remove_stale_staging(images_dir: Path) -> None:
     """Remove staging folders of killed runs (their process is gone)."""
     for folder in images_dir.glob(f"{_STAGING_PREFIX}*"):
         pid = folder.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from segloop.core.corrections import PatchBox, coverage_mask, crop_with_padding, patch_box, reviewed_mask
+from segloop.core.geometry import spacing_from_affine
 from segloop.core.volume import Volume
 from segloop.errors import ConflictError, InvalidInputError, NotFoundError, SegloopError
 from segloop.io import write_volume
@@ -263,7 +264,7 @@ def extract_patches(
             "region_sha256": compute_label_key(crop_with_padding(labels, box, fill=schema.ignore_index)),
             "label_patch_sha256": compute_label_key(label_patch),
             "affine": affine.tolist(),
-            "spacing_mm": [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)],
+            "spacing_mm": list(spacing_from_affine(affine)),
             "files": {
                 "image": f"images/{patch_id}.nrrd",
                 "label": f"labels/{patch_id}.nrrd",

@@ -273,13 +273,16 @@ class _Planned:
 
 
 def read_case_image(project: Project, case: CaseRecord) -> Volume:
-    """The case's first image channel, verified by the store (SHA-256 and grid recorded when added)."""
-    return project.read_image(case.case_id)
+    """The case's first image channel, as tools, training and reports compute on it.
 
+    Returns:
+        The `Volume` verified by the store (SHA-256 and grid recorded when added).
 
-def _tool_image(project: Project, case: CaseRecord) -> Volume:
-    """The image a tool computes on: one real, finite value per voxel."""
-    image = read_case_image(project, case)
+    Raises:
+        InvalidInputError: it does not hold one real, finite value per voxel (a project made
+            before imports checked this may hold RGB or NaN images).
+    """
+    image = project.read_image(case.case_id)
     check_scalar_image(image, f"image of case {case.case_id!r}")
     return image
 
@@ -352,7 +355,7 @@ def _threshold(project: Project, case: CaseRecord, request: Threshold) -> list[_
     if request.preset is not None and request.preset not in THRESHOLD_PRESETS_HU:
         msg = f"unknown preset {request.preset!r}: expected one of {', '.join(THRESHOLD_PRESETS_HU)}"
         raise InvalidInputError(msg)
-    image = _tool_image(project, case).array
+    image = read_case_image(project, case).array
     seeds = [tuple(int(v) for v in point) for point in request.seeds]
     for point in seeds:
         if len(point) != 3 or not all(0 <= v < n for v, n in zip(point, case.shape, strict=True)):
@@ -398,7 +401,7 @@ def _grow(project: Project, case: CaseRecord, request: Grow) -> list[_Planned]:
     if not painted:
         msg = f"the seed map holds no class scribble: expected voxels with values 1..{len(schema.classes)}"
         raise LabelValueError(msg)
-    image = _tool_image(project, case)
+    image = read_case_image(project, case)
     seeds = seeds.astype(schema.dtype, copy=False)
     grown = grow_from_seeds(image.array, seeds, spacing_mm=image.spacing)
     grown = np.where(grown == background, 0, grown).astype(schema.dtype)
@@ -421,7 +424,7 @@ def _fast_marching(project: Project, case: CaseRecord, request: FastMarching) ->
     if not 0 < request.volume_fraction <= 1:
         msg = f"the volume fraction must lie in (0, 1]; got {request.volume_fraction}"
         raise InvalidInputError(msg)
-    image = _tool_image(project, case)
+    image = read_case_image(project, case)
     mask = fast_marching(
         image.array, seeds, spacing_mm=image.spacing, volume_fraction=request.volume_fraction
     )

@@ -507,32 +507,6 @@ class Project:
         candidates = [m for m in self.list_models() if m.status == wanted]
         return candidates[-1] if candidates else None
 
-    def add_prediction(
-        self,
-        case_id: str,
-        *,
-        model_id: int,
-        label_version_id: int,
-        uncertainty: str,
-        mean_entropy: float,
-        params: dict[str, Any],
-    ) -> PredictionRecord:
-        """Record a prediction (its pseudo version and uncertainty file exist already)."""
-        case = self.get_case(case_id)
-        with write_transaction(self.engine) as connection:
-            connection.execute(
-                predictions.insert().values(
-                    case_pk=case.pk,
-                    model_id=model_id,
-                    label_version_id=label_version_id,
-                    uncertainty=uncertainty,
-                    mean_entropy=mean_entropy,
-                    params=params,
-                    created_at=utc_now(),
-                )
-            )
-        return self.list_predictions(case_id)[-1]
-
     def list_predictions(self, case_id: str | None = None) -> list[PredictionRecord]:
         """Predictions (of one case, or all), oldest first."""
         query = select(predictions, cases.c.case_id).join(cases, predictions.c.case_pk == cases.c.id)
@@ -755,14 +729,19 @@ class Project:
         target = path_inside(self.root, relative)
         with atomic_file(target, overwrite=True) as temporary, open(temporary, "wb") as out:
             np.savez_compressed(out, **stored)
-        return self.add_prediction(
-            case_id,
-            model_id=model_id,
-            label_version_id=label_version_id,
-            uncertainty=relative,
-            mean_entropy=float(np.mean(stored["entropy"], dtype=np.float64)),
-            params=params,
-        )
+        with write_transaction(self.engine) as connection:
+            connection.execute(
+                predictions.insert().values(
+                    case_pk=case.pk,
+                    model_id=model_id,
+                    label_version_id=label_version_id,
+                    uncertainty=relative,
+                    mean_entropy=float(np.mean(stored["entropy"], dtype=np.float64)),
+                    params=params,
+                    created_at=utc_now(),
+                )
+            )
+        return self.list_predictions(case_id)[-1]
 
     def read_prediction(self, case_id: str, model_id: int | None = None) -> PredictionArrays:
         """The arrays of a case's newest prediction (by ``model_id``, or by any model).

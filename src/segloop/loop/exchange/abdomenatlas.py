@@ -19,7 +19,6 @@ from segloop.loop.exchange.common import (
     classes_of_mapping,
     effective_labels,
     file_params,
-    hash_path,
     newest_labels,
     output_path,
     read_channels,
@@ -29,6 +28,7 @@ from segloop.loop.exchange.common import (
     sources_record,
     without_ignore,
 )
+from segloop.loop.imports import hash_path
 from segloop.store import Project
 
 #: segloop's record of what an export holds (the layout itself has no place for it).

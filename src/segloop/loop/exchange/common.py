@@ -16,7 +16,7 @@ from segloop.core.names import path_inside
 from segloop.core.provenance import HUMAN_SOURCES, Source
 from segloop.core.volume import Volume
 from segloop.loop.cases import read_mapped_labels
-from segloop.loop.imports import ImportBatch, ImportReport, hash_path, run_import
+from segloop.loop.imports import ImportBatch, ImportReport, file_params, run_import
 from segloop.loop.labels import compute_effective_label, read_schema_labels, select_versions
 from segloop.store import CaseRecord, Project
 
@@ -121,8 +121,3 @@ def classes_of_mapping(mapping: Mapping[int, int] | None, project: Project) -> t
         return schema.names
     values = set(mapping.values())
     return tuple(c.name for c in schema.classes if c.index in values)
-
-
-def file_params(path: Path, **extra: Any) -> dict[str, Any]:
-    """Provenance of an imported file: its path, SHA-256 and the import's parameters."""
-    return {"file": str(path.resolve()), "sha256": hash_path(path)[0], **extra}
