@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, select
 from sqlalchemy.engine import URL, Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -399,14 +399,17 @@ class Project:
             ).inserted_primary_key[0]
         )
 
-    def list_label_versions(self, case_id: str | None = None) -> list[LabelVersionRecord]:
-        """Label versions (of one case, or all), oldest first."""
-        query = select(label_versions, cases.c.case_id).join(cases, label_versions.c.case_pk == cases.c.id)
+    def _rows_of_case(self, table: Table, case_id: str | None) -> Sequence[Row]:
+        """Rows of ``table`` with their ``case_id`` (of one case, or all), oldest first."""
+        query = select(table, cases.c.case_id).join(cases, table.c.case_pk == cases.c.id)
         if case_id is not None:
             query = query.where(cases.c.case_id == case_id)
         with self.engine.connect() as connection:
-            rows = connection.execute(query.order_by(label_versions.c.id)).all()
-        return [_label_record(row) for row in rows]
+            return connection.execute(query.order_by(table.c.id)).all()
+
+    def list_label_versions(self, case_id: str | None = None) -> list[LabelVersionRecord]:
+        """Label versions (of one case, or all), oldest first."""
+        return [_label_record(row) for row in self._rows_of_case(label_versions, case_id)]
 
     def get_label_version(self, version_id: int) -> LabelVersionRecord:
         """The label version ``version_id``; raises `NotFoundError`."""
@@ -509,11 +512,7 @@ class Project:
 
     def list_predictions(self, case_id: str | None = None) -> list[PredictionRecord]:
         """Predictions (of one case, or all), oldest first."""
-        query = select(predictions, cases.c.case_id).join(cases, predictions.c.case_pk == cases.c.id)
-        if case_id is not None:
-            query = query.where(cases.c.case_id == case_id)
-        with self.engine.connect() as connection:
-            rows = connection.execute(query.order_by(predictions.c.id)).all()
+        rows = self._rows_of_case(predictions, case_id)
         return [_from_row(PredictionRecord, r, mean_entropy=float(r.mean_entropy)) for r in rows]
 
     # -- events ------------------------------------------------------------------------------
@@ -935,12 +934,7 @@ class Project:
 
     def list_patches(self, case_id: str | None = None) -> list[PatchRecord]:
         """Extracted patches (of one case, or all), oldest first."""
-        query = select(patches, cases.c.case_id).join(cases, patches.c.case_pk == cases.c.id)
-        if case_id is not None:
-            query = query.where(cases.c.case_id == case_id)
-        with self.engine.connect() as connection:
-            rows = connection.execute(query.order_by(patches.c.id)).all()
-        return [_patch_record(row) for row in rows]
+        return [_patch_record(row) for row in self._rows_of_case(patches, case_id)]
 
     def find_patch(self, patch_id: str) -> PatchRecord | None:
         """The patch ``patch_id``, or None."""
