@@ -507,6 +507,29 @@ def environment_failure(error: BaseException) -> str | None:
     return None
 
 
+#: Commands that help with a store message, by a text it contains (the store names no commands).
+_STORE_HINTS = (
+    ("is not a segloop project", "run `segloop init`"),
+    ("no case '", "see `segloop status`"),
+    ("no model ", "see `segloop status`"),
+)
+
+
+def with_store_hint(message: str) -> str:
+    """``message`` with the command that helps, if it is a store message `_STORE_HINTS` knows.
+
+    Example:
+        >>> with_store_hint("no model 3 in p")
+        'no model 3 in p (see `segloop status`)'
+    """
+    if "did you mean" in message:
+        return message
+    for text, command in _STORE_HINTS:
+        if text in message:
+            return f"{message} ({command})"
+    return message
+
+
 def main() -> None:
     """Console entry point: a `SegloopError` or an `environment_failure` is one ``error:`` line, exit 1.
 
@@ -516,6 +539,7 @@ def main() -> None:
         app()
     except SegloopError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = with_store_hint(message)
         print(f"error: {message}", file=sys.stderr)  # noqa: T201
         sys.exit(1)
     except Exception as error:

@@ -161,7 +161,7 @@ class Project:
         """
         root = Path(root)
         if not (root / CONFIG_NAME).is_file():
-            msg = f"{root} is not a segloop project: expected {root / CONFIG_NAME} (run `segloop init`)"
+            msg = f"{root} is not a segloop project: expected {root / CONFIG_NAME}"
             raise NotFoundError(msg)
         config = read_config(root / CONFIG_NAME)
         url = _database_url(root, database_url)
@@ -282,7 +282,7 @@ class Project:
         case = self.find_case(case_id)
         if case is None:
             close = difflib.get_close_matches(case_id, self.list_case_ids(), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else " (see `segloop status`)"
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
             msg = f"no case {case_id!r} in {self.root}{hint}"
             raise NotFoundError(msg)
         return case
@@ -494,7 +494,7 @@ class Project:
         with self.engine.connect() as connection:
             row = connection.execute(select(models).where(models.c.id == model_id)).first()
         if row is None:
-            msg = f"no model {model_id} in {self.root} (see `segloop status`)"
+            msg = f"no model {model_id} in {self.root}"
             raise NotFoundError(msg)
         return _model_record(row)
 
