@@ -632,19 +632,12 @@ class Project:
         path = Path(image.path)
         return path if path.is_absolute() else path_inside(self.root, image.path)
 
-    def verify_image(self, case_id: str, channel: int = 0) -> Path:
-        """Check that a case's image files are those recorded (SHA-256); returns the image's path.
-
-        The hash is cached by the files' size and modification time, so checking an unchanged
-        file again does not re-read it.
-
-        Raises:
-            NotFoundError: the case has no such channel, or the file is missing.
-            StoreIntegrityError: the file's bytes are not those recorded when it was added.
-        """
-        return self._verified_image_path(self.get_case(case_id), channel)
-
     def _verified_image_path(self, case: CaseRecord, channel: int) -> Path:
+        """The path of a case's image, whose files hash to the SHA-256 recorded when it was added.
+
+        The hash is cached by the files' size and modification time (`current_sha256`), so
+        checking an unchanged file again does not re-read it.
+        """
         found = [image for image in case.images if image.channel == channel]
         if not found:
             msg = (
