@@ -12,7 +12,6 @@ from segloop.core.corrections import (
     parse_correction_name,
     patch_box,
     reviewed_mask,
-    union_masks,
 )
 from segloop.errors import GeometryMismatchError, SegloopError
 
@@ -47,16 +46,6 @@ def test_merge_rejects_bad_masks():
         merge_corrections(labels, ignore_index=IGNORE, add=np.zeros((2, 2, 3), int))
     with pytest.raises(SegloopError, match="classes 1..2"):
         merge_corrections(labels, ignore_index=IGNORE, add=np.full((2, 2, 2), 3))
-
-
-def test_union_of_several_files_of_one_kind():
-    a = np.zeros((1, 1, 3), np.uint8)
-    a[0, 0, 0] = 1
-    b = np.zeros((1, 1, 3), np.float32)
-    b[0, 0, 2] = 0.5
-    assert union_masks([a, b], (1, 1, 3)).ravel().tolist() == [True, False, True]
-    with pytest.raises(GeometryMismatchError):
-        union_masks([np.zeros((1, 1, 2))], (1, 1, 3))
 
 
 @pytest.mark.parametrize(

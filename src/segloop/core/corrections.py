@@ -36,7 +36,6 @@ __all__ = [
     "parse_correction_name",
     "patch_box",
     "reviewed_mask",
-    "union_masks",
 ]
 
 #: The kinds of correction files, in the order they are applied.
@@ -102,22 +101,6 @@ def parse_correction_name(file_name: str, class_names: Sequence[str]) -> Correct
         f" {kind}_<class>... with a class of {', '.join(class_names)}"
     )
     raise UnknownClassError(msg)
-
-
-def union_masks(masks: Sequence[np.ndarray], shape: Sequence[int]) -> np.ndarray:
-    """The union of masks (non-zero voxels) of one shape; all False when there are none.
-
-    Examples:
-        >>> union_masks([np.array([[[0, 2]]]), np.array([[[1, 0]]])], (1, 1, 2)).tolist()
-        [[[True, True]]]
-    """
-    result = np.zeros(tuple(shape), dtype=bool)
-    for mask in masks:
-        if mask.shape != tuple(shape):
-            msg = f"correction masks must have the shape {tuple(shape)}; got {mask.shape}"
-            raise GeometryMismatchError(msg)
-        result |= mask != 0
-    return result
 
 
 def merge_corrections(
