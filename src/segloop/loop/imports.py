@@ -262,7 +262,20 @@ class ImportBatch:
         tool: str,
         params: dict[str, Any],
     ) -> None:
-        """Stage a label version of ``case_id``: ``(I, J, K)`` schema values on its grid."""
+        """Stage a label version of ``case_id`` (added with the rest of the batch, or not at all).
+
+        Args:
+            case_id: a case of the project or of this batch.
+            labels: ``(I, J, K)`` schema values (0, 1..N, ignore) on the case's grid.
+            source: a `segloop.core.provenance.Source` name.
+            classes: the class names the version annotates.
+            tool: what made it (recorded).
+            params: its provenance (file, SHA-256, options), recorded.
+
+        Raises:
+            GeometryMismatchError: ``labels`` is not on the case's grid.
+            InvalidInputError: an unknown source or class.
+        """
         source = parse_source(str(source)).value
         schema = self.project.config.schema
         shape, affine = self.grid_of(case_id)

@@ -57,7 +57,17 @@ class JobReporter:
         message: str = "",
         metrics: Mapping[str, float | None] | None = None,
     ) -> Progress:
-        """Emit one event (metrics that are None are left out); returns it."""
+        """Emit one event; returns it.
+
+        Args:
+            stage: what the job is doing (``train``, ``predict``, ``evaluate``, ...).
+            done: units finished in this stage (epochs, cases).
+            total: units the stage will do, None when unknown; ``done >= total`` stores the
+                event at once.
+            message: one line for a person.
+            metrics: numbers worth showing by name (``loss``, ``val_dice``); None values are
+                left out.
+        """
         progress = Progress(
             self.job_id,
             stage,
@@ -92,6 +102,13 @@ def run_job(
     on_progress: ProgressCallback | None = None,
 ) -> Iterator[JobReporter]:
     """Record the work inside the ``with`` block as a job of ``kind`` (``train``, ``predict``, ``round``).
+
+    Args:
+        project: the open project (running jobs whose process died are marked first).
+        kind: the job's kind.
+        author: who started it.
+        params: what it was asked to do, stored with it.
+        on_progress: receives every `Progress` event of the job.
 
     Yields:
         The `JobReporter` of the new job; set its ``result`` before the block ends.
