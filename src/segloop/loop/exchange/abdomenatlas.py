@@ -31,6 +31,8 @@ from segloop.loop.exchange.common import (
 from segloop.loop.imports import hash_path
 from segloop.store import Project
 
+__all__ = ["PROVENANCE_JSON", "export_abdomenatlas", "import_abdomenatlas"]
+
 #: segloop's record of what an export holds (the layout itself has no place for it).
 PROVENANCE_JSON = "provenance.json"
 

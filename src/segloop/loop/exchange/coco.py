@@ -25,6 +25,8 @@ from segloop.loop.exchange.common import (
 )
 from segloop.store import Project
 
+__all__ = ["LONG_SIDE_RANGE", "MAX_JSON_BYTES", "export_coco_slices", "import_coco_results"]
+
 #: Largest COCO file read (JSON expands about tenfold in memory when parsed).
 MAX_JSON_BYTES = 1 << 30
 #: Pixels of a slice image's longer side: at least a thumbnail, at most 16 times the default.

@@ -25,6 +25,8 @@ from segloop.loop.exchange.common import (
 )
 from segloop.store import Project
 
+__all__ = ["export_image_folder", "import_image_folder"]
+
 
 def import_image_folder(
     project: Project,

@@ -31,6 +31,8 @@ from segloop.loop.exchange.common import (
 )
 from segloop.store import Project
 
+__all__ = ["export_monailabel", "import_monailabel"]
+
 
 def export_monailabel(
     project: Project,

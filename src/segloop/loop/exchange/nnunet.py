@@ -28,6 +28,8 @@ from segloop.loop.exchange.common import (
 )
 from segloop.store import Project
 
+__all__ = ["export_nnunet", "import_nnunet_dataset", "import_nnunet_predictions"]
+
 
 def export_nnunet(
     project: Project,
