@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from segloop.core.geometry import axis_of_plane
+from segloop.core.volume import Volume
 from segloop.errors import InvalidInputError, NotFoundError
 from segloop.io import read_volume, write_volume
+from segloop.io.checks import check_scalar_image
 from segloop.loop.cases import import_cases, init_project, strip_suffix
 from segloop.loop.jobs import ProgressCallback
 from segloop.loop.simulate import (
@@ -103,6 +105,13 @@ class DemoResult:
     synthetic: bool
 
 
+def _scalar_image(path: Path) -> Volume:
+    """A test image read as the import pipeline reads images: one finite number per voxel."""
+    volume = read_volume(path)
+    check_scalar_image(volume, f"image {path}")
+    return volume
+
+
 def run_demo(
     folder: Path | None = None,
     *,
@@ -164,7 +173,7 @@ def run_demo(
     import_cases(project, [images[c] for c in pool], author="demo")
     references = {c: np.asarray(read_volume(labels[c]).array) for c in pool}
     annotator = SimulatedAnnotator(references)
-    test_data = {c: (read_volume(images[c]), np.asarray(read_volume(labels[c]).array)) for c in tests}
+    test_data = {c: (_scalar_image(images[c]), np.asarray(read_volume(labels[c]).array)) for c in tests}
     on_step(f"project {project.root}: {len(pool)} images (no labels), {len(tests)} test cases kept aside")
     settings: dict = {"time_budget_min": budget_minutes / rounds, "seed": 0}
     if synthetic:  # simple shapes: a small network learns them in the demo's minutes on a CPU
