@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segloop.errors import GeometryMismatchError
+from segloop.errors import GeometryMismatchError, InvalidInputError
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",
@@ -220,8 +220,8 @@ def axis_of_plane(affine: np.ndarray, plane: str) -> int:
         return int(plane)
     if plane not in _PLANE_NORMALS:
         msg = f"unknown plane {plane!r}: expected axial, coronal, sagittal or a voxel axis 0, 1, 2"
-        raise GeometryMismatchError(msg)
-    directions = np.abs(np.asarray(affine)[:3, :3]) / np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+        raise InvalidInputError(msg)
+    directions = np.abs(np.asarray(affine)[:3, :3]) / np.asarray(spacing_from_affine(affine))
     return int(np.argmax(directions[_PLANE_NORMALS[plane]]))
 
 
