@@ -138,15 +138,14 @@ def _check_object(project: Project, key: str) -> list[FsckProblem]:
 
 def _check_image(project: Project, case: CaseRecord, image: ImageRecord) -> list[FsckProblem]:
     case_id = case.case_id
-    remember = not project.read_only
     try:
         path = project.image_path(image)
-        found = current_sha256(project.engine, path, use_cache=False, remember=remember)
+        found = current_sha256(project.engine, path, use_cache=False, remember=not project.read_only)
     except (OSError, NotFoundError, InvalidInputError) as error:
         detail = f"image of case {case_id!r} (channel {image.channel}) is missing ({error})"
         return [FsckProblem("missing-image", image.path, detail)]
-    if found != image.sha256 and not accept_legacy_sha256(
-        project.engine, case.pk, image.channel, path, recorded=image.sha256, found=found, remember=remember
+    if found != image.sha256 and not accept_legacy_sha256(  # accepted, not rewritten: fsck repairs nothing
+        project.engine, case.pk, image.channel, path, recorded=image.sha256, found=found, remember=False
     ):
         detail = f"case {case_id!r}: SHA-256 {found}, recorded {image.sha256}"
         return [FsckProblem("changed-image", str(path), detail)]
