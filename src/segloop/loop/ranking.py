@@ -518,9 +518,7 @@ class RandomStrategy:
         self, project: Project, candidates: Sequence[Candidate], *, count: int | None, seed: int
     ) -> list[RankedCase]:
         """The candidates in `order_random` order."""
-        classes = dict(candidates)
-        order = order_random([case_id for case_id, _ in candidates], seed)
-        return _numbered([RankedCase(0, c, None, classes[c]) for c in order], count)
+        return _in_order(candidates, order_random([case_id for case_id, _ in candidates], seed), count)
 
 
 @dataclass(frozen=True)
@@ -531,9 +529,8 @@ class LeastRecentStrategy:
         self, project: Project, candidates: Sequence[Candidate], *, count: int | None, seed: int
     ) -> list[RankedCase]:
         """The candidates in `order_least_recent` order."""
-        classes = dict(candidates)
         order = order_least_recent([case_id for case_id, _ in candidates], _last_served(project))
-        return _numbered([RankedCase(0, c, None, classes[c]) for c in order], count)
+        return _in_order(candidates, order, count)
 
 
 #: The ranking strategies by name: every face lists these names.
@@ -554,6 +551,12 @@ def get_strategy(name: str) -> Strategy:
         msg = f"unknown ranking strategy {name!r}: expected one of {', '.join(STRATEGIES)}"
         raise InvalidInputError(msg)
     return STRATEGIES[name]
+
+
+def _in_order(candidates: Sequence[Candidate], order: Sequence[str], count: int | None) -> list[RankedCase]:
+    """The candidates as unscored `RankedCase`s in the case-id ``order``, numbered."""
+    classes = dict(candidates)
+    return _numbered([RankedCase(0, case_id, None, classes[case_id]) for case_id in order], count)
 
 
 def _numbered(rows: Sequence[RankedCase], count: int | None) -> list[RankedCase]:
