@@ -272,6 +272,8 @@ def junk_checkpoint(ctx: Ctx) -> list[object]:
 def corrupt_db(ctx: Ctx) -> list[object]:
     root = ctx.project()
     (root / "segloop.db").write_bytes(np.random.default_rng(0).bytes(5000))
+    for journal in ("segloop.db-wal", "segloop.db-shm"):  # else SQLite may read page 1 from the WAL
+        (root / journal).unlink(missing_ok=True)
     ctx.watch = None
     return ["status", root]
 

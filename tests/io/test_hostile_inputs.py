@@ -26,6 +26,7 @@ from segloop.core import Volume
 from segloop.errors import (
     CorruptFileError,
     InvalidInputError,
+    LabelValueError,
     NotFoundError,
     SegloopError,
     TooLargeError,
@@ -488,3 +489,25 @@ def test_real_files_read_unchanged(tmp_path):
     shutil.copy(data / "ct_small" / "image.nii.gz", copy)
     os.chmod(copy, 0o644)
     np.testing.assert_array_equal(read_volume(copy).array, nib.load(copy).get_fdata().astype(np.int16))
+
+
+def test_voxels_of_no_segment_are_refused_not_dropped(tmp_path):
+    labels = np.zeros((3, 3, 3), np.uint8)
+    labels[0] = 1
+    labels[2, 2, 2] = 5  # painted with a value no segment declares
+    with pytest.raises(LabelValueError, match=r"value\(s\) \[5\] that no segment declares"):
+        read_volume(_seg(tmp_path, [_segment("liver", 1)], labels))
+
+
+def test_fractional_values_are_no_segmentation(tmp_path):
+    volume = Volume(np.full((2, 2, 2), 0.5, np.float32), np.eye(4))
+    with pytest.raises(InvalidInputError, match="whole label values"):
+        write_volume(volume, tmp_path / "x.seg.nrrd")
+    assert not (tmp_path / "x.seg.nrrd").exists()
+
+
+def test_pipes_are_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "x.nii.gz"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidInputError, match="not a regular file"):
+        read_volume(fifo)

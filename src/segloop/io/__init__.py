@@ -41,6 +41,9 @@ def read_volume(path: str | os.PathLike, *, format_name: str | None = None) -> V
     if not path.exists():
         msg = f"{path}: no such file or folder"
         raise NotFoundError(msg)
+    if not (path.is_file() or path.is_dir()):  # a FIFO or device would block or never end
+        msg = f"{path}: not a regular file or folder (a pipe, device or socket); expected an image file"
+        raise InvalidInputError(msg)
     fmt = _resolve_format(path, format_name, is_directory=path.is_dir())
     module = load_format_module(fmt)
     try:

@@ -9,7 +9,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from segloop.errors import ConflictError
@@ -103,9 +103,11 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     """
     target = Path(path)
     check_writable(target, overwrite=overwrite)
+    created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_sibling(target)
     temporary.mkdir()
+    done = False
     try:
         yield temporary
         for child in temporary.iterdir():
@@ -125,6 +127,11 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
         fsync_path(target.parent)
         if old is not None:
             _remove(old)
+        done = True
     finally:
         if temporary.exists():
             shutil.rmtree(temporary)
+        if not done:  # a failed write leaves no folder it made on the way
+            for folder in created:
+                with suppress(OSError):
+                    folder.rmdir()

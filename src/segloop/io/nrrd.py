@@ -103,7 +103,7 @@ def _header_lines(stream: BinaryIO, path: Path) -> tuple[list[str], list[str]]:
     """
     magic = stream.readline(_MAGIC_BYTES).decode("latin-1").rstrip()
     if not magic.startswith("NRRD"):
-        msg = f"{path}: not a NRRD file (expected the magic line NRRD000N; got {magic[:20]!r})"
+        msg = f"{path}: not a NRRD file (expected the magic line NRRD000N at its start)"
         raise CorruptFileError(msg)
     lines = [magic]
     listed: list[str] | None = None

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from segloop.core.volume import Volume
-from segloop.errors import CorruptFileError, InvalidInputError
+from segloop.errors import CorruptFileError, InvalidInputError, LabelValueError
 from segloop.io.checks import make_volume
 from segloop.io.nrrd import read_nrrd, write_nrrd
 
@@ -141,6 +141,24 @@ def _empty_segments(
     return empty
 
 
+def _check_declared_values(array: np.ndarray, segments: list[dict[str, Any]], path: Path) -> None:
+    """Refuse voxels whose value no segment of their layer declares (they would vanish unsaid)."""
+    layers = array if array.ndim == 4 else array[np.newaxis]
+    for number, layer in enumerate(layers):
+        declared = {0} | {s["label_value"] for s in segments if s["layer"] == number}
+        if layer.dtype.kind in "ub" and layer.size:
+            present = set(np.flatnonzero(np.bincount(layer.ravel().astype(np.intp))).tolist())
+        else:
+            present = set(np.unique(layer).tolist())
+        stray = sorted(present - declared)
+        if stray:
+            msg = (
+                f"{path}: layer {number} holds voxels of value(s) {stray[:5]} that no segment declares;"
+                f" expected only {sorted(declared)} (add the segment or erase those voxels)"
+            )
+            raise LabelValueError(msg)
+
+
 def _is_pre_411(header: dict[str, Any]) -> bool:
     return not any(key.endswith("_LabelValue") for key in header if key.startswith("Segment"))
 
@@ -167,6 +185,7 @@ def read(path: Path) -> Volume:
             raise CorruptFileError(msg)
     _check_distinct(segments, path)
     empty = _empty_segments(array, header, segments, path)
+    _check_declared_values(array, segments, path)
     text = str(header.get("Segmentation_ReferenceImageExtentOffset", "0 0 0"))
     try:
         offset = [int(v) for v in text.split()]
@@ -215,9 +234,12 @@ def write(volume: Volume, path: Path) -> None:
     Segments come from ``meta["segments"]``; without it, one segment per non-zero whole value
     (``Segment_<value>``, grey).
     """
+    if volume.array.dtype.kind == "f" and not np.array_equal(volume.array, np.round(volume.array)):
+        msg = f"{path}: a segmentation holds whole label values; got fractional values ({volume.array.dtype})"
+        raise InvalidInputError(msg)
     segments = volume.meta.get("segments")
     if segments is None:
-        values = [int(v) for v in np.unique(volume.array) if v != 0 and float(v).is_integer()]
+        values = [int(v) for v in np.unique(volume.array) if v != 0]
         segments = [
             {"name": f"Segment_{v}", "color": (128, 128, 128), "label_value": v, "layer": 0} for v in values
         ]
