@@ -511,3 +511,16 @@ def test_pipes_are_refused_not_waited_on(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(InvalidInputError, match="not a regular file"):
         read_volume(fifo)
+
+
+def test_a_failed_folder_write_leaves_no_folder_it_made(tmp_path):
+    from segloop.io.atomic import atomic_directory
+
+    target = tmp_path / "out" / "deeper" / "Dataset501"
+    with pytest.raises(RuntimeError), atomic_directory(target) as folder:
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("the export failed here")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with atomic_directory(target) as folder:
+        (folder / "whole.txt").write_text("whole")
+    assert (target / "whole.txt").read_text() == "whole"
