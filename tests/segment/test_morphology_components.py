@@ -74,7 +74,7 @@ def test_morphology_of_an_empty_mask_is_empty_and_inputs_are_untouched(rng):
     before = mask.copy()
     close_mask_mm(mask, 2.0, (1, 1, 1))
     np.testing.assert_array_equal(mask, before)
-    with pytest.raises(InvalidInputError, match="radius must be >= 0 mm; got -1"):
+    with pytest.raises(InvalidInputError, match="radius must be finite and >= 0 mm; got -1"):
         dilate_mask(mask, -1, (1, 1, 1))
 
 
@@ -131,3 +131,13 @@ def test_thresholds():
         threshold_range(image, 5, 1)
     with pytest.raises(InvalidInputError, match="two different intensities"):
         threshold_otsu(np.zeros(5))
+
+
+def test_a_ball_wider_than_the_cap_is_refused_before_allocating():
+    from segloop.segment.morphology import MAX_REACH_VOXELS, ball_offsets
+
+    assert len(ball_offsets(MAX_REACH_VOXELS, (1.0, 1.0, 1.0))) > 0
+    with pytest.raises(InvalidInputError, match="reaches 1000 voxels"):
+        ball_offsets(500.0, (0.5, 0.5, 2.0))
+    with pytest.raises(InvalidInputError, match="finite"):
+        ball_offsets(float("nan"), (1.0, 1.0, 1.0))

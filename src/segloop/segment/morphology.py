@@ -23,6 +23,7 @@ from segloop.errors import InvalidInputError
 from segloop.segment.components import keep_largest_component, label_components
 
 __all__ = [
+    "MAX_REACH_VOXELS",
     "SHIFT_LIMIT",
     "ball_offsets",
     "close_mask_mm",
@@ -35,6 +36,8 @@ __all__ = [
 
 #: Largest structuring element (number of offsets) handled by shifted copies.
 SHIFT_LIMIT = 27
+#: Largest ball radius in voxels along any axis (a bigger one is refused, not computed for hours).
+MAX_REACH_VOXELS = 48
 _EPSILON_MM = 1e-4
 _EDT_THREADS = 2
 
@@ -46,11 +49,17 @@ def ball_offsets(radius_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
         >>> len(ball_offsets(1.0, (1.0, 1.0, 1.0))), len(ball_offsets(1.0, (1.0, 1.0, 3.0)))
         (7, 5)
     """
-    if radius_mm < 0:
-        msg = f"radius must be >= 0 mm; got {radius_mm}"
+    if not (np.isfinite(radius_mm) and radius_mm >= 0):
+        msg = f"radius must be finite and >= 0 mm; got {radius_mm}"
         raise InvalidInputError(msg)
     spacing = np.asarray(spacing_mm, dtype=float)
     reach = np.floor(radius_mm / spacing + _EPSILON_MM).astype(int)
+    if reach.max() > MAX_REACH_VOXELS:  # the offsets (and the work) grow with the cube of the reach
+        msg = (
+            f"radius {radius_mm:g} mm reaches {reach.max()} voxels on a {'x'.join(f'{s:g}' for s in spacing)}"
+            f" mm grid; expected at most {MAX_REACH_VOXELS} voxels"
+        )
+        raise InvalidInputError(msg)
     grid = np.stack(np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij"), -1).reshape(-1, 3)
     return grid[np.linalg.norm(grid * spacing, axis=1) <= radius_mm + _EPSILON_MM]
 
