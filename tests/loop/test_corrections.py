@@ -229,3 +229,20 @@ def test_forced_export_onto_a_link_replaces_the_link_and_leaves_no_temporary(run
     assert link.is_dir() and not link.is_symlink() and (link / "corrected.seg.nrrd").is_file()
     assert [p.name for p in link.parent.iterdir()] == ["k"]  # no .tmp-… left beside it
     assert (real / "segloop-export.json").is_file()  # what the link pointed at is not deleted
+
+
+def test_a_correction_file_linking_outside_its_folder_is_refused(tmp_path):
+    from segloop.errors import InvalidInputError
+
+    folder = tmp_path / "corrections"
+    folder.mkdir()
+    secret = tmp_path / "secret.nrrd"
+    secret.write_text("not for segloop")
+    (folder / "Add_liver1.nrrd").symlink_to(secret)
+    with pytest.raises(InvalidInputError, match="leaves"):
+        corrections.list_correction_files(folder, PHANTOM_CLASSES)
+    (folder / "Add_liver1.nrrd").unlink()
+    (folder / "inner.nrrd").write_text("x")
+    (folder / "Add_liver2.nrrd").symlink_to("inner.nrrd")  # a link inside the folder is fine
+    files, others = corrections.list_correction_files(folder, PHANTOM_CLASSES)
+    assert [f.path.name for f in files] == ["Add_liver2.nrrd"] and [p.name for p in others] == ["inner.nrrd"]

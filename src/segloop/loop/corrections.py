@@ -56,6 +56,7 @@ from segloop.core.assembly import Assembly
 from segloop.core.corrections import merge_corrections, parse_correction_name
 from segloop.core.geometry import align_to_grid, embed_in_grid
 from segloop.core.labels import LabelSchema
+from segloop.core.names import path_inside
 from segloop.core.provenance import Source
 from segloop.errors import (
     ConflictError,
@@ -268,11 +269,16 @@ def list_correction_files(
 
     Hidden files and ``README*`` are passed over silently; other unrelated files come back as
     the second list (MemBrain-seg skips them with a warning).
+
+    Raises:
+        InvalidInputError: a file links to somewhere outside ``folder`` (a corrections folder
+            may come from someone else: it never makes segloop read elsewhere).
     """
     files, others = [], []
     for path in sorted(Path(folder).iterdir()):
         if path.name.startswith(".") or path.name.upper().startswith("README") or not path.is_file():
             continue
+        path_inside(folder, path.name)  # resolves links
         parsed = parse_correction_name(path.name, class_names)
         if parsed is None:
             others.append(path)
