@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +81,35 @@ def snapshot_project(root: Path) -> tuple[str, tuple[str, ...]]:
         else ()
     )
     return hashlib.sha256(dump.encode()).hexdigest(), objects + images
+
+
+def make_phantom_project(
+    tmp_path: Path,
+    count: int,
+    shape: tuple[int, int, int],
+    *,
+    labeled: Sequence[int] = (),
+    name: str = "p",
+):
+    """A project of ``count`` CT phantoms ``c0..`` (images in ``tmp_path/img``, referenced in place).
+
+    Args:
+        tmp_path: the test's folder.
+        count: how many phantoms (seeds 0..count-1).
+        shape: ``(I, J, K)`` of each.
+        labeled: the indices whose true labels are added as ``original`` versions.
+        name: the project folder's name under ``tmp_path``.
+    """
+    from segloop.io import write_volume
+    from segloop.loop.cases import import_cases, init_project
+    from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+
+    project = init_project(tmp_path / name, PHANTOM_CLASSES)
+    images = []
+    for index in range(count):
+        phantom = make_ct_phantom(shape, seed=index)
+        images.append(write_volume(phantom.image, tmp_path / "img" / f"c{index}_0000.nii.gz"))
+        if index in labeled:
+            write_volume(phantom.labels, tmp_path / "lab" / f"c{index}.nii.gz")
+    import_cases(project, images, labels_dir=tmp_path / "lab" if labeled else None)
+    return project

@@ -8,23 +8,16 @@ import numpy as np
 import pytest
 
 from segloop.io import read_volume, write_volume
-from segloop.loop.cases import import_cases, init_project
 from segloop.store import check_project
-from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+from segloop.synthetic import make_ct_phantom
+from tests.conftest import make_phantom_project
 
 SHAPE = (16, 16, 8)
 
 
 @pytest.fixture
 def project(tmp_path):
-    project = init_project(tmp_path / "p", PHANTOM_CLASSES)
-    images = []
-    for index in range(3):
-        phantom = make_ct_phantom(SHAPE, seed=index)
-        images.append(write_volume(phantom.image, tmp_path / "img" / f"c{index}_0000.nii.gz"))
-        write_volume(phantom.labels, tmp_path / "lab" / f"c{index}.nii.gz")
-    import_cases(project, images, labels_dir=tmp_path / "lab")
-    return project
+    return make_phantom_project(tmp_path, 3, SHAPE, labeled=range(3))
 
 
 def _damage(project, tmp_path):

@@ -20,6 +20,7 @@ from segloop.io import read_volume, write_volume
 from segloop.loop.cases import import_cases, init_project
 from segloop.store import DATABASE_URL_VARIABLE, Project, integrity
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+from tests.conftest import make_phantom_project
 
 SHAPE = (16, 16, 8)
 
@@ -27,15 +28,7 @@ SHAPE = (16, 16, 8)
 @pytest.fixture
 def project(tmp_path):
     """A project of two phantoms (images referenced in place), c0 with an original label."""
-    project = init_project(tmp_path / "p", PHANTOM_CLASSES)
-    images = []
-    for index in range(2):
-        phantom = make_ct_phantom(SHAPE, seed=index)
-        images.append(write_volume(phantom.image, tmp_path / "img" / f"c{index}_0000.nii.gz"))
-        if index == 0:
-            write_volume(phantom.labels, tmp_path / "lab" / f"c{index}.nii.gz")
-    import_cases(project, images, labels_dir=tmp_path / "lab")
-    return project
+    return make_phantom_project(tmp_path, 2, SHAPE, labeled=[0])
 
 
 def _set_database_url(project_root, url):
