@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from segloop.errors import StoreIntegrityError
+from segloop.io import write_volume
 from segloop.loop.cases import import_cases, init_project
 from segloop.store import Project
 from segloop.store.database import case_images
@@ -74,3 +75,19 @@ def test_another_recorded_hash_is_still_a_changed_image(nhdr_project):
     with pytest.raises(StoreIntegrityError, match="changed since it was added"):
         project.read_image(case_id)
     assert _recorded(project) == "0" * 64
+
+
+def test_copies_recorded_relative_to_the_old_working_folder_are_found(tmp_path):
+    """Before, `add --copy` recorded ``<project as typed>/images/<name>`` (relative to the cwd)."""
+    project = init_project(tmp_path / "p", PHANTOM_CLASSES)
+    source = tmp_path / "c0_0000.nii.gz"
+    write_volume(make_ct_phantom(SHAPE, seed=0).image, source)
+    import_cases(project, [source], copy=True)
+    image = project.get_case("c0").images[0]
+    legacy_file = project.root / "images" / "c0_0000.nii.gz"
+    project.image_path(image).rename(legacy_file)
+    with project.engine.begin() as connection:
+        connection.execute(case_images.update().values(path="p/images/c0_0000.nii.gz"))
+    reopened = Project.open(project.root)
+    assert reopened.image_path(reopened.get_case("c0").images[0]) == legacy_file
+    np.testing.assert_array_equal(reopened.read_image("c0").array, make_ct_phantom(SHAPE, seed=0).image.array)

@@ -630,7 +630,16 @@ class Project:
     def image_path(self, image: ImageRecord) -> Path:
         """Where an image file lives (copied images are recorded relative to the project)."""
         path = Path(image.path)
-        return path if path.is_absolute() else path_inside(self.root, image.path)
+        if path.is_absolute():
+            return path
+        inside = path_inside(self.root, image.path)
+        if image.copied and not inside.exists() and path.parent.name == "images":
+            # copied before paths were recorded relative to the project: they were recorded as
+            # "<project as typed>/images/<name>", relative to the folder `add --copy` ran in
+            legacy = path_inside(self.root, "images", path.name)
+            if legacy.exists():
+                return legacy
+        return inside
 
     def _verified_image_path(self, case: CaseRecord, channel: int) -> Path:
         """The path of a case's image, whose files hash to the SHA-256 recorded when it was added.
