@@ -56,7 +56,7 @@ def read_volume(path: str | os.PathLike, *, format_name: str | None = None) -> V
     except MemoryError as error:
         msg = f"{path}: not enough memory to read it (lower {MAX_IMAGE_BYTES_VARIABLE} to refuse it early)"
         raise TooLargeError(msg) from error
-    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as error:
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, ArithmeticError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         msg = f"{path}: cannot read as {fmt.name} ({detail}); the file may be truncated or corrupt"
         raise CorruptFileError(msg) from error

@@ -21,6 +21,7 @@ import io
 import os
 import re
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,9 @@ _MARKER = re.compile(rb"SPACE=(RAS|LPS)", re.IGNORECASE)
 _HEADER_TEXT = "segloop output. SPACE={space}"
 #: How far into an OBJ file its leading comments are searched for the marker.
 _OBJ_COMMENT_BYTES = 65536
-_DECODE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, struct.error)
+_DECODE_ERRORS = (
+    ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, OverflowError, struct.error
+)
 
 
 @dataclass(frozen=True)
@@ -152,21 +155,28 @@ def read_mesh(path: str | os.PathLike, *, assume_space: str = "LPS") -> Mesh:
         source = io.StringIO(data.decode("utf-8", errors="replace"))
     elif file_type == "stl" and not _is_binary_stl(data):  # ASCII, or broken: make it valid UTF-8 text
         source = io.BytesIO(data.decode("utf-8", errors="replace").encode("utf-8"))
-    try:
-        loaded = trimesh.load_mesh(source, file_type=file_type, process=True)
-    except _DECODE_ERRORS as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        msg = f"{path}: cannot read as {file_type.upper()} ({detail}); the file may be truncated or corrupt"
-        raise CorruptFileError(msg) from error
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        msg = f"{path}: expected a surface mesh with triangles, got none (an empty file or a point cloud)"
-        raise CorruptFileError(msg)
-    loaded.merge_vertices(merge_tex=True, merge_norm=True)  # OBJ/PLY corners split by normals
+    # huge or NaN coordinates overflow trimesh's vertex merging: refused below, not warned about
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            loaded = trimesh.load_mesh(source, file_type=file_type, process=True)
+        except _DECODE_ERRORS as error:
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            msg = f"{path}: cannot read as {file_type.upper()} ({detail}); the file may be truncated"
+            raise CorruptFileError(msg) from error
+        if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+            msg = f"{path}: expected a surface mesh with triangles, got none (an empty file or a point cloud)"
+            raise CorruptFileError(msg)
+        if not np.all(np.isfinite(loaded.vertices)):
+            msg = f"{path}: expected finite vertex coordinates; some are NaN or infinite"
+            raise CorruptFileError(msg)
+        try:
+            loaded.merge_vertices(merge_tex=True, merge_norm=True)  # OBJ/PLY corners split by normals
+        except OverflowError as error:
+            msg = f"{path}: vertex coordinates too large to merge ({error}); expected positions in mm"
+            raise CorruptFileError(msg) from error
     faces = np.asarray(loaded.faces)
     vertices = np.asarray(loaded.vertices, dtype=np.float64)
-    if not np.all(np.isfinite(vertices)):
-        msg = f"{path}: expected finite vertex coordinates; some are NaN or infinite"
-        raise CorruptFileError(msg)
     if (_find_space(data, file_type) or default_space) == "LPS":
         vertices = _flip_xy(vertices)
     return Mesh(vertices, faces)

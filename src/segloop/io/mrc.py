@@ -20,6 +20,7 @@ reading it again gives an identical affine.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,10 @@ def read(path: Path) -> Volume:
     """
     _check_header(path)
     try:
-        with mrcfile.open(path, mode="r", permissive=False) as mrc:
+        with warnings.catch_warnings():  # bytes after the declared data are ignored, not warned about
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mrc = mrcfile.open(path, mode="r", permissive=False)
+        with mrc:
             data = np.asarray(mrc.data)
             header = mrc.header
             cell = np.array([float(header.cella[a]) for a in _AXES])

@@ -70,7 +70,7 @@ def _parse_header(head: bytes, path: Path) -> tuple[nib.Nifti1Header, int]:
         header.check_fix(logger=_QUIET, error_level=_NIBABEL_ERROR_LEVEL)  # fixes logged nowhere
         offset = float(header["vox_offset"])
         header.get_data_dtype()
-    except (HeaderDataError, ValueError, TypeError, KeyError) as error:
+    except (HeaderDataError, ValueError, TypeError, KeyError, OverflowError) as error:
         msg = f"{path}: invalid NIfTI header ({str(error).splitlines()[0][:200]})"
         raise CorruptFileError(msg) from error
     if not (math.isfinite(offset) and size + 4 <= offset <= max_image_bytes()):

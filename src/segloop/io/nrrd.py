@@ -130,8 +130,10 @@ def _header_lines(stream: BinaryIO, path: Path) -> tuple[list[str], list[str]]:
 
 def _parse_header(lines: list[str], path: Path) -> dict[str, Any]:
     try:
-        header = nrrd.read_header(iter(lines))
-    except _HEADER_PARSE_ERRORS as error:
+        with warnings.catch_warnings():  # pynrrd warns, then casts NaN into an integer field
+            warnings.simplefilter("error", RuntimeWarning)
+            header = nrrd.read_header(iter(lines))
+    except (*_HEADER_PARSE_ERRORS, RuntimeWarning) as error:
         detail = (str(error).splitlines() or [type(error).__name__])[0]
         msg = f"{path}: malformed NRRD header ({detail[:200]})"
         raise CorruptFileError(msg) from error
