@@ -141,3 +141,12 @@ def test_a_ball_wider_than_the_cap_is_refused_before_allocating():
         ball_offsets(500.0, (0.5, 0.5, 2.0))
     with pytest.raises(InvalidInputError, match="finite"):
         ball_offsets(float("nan"), (1.0, 1.0, 1.0))
+
+
+def test_postprocessing_refuses_radii_that_would_skip_a_step_silently():
+    from segloop.segment.morphology import postprocess_labels
+
+    labels = np.zeros((4, 4, 4), np.uint8)
+    for radii in ({"close_mm": float("nan")}, {"open_mm": float("inf")}, {"close_mm": -1.0}):
+        with pytest.raises(InvalidInputError, match="radii must be finite"):
+            postprocess_labels(labels, spacing_mm=(1, 1, 1), **radii)

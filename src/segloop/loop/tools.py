@@ -541,10 +541,6 @@ def _postprocess(project: Project, case: CaseRecord, request: Postprocess) -> li
     if parent.case_id != case.case_id:
         msg = f"label version {parent.id} belongs to case {parent.case_id!r}, not {case.case_id!r}"
         raise InvalidInputError(msg)
-    radii = np.array([request.close_mm, request.open_mm])
-    if not (np.isfinite(radii).all() and radii.min() >= 0):
-        msg = f"radii must be finite and >= 0 mm; got close {request.close_mm}, open {request.open_mm}"
-        raise InvalidInputError(msg)
     schema = project.config.schema
     labels = postprocess_labels(
         project.read_labels(parent),

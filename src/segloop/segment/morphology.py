@@ -222,6 +222,10 @@ def postprocess_labels(
         >>> postprocess_labels(noisy, spacing_mm=(1, 1, 1), close_mm=1.0, keep_largest=True).ravel().tolist()
         [0, 0, 0, 0, 1, 1, 1, 1, 1]
     """
+    radii = np.array([close_mm, open_mm], dtype=float)
+    if not (np.isfinite(radii).all() and radii.min() >= 0):  # NaN would skip a step silently
+        msg = f"radii must be finite and >= 0 mm; got close {close_mm}, open {open_mm}"
+        raise InvalidInputError(msg)
     values = [int(v) for v in np.unique(labels) if v != 0] if classes is None else list(classes)
     result = np.where(np.isin(labels, values), 0, labels).astype(labels.dtype)
     for value in values:
