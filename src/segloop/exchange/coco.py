@@ -658,6 +658,10 @@ def _decode_rle(segmentation: Mapping[str, Any], image_shape: tuple[int, int], w
 
     The size must be the image's and the runs must cover it exactly, so nothing is allocated
     beyond the image's size.
+
+    Decoded here, not by pycocotools: its C decoder writes as many pixels as the runs say without
+    checking them against the size (a hostile file writes past its buffer), and it is optional.
+    tests/exchange/test_coco.py checks this decoder against pycocotools' encoder.
     """
     size, counts = segmentation.get("size"), segmentation.get("counts")
     if not isinstance(size, list) or [type(v) for v in size] != [int, int] or tuple(size) != image_shape:
