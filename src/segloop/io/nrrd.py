@@ -11,6 +11,8 @@ read; gzip and bzip2 data are inflated to exactly the declared size (`inflate_ex
 more. A detached header's data files (``data file: name``, ``LIST`` or a ``%d`` format with
 min, max, step) must lie beside the header or below its folder: an absolute path, a ``..`` or a
 symbolic link leaving the folder is refused without touching (or describing) the target.
+The voxels are read here because pynrrd's reader opens any data file a header names and inflates
+without a bound; its header parser is used as is.
 """
 
 from __future__ import annotations
