@@ -82,3 +82,13 @@ def test_the_cli_names_a_missing_database(project, run_cli):
     result = run_cli("status", project.root)
     assert result.code == 1 and "segloop.db is missing" in result.err and "Traceback" not in result.err
     assert not (project.root / "segloop.db").exists()
+
+
+def test_fsck_of_no_project_or_a_lost_database_is_one_line(project, tmp_path, run_cli):
+    result = run_cli("fsck", tmp_path / "nothing-here")
+    assert result.code == 1 and result.err.startswith("error: ") and result.err.count("\n") == 1
+    project.engine.dispose()
+    (project.root / "segloop.db").unlink()
+    result = run_cli("fsck", project.root)
+    assert result.code == 1 and "segloop.db is missing" in result.err and result.err.count("\n") == 1
+    assert not (project.root / "segloop.db").exists()
