@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+WEB := src/segloop/server/static
+
+$(STAMP): pyproject.toml Makefile $(WEB)/package-lock.json
 	@# Debian's python3 needs python3-venv for `-m venv`; install it when missing (root or sudo).
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV) || { \
 	  rm -rf $(VENV); SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -20,6 +22,11 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, CPU build, only when no torch is importable (an existing CUDA torch is kept)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e ".[all,dev]"
+	@# the editor's front-end packages, pinned by the lock file; served by segloop itself (no network later)
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	@# Debian's chromium drives the browser tests (Playwright uses it in place; never `playwright install`)
+	command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 	touch $(STAMP)
 
 demo: setup
@@ -38,4 +45,4 @@ bench: setup
 	$(PY) benchmarks/segment.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache $(WEB)/node_modules

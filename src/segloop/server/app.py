@@ -1,0 +1,109 @@
+"""The FastAPI application of `segloop serve`: `create_app(project, settings)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from segloop.server.problems import install_problem_handlers, problem
+from segloop.server.settings import Settings
+from segloop.store import Project
+
+__all__ = ["create_app"]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` (HTTP 413), declared or streamed, before a route reads them.
+
+    Args:
+        app: the wrapped application.
+        max_bytes: the largest body accepted (bytes).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, receive, send, declared.decode("latin-1"))
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLargeError:
+            await self._refuse(scope, receive, send, f"more than {self.max_bytes}")
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
+        detail = f"the request body is {size} bytes: expected at most {self.max_bytes}"
+        await problem(413, detail)(scope, receive, send)
+
+
+class _BodyTooLargeError(Exception):
+    """A streamed body passed the limit."""
+
+
+def create_app(project: Project | str | Path, settings: Settings | None = None) -> FastAPI:
+    """The API and the editor of one project.
+
+    Args:
+        project: the open project, or its folder.
+        settings: how to serve it (default: loopback, no sign-in).
+
+    Returns:
+        The application; ``app.state`` holds ``project``, ``settings`` and ``jobs`` (the job runner).
+    """
+    from segloop.server.jobs import JobRunner
+    from segloop.server.routes import ROUTERS
+
+    settings = settings or Settings()
+    if not isinstance(project, Project):
+        project = Project.open(project)
+    app = FastAPI(
+        title="segloop",
+        summary="Annotation by iterative deep learning: the project's cases, labels, tools and jobs.",
+        version=_version(),
+    )
+    app.state.project = project
+    app.state.settings = settings
+    app.state.jobs = JobRunner(project)
+    install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["ETag"],
+        )
+    app.router.add_event_handler("shutdown", app.state.jobs.shutdown)
+    return app
+
+
+def _version() -> Any:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("segloop")
+    except PackageNotFoundError:
+        return "0"
