@@ -235,6 +235,7 @@ class JobStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # its process died without finishing it
+    CANCELLED = "cancelled"  # someone stopped it (it can be resumed like an interrupted one)
 
 
 @dataclass(frozen=True)
