@@ -126,7 +126,7 @@ def test_migration_4_copies_patch_manifests_from_the_journal(project):
     (patch,) = reopened.list_patches("c0")
     assert (patch.patch_id, patch.border_voxels, patch.author) == ("c0_patch1", 2, "ana")
     assert patch.detail == {"center": [1, 2, 3], "reason": "center", "label_patch_sha256": "e" * 64}
-    assert reopened.list_jobs() == [] and SCHEMA_VERSION == 4
+    assert reopened.list_jobs() == [] and SCHEMA_VERSION >= 4
 
 
 def test_model_and_round_statuses_are_typed(project):

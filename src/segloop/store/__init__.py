@@ -7,6 +7,7 @@ from segloop.store.objects import ObjectStore, compute_label_key
 from segloop.store.project import DATABASE_NAME, Project
 from segloop.store.records import (
     CaseRecord,
+    DraftRecord,
     EvaluationRecord,
     EventRecord,
     ImageRecord,
@@ -24,6 +25,7 @@ from segloop.store.records import (
     Progress,
     RoundRecord,
     RoundStatus,
+    UserRecord,
 )
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "DATABASE_URL_VARIABLE",
     "MODALITIES",
     "CaseRecord",
+    "DraftRecord",
     "EvaluationRecord",
     "EventRecord",
     "FsckProblem",
@@ -54,6 +57,7 @@ __all__ = [
     "ProjectConfig",
     "RoundRecord",
     "RoundStatus",
+    "UserRecord",
     "check_project",
     "compute_label_key",
 ]

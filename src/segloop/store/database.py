@@ -50,6 +50,7 @@ __all__ = [
     "case_images",
     "cases",
     "connect",
+    "drafts",
     "evaluations",
     "events",
     "file_hashes",
@@ -65,6 +66,7 @@ __all__ = [
     "read_schema_version",
     "rounds",
     "sqlite_path",
+    "users",
     "utc_now",
     "write_transaction",
 ]
@@ -235,6 +237,30 @@ file_hashes = Table(
     Column("checked_at", DateTime(timezone=True), nullable=False),
 )
 
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: One unsaved label per case and author (the editor's work in progress); its file is an object of
+#: the project's ``drafts/`` store, replaced or deleted with the row.
+drafts = Table(
+    "drafts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_pk", Integer, ForeignKey("cases.id"), nullable=False),
+    Column("author", String(255), nullable=False),
+    Column("parent_id", Integer, ForeignKey("label_versions.id"), nullable=True),
+    Column("object_key", String(64), nullable=False),
+    Column("shape", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("case_pk", "author"),
+)
+
 #: The manifest keys of a ``patch-extracted`` event that became columns of `patches`.
 PATCH_COLUMNS = (
     "patch",
@@ -294,12 +320,18 @@ def _add_jobs_patches_and_hashes(connection: Connection) -> None:
         )
 
 
+def _add_users_and_drafts(connection: Connection) -> None:
+    """Version 5: users of `segloop serve` (token hashes) and the editor's drafts."""
+    metadata.create_all(connection, tables=[users, drafts])
+
+
 #: Ordered migrations: entry N brings a database from version N to N + 1.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _create_version_1,
     _add_models_and_predictions,
     _add_evaluations_and_rounds,
     _add_jobs_patches_and_hashes,
+    _add_users_and_drafts,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

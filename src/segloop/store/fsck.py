@@ -1,11 +1,11 @@
 """`check_project`: verify a whole project (what ``segloop fsck`` prints).
 
 Checks, reading every stored file once: the database's own integrity (SQLite ``PRAGMA
-integrity_check`` and ``foreign_key_check``); every label object referenced by a version (present,
-and holding the array its key names); objects no version references (orphans) and staging folders
-a killed write left behind; every case image (present, and the SHA-256 recorded when it was added,
-re-hashed whatever the cache says); every prediction file and finished model's checkpoint
-(present). Nothing is repaired.
+integrity_check`` and ``foreign_key_check``); every label object referenced by a version, and
+every draft's file (present, and holding the array its key names); files no version or draft
+references (orphans) and staging folders a killed write left behind; every case image (present,
+and the SHA-256 recorded when it was added, re-hashed whatever the cache says); every prediction
+file and finished model's checkpoint (present). Nothing is repaired.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from segloop.core.names import path_inside
 from segloop.errors import InvalidInputError, NotFoundError
 from segloop.io import read_volume
 from segloop.store.integrity import accept_legacy_sha256, current_sha256
-from segloop.store.objects import compute_label_key
+from segloop.store.objects import ObjectStore, compute_label_key
 from segloop.store.project import Project
 from segloop.store.records import CaseRecord, ImageRecord
 
@@ -72,14 +72,21 @@ def check_project(project: Project, *, on_item: Callable[[str], None] | None = N
     notify = on_item or (lambda _item: None)
     problems = _check_database(project)
     referenced = sorted({version.object_key for version in project.list_label_versions()})
-    for key in referenced:
-        notify(str(project.objects.path_of(key)))
-        problems.extend(_check_object(project, key))
-    for key in sorted(set(project.objects.list_keys()) - set(referenced)):
-        detail = "no label version references it (left by an interrupted write)"
-        problems.append(FsckProblem("orphan-object", str(project.objects.path_of(key)), detail))
-    for leftover in sorted(project.objects.root.glob(".staging-*")):
-        problems.append(FsckProblem("leftover", str(leftover), "a staging folder of an interrupted write"))
+    drafted = sorted({draft.object_key for draft in project.list_drafts()})
+    for store, keys, owner in (
+        (project.objects, referenced, "label version"),
+        (project.draft_objects, drafted, "draft"),
+    ):
+        for key in keys:
+            notify(str(store.path_of(key)))
+            problems.extend(_check_object(store, key, owner))
+        for key in sorted(set(store.list_keys()) - set(keys)):
+            detail = f"no {owner} references it (left by an interrupted write)"
+            problems.append(FsckProblem("orphan-object", str(store.path_of(key)), detail))
+        for leftover in sorted(store.root.glob(".staging-*")):
+            problems.append(
+                FsckProblem("leftover", str(leftover), "a staging folder of an interrupted write")
+            )
     images = 0
     for case in project.list_cases():
         for image in case.images:
@@ -95,7 +102,7 @@ def check_project(project: Project, *, on_item: Callable[[str], None] | None = N
         if model.status == "done" and not _inside(project, model.checkpoint).is_file():
             detail = f"checkpoint of finished model {model.id} is missing"
             problems.append(FsckProblem("missing-checkpoint", model.checkpoint, detail))
-    return FsckReport(tuple(problems), len(referenced), images, len(predictions))
+    return FsckReport(tuple(problems), len(referenced) + len(drafted), images, len(predictions))
 
 
 def _inside(project: Project, relative: str) -> Path:
@@ -123,10 +130,10 @@ def _check_database(project: Project) -> list[FsckProblem]:
     return problems
 
 
-def _check_object(project: Project, key: str) -> list[FsckProblem]:
-    path = project.objects.path_of(key)
+def _check_object(store: ObjectStore, key: str, owner: str) -> list[FsckProblem]:
+    path = store.path_of(key)
     if not path.is_file():
-        return [FsckProblem("missing-object", str(path), "a label version's file is missing")]
+        return [FsckProblem("missing-object", str(path), f"a {owner}'s file is missing")]
     try:
         found = compute_label_key(read_volume(path).array)
     except InvalidInputError as error:

@@ -46,6 +46,7 @@ from segloop.store.database import (
     cases,
     check_schema_version,
     connect,
+    drafts,
     evaluations,
     events,
     is_writable_file,
@@ -59,13 +60,16 @@ from segloop.store.database import (
     read_schema_version,
     rounds,
     sqlite_path,
+    users,
     utc_now,
     write_transaction,
 )
+from segloop.store.drafts import check_draft_labels, check_draft_parent
 from segloop.store.integrity import accept_legacy_sha256, current_sha256
 from segloop.store.objects import ObjectStore
 from segloop.store.records import (
     CaseRecord,
+    DraftRecord,
     EvaluationRecord,
     EventRecord,
     ImageRecord,
@@ -83,8 +87,10 @@ from segloop.store.records import (
     Progress,
     RoundRecord,
     RoundStatus,
+    UserRecord,
     parse_status,
 )
+from segloop.store.users import check_token_sha256
 
 __all__ = ["DATABASE_NAME", "Project"]
 
@@ -116,6 +122,11 @@ class Project:
     def objects(self) -> ObjectStore:
         """The immutable label files."""
         return ObjectStore(self.root / "objects")
+
+    @property
+    def draft_objects(self) -> ObjectStore:
+        """The files of the drafts (apart from `objects`: a draft's file is removed with its draft)."""
+        return ObjectStore(self.root / "drafts")
 
     @classmethod
     def create(cls, root: str | Path, config: ProjectConfig, *, database_url: str | None = None) -> Project:
@@ -956,6 +967,160 @@ class Project:
             msg = f"no patch {patch_id!r} in {self.root}"
             raise NotFoundError(msg)
         return patch
+
+    # -- users --------------------------------------------------------------------------------
+
+    def add_user(self, name: str, token_sha256: str) -> UserRecord:
+        """Record a person who may sign in with the token whose SHA-256 (hex) is ``token_sha256``.
+
+        Raises:
+            InvalidInputError: ``token_sha256`` is not a SHA-256 hex digest.
+            ConflictError: the name, or the token, is another user's already.
+        """
+        check_token_sha256(token_sha256)
+        try:
+            with write_transaction(self.engine) as connection:
+                connection.execute(
+                    users.insert().values(name=name, token_sha256=token_sha256, created_at=utc_now())
+                )
+        except IntegrityError as error:
+            taken = any(user.name == name for user in self.list_users())
+            what = f"a user named {name!r} exists already" if taken else "that token is another user's"
+            msg = f"{what}: nothing was added"
+            raise ConflictError(msg) from error
+        return next(user for user in self.list_users() if user.name == name)
+
+    def find_user_by_token_hash(self, token_sha256: str) -> UserRecord | None:
+        """The user whose token hashes to ``token_sha256``, or None.
+
+        The lookup compares hashes of 256-bit random tokens, so its timing tells a caller nothing
+        about any token.
+        """
+        query = select(users).where(users.c.token_sha256 == token_sha256)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _from_row(UserRecord, row)
+
+    def list_users(self) -> list[UserRecord]:
+        """Every user, in the order they were added."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(users).order_by(users.c.id)).all()
+        return [_from_row(UserRecord, row) for row in rows]
+
+    def remove_user(self, name: str) -> None:
+        """Remove a user (their token stops working; what they stored keeps their name).
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        with write_transaction(self.engine) as connection:
+            removed = connection.execute(users.delete().where(users.c.name == name)).rowcount
+        if not removed:
+            msg = f"no user {name!r} in {self.root}"
+            raise NotFoundError(msg)
+
+    # -- drafts -------------------------------------------------------------------------------
+
+    def save_draft(self, case_id: str, author: str, labels: np.ndarray, parent: int | None) -> DraftRecord:
+        """Store ``author``'s draft of a case, replacing their previous one.
+
+        The file is written atomically to ``drafts/`` before the row; the replaced draft's file
+        is removed only after the new row is committed (and only when no other draft shares it).
+
+        Args:
+            case_id: the case.
+            author: whose draft it is.
+            labels: ``(I, J, K)`` schema values on the case's grid.
+            parent: the label version the author started from (None: the case had none).
+
+        Raises:
+            NotFoundError: no such case or label version.
+            GeometryMismatchError: ``labels`` is not on the case's grid.
+            LabelValueError: values outside the schema.
+            InvalidInputError: ``parent`` is a version of another case.
+        """
+        case = self.get_case(case_id)
+        stored = check_draft_labels(labels, case_id, case.shape, self.config.schema)
+        if parent is not None:
+            check_draft_parent(parent, self.get_label_version(parent).case_id, case_id)
+        values = {
+            "case_pk": case.pk,
+            "author": author,
+            "parent_id": parent,
+            "shape": list(stored.shape),
+        }
+        for _ in range(3):
+            with self.draft_objects.stage() as staged:
+                key = staged.put(stored, case.affine)
+            with write_transaction(self.engine) as connection:
+                if not self.draft_objects.has(key):
+                    continue  # a concurrent replace removed the same file after it was published
+                replaced = self._upsert_draft(connection, {**values, "object_key": key})
+            break
+        else:
+            msg = f"the draft of case {case_id!r} kept being replaced while it was saved: save it again"
+            raise ConflictError(msg)
+        if replaced not in (None, key):
+            self._remove_draft_object(replaced)
+        record = self.find_draft(case_id, author)
+        if record is None:  # pragma: no cover - the row was committed above
+            msg = f"the draft of case {case_id!r} by {author!r} vanished after it was saved"
+            raise StoreIntegrityError(msg)
+        return record
+
+    @staticmethod
+    def _upsert_draft(connection: Connection, values: dict[str, Any]) -> str | None:
+        """Insert or replace the draft row of ``values``' case and author; the replaced object key."""
+        where = (drafts.c.case_pk == values["case_pk"]) & (drafts.c.author == values["author"])
+        old = connection.execute(select(drafts.c.object_key).where(where)).scalar()
+        values = {**values, "updated_at": utc_now()}
+        if old is None:
+            connection.execute(drafts.insert().values(**values))
+        else:
+            connection.execute(drafts.update().where(where).values(**values))
+        return old
+
+    def _remove_draft_object(self, key: str) -> None:
+        """Remove a draft file no draft references (checked under the write lock, so no save races it)."""
+        with write_transaction(self.engine) as connection:
+            query = select(func.count()).where(drafts.c.object_key == key)
+            if connection.execute(query).scalar():
+                return
+            try:
+                self.draft_objects.path_of(key).unlink(missing_ok=True)
+            except OSError:
+                return  # left behind: `check_project` reports it as an orphan
+
+    def find_draft(self, case_id: str, author: str) -> DraftRecord | None:
+        """``author``'s draft of a case, or None (also when there is no such case)."""
+        return next((d for d in self.list_drafts(case_id) if d.author == author), None)
+
+    def read_draft(self, record: DraftRecord) -> np.ndarray:
+        """The ``(I, J, K)`` label array of a draft, verified against its key.
+
+        Raises:
+            StoreIntegrityError: its file is missing or changed.
+        """
+        return self.draft_objects.read(record.object_key)
+
+    def delete_draft(self, case_id: str, author: str) -> bool:
+        """Discard ``author``'s draft of a case; whether there was one."""
+        case_pks = select(cases.c.id).where(cases.c.case_id == case_id)
+        where = (drafts.c.author == author) & drafts.c.case_pk.in_(case_pks)
+        with write_transaction(self.engine) as connection:
+            key = connection.execute(select(drafts.c.object_key).where(where)).scalar()
+            if key is not None:
+                connection.execute(drafts.delete().where(where))
+        if key is None:
+            return False
+        self._remove_draft_object(key)
+        return True
+
+    def list_drafts(self, case_id: str | None = None) -> list[DraftRecord]:
+        """Drafts (of one case, or all), oldest first."""
+        return [
+            _from_row(DraftRecord, row, parent=row.parent_id) for row in self._rows_of_case(drafts, case_id)
+        ]
 
 
 def _database_url(root: Path, database_url: str | None) -> URL:

@@ -13,6 +13,7 @@ from segloop.errors import InvalidInputError
 
 __all__ = [
     "CaseRecord",
+    "DraftRecord",
     "EvaluationRecord",
     "EventRecord",
     "ImageRecord",
@@ -30,6 +31,7 @@ __all__ = [
     "Progress",
     "RoundRecord",
     "RoundStatus",
+    "UserRecord",
     "parse_status",
 ]
 
@@ -316,3 +318,32 @@ class PatchRecord(NewPatch):
     """A stored correction patch (`NewPatch` and when it was recorded)."""
 
     created_at: datetime = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A person who may sign in to `segloop serve` (the token's hash is never part of a record)."""
+
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DraftRecord:
+    """An author's unsaved label of a case (one per case and author), kept until saved or discarded.
+
+    Args:
+        case_id: the case.
+        author: whose draft it is.
+        parent: the label version the author started from (None: the case had none).
+        object_key: `compute_label_key` of the draft's array in the project's ``drafts/`` store.
+        shape: ``(I, J, K)`` of the array (the case grid).
+        updated_at: when it was last saved.
+    """
+
+    case_id: str
+    author: str
+    parent: int | None
+    object_key: str
+    shape: tuple[int, int, int]
+    updated_at: datetime
