@@ -7,6 +7,7 @@ are imported inside the commands so that ``segloop --help`` starts fast and with
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 import sys
 from pathlib import Path
@@ -472,6 +473,8 @@ def demo(
             on_progress=on_progress,
         )
     print_demo(result)
+    serve = f"segloop serve {shlex.quote(str(result.project.root))}"
+    console.print(f"open it in the browser: {serve}", markup=False, soft_wrap=True)
 
 
 from segloop.cli.corrections import correct_command, next_command, patches_app  # noqa: E402
