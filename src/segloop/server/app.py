@@ -70,6 +70,7 @@ def create_app(project: Project | str | Path, settings: Settings | None = None) 
     Returns:
         The application; ``app.state`` holds ``project``, ``settings`` and ``jobs`` (the job runner).
     """
+    from segloop.server.auth import load_users
     from segloop.server.jobs import JobRunner
     from segloop.server.routes import ROUTERS
 
@@ -83,6 +84,7 @@ def create_app(project: Project | str | Path, settings: Settings | None = None) 
     )
     app.state.project = project
     app.state.settings = settings
+    app.state.users = load_users(settings)  # the users file, read once
     app.state.jobs = JobRunner(project)
     install_problem_handlers(app)
     for router in ROUTERS:
