@@ -143,7 +143,8 @@ def mask_to_polygons(
         axis: the voxel axis (0, 1 or 2) to slice along.
         affine: optional ``(4, 4)`` voxel-to-RAS+ affine; adds ``"points_mm"`` ``[[x, y, z], ...]``.
         tolerance_voxels: simplify each outline (Douglas-Peucker) with this tolerance; 0 = keep
-            every vertex.
+            every vertex. An outline that would simplify to fewer than 3 vertices (an island of a
+            voxel or two) keeps its traced vertices instead of vanishing.
 
     Returns:
         A list of ``{"slice": k, "points": [[u, v], ...]}`` (plus ``"points_mm"``), ordered by
@@ -159,6 +160,11 @@ def mask_to_polygons(
         >>> mask[1:3, 1:3, 0] = True
         >>> [(p["slice"], len(p["points"])) for p in mask_to_polygons(mask, 2)]
         [(0, 8)]
+        >>> [len(p["points"]) for p in mask_to_polygons(mask, 2, tolerance_voxels=1.0)]
+        [4]
+        >>> dot = np.zeros((3, 3, 1), bool); dot[1, 1, 0] = True  # kept although tiny
+        >>> mask_to_polygons(dot, 2, tolerance_voxels=1.0)[0]["points"]
+        [[1.5, 1.0], [1.0, 0.5], [0.5, 1.0], [1.0, 1.5]]
     """
     mask = np.asarray(mask)
     if mask.ndim != 3:
@@ -183,10 +189,8 @@ def mask_to_polygons(
         cols = np.flatnonzero(layer.any(axis=0))
         crop = np.pad(layer[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], 1).astype(np.float32)
         origin = np.array([rows[0] - 1, cols[0] - 1], dtype=np.float64)
-        for contour in find_contours(crop, 0.5, fully_connected="high"):
-            if tolerance_voxels > 0:
-                contour = approximate_polygon(contour, tolerance_voxels)
-            points = contour[:-1] + origin if np.array_equal(contour[0], contour[-1]) else contour + origin
+        for traced in find_contours(crop, 0.5, fully_connected="high"):
+            points = _simplify(traced, tolerance_voxels) + origin
             if len(points) < 3:
                 continue
             polygon: dict[str, Any] = {"slice": int(k), "points": points.tolist()}
@@ -194,6 +198,18 @@ def mask_to_polygons(
                 polygon["points_mm"] = _voxel_to_mm(points, int(k), axis, affine).tolist()
             polygons.append(polygon)
     return polygons
+
+
+def _simplify(contour: np.ndarray, tolerance_voxels: float) -> np.ndarray:
+    """A traced outline's vertices (the closing one dropped), Douglas-Peucker simplified when that
+    leaves a polygon (a voxel-sized island would shrink to a segment: its traced vertices stay)."""
+    closed = np.array_equal(contour[0], contour[-1])
+    if tolerance_voxels > 0:
+        simplified = approximate_polygon(contour, tolerance_voxels)
+        simplified = simplified[:-1] if closed else simplified
+        if len(simplified) >= 3:
+            return simplified
+    return contour[:-1] if closed else contour
 
 
 def read_polygons(document: Mapping[str, Any], shape: Sequence[int], affine: np.ndarray) -> PolygonDocument:
