@@ -33,7 +33,7 @@ from segloop.io.gzip_blocks import compress_blocks, decompress_blocks, inflate_h
 from segloop.io.limits import check_declared_size, check_file_size, max_image_bytes
 from segloop.io.scaling import finite_extremes, scaled_dtype
 
-__all__ = ["GZIP_LEVEL", "read", "write"]
+__all__ = ["GZIP_LEVEL", "decode", "encode", "read", "write"]
 
 #: ISA-L compression level (0-3); on CT, level 2 is both faster and smaller than level 1 (benchmarks/io.py).
 GZIP_LEVEL = 2
@@ -47,7 +47,7 @@ _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 
 
-def _parse_header(head: bytes, path: Path) -> tuple[nib.Nifti1Header, int]:
+def _parse_header(head: bytes, path: str | Path) -> tuple[nib.Nifti1Header, int]:
     """The fixed header (extensions are skipped) and the first voxel's byte offset."""
     for order in "<>":
         size = struct.unpack_from(f"{order}i", head.ljust(4, b"\0"))[0]
@@ -79,7 +79,7 @@ def _parse_header(head: bytes, path: Path) -> tuple[nib.Nifti1Header, int]:
     return header, int(offset)
 
 
-def _scale(raw: np.ndarray, header: nib.Nifti1Header, path: Path) -> np.ndarray:
+def _scale(raw: np.ndarray, header: nib.Nifti1Header, path: str | Path) -> np.ndarray:
     """``raw * scl_slope + scl_inter`` in the narrowest exact dtype (see `segloop.io.scaling`).
 
     A slope of 0 means "not scaled" (the NIfTI standard), and so does NaN (nibabel's convention
@@ -107,6 +107,27 @@ def _read_into(stream: io.RawIOBase, buffer: np.ndarray) -> int:
     return filled
 
 
+def _declared_end(header: nib.Nifti1Header, offset: int, what: str) -> int:
+    """The byte after the last voxel, refused above the cap (`check_declared_size`) before allocation."""
+    return offset + check_declared_size(header.get_data_shape(), header.get_data_dtype().itemsize, what=what)
+
+
+def _inflate_buffer(raw: bytes, what: str) -> tuple[nib.Nifti1Header, np.ndarray, int]:
+    """Header, inflated bytes up to the last voxel and the voxel offset of gzip NIfTI bytes ``raw``.
+
+    The declared size is checked against the cap before anything but the header is inflated.
+    """
+    check_file_size(len(raw), what=what)
+    try:
+        head = inflate_head(raw, _NIFTI2_HEADER_BYTES)
+    except isal_zlib.error as error:
+        msg = f"{what}: broken gzip stream ({error}); the file is truncated or corrupt"
+        raise CorruptFileError(msg) from error
+    header, offset = _parse_header(head, what)
+    end = _declared_end(header, offset, what)
+    return header, decompress_blocks(raw, expected=end, what=what, threads=_THREADS), offset
+
+
 def _read_buffer(path: Path) -> tuple[nib.Nifti1Header, np.ndarray, int]:
     """Header, the file's bytes up to the last voxel (inflated) and the voxel offset.
 
@@ -114,33 +135,27 @@ def _read_buffer(path: Path) -> tuple[nib.Nifti1Header, np.ndarray, int]:
     """
     what = str(path)
     with open(path, "rb", buffering=0) as stream:
-        compressed = stream.read(2) == b"\x1f\x8b"
-        stream.seek(0)
-        if compressed:
+        if stream.read(2) == b"\x1f\x8b":
             check_file_size(os.fstat(stream.fileno()).st_size, what=what)
-            raw = stream.readall()
-            try:
-                head = inflate_head(raw, _NIFTI2_HEADER_BYTES)
-            except isal_zlib.error as error:
-                msg = f"{path}: broken gzip stream ({error}); the file is truncated or corrupt"
-                raise CorruptFileError(msg) from error
-        else:
-            head = stream.read(_NIFTI2_HEADER_BYTES)
-        header, offset = _parse_header(head, path)
-        shape = header.get_data_shape()
-        end = offset + check_declared_size(shape, header.get_data_dtype().itemsize, what=what)
-        if compressed:
-            return header, decompress_blocks(raw, expected=end, what=what, threads=_THREADS), offset
+            stream.seek(0)
+            return _inflate_buffer(stream.readall(), what)
+        stream.seek(0)
+        header, offset = _parse_header(stream.read(_NIFTI2_HEADER_BYTES), what)
+        end = _declared_end(header, offset, what)
         buffer = np.empty(end, dtype=np.uint8)
         stream.seek(0)
         count = _read_into(stream, buffer)
+    _check_complete(count, end, offset, what)
+    return header, buffer, offset
+
+
+def _check_complete(count: int, end: int, offset: int, what: str) -> None:
     if count < end:
         msg = (
-            f"{path}: the header promises {end - offset} bytes of voxels after byte {offset};"
+            f"{what}: the header promises {end - offset} bytes of voxels after byte {offset};"
             f" the file holds {max(count - offset, 0)}: it is truncated"
         )
         raise CorruptFileError(msg)
-    return header, buffer, offset
 
 
 def read(path: Path) -> Volume:
@@ -152,14 +167,41 @@ def read(path: Path) -> Volume:
         CorruptFileError: not NIfTI, a truncated or over-long file, an invalid header (dim[0]
             outside 1..7, a dimension below 1, an unknown datatype) or corrupt scaling.
     """
-    header, buffer, offset = _read_buffer(path)
+    return _volume(*_read_buffer(path), str(path))
+
+
+def decode(data: bytes, *, what: str) -> Volume:
+    """A NIfTI file held in memory (gzip or not), checked as `read` checks a file.
+
+    Args:
+        data: the file's bytes (an upload).
+        what: the name used in messages (e.g. ``"uploaded label"``).
+
+    Raises:
+        TooLargeError, CorruptFileError, UnsupportedFormatError: as `read`.
+
+    Example:
+        >>> import numpy as np
+        >>> decode(encode(Volume(np.ones((2, 3, 4), np.uint8), np.eye(4))), what="x").array.shape
+        (2, 3, 4)
+    """
+    if data[:2] == b"\x1f\x8b":
+        return _volume(*_inflate_buffer(data, what), what)
+    header, offset = _parse_header(data[:_NIFTI2_HEADER_BYTES], what)
+    end = _declared_end(header, offset, what)
+    _check_complete(len(data), end, offset, what)
+    return _volume(header, np.frombuffer(data, dtype=np.uint8, count=end), offset, what)
+
+
+def _volume(header: nib.Nifti1Header, buffer: np.ndarray, offset: int, what: str) -> Volume:
+    """The volume of a parsed header and its (inflated) file bytes."""
     dtype = header.get_data_dtype()
     shape = header.get_data_shape()
     count = math.prod(shape)
     raw = buffer[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape, order="F")
     if not dtype.isnative:
         raw = raw.astype(dtype.newbyteorder("="))
-    array = _scale(raw, header, path)
+    array = _scale(raw, header, what)
     if array.ndim == 2:
         array = array[:, :, np.newaxis]
     elif array.ndim == 4 and array.shape[3] == 1:
@@ -167,7 +209,7 @@ def read(path: Path) -> Volume:
     elif array.ndim == 4:
         array = np.moveaxis(array, 3, 0)  # time / channel series -> (C, I, J, K)
     elif array.ndim != 3:
-        msg = f"{path}: expected a 2D, 3D or 4D NIfTI image; got shape {shape}"
+        msg = f"{what}: expected a 2D, 3D or 4D NIfTI image; got shape {shape}"
         raise UnsupportedFormatError(msg)
     meta = {
         "nifti_sform_code": int(header["sform_code"]),
@@ -177,9 +219,9 @@ def read(path: Path) -> Volume:
     try:
         affine = header.get_best_affine()
     except (HeaderDataError, ValueError, np.linalg.LinAlgError) as error:
-        msg = f"{path}: the NIfTI header has no valid affine ({str(error).splitlines()[0][:200]})"
+        msg = f"{what}: the NIfTI header has no valid affine ({str(error).splitlines()[0][:200]})"
         raise CorruptFileError(msg) from error
-    return make_volume(array, affine, meta, what=str(path))
+    return make_volume(array, affine, meta, what=what)
 
 
 def _fortran_copy(array: np.ndarray, tile: int = 32) -> np.ndarray:
@@ -211,8 +253,18 @@ def _payload(header: nib.Nifti1Header, array: np.ndarray) -> bytes:
     return b"".join([prefix.getvalue().ljust(offset, b"\0"), memoryview(voxels.T).cast("B")])
 
 
-def write(volume: Volume, path: Path) -> None:
-    """Write ``volume`` as NIfTI-1 (NIfTI-2 if a dimension exceeds 32767); .gz by suffix."""
+def encode(volume: Volume, *, compress: bool = True, level: int = GZIP_LEVEL) -> bytes:
+    """``volume`` as the bytes of a NIfTI-1 file (NIfTI-2 if a dimension exceeds 32767).
+
+    Args:
+        volume: the image or label; a ``(C, I, J, K)`` array becomes a 4D file.
+        compress: gzip the bytes (block-parallel members, `segloop.io.gzip_blocks`).
+        level: ISA-L compression level 0-3.
+    """
+    return b"".join(_encoded(volume, compress=compress, level=level))
+
+
+def _encoded(volume: Volume, *, compress: bool, level: int) -> list[bytes]:
     array = volume.array
     if array.ndim == 4:
         array = np.moveaxis(array, 0, 3)
@@ -224,8 +276,11 @@ def write(volume: Volume, path: Path) -> None:
     image.set_sform(volume.affine, code=1)
     image.set_qform(volume.affine, code=1)
     payload = _payload(image.header, array)
+    return compress_blocks(payload, level=level, threads=_THREADS) if compress else [payload]
+
+
+def write(volume: Volume, path: Path) -> None:
+    """Write ``volume`` as NIfTI-1 (NIfTI-2 if a dimension exceeds 32767); .gz by suffix."""
+    parts = _encoded(volume, compress=path.name.lower().endswith(".gz"), level=GZIP_LEVEL)
     with open(path, "wb") as stream:
-        if path.name.lower().endswith(".gz"):
-            stream.writelines(compress_blocks(payload, level=GZIP_LEVEL, threads=_THREADS))
-        else:
-            stream.write(payload)
+        stream.writelines(parts)

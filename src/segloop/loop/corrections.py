@@ -681,6 +681,7 @@ def apply_label(
     author: str,
     force: bool = False,
     provenance: Mapping[str, Any] | None = None,
+    tool: str = "correct-label",
 ) -> CorrectionResult:
     """Store a whole corrected label of a case as a ``revised`` version.
 
@@ -693,6 +694,7 @@ def apply_label(
         author: recorded on the version.
         force: store it even if the case changed since ``parent``.
         provenance: more parameters to record (e.g. the file and its SHA-256).
+        tool: recorded on the version (what made the label: an editor, an approval).
 
     Raises:
         GeometryMismatchError: ``labels`` is not on the case's grid.
@@ -717,7 +719,7 @@ def apply_label(
         classes=annotated,
         current=current,
         changed=int(np.count_nonzero(labels != current[2])),
-        tool="correct-label",
+        tool=tool,
         parent=parent,
         force=force,
         params={"labels_sha256": compute_label_key(labels), **(provenance or {})},

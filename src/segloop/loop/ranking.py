@@ -580,7 +580,8 @@ def rank_cases(
         strategy: a name in `STRATEGIES` (``uncertainty``, ``random``, ``least-recent``).
         count: how many to return (None: all candidates).
         seed: the ``random`` strategy's seed.
-        record: log a ``served`` event with the returned cases.
+        record: log a ``served`` event with the returned cases (``cases``) and the whole ranking
+            (``ranking``: ``[case id, score]`` rows, rank 1 first), which dashboards show.
         author: who asked (the event's actor).
 
     Returns:
@@ -599,11 +600,11 @@ def rank_cases(
     if not project.list_case_ids():
         msg = f"no case in project {project.root.name}: add images first"
         raise NotFoundError(msg)
-    ranked = chosen.rank(project, list_candidate_cases(project), count=count, seed=seed)
+    ranking = chosen.rank(project, list_candidate_cases(project), count=None, seed=seed)
+    ranked = ranking[:count] if count is not None else ranking
     if record and ranked:
-        project.log_event(
-            "served", author, {"cases": [r.case_id for r in ranked], "strategy": strategy, "seed": seed}
-        )
+        detail = {"cases": [r.case_id for r in ranked], "strategy": strategy, "seed": seed}
+        project.log_event("served", author, {**detail, "ranking": [[r.case_id, r.score] for r in ranking]})
     return ranked
 
 

@@ -48,6 +48,7 @@ _TITLES = {
     413: "Too large",
     415: "Unsupported media type",
     422: "Invalid input",
+    428: "Precondition required",
     500: "Project damaged",
     501: "Not available",
 }

@@ -547,6 +547,13 @@ class Project:
             rows = connection.execute(query).all()
         return [_from_row(EventRecord, r) for r in rows]
 
+    def find_latest_event(self, kind: str) -> EventRecord | None:
+        """The newest journal entry of ``kind``, or None (reads one row, however long the journal)."""
+        query = select(events).where(events.c.kind == kind).order_by(events.c.id.desc()).limit(1)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _from_row(EventRecord, row)
+
     # -- evaluations and rounds --------------------------------------------------------------
 
     def add_evaluation(
