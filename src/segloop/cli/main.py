@@ -205,14 +205,18 @@ def _training_settings(
     val_cases: str | None,
 ) -> dict[str, Any]:
     """The training options as `TrainConfig` field names (None: not given on the command line)."""
-    return {
-        "dims": dims,
-        "epochs": epochs,
-        "time_budget_min": minutes,
-        "seed": seed,
-        "window": window,
-        "validation_case_ids": split_list(val_cases) or None,
-    }
+    from segloop.loop.training import training_settings
+
+    return training_settings(
+        {
+            "dims": dims,
+            "epochs": epochs,
+            "minutes": minutes,
+            "seed": seed,
+            "window": window,
+            "val_cases": split_list(val_cases) or None,
+        }
+    )
 
 
 @app.command("train")

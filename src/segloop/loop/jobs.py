@@ -6,23 +6,60 @@ always at the end of a stage) and handed to the caller's ``on_progress`` (a CLI 
 server's event stream), and it finishes ``done`` with a result, ``failed`` with the error's first
 line, or ``interrupted`` (Ctrl-C). A job whose process died is reported ``interrupted`` by the
 store; starting a job writes that status for every such job of the project.
+
+Jobs nest: a round runs a training and a prediction job. A job started inside another stores
+``within: <outer id>`` in its params, and its stored progress is also the outer job's newest
+progress (a round shows the epochs of its training). A face that starts work for someone (the
+server) wraps it in `job_scope` to add what was asked to the outermost job's params and to learn
+its id as soon as the job exists.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from segloop.errors import SegloopError
-from segloop.store import JobStatus, Progress, Project
+from segloop.store import JobRecord, JobStatus, Progress, Project
 
-__all__ = ["JobReporter", "ProgressCallback", "run_job"]
+__all__ = ["JobReporter", "ProgressCallback", "job_scope", "run_job"]
 
 #: What a face passes to receive a job's progress events.
 ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class _Scope:
+    params: dict[str, Any]
+    on_start: Callable[[JobRecord], None] | None
+
+
+#: The job whose work is running in this context (None: none), the parent of jobs started now.
+_running_job: ContextVar[int | None] = ContextVar("segloop_running_job", default=None)
+_scope: ContextVar[_Scope | None] = ContextVar("segloop_job_scope", default=None)
+
+
+@contextmanager
+def job_scope(
+    params: Mapping[str, Any] | None = None, on_start: Callable[[JobRecord], None] | None = None
+) -> Iterator[None]:
+    """How a face marks the jobs of the work inside the block (each outermost job, not nested ones).
+
+    Args:
+        params: stored beside the job's own params (the request that started it).
+        on_start: receives the job's record as soon as it is stored (before its work runs).
+    """
+    token = _scope.set(_Scope(dict(params or {}), on_start))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 class JobReporter:
@@ -33,16 +70,23 @@ class JobReporter:
         job_id: the running job.
         on_progress: receives every event, or None.
         min_interval_s: least time between two stored events (the callback gets all of them).
+        outer_job_id: the job this one runs inside: its stored events are stored there too.
 
     Attributes:
         result: what the job produced, stored when it finishes (set by the work).
     """
 
     def __init__(
-        self, project: Project, job_id: int, on_progress: ProgressCallback | None, min_interval_s: float = 1.0
+        self,
+        project: Project,
+        job_id: int,
+        on_progress: ProgressCallback | None,
+        min_interval_s: float = 1.0,
+        outer_job_id: int | None = None,
     ) -> None:
         self.project = project
         self.job_id = job_id
+        self.outer_job_id = outer_job_id
         self.on_progress = on_progress
         self.min_interval_s = min_interval_s
         self.result: dict[str, Any] = {}
@@ -89,6 +133,8 @@ class JobReporter:
         """Store the newest event if throttling held it back."""
         if self._unstored is not None:
             self.project.update_job(self._unstored)
+            if self.outer_job_id is not None:
+                self.project.update_job(dataclasses.replace(self._unstored, job_id=self.outer_job_id))
             self._unstored = None
 
 
@@ -117,8 +163,18 @@ def run_job(
         Whatever the work raises, after the job is stored ``failed`` (``interrupted`` for Ctrl-C).
     """
     project.mark_interrupted_jobs()
-    job = project.start_job(kind, author=author, params=dict(params or {}))
-    reporter = JobReporter(project, job.id, on_progress)
+    outer = _running_job.get()
+    scope = _scope.get() if outer is None else None
+    stored = dict(params or {})
+    if outer is not None:
+        stored["within"] = outer
+    elif scope is not None:
+        stored.update(scope.params)
+    job = project.start_job(kind, author=author, params=stored)
+    if scope is not None and scope.on_start is not None:
+        scope.on_start(job)
+    reporter = JobReporter(project, job.id, on_progress, outer_job_id=outer)
+    token = _running_job.set(job.id)
     try:
         yield reporter
     except KeyboardInterrupt:
@@ -128,6 +184,8 @@ def run_job(
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         _finish_quietly(reporter, JobStatus.FAILED, text)
         raise
+    finally:
+        _running_job.reset(token)
     reporter.flush()
     project.finish_job(job.id, status=JobStatus.DONE, result=reporter.result)
 

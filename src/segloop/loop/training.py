@@ -36,11 +36,15 @@ __all__ = [
     "run_setting_differences",
     "train_config",
     "train_project",
+    "training_settings",
 ]
 
 MODES = ("full", "continual")
 #: What a model row's config holds beside the `TrainConfig` fields: settings of the run itself.
 RUN_SETTINGS = ("include_pseudo", "init_weights")
+#: Training settings as people name them (``segloop round --minutes``, a server job's params) and
+#: the `TrainConfig` field each sets; every other setting is named as its field.
+SETTING_ALIASES = {"minutes": "time_budget_min", "val_cases": "validation_case_ids"}
 
 
 def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> tuple[list[Any], list[int]]:
@@ -93,6 +97,23 @@ def axial_slice_axis(affines: Sequence[np.ndarray]) -> int:
         2
     """
     return Counter(axis_of_plane(affine, "axial") for affine in affines).most_common(1)[0][0]
+
+
+def training_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Training settings as people name them, as `TrainConfig` field names (`SETTING_ALIASES`).
+
+    Raises:
+        InvalidInputError: a setting given under both names.
+
+    Examples:
+        >>> training_settings({"minutes": 2.0, "epochs": 5})
+        {'time_budget_min': 2.0, 'epochs': 5}
+    """
+    both = sorted(alias for alias, name in SETTING_ALIASES.items() if alias in settings and name in settings)
+    if both:
+        msg = f"training setting {both[0]} given twice (also as {SETTING_ALIASES[both[0]]}): expected one"
+        raise InvalidInputError(msg)
+    return {SETTING_ALIASES.get(name, name): value for name, value in settings.items()}
 
 
 def train_config(project: Project, **settings: Any) -> Any:

@@ -1,19 +1,242 @@
-"""Long work started from the server: rounds, training and prediction as jobs.
+"""Long work started from the server: rounds, training and prediction as jobs, each in its own process.
 
-OWNED BY HELPER H4 — contract only for now.
+A job runs in a child process started with ``spawn`` (a fresh interpreter: it shares no database
+connection, thread or lock with the server, and torch is loaded there, never in the server). The
+child opens the project by its folder and database URL and runs the loop's use case
+(`segloop.loop.rounds.run_round`, `segloop.loop.training.train_project`, ...), which records the
+job and its progress in the store's ``jobs`` table (`segloop.loop.jobs.run_job`); the server reads
+that row to answer and to stream progress. The child reports the job's id through a pipe as soon as
+the row exists, or the error that refused the work before it started (no labelled case, ...).
+
+Stopping a job terminates its process: `JobRunner.cancel` stores the job (and the jobs it ran
+inside, such as a round's training) ``cancelled``, `JobRunner.shutdown` (server exit) stores them
+``interrupted``; both can be resumed (`JobRunner.resume`): a round continues where it stopped, a
+training continues from its checkpoint, a prediction runs again. If the server dies, its children
+notice (their pipe from the server closes) and stop as after Ctrl-C: their jobs end
+``interrupted``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
 from typing import Any
 
-from segloop.store import JobRecord, Project
+from segloop import errors
+from segloop.errors import ConflictError, InvalidInputError, SegloopError
+from segloop.store import JobRecord, JobStatus, Project
+from segloop.store.database import sqlite_path
 
-__all__ = ["JobRunner"]
+__all__ = ["DEVICES", "KINDS", "RUN_PARAMS", "TRAINING_KINDS", "JobRunner", "check_request", "run_request"]
+
+KINDS = ("round", "train", "predict")
+#: Kinds that train a network: one of them at a time per project.
+TRAINING_KINDS = ("round", "train")
+DEVICES = ("auto", "cpu", "cuda")
+#: The params of each kind that are not training settings, with their JSON type. Round and train
+#: jobs take every other param as a training setting (`segloop.loop.training.training_settings`:
+#: ``epochs``, ``minutes``, ``dims``, ``seed``, ``window``, ``val_cases`` and any `TrainConfig` field).
+RUN_PARAMS: dict[str, dict[str, type]] = {
+    "round": {"mode": str, "strategy": str, "n": int, "include_pseudo": bool, "device": str},
+    "train": {"mode": str, "include_pseudo": bool, "device": str},
+    "predict": {
+        "cases": list,
+        "unlabeled": bool,
+        "model": int,
+        "tta": bool,
+        "postprocess": list,
+        "device": str,
+    },
+}
+#: Longest wait for a job's process to record its job (its imports, its checks of the labels).
+START_TIMEOUT_S = 300.0
+#: Longest wait for a terminated job process to end before it is killed.
+STOP_TIMEOUT_S = 10.0
+
+
+def check_request(project: Project, kind: str, params: Any) -> dict[str, Any]:
+    """Check what a job of ``kind`` is asked to do before any process starts.
+
+    Args:
+        project: the open project.
+        kind: ``round``, ``train`` or ``predict``.
+        params: the request's params (JSON object; see `RUN_PARAMS`).
+
+    Returns:
+        The params as given (a dict), to store with the job and to run it with (`run_request`).
+
+    Raises:
+        InvalidInputError: an unknown kind or param, a value of the wrong type or out of range.
+        NotFoundError: a case or model to predict with that does not exist.
+        ConflictError: the model to predict with is not finished.
+    """
+    from segloop.loop.training import MODES, finished_model
+
+    if kind not in KINDS:
+        msg = f"unknown job kind {kind!r}: expected one of {', '.join(KINDS)}"
+        raise InvalidInputError(msg)
+    if not isinstance(params, Mapping):
+        msg = f"job params must be a JSON object; got {type(params).__name__}"
+        raise InvalidInputError(msg)
+    run, settings = _split_params(kind, params)
+    for name, kind_of_value in RUN_PARAMS[kind].items():
+        if name in run:
+            _check_type(name, run[name], kind_of_value)
+    if run.get("device", "auto") not in DEVICES:
+        msg = f"device {run['device']!r} is not known: expected one of {', '.join(DEVICES)}"
+        raise InvalidInputError(msg)
+    if kind in TRAINING_KINDS:
+        if run.get("mode", "full") not in MODES:
+            msg = f"unknown training mode {run['mode']!r}: expected one of {', '.join(MODES)}"
+            raise InvalidInputError(msg)
+        _train_config(project, settings)  # every training setting is checked here
+    if kind == "round":
+        from segloop.loop.ranking import get_strategy
+
+        get_strategy(run.get("strategy", "uncertainty"))
+        if run.get("n", 0) < 0:
+            msg = f"the correction queue needs n >= 0 cases; got {run['n']}"
+            raise InvalidInputError(msg)
+    if kind == "predict":
+        _check_predict(project, run)
+        if "model" in run:
+            finished_model(project, run["model"])
+    return dict(params)
+
+
+def run_request(
+    project: Project, kind: str, request: Mapping[str, Any], *, author: str, resume: bool
+) -> None:
+    """Run a checked job request (`check_request`) in this process, as a job of the loop.
+
+    Args:
+        project: the open project.
+        kind: ``round``, ``train`` or ``predict``.
+        request: its params.
+        author: who asked.
+        resume: continue the interrupted training run (``train``) instead of starting one; a
+            round always continues its interrupted round, a prediction always runs again.
+    """
+    from segloop.loop.training import predict_cases, resume_training, train_project
+
+    run, settings = _split_params(kind, request)
+    device = run.get("device", "auto")
+    if kind == "round":
+        from segloop.loop.rounds import run_round
+
+        include_pseudo = run.get("include_pseudo", False)
+        run_round(
+            project,
+            _train_config(project, settings),
+            mode=run.get("mode", "continual"),
+            strategy=run.get("strategy", "uncertainty"),
+            n_next=run.get("n", 5),
+            include_pseudo=include_pseudo,
+            device=device,
+            author=author,
+            asked={**_settings(settings), "include_pseudo": include_pseudo or None},
+        )
+    elif kind == "train" and resume:
+        resume_training(project, device=device, author=author)
+    elif kind == "train":
+        train_project(
+            project,
+            _train_config(project, settings),
+            mode=run.get("mode", "full"),
+            device=device,
+            include_pseudo=run.get("include_pseudo", False),
+            author=author,
+        )
+    else:
+        from segloop.engine.config import InferConfig
+        from segloop.loop.tools import Postprocess
+
+        steps = run.get("postprocess") or []
+        predict_cases(
+            project,
+            run.get("cases") or None,
+            unlabeled=run.get("unlabeled", False),
+            model_id=run.get("model"),
+            infer_config=InferConfig(tta_flips=(0,) if run.get("tta") else ()),
+            postprocess=Postprocess.from_presets(steps).morphology_kwargs() if steps else None,
+            device=device,
+            author=author,
+        )
+
+
+def _split_params(kind: str, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(run params, training settings)`` of a request; a predict job has no training settings."""
+    run = {k: v for k, v in params.items() if k in RUN_PARAMS[kind]}
+    settings = {k: v for k, v in params.items() if k not in RUN_PARAMS[kind]}
+    if kind not in TRAINING_KINDS and settings:
+        msg = (
+            f"unknown params {', '.join(sorted(settings))} of a {kind} job:"
+            f" expected some of {', '.join(RUN_PARAMS[kind])}"
+        )
+        raise InvalidInputError(msg)
+    return run, settings
+
+
+def _settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Training settings as `TrainConfig` fields, JSON lists as tuples."""
+    from segloop.loop.training import training_settings
+
+    def plain(value: Any) -> Any:
+        return tuple(plain(v) for v in value) if isinstance(value, list) else value
+
+    return {name: plain(value) for name, value in training_settings(settings).items()}
+
+
+def _train_config(project: Project, settings: Mapping[str, Any]) -> Any:
+    from segloop.loop.training import train_config
+
+    try:
+        return train_config(project, **_settings(settings))
+    except TypeError as error:  # a value of a type TrainConfig does not compare (a dict for a number)
+        msg = f"a training setting has a value of the wrong type ({error}): expected numbers, text or lists"
+        raise InvalidInputError(msg) from error
+
+
+def _check_type(name: str, value: Any, expected: type) -> None:
+    ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+    if expected is list and ok:
+        ok = all(isinstance(item, str) for item in value)
+    if not ok:
+        shown = {bool: "true or false", int: "an integer", str: "text", list: "a list of text"}[expected]
+        msg = f"param {name} must be {shown}; got {value!r}"
+        raise InvalidInputError(msg)
+
+
+def _check_predict(project: Project, run: Mapping[str, Any]) -> None:
+    from segloop.core.names import validate_case_id
+    from segloop.loop.tools import Postprocess
+
+    if run.get("cases") and run.get("unlabeled"):
+        msg = "predict either the named cases or the unlabelled ones; got both"
+        raise InvalidInputError(msg)
+    for case_id in run.get("cases") or ():
+        project.get_case(validate_case_id(case_id))
+    Postprocess.from_presets(run.get("postprocess") or [])
+
+
+@dataclass
+class _Child:
+    """A job process: what started it, and the pipe whose closing tells it that the server is gone."""
+
+    process: Any  # multiprocessing's SpawnProcess
+    lifeline: Connection
+    kind: str
+    job_id: int
 
 
 class JobRunner:
-    """Starts, tracks and cancels the server's jobs (one training job per project at a time).
+    """Starts, tracks and stops the server's jobs (one training job per project at a time).
 
     Args:
         project: the open project.
@@ -21,14 +244,251 @@ class JobRunner:
 
     def __init__(self, project: Project) -> None:
         self.project = project
+        self._context = get_context("spawn")
+        self._children: list[_Child] = []
+        self._lock = threading.Lock()
 
-    def start(self, kind: str, params: dict[str, Any], *, author: str) -> JobRecord:
-        """Start a job of ``kind`` (``round``, ``train``, ``predict``); ConflictError if one is running."""
-        raise NotImplementedError
+    def start(self, kind: str, params: Mapping[str, Any], *, author: str) -> JobRecord:
+        """Start a job of ``kind`` (``round``, ``train``, ``predict``) with ``params`` (`check_request`).
 
-    def cancel(self, job_id: int) -> JobRecord:
-        """Stop a running job; it ends ``cancelled``."""
-        raise NotImplementedError
+        Returns once the job is recorded (its process has checked its inputs and started the work).
+
+        Raises:
+            InvalidInputError, NotFoundError: bad params (nothing started).
+            ConflictError: a training job (round or train) is running and ``kind`` trains too
+                (the message and the problem's ``job`` name it), or the project is read-only.
+            SegloopError: what refused the work before it started (no labelled case, ...).
+        """
+        request = check_request(self.project, kind, params)
+        return self._start(kind, request, {"request": request}, author=author, resume=False)
+
+    def resume(self, job_id: int, *, author: str) -> JobRecord:
+        """Start again an ``interrupted`` or ``cancelled`` job as a new job that continues its work.
+
+        A round continues its round (finished stages are kept, training resumes from its
+        checkpoint), a training run continues from its checkpoint, a prediction runs again.
+
+        Raises:
+            NotFoundError: no such job.
+            ConflictError: the job is running, done or failed, ran inside another job (resume
+                that one), or its work was finished meanwhile.
+        """
+        job = self.project.get_job(job_id)
+        if job.status not in (JobStatus.INTERRUPTED, JobStatus.CANCELLED):
+            msg = f"job {job_id} is {job.status}: only an interrupted or cancelled job can be resumed"
+            raise ConflictError(msg)
+        if "within" in job.params:
+            msg = f"job {job_id} ran inside job {job.params['within']}: resume job {job.params['within']}"
+            raise ConflictError(msg)
+        request = job.params.get("request")
+        if job.kind == "round" and job.params.get("round") is not None:
+            record = self.project.get_round(int(job.params["round"]))
+            if record.status != "running":
+                msg = f"round {record.number} of job {job_id} is {record.status}: there is nothing to resume"
+                raise ConflictError(msg)
+        if job.kind == "train":
+            model = self.project.get_model(int(job.params["model"]))
+            if model.status != "running":
+                msg = f"model {model.id} of job {job_id} is {model.status}: there is nothing to resume"
+                raise ConflictError(msg)
+        if job.kind == "predict" and request is None:
+            msg = f"job {job_id} was not started by the server: start the prediction again with its cases"
+            raise ConflictError(msg)
+        request = dict(request or {})
+        scope = {"request": request, "resumes": job_id}
+        return self._start(job.kind, request, scope, author=author, resume=True)
+
+    def running(self, kinds: Sequence[str] | None = None) -> list[JobRecord]:
+        """The project's running jobs (of ``kinds``), this server's or another process's, oldest first."""
+        with self._lock:
+            self._reap()
+        return self._running(kinds)
+
+    def cancel(self, job_id: int, *, author: str | None = None) -> JobRecord:
+        """Stop a running job started by this server; it (and the jobs it runs inside) ends ``cancelled``.
+
+        Args:
+            job_id: the job.
+            author: who stops it (recorded in the project's journal), or None.
+
+        Raises:
+            NotFoundError: no such job.
+            ConflictError: the job is not running, or runs in a process this server did not start.
+        """
+        with self._lock:
+            job = self.project.get_job(job_id)
+            if job.status != JobStatus.RUNNING:
+                msg = f"job {job_id} is {job.status}, not running: there is nothing to cancel"
+                raise ConflictError(msg)
+            child = next((c for c in self._children if c.process.pid == job.pid), None)
+            if child is None:
+                msg = (
+                    f"job {job_id} runs in process {job.pid} on {job.host}, which this server did not"
+                    " start: stop it there"
+                )
+                raise ConflictError(msg)
+            self._stop(child, JobStatus.CANCELLED)
+        if author is not None:
+            self.project.log_event("cancel", author, {"job": job_id, "kind": job.kind})
+        return self.project.get_job(job_id)
 
     def shutdown(self) -> None:
-        """Stop every running job (server exit): they end ``interrupted`` and can be resumed."""
+        """Stop every job of this server (server exit): they end ``interrupted`` and can be resumed."""
+        with self._lock:
+            for child in list(self._children):
+                self._stop(child, JobStatus.INTERRUPTED)
+
+    # -- inside ----------------------------------------------------------------------------------
+
+    def _start(
+        self, kind: str, request: dict[str, Any], scope: dict[str, Any], *, author: str, resume: bool
+    ) -> JobRecord:
+        if self.project.read_only:
+            msg = f"the project {self.project.root} is open read-only: a job cannot be recorded"
+            raise ConflictError(msg)
+        with self._lock:
+            self._reap()
+            if kind in TRAINING_KINDS:
+                self._refuse_second_training(kind)
+            reports, report_end = self._context.Pipe(duplex=False)
+            lifeline_end, lifeline = self._context.Pipe(duplex=False)
+            process = self._context.Process(
+                target=_run_child,
+                args=(str(self.project.root), _database_url(self.project), kind, request, scope),
+                kwargs={"author": author, "resume": resume, "reports": report_end, "lifeline": lifeline_end},
+                name=f"segloop-{kind}",
+            )
+            process.start()
+            report_end.close()
+            lifeline_end.close()
+            try:
+                job_id = _await_start(process, reports, kind)
+            except BaseException:
+                lifeline.close()
+                process.join(STOP_TIMEOUT_S)
+                raise
+            finally:
+                reports.close()
+            self._children.append(_Child(process, lifeline, kind, job_id))
+        return self.project.get_job(job_id)
+
+    def _running(self, kinds: Sequence[str] | None) -> list[JobRecord]:
+        running = self.project.list_jobs(status=JobStatus.RUNNING)
+        return [job for job in running if kinds is None or job.kind in kinds]
+
+    def _refuse_second_training(self, kind: str) -> None:
+        running = [j for j in self._running(TRAINING_KINDS) if "within" not in j.params]
+        if running:
+            other = running[0]
+            msg = (
+                f"{other.kind} job {other.id} (started by {other.author}) is training this project:"
+                f" wait for it or cancel it before starting a {kind} job"
+            )
+            error = ConflictError(msg)
+            error.problem_extra = {"job": other.id}  # type: ignore[attr-defined]
+            raise error
+
+    def _stop(self, child: _Child, status: JobStatus) -> None:
+        """Terminate a job process and store ``status`` for each job it left running."""
+        child.process.terminate()
+        child.process.join(STOP_TIMEOUT_S)
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join()
+        child.lifeline.close()
+        self._children.remove(child)
+        for job in self.project.list_jobs():
+            if job.id >= child.job_id and job.pid == child.process.pid and job.finished_at is None:
+                # another job's start may have stored it interrupted meanwhile: then it stays so
+                with contextlib.suppress(ConflictError):
+                    self.project.finish_job(job.id, status=status, error=status.value)
+
+    def _reap(self) -> None:
+        """Forget the processes that ended (their jobs stored their own end)."""
+        for child in list(self._children):
+            if not child.process.is_alive():
+                child.process.join()
+                child.lifeline.close()
+                self._children.remove(child)
+
+
+def _database_url(project: Project) -> str:
+    """The URL a job's process opens the project's database with (the one the server uses)."""
+    url = project.engine.url
+    path = sqlite_path(url)
+    return f"sqlite:///{path}" if path is not None else url.render_as_string(hide_password=False)
+
+
+def _await_start(process: Any, reports: Connection, kind: str) -> int:
+    """The id of the job the child recorded, or the error that refused its work, re-raised here."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if reports.poll(0.05):
+            try:
+                message = reports.recv()
+            except EOFError:
+                break
+            if message[0] == "started":
+                return int(message[1])
+            _, kind_name, text = message
+            error_type = getattr(errors, kind_name, None)
+            if isinstance(error_type, type) and issubclass(error_type, SegloopError):
+                raise error_type(text)
+            raise RuntimeError(text)
+        if not process.is_alive() and not reports.poll():
+            break
+    process.terminate()
+    msg = f"the {kind} job's process ended (exit code {process.exitcode}) before its job was recorded"
+    raise RuntimeError(msg)
+
+
+def _run_child(
+    root: str,
+    database_url: str,
+    kind: str,
+    request: dict[str, Any],
+    scope: dict[str, Any],
+    *,
+    author: str,
+    resume: bool,
+    reports: Connection,
+    lifeline: Connection,
+) -> None:
+    """A job's process: open the project, run the request as a job, report its id (or the refusal)."""
+    from segloop.loop.jobs import job_scope
+
+    threading.Thread(target=_watch_server, args=(lifeline,), daemon=True).start()
+    started = False
+
+    def on_start(job: JobRecord) -> None:
+        nonlocal started
+        started = True
+        reports.send(("started", job.id))
+
+    try:
+        project = Project.open(root, database_url=database_url)
+        with job_scope(scope, on_start):
+            run_request(project, kind, request, author=author, resume=resume)
+    except KeyboardInterrupt:
+        if not started:
+            reports.send(("refused", "ConflictError", f"the {kind} job was interrupted before it started"))
+        raise SystemExit(130) from None
+    except Exception as error:  # noqa: BLE001 - the process's last word: the server must learn why
+        if not started:
+            base = next((c for c in type(error).__mro__ if c.__module__ == errors.__name__), Exception)
+            reports.send(("refused", base.__name__, str(error).strip() or type(error).__name__))
+        if not isinstance(error, SegloopError):
+            traceback.print_exc()
+        raise SystemExit(1) from None
+    finally:
+        reports.close()
+
+
+def _watch_server(lifeline: Connection) -> None:
+    """Interrupt the job (as Ctrl-C does) once the server's end of ``lifeline`` closes."""
+    import _thread
+
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            lifeline.recv()
+    _thread.interrupt_main()
