@@ -489,6 +489,10 @@ app.add_typer(patches_app, name="patches")
 from segloop.cli.store import fsck_command  # noqa: E402
 
 app.command("fsck")(fsck_command)
+from segloop.cli.server import serve_command, user_app  # noqa: E402
+
+app.command("serve")(serve_command)
+app.add_typer(user_app, name="user")
 
 
 def environment_failure(error: BaseException) -> str | None:
