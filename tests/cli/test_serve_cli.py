@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 
+from segloop.cli.common import current_user
 from segloop.loop.cases import init_project
 from segloop.loop.users import authenticate
 from segloop.store import Project
@@ -31,8 +32,8 @@ def _wait_for_url(process: subprocess.Popen, deadline_s: float = 30.0) -> str:
     end = time.monotonic() + deadline_s
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/openapi.json", timeout=2) as response:
-                assert json.load(response)["info"]["title"] == "segloop"
+            with urllib.request.urlopen(f"{url}/api/project", timeout=2) as response:
+                assert json.load(response)["author"] == current_user()  # anonymous on loopback
                 return url
         except OSError:
             if time.monotonic() > end or process.poll() is not None:

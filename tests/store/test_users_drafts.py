@@ -14,7 +14,7 @@ from segloop.errors import (
     NotFoundError,
     StoreIntegrityError,
 )
-from segloop.store import Project, check_project
+from segloop.store import ObjectStore, Project, check_project
 from segloop.store.database import SCHEMA_VERSION, read_schema_version
 from tests.conftest import make_phantom_project
 
@@ -150,3 +150,21 @@ def test_fsck_checks_draft_files_and_reports_their_orphans(project):
     assert (problem.kind, problem.detail) == ("missing-object", "a draft's file is missing")
     with pytest.raises(StoreIntegrityError, match="is missing"):
         project.read_draft(draft)
+
+
+def test_a_file_removed_by_a_concurrent_replace_before_the_row_is_written_is_published_again(
+    project, monkeypatch
+):
+    original = ObjectStore.has
+    removed = []
+
+    def has_after_a_concurrent_replace(store: ObjectStore, key: str) -> bool:
+        if store.root.name == "drafts" and not removed:
+            store.path_of(key).unlink()  # what another author's replace of a shared file does
+            removed.append(key)
+        return original(store, key)
+
+    monkeypatch.setattr(ObjectStore, "has", has_after_a_concurrent_replace)
+    draft = project.save_draft("c0", "ana", _label(), None)
+    assert removed == [draft.object_key]
+    assert np.array_equal(project.read_draft(draft), _label())

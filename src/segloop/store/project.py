@@ -1045,6 +1045,7 @@ class Project:
             GeometryMismatchError: ``labels`` is not on the case's grid.
             LabelValueError: values outside the schema.
             InvalidInputError: ``parent`` is a version of another case.
+            ConflictError: a save or discard of the same draft ran at the same moment.
         """
         case = self.get_case(case_id)
         stored = check_draft_labels(labels, case_id, case.shape, self.config.schema)
@@ -1059,10 +1060,15 @@ class Project:
         for _ in range(3):
             with self.draft_objects.stage() as staged:
                 key = staged.put(stored, case.affine)
-            with write_transaction(self.engine) as connection:
-                if not self.draft_objects.has(key):
-                    continue  # a concurrent replace removed the same file after it was published
-                replaced = self._upsert_draft(connection, {**values, "object_key": key})
+            try:
+                with write_transaction(self.engine) as connection:
+                    if not self.draft_objects.has(key):
+                        continue  # a concurrent replace removed the same file after it was published
+                    replaced = self._upsert_draft(connection, {**values, "object_key": key})
+            except IntegrityError as error:  # PostgreSQL: another request inserted this draft first
+                self._remove_draft_object(key)
+                msg = f"the draft of case {case_id!r} by {author!r} was saved twice at once: save it again"
+                raise ConflictError(msg) from error
             break
         else:
             msg = f"the draft of case {case_id!r} kept being replaced while it was saved: save it again"
@@ -1070,9 +1076,9 @@ class Project:
         if replaced not in (None, key):
             self._remove_draft_object(replaced)
         record = self.find_draft(case_id, author)
-        if record is None:  # pragma: no cover - the row was committed above
-            msg = f"the draft of case {case_id!r} by {author!r} vanished after it was saved"
-            raise StoreIntegrityError(msg)
+        if record is None:
+            msg = f"the draft of case {case_id!r} by {author!r} was discarded as it was saved: save it again"
+            raise ConflictError(msg)
         return record
 
     @staticmethod
