@@ -120,3 +120,4 @@ def test_a_user_added_on_the_command_line_lets_the_server_start_off_loopback(pro
         2 * 2**20,
     )
     assert result.out.startswith("serving ") and "http://0.0.0.0:" in result.out
+    assert "serve behind HTTPS" in result.err

@@ -59,6 +59,7 @@ def serve_command(
 ) -> None:
     """Serve the project's API and browser editor at http://HOST:PORT until Ctrl-C."""
     uvicorn, create_app, settings_type = _server_modules()
+    from segloop.server.settings import is_loopback
     from segloop.store import Project
 
     opened = Project.open(project)
@@ -75,6 +76,10 @@ def serve_command(
     app = create_app(opened, settings)
     _check_someone_can_sign_in(opened, settings, app.state.users)
     listener = _bind(host, port)
+    if not is_loopback(host):
+        typer.echo(
+            "note: http sends tokens unencrypted: on an untrusted network, serve behind HTTPS", err=True
+        )
     typer.echo(f"serving {project} at {_url(host, listener.getsockname()[1])} (Ctrl-C stops)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=10))
     try:
