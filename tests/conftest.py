@@ -90,6 +90,7 @@ def make_phantom_project(
     *,
     labeled: Sequence[int] = (),
     name: str = "p",
+    source: str = "original",
 ):
     """A project of ``count`` CT phantoms ``c0..`` (images in ``tmp_path/img``, referenced in place).
 
@@ -97,8 +98,9 @@ def make_phantom_project(
         tmp_path: the test's folder.
         count: how many phantoms (seeds 0..count-1).
         shape: ``(I, J, K)`` of each.
-        labeled: the indices whose true labels are added as ``original`` versions.
+        labeled: the indices whose true labels are added as versions (of ``source``).
         name: the project folder's name under ``tmp_path``.
+        source: the provenance of those labels (``pseudo`` for a prediction to correct).
     """
     from segloop.io import write_volume
     from segloop.loop.cases import import_cases, init_project
@@ -111,5 +113,5 @@ def make_phantom_project(
         images.append(write_volume(phantom.image, tmp_path / "img" / f"c{index}_0000.nii.gz"))
         if index in labeled:
             write_volume(phantom.labels, tmp_path / "lab" / f"c{index}.nii.gz")
-    import_cases(project, images, labels_dir=tmp_path / "lab" if labeled else None)
+    import_cases(project, images, labels_dir=tmp_path / "lab" if labeled else None, source=source)
     return project
