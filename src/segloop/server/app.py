@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,7 +44,7 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise _BodyTooLargeError
+                raise _BodyTooLargeError(413, self._detail(f"more than {self.max_bytes}"))
             return message
 
         try:
@@ -51,13 +52,15 @@ class BodyLimit:
         except _BodyTooLargeError:
             await self._refuse(scope, receive, send, f"more than {self.max_bytes}")
 
+    def _detail(self, size: str) -> str:
+        return f"the request body is {size} bytes: expected at most {self.max_bytes}"
+
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
-        detail = f"the request body is {size} bytes: expected at most {self.max_bytes}"
-        await problem(413, detail)(scope, receive, send)
+        await problem(413, self._detail(size))(scope, receive, send)
 
 
-class _BodyTooLargeError(Exception):
-    """A streamed body passed the limit."""
+class _BodyTooLargeError(HTTPException):
+    """A streamed body passed the limit (an HTTP error, so that FastAPI's body parsing passes it on)."""
 
 
 def create_app(project: Project | str | Path, settings: Settings | None = None) -> FastAPI:
