@@ -5,10 +5,12 @@ extra or the pinned NiiVue bundle (``npm ci`` in ``src/segloop/server/static``) 
 never downloads a browser here (never run ``playwright install``): it drives ``/usr/bin/chromium``.
 
 Fixtures:
-    serve: a factory ``serve(project=None, *, count=1, shape=(64, 64, 64), labeled=(0,), **settings)``
-        that serves a project (a new phantom project when none is given) with uvicorn in a thread on a
-        free loopback port; every server it started is stopped in teardown.
-    live_server: ``serve()`` — one 64³ phantom ``c0`` with an ``original`` label.
+    serve: a factory ``serve(project=None, *, count=1, shape=(64, 64, 64), labeled=(0,), source="pseudo",
+        **settings)`` that serves a project (a new phantom project when none is given, its labels stored
+        as ``source``) with uvicorn in a thread on a free loopback port; every server it started is
+        stopped in teardown.
+    live_server: ``serve()`` — one 64³ phantom ``c0`` whose true label is stored as a ``pseudo`` version
+        (a prediction to correct: what a person saves as ``revised`` then decides the effective label).
     browser: the session's chromium.
     console: the console errors of every page of the test; teardown fails the test on any not allowed.
     make_page: a factory of pages, each in its own browser context (own storage: another person).
@@ -143,7 +145,7 @@ def start_server(project: Project, **settings: Any) -> LiveServer:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """A factory ``serve(project=None, *, count=1, shape=(64, 64, 64), labeled=(0,), **settings)``."""
+    """A factory of served projects (see the module docstring)."""
     started: list[LiveServer] = []
 
     def make(
@@ -152,10 +154,11 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         count: int = 1,
         shape: tuple[int, int, int] = (64, 64, 64),
         labeled: tuple[int, ...] = (0,),
+        source: str = "pseudo",
         **settings: Any,
     ) -> LiveServer:
         if project is None:
-            project = make_phantom_project(tmp_path, count, shape, labeled=labeled)
+            project = make_phantom_project(tmp_path, count, shape, labeled=labeled, source=source)
         server = start_server(project, **settings)
         started.append(server)
         return server
@@ -167,7 +170,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 
 @pytest.fixture
 def live_server(serve) -> LiveServer:
-    """One 64³ CT phantom ``c0`` with its true label stored as an ``original`` version."""
+    """One 64³ CT phantom ``c0`` with its true label stored as a ``pseudo`` version."""
     return serve()
 
 

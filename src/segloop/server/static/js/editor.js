@@ -1,0 +1,867 @@
+// The editor of one case (/edit/<case id>): NiiVue shows the image, the label as its editable drawing and
+// the uncertainty map; brush, eraser, contours, grow and threshold edit it; saves are revised versions.
+//
+// Labels travel only as NIfTI bytes on the case's grid (`nv.saveImage({isSaveDrawing: true})` out, tool
+// outputs and stored labels in); see editor-volume.js for the merges.
+//
+// `window.__status` tells tests and the benchmark where the page stands:
+//   {ready, firstSlice, head, etag, dirty, saving, lastSave, lastError, conflict, preview, message}
+// and `window.__editor` exposes a few helpers to them (pagePoint, drawingHistogram, setTool, ...).
+
+import { Niivue, NVImage, SLICE_TYPE } from '/static/vendor/niivue.js';
+import { ApiError, api, authHeaders, cssColor, el } from '/static/js/api.js';
+import { ContourEditor } from './editor-contours.js';
+import { apply, axisOfView, invertAffine, pagePixels, VIEW_NORMAL } from './editor-geometry.js';
+import {
+  changedValues,
+  fileOrderToDrawing,
+  gzip,
+  mergeInto,
+  mergeThreeWay,
+  slabMask,
+  toDrawingOrder,
+} from './editor-volume.js';
+
+const status = {
+  ready: false,
+  firstSlice: null,
+  head: null,
+  etag: null,
+  dirty: false,
+  saving: false,
+  lastSave: null,
+  lastError: null,
+  conflict: null,
+  preview: null,
+  message: '',
+};
+window.__status = status;
+
+/** Window presets [width, level] in HU (CT as in seed 000). */
+const WINDOWS = [
+  ['CT', 400, 20],
+  ['Lung', 1500, -600],
+  ['Bone', 1800, 400],
+];
+/** Largest in-plane size shown at once; larger images show a downsampled preview first. */
+const PREVIEW_ABOVE = 128;
+const VIEWS = {
+  axial: SLICE_TYPE.AXIAL,
+  coronal: SLICE_TYPE.CORONAL,
+  sagittal: SLICE_TYPE.SAGITTAL,
+  multiplanar: SLICE_TYPE.MULTIPLANAR,
+};
+
+const caseId = decodeURIComponent(window.location.pathname.split('/').filter(Boolean).pop() || '');
+const caseUrl = `/api/cases/${encodeURIComponent(caseId)}`;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  project: null,
+  info: null,
+  grid: null, // {affine, inverse, shape}
+  base: null, // the drawing as stored at the shown head (drawing order)
+  classValue: 1,
+  mode: 'add',
+  tool: 'brush',
+  view: 'axial',
+  growBackground: false,
+  growBase: null, // {bytes, bitmap} before grow scribbles
+  preview: null, // {before: bitmap}
+  redo: [],
+  restoring: false,
+  entropyLoaded: false,
+};
+
+const nv = new Niivue({
+  backColor: [0, 0, 0, 1],
+  show3Dcrosshair: false,
+  dragAndDropEnabled: false,
+  isColorbar: false,
+  logLevel: 'error',
+  loadingText: 'loading',
+});
+let contours = null;
+
+function message(text, kind = 'info') {
+  const node = $('message');
+  node.textContent = text;
+  node.className = `message ${kind}`;
+  status.message = text;
+}
+
+function fail(error) {
+  const text = error instanceof ApiError ? `${error.status} ${error.detail || error.title}` : String(error?.message || error);
+  status.lastError = text;
+  message(text, 'error');
+}
+
+function setDirty(dirty) {
+  status.dirty = dirty;
+  $('dirty').classList.toggle('hidden', !dirty);
+}
+
+function etagOf(head) {
+  return head === null || head === undefined ? '"none"' : `"${head}"`;
+}
+
+function setHead(head, etag = etagOf(head)) {
+  status.head = head;
+  status.etag = etag;
+  const versions = state.info?.versions?.length ?? 0;
+  $('head-info').textContent = head === null ? 'no stored label' : `version ${head} (${versions} stored)`;
+}
+
+/** The request headers of the data NiiVue fetches itself (the bearer token). */
+function fetchHeaders() {
+  return Object.fromEntries(authHeaders().entries());
+}
+
+/** The drawing as NIfTI bytes in the case's stored order (uncompressed). */
+async function drawingBytes() {
+  return new Uint8Array(await nv.saveImage({ filename: '', isSaveDrawing: true }));
+}
+
+function drawing() {
+  return nv.drawBitmap;
+}
+
+/** Replace the whole drawing (same order) as one undoable step. */
+function setDrawing(bitmap, { undoable = true } = {}) {
+  drawing().set(bitmap);
+  if (undoable) nv.drawAddUndoBitmap();
+  nv.refreshDrawing(true);
+  nv.drawScene();
+}
+
+// ------------------------------------------------------------------------------------------------
+// loading
+
+async function load() {
+  try {
+    await nv.attachTo('gl');
+  } catch (error) {
+    fail(`this browser cannot show the editor: ${error.message} (WebGL2 is needed)`);
+    return;
+  }
+  nv.onLocationChange = (location) => {
+    $('location').textContent = location?.string || '';
+    showSlice();
+  };
+  nv.onDrawingChanged = (action) => {
+    if (action === 'load' || state.restoring) return;
+    if (action !== 'undo') state.redo = [];
+    setDirty(true);
+  };
+  const [project, info] = await Promise.all([api('/api/project'), api(caseUrl)]);
+  state.project = project;
+  state.info = info;
+  state.grid = { affine: info.affine, inverse: invertAffine(info.affine), shape: info.shape };
+  $('case-name').textContent = `${project.name} / ${info.id}`;
+  $('author').textContent = project.author ? `as ${project.author}` : '';
+  document.title = `${info.id} · segloop editor`;
+  buildClasses(project);
+  buildWindows(project);
+  await showImage(info);
+  await showLabel();
+  contours = new ContourEditor(nv, $('overlay'), state.grid, () => updateContourInfo());
+  nv.setDrawColormap(drawColormap(project));
+  nv.setDrawOpacity(Number($('opacity').value));
+  applyWindow(defaultWindow(project));
+  centreCrosshair();
+  setView('axial');
+  setTool('brush');
+  $('entropy').disabled = !info.prediction;
+  $('jump-uncertain').disabled = !info.most_uncertain_slice;
+  if (info.draft) {
+    $('resume-draft').classList.remove('hidden');
+    message(`you have a draft of this case from ${info.draft.updated_at}: “Resume draft” shows it`);
+  }
+  loadThresholdPresets();
+  status.ready = true;
+}
+
+async function showImage(info) {
+  const url = `${caseUrl}/image.nii.gz`;
+  const big = Math.max(info.shape[0], info.shape[1]) > PREVIEW_ABOVE;
+  const headers = fetchHeaders();
+  await nv.loadVolumes([{ url: big ? `${url}?preview=true` : url, name: 'image.nii.gz', headers }]);
+  await new Promise((resolve) => requestAnimationFrame(resolve));
+  status.firstSlice = performance.now();
+  if (big) {
+    message('showing a preview; loading the full image…');
+    await nv.loadVolumes([{ url, name: 'image.nii.gz', headers }]);
+    message('');
+  }
+}
+
+async function showLabel() {
+  let response = null;
+  try {
+    response = await api(`${caseUrl}/label.nii.gz`, { as: 'response' });
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404)) throw error;
+  }
+  if (response) {
+    const bytes = await response.arrayBuffer();
+    const image = await NVImage.loadFromUrl({ url: bytes, name: 'label.nii.gz' });
+    if (!nv.loadDrawing(image)) throw new Error('the label is not on the image grid');
+    setHead(state.info.head ?? null, response.headers.get('ETag') || etagOf(state.info.head));
+  } else {
+    nv.createEmptyDrawing();
+    setHead(null);
+  }
+  state.base = Uint8Array.from(drawing());
+  state.redo = [];
+  setDirty(false);
+}
+
+/** NiiVue's drawing colormap: each class in its schema colour, the ignore value light grey. */
+function drawColormap(project) {
+  const R = [0];
+  const G = [0];
+  const B = [0];
+  const A = [0];
+  const I = [0];
+  const labels = ['background'];
+  for (const item of project.classes) {
+    const [r, g, b] = item.color || [255, 0, 0];
+    R.push(r);
+    G.push(g);
+    B.push(b);
+    A.push(255);
+    I.push(item.value);
+    labels.push(item.name);
+  }
+  const extra = [[project.ignore_value, 'ignore', [200, 200, 200]]];
+  const background = growBackgroundValue(project);
+  if (background !== project.ignore_value) extra.push([background, 'grow background', [90, 90, 255]]);
+  for (const [value, name, [r, g, b]] of extra) {
+    if (value === null || value === undefined || I.includes(value)) continue;
+    R.push(r);
+    G.push(g);
+    B.push(b);
+    A.push(160);
+    I.push(value);
+    labels.push(name);
+  }
+  return { R, G, B, A, I, labels };
+}
+
+function growBackgroundValue(project) {
+  return project.classes.length + 1;
+}
+
+// ------------------------------------------------------------------------------------------------
+// view
+
+function buildClasses(project) {
+  const box = $('classes');
+  box.replaceChildren();
+  for (const item of project.classes) {
+    const button = el('button', 'small');
+    button.type = 'button';
+    button.dataset.value = String(item.value);
+    const swatch = el('span', 'swatch');
+    swatch.style.background = cssColor(item.color);
+    button.append(swatch, document.createTextNode(item.name));
+    button.addEventListener('click', () => pickClass(item.value));
+    box.append(button);
+  }
+  if (project.classes.length) pickClass(project.classes[0].value);
+}
+
+function pickClass(value) {
+  state.classValue = value;
+  state.growBackground = false;
+  for (const button of $('classes').children) {
+    button.setAttribute('aria-pressed', String(Number(button.dataset.value) === value));
+  }
+  $('grow-background').setAttribute('aria-pressed', 'false');
+  const item = state.project.classes.find((c) => c.value === value);
+  if (contours && item) contours.color = cssColor(item.color);
+  updatePen();
+  contours?.draw();
+}
+
+function className() {
+  return state.project.classes.find((c) => c.value === state.classValue)?.name;
+}
+
+function buildWindows(project) {
+  const box = $('windows');
+  box.replaceChildren();
+  const presets = [...WINDOWS];
+  if (project.window) presets.push(['Project', project.window[0], project.window[1]]);
+  for (const [name, width, level] of presets) {
+    const button = el('button', 'small', name);
+    button.type = 'button';
+    button.title = `W${width} / L${level}`;
+    button.dataset.window = `${width},${level}`;
+    button.addEventListener('click', () => applyWindow([width, level]));
+    box.append(button);
+  }
+}
+
+function defaultWindow(project) {
+  if (project.window) return project.window;
+  return project.modality === 'CT' ? [WINDOWS[0][1], WINDOWS[0][2]] : null;
+}
+
+function applyWindow(window_) {
+  const image = nv.volumes[0];
+  if (!image || !window_) return;
+  const [width, level] = window_;
+  image.cal_min = level - width / 2;
+  image.cal_max = level + width / 2;
+  for (const button of $('windows').children) {
+    button.setAttribute('aria-pressed', String(button.dataset.window === `${width},${level}`));
+  }
+  nv.updateGLVolume();
+}
+
+function setView(view) {
+  state.view = view;
+  nv.setSliceType(VIEWS[view]);
+  for (const button of $('views').children) {
+    button.setAttribute('aria-pressed', String(button.dataset.view === view));
+  }
+  contours?.setView(view);
+  showSlice();
+}
+
+/** Put the crosshair on the centre voxel (NiiVue's default 0.5 lies between two voxels). */
+function centreCrosshair() {
+  moveToVoxel(state.grid.shape.map((n) => Math.floor(n / 2)));
+}
+
+/** Move the crosshair to a voxel [i, j, k] of the case. */
+function moveToVoxel(voxel) {
+  const mm = apply(state.grid.affine, voxel);
+  const frac = nv.mm2frac(mm);
+  nv.scene.crosshairPos = [frac[0], frac[1], frac[2]];
+  nv.drawScene();
+  nv.createOnLocationChange?.();
+  showSlice();
+}
+
+function currentVoxel() {
+  const mm = nv.frac2mm(nv.scene.crosshairPos);
+  return apply(state.grid.inverse, [mm[0], mm[1], mm[2]]).map((v, a) =>
+    Math.min(state.grid.shape[a] - 1, Math.max(0, Math.round(v))),
+  );
+}
+
+function showSlice() {
+  if (!state.grid) return;
+  const voxel = currentVoxel();
+  const view = state.view in VIEW_NORMAL ? state.view : 'axial';
+  const axis = axisOfView(state.grid.affine, view);
+  $('slice-info').textContent = `slice ${voxel[axis] + 1} / ${state.grid.shape[axis]} (${view}) · voxel [${voxel.join(', ')}]`;
+  contours?.draw();
+}
+
+/** Move `delta` slices along the shown view. */
+function stepSlice(delta) {
+  const view = state.view in VIEW_NORMAL ? state.view : 'axial';
+  const axis = axisOfView(state.grid.affine, view);
+  const voxel = currentVoxel();
+  voxel[axis] = Math.min(state.grid.shape[axis] - 1, Math.max(0, voxel[axis] + delta));
+  moveToVoxel(voxel);
+}
+
+function jumpToUncertain() {
+  const where = state.info.most_uncertain_slice;
+  if (!where) return;
+  const names = Object.keys(VIEW_NORMAL);
+  const axis = typeof where.axis === 'number' ? where.axis : axisOfView(state.grid.affine, where.axis);
+  const view = names.find((name) => axisOfView(state.grid.affine, name) === axis) || 'axial';
+  const voxel = currentVoxel();
+  voxel[axis] = where.index;
+  setView(view);
+  moveToVoxel(voxel);
+}
+
+async function toggleEntropy(on) {
+  try {
+    if (on && !state.entropyLoaded) {
+      await nv.addVolumeFromUrl({
+        url: `${caseUrl}/entropy.nii.gz`,
+        name: 'entropy.nii.gz',
+        colormap: 'hot',
+        opacity: 0.5,
+        headers: fetchHeaders(),
+      });
+      state.entropyLoaded = true;
+    }
+    if (state.entropyLoaded) nv.setOpacity(1, on ? 0.5 : 0);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// tools
+
+function setTool(tool) {
+  if (state.preview) discardPreview();
+  if (state.tool === 'grow' && tool !== 'grow' && state.growBase) {
+    setDrawing(state.growBase.bitmap);
+    state.growBase = null;
+  }
+  state.tool = tool;
+  for (const button of $('tools').children) {
+    button.setAttribute('aria-pressed', String(button.dataset.tool === tool));
+  }
+  $('contour-panel').classList.toggle('hidden', tool !== 'contour');
+  $('grow-panel').classList.toggle('hidden', tool !== 'grow');
+  $('threshold-panel').classList.toggle('hidden', tool !== 'threshold');
+  const clicks = tool === 'contour' || tool === 'threshold';
+  $('overlay').classList.toggle('active', clicks);
+  if (clicks && !(state.view in VIEW_NORMAL)) setView('axial');
+  if (tool === 'eraser') setMode('remove');
+  if (tool === 'grow') startGrow();
+  updatePen();
+}
+
+function setMode(mode) {
+  state.mode = mode;
+  for (const button of $('modes').children) {
+    button.setAttribute('aria-pressed', String(button.dataset.mode === mode));
+  }
+  updatePen();
+}
+
+function penValue() {
+  if (state.tool === 'grow') return state.growBackground ? growBackgroundValue(state.project) : state.classValue;
+  if (state.tool === 'eraser' || state.mode === 'remove') return 0;
+  if (state.mode === 'ignore') return state.project.ignore_value;
+  return state.classValue;
+}
+
+function updatePen() {
+  if (!state.project) return;
+  const painting = ['brush', 'eraser', 'grow'].includes(state.tool);
+  nv.setDrawingEnabled(painting);
+  nv.setPenValue(penValue(), false);
+  nv.opts.penSize = Math.max(1, Number($('pen-size').value) || 1);
+}
+
+function undo() {
+  state.redo.push(Uint8Array.from(drawing()));
+  nv.drawUndo();
+}
+
+function redo() {
+  const next = state.redo.pop();
+  if (!next) return;
+  state.restoring = true;
+  try {
+    setDrawing(next);
+  } finally {
+    state.restoring = false;
+  }
+  setDirty(true);
+}
+
+/** POST a tool's preview; the tool's output label in drawing order, and its voxel count. */
+async function toolPreview(name, params, files = {}) {
+  const form = new FormData();
+  form.append('params', JSON.stringify(params));
+  for (const [key, bytes] of Object.entries(files)) {
+    form.append(key, new Blob([await gzip(bytes)], { type: 'application/gzip' }), `${key}.nii.gz`);
+  }
+  const response = await api(`${caseUrl}/tools/${name}/preview`, { method: 'POST', body: form, as: 'response' });
+  const bitmap = await toDrawingOrder(await response.arrayBuffer());
+  return { bitmap, voxels: Number(response.headers.get('X-Segloop-Voxels') ?? NaN) };
+}
+
+/** Show a tool's output merged into the drawing, with Accept / Discard. */
+function showPreview(label, tool, before, options = {}) {
+  state.preview = { before: Uint8Array.from(before) };
+  drawing().set(before);
+  const changed = mergeInto(drawing(), tool, options);
+  nv.refreshDrawing(true);
+  nv.drawScene();
+  $('preview-text').textContent = `${label}: ${changed} voxels change`;
+  $('preview-banner').classList.remove('hidden');
+  status.preview = { label, changed };
+}
+
+function acceptPreview() {
+  if (!state.preview) return;
+  nv.drawAddUndoBitmap();
+  state.preview = null;
+  status.preview = null;
+  state.redo = [];
+  $('preview-banner').classList.add('hidden');
+  setDirty(true);
+  if (state.tool === 'grow') startGrow();
+  if (state.tool === 'contour') contours.clear();
+  message('accepted: save to store it', 'ok');
+}
+
+function discardPreview() {
+  if (!state.preview) return;
+  setDrawing(state.preview.before, { undoable: false });
+  state.preview = null;
+  status.preview = null;
+  $('preview-banner').classList.add('hidden');
+  if (state.tool === 'grow') startGrow();
+}
+
+async function startGrow() {
+  state.growBase = { bytes: await drawingBytes(), bitmap: Uint8Array.from(drawing()) };
+}
+
+async function previewGrow() {
+  if (!state.growBase) return;
+  try {
+    const seeds = await drawingBytes();
+    const result = await toolPreview('grow', {}, { seeds, base: state.growBase.bytes });
+    showPreview('grow from scribbles', result.bitmap, state.growBase.bitmap);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function loadThresholdPresets() {
+  try {
+    const tools = await api('/api/tools');
+    const select = $('threshold-preset');
+    select.replaceChildren(el('option', '', 'range below'));
+    select.firstChild.value = '';
+    for (const [name, range] of Object.entries(tools.threshold_presets || {})) {
+      const option = el('option', '', `${name} ${Array.isArray(range) ? range.join('..') : ''}`.trim());
+      option.value = name;
+      select.append(option);
+    }
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error; // no tools API: the threshold panel keeps its range
+  }
+}
+
+async function previewThreshold(voxel) {
+  const params = { class_name: className(), seeds: [voxel] };
+  const preset = $('threshold-preset').value;
+  if (preset) params.preset = preset;
+  else params.value_range = [Number($('threshold-low').value), Number($('threshold-high').value)];
+  try {
+    const result = await toolPreview('threshold', params);
+    showPreview(`threshold island of ${className()}`, result.bitmap, drawing());
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function updateContourInfo() {
+  const slices = contours.keySlices();
+  $('contour-slices').textContent = slices.length ? `slices ${slices.map((k) => k + 1).join(', ')}` : '';
+  status.contourSlices = slices;
+}
+
+async function loadClassContour() {
+  const k = contours.currentSlice();
+  const query = new URLSearchParams({ class_name: className(), axis: state.view, index: String(k) });
+  try {
+    const document_ = await api(`${caseUrl}/contours?${query}`);
+    const count = contours.load(document_, className());
+    message(`${count} contour(s) of ${className()} on slice ${k + 1}: drag points, then preview`);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function previewContours() {
+  const slices = contours.keySlices();
+  if (!slices.length) {
+    message('draw a closed polygon first (Enter closes it)');
+    return;
+  }
+  const between = $('contour-between').checked && slices.length > 1;
+  const params = { polygons: contours.toDocument(className()), class_name: className(), fill_between: between };
+  try {
+    const result = await toolPreview('contours', params);
+    let options = {};
+    if (contours.hasLoaded()) {
+      const template = await drawingBytes();
+      const slab = slabMask(state.grid.shape, contours.axis, slices[0], slices[slices.length - 1]);
+      options = { clearValue: state.classValue, region: await fileOrderToDrawing(slab, template) };
+    }
+    showPreview(`contours of ${className()}`, result.bitmap, drawing(), options);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function onOverlayClick(event) {
+  if (state.tool !== 'threshold') return;
+  const pixels = [event.offsetX * (window.devicePixelRatio || 1), event.offsetY * (window.devicePixelRatio || 1)];
+  const voxel = contours.voxelAt(pixels);
+  if (!voxel) return;
+  previewThreshold(voxel.map((v, a) => Math.min(state.grid.shape[a] - 1, Math.max(0, Math.round(v)))));
+}
+
+// ------------------------------------------------------------------------------------------------
+// saving
+
+function classesOf(values) {
+  return state.project.classes.filter((c) => values.has(c.value)).map((c) => c.name);
+}
+
+async function save() {
+  if (status.saving) return;
+  if (state.preview) {
+    message('accept or discard the preview first');
+    return;
+  }
+  const current = Uint8Array.from(drawing());
+  const { count, values } = changedValues(state.base, current);
+  if (!count) {
+    message('nothing changed since the shown version (“Approve as is” vouches for it)');
+    return;
+  }
+  status.saving = true;
+  try {
+    const bytes = await gzip(await drawingBytes());
+    const classes = classesOf(values);
+    const query = classes.length ? `?classes=${encodeURIComponent(classes.join(','))}` : '';
+    const result = await api(`${caseUrl}/label${query}`, {
+      method: 'PUT',
+      body: bytes,
+      headers: { 'If-Match': status.etag, 'Content-Type': 'application/gzip' },
+    });
+    saved(result, current, `saved version ${result.head} (${count} voxels changed)`);
+    if (state.info.draft) await deleteDraft();
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 409) await resolveConflict(error.body || {}, current);
+    else fail(error);
+  } finally {
+    status.saving = false;
+  }
+}
+
+function saved(result, bitmap, text) {
+  state.base = Uint8Array.from(bitmap);
+  state.info.versions = [...(state.info.versions || []), result.version].filter(Boolean);
+  setHead(result.head);
+  setDirty(false);
+  status.lastSave = result;
+  status.lastError = null;
+  message(text, 'ok');
+}
+
+async function fetchTheirs() {
+  const response = await api(`${caseUrl}/label.nii.gz`, { as: 'response' });
+  const bitmap = await toDrawingOrder(await response.arrayBuffer());
+  return { bitmap, etag: response.headers.get('ETag') };
+}
+
+/** A 409: show who saved what; keep mine (merged onto theirs) or reload theirs (mine kept as a draft). */
+async function resolveConflict(problem, mine) {
+  const theirs = await fetchTheirs();
+  const merge = mergeThreeWay(state.base, mine, theirs.bitmap);
+  const since = problem.versions_since || [];
+  $('conflict-text').textContent =
+    `Version ${problem.head ?? '?'} was stored after the version you edited (${status.head ?? 'none'}).`;
+  $('conflict-versions').replaceChildren(
+    ...since.map((v) => el('li', '', `version ${v.id} by ${v.author} (${v.source}; ${(v.classes || []).join(', ')}) at ${v.created_at}`)),
+  );
+  $('conflict-diff').textContent =
+    `They changed ${merge.theirs} voxels, you changed ${merge.mine}; ${merge.overlap} voxels were changed differently by both ` +
+    '(“Keep mine” keeps your values there and theirs everywhere else).';
+  status.conflict = { head: problem.head, mine: merge.mine, theirs: merge.theirs, overlap: merge.overlap };
+  const dialog = $('conflict');
+  const choice = await new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue), { once: true });
+    dialog.showModal();
+  });
+  status.conflict = null;
+  if (choice === 'keep') {
+    state.base = Uint8Array.from(theirs.bitmap);
+    const head = problem.head ?? Number(String(theirs.etag).replaceAll('"', ''));
+    setHead(head, theirs.etag || etagOf(head));
+    setDrawing(merge.merged);
+    setDirty(true);
+    status.saving = false;
+    await save();
+  } else if (choice === 'theirs') {
+    await saveDraft();
+    state.base = Uint8Array.from(theirs.bitmap);
+    const head = problem.head ?? null;
+    setHead(head, theirs.etag || etagOf(head));
+    setDrawing(theirs.bitmap);
+    setDirty(false);
+    message('showing their version; your edits are kept as your draft (“Resume draft”)', 'info');
+    $('resume-draft').classList.remove('hidden');
+  } else {
+    message('not saved: your edits are still here', 'info');
+  }
+}
+
+async function approve() {
+  if (status.dirty) {
+    message('you have unsaved edits: save them, or undo them to approve the shown version');
+    return;
+  }
+  try {
+    const result = await api(`${caseUrl}/approve`, { method: 'POST', headers: { 'If-Match': status.etag } });
+    saved(result, drawing(), `approved as is: version ${result.head}`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 409) {
+      message('someone saved this case meanwhile: reload the page to see their version', 'error');
+      status.lastError = error.detail;
+    } else fail(error);
+  }
+}
+
+async function saveDraft() {
+  try {
+    const bytes = await gzip(await drawingBytes());
+    await api(`${caseUrl}/draft`, {
+      method: 'PUT',
+      body: bytes,
+      headers: { 'If-Match': status.etag, 'Content-Type': 'application/gzip' },
+    });
+    state.info.draft = { parent: status.head };
+    status.draftSaved = true;
+    message('draft saved: only you see it; “Resume draft” brings it back', 'ok');
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function resumeDraft() {
+  try {
+    const response = await api(`${caseUrl}/draft`, { as: 'response' });
+    const parent = response.headers.get('X-Segloop-Parent');
+    const bitmap = await toDrawingOrder(await response.arrayBuffer());
+    setDrawing(bitmap);
+    setDirty(true);
+    status.draftResumed = true;
+    const stale = parent && parent !== 'none' && String(parent) !== String(status.head);
+    message(
+      stale
+        ? `draft resumed; it was made from version ${parent}, the case is now at ${status.head}: check before saving`
+        : 'draft resumed: save to store it as a version',
+      stale ? 'error' : 'ok',
+    );
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function deleteDraft() {
+  try {
+    await api(`${caseUrl}/draft`, { method: 'DELETE' });
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404)) throw error;
+  }
+  state.info.draft = null;
+  $('resume-draft').classList.add('hidden');
+}
+
+// ------------------------------------------------------------------------------------------------
+// wiring
+
+function wire() {
+  for (const button of $('views').children) button.addEventListener('click', () => setView(button.dataset.view));
+  for (const button of $('tools').children) button.addEventListener('click', () => setTool(button.dataset.tool));
+  for (const button of $('modes').children) button.addEventListener('click', () => setMode(button.dataset.mode));
+  $('opacity').addEventListener('input', (event) => nv.setDrawOpacity(Number(event.target.value)));
+  $('pen-size').addEventListener('change', updatePen);
+  $('entropy').addEventListener('change', (event) => toggleEntropy(event.target.checked));
+  $('jump-uncertain').addEventListener('click', jumpToUncertain);
+  $('undo').addEventListener('click', undo);
+  $('redo').addEventListener('click', redo);
+  $('save').addEventListener('click', save);
+  $('approve').addEventListener('click', approve);
+  $('save-draft').addEventListener('click', saveDraft);
+  $('resume-draft').addEventListener('click', resumeDraft);
+  $('preview-accept').addEventListener('click', acceptPreview);
+  $('preview-discard').addEventListener('click', discardPreview);
+  $('grow-background').addEventListener('click', () => {
+    state.growBackground = true;
+    $('grow-background').setAttribute('aria-pressed', 'true');
+    updatePen();
+  });
+  $('grow-preview').addEventListener('click', previewGrow);
+  $('contour-close').addEventListener('click', () => contours.closePolygon());
+  $('contour-clear').addEventListener('click', () => contours.clearSlice());
+  $('contour-load').addEventListener('click', loadClassContour);
+  $('contour-preview').addEventListener('click', previewContours);
+  $('overlay').addEventListener('click', onOverlayClick);
+  window.addEventListener('resize', () => contours?.draw());
+  window.addEventListener('beforeunload', (event) => {
+    if (status.dirty) {
+      event.preventDefault();
+      event.returnValue = '';
+    }
+  });
+  document.addEventListener('keydown', onKey);
+}
+
+function onKey(event) {
+  if (!status.ready || event.target.closest?.('input, select, textarea, dialog')) return;
+  const ctrl = event.ctrlKey || event.metaKey;
+  const keys = {
+    ArrowUp: () => stepSlice(1),
+    ArrowDown: () => stepSlice(-1),
+    PageUp: () => stepSlice(5),
+    PageDown: () => stepSlice(-5),
+    Enter: () => contours?.closePolygon(),
+    b: () => setTool('brush'),
+    e: () => setTool('eraser'),
+    c: () => setTool('contour'),
+    n: () => setTool('navigate'),
+  };
+  let action = null;
+  if (ctrl && event.key === 'z') action = event.shiftKey ? redo : undo;
+  else if (ctrl && event.key === 'y') action = redo;
+  else if (ctrl && event.key === 's') action = save;
+  else if (!ctrl) action = keys[event.key];
+  if (action) {
+    event.preventDefault();
+    action();
+  }
+}
+
+/** Helpers for tests and the benchmark (data, not pixels). */
+window.__editor = {
+  nv,
+  /** Page coordinates of fractions (fx, fy) across the shown single-view slice. */
+  pagePoint(fx, fy) {
+    const normal = VIEW_NORMAL[state.view] ?? 2;
+    const frac = [...nv.scene.crosshairPos];
+    const [a, b] = [0, 1, 2].filter((axis) => axis !== normal);
+    frac[a] = fx;
+    frac[b] = fy;
+    const pos = nv.frac2canvasPos(frac);
+    if (!pos) throw new Error(`no canvas position for ${frac}`);
+    return pagePixels(nv.canvas, pos);
+  },
+  /** Page coordinates of a case voxel [i, j, k] on the shown slice. */
+  voxelPoint(voxel) {
+    const axis = contours.axis;
+    const k = voxel[axis];
+    const [a, b] = [0, 1, 2].filter((x) => x !== axis);
+    const pos = contours.pixelsOf(k, [voxel[a], voxel[b]]);
+    if (!pos) throw new Error(`voxel ${voxel} is not on the shown slice`);
+    return pagePixels(nv.canvas, pos);
+  },
+  currentVoxel,
+  moveToVoxel,
+  setTool,
+  setMode,
+  setView,
+  pickClass,
+  /** How many drawing voxels hold each value. */
+  histogram() {
+    const counts = {};
+    for (const value of drawing()) counts[value] = (counts[value] || 0) + 1;
+    return counts;
+  },
+};
+
+wire();
+load().catch(fail);

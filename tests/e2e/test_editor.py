@@ -1,0 +1,182 @@
+"""The editor in a real browser: edits made with the mouse end up as stored label versions.
+
+Every test checks the voxels the server stored (read back with `segloop.store.Project`), not pixels.
+The page is NiiVue in headless chromium with software WebGL (slow): tests are few, strokes short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import drag_on_slice, editor_status, open_editor, wait_until
+
+pytestmark = pytest.mark.browser
+
+#: Written by `test_screenshot` when SEGLOOP_WRITE_SCREENSHOT=1 (the README shows it).
+SCREENSHOT = REPO_ROOT / "docs" / "editor.png"
+#: A stroke across the left half of the shown slice (fractions of its extent).
+STROKE = [(0.25, 0.3), (0.35, 0.35), (0.45, 0.3)]
+
+
+def stored_versions(server, case_id: str = "c0"):
+    """The case's label versions, oldest first, and a reader of their voxels."""
+    project = server.project
+    return project.list_label_versions(case_id), project.read_labels
+
+
+def shown_slice(page) -> int:
+    """The index along voxel axis 2 (axial for the phantom's diagonal affine) of the shown slice."""
+    return page.evaluate("() => window.__editor.currentVoxel()")[2]
+
+
+def save(page, expect_error: bool = False) -> dict:
+    """Click Save and wait until the page has a new head (or an error)."""
+    before = editor_status(page).get("head")
+    page.click("#save")
+    if not expect_error:
+        wait_until(page, f"!s.saving && !s.dirty && s.head !== {json.dumps(before)}")
+    return editor_status(page)
+
+
+def test_paint_add_save_stores_a_revised_version_of_the_stroke(live_server, page):
+    status = open_editor(page, live_server)
+    assert status["head"] is not None and status["firstSlice"] > 0
+    (original,), read = stored_versions(live_server)
+    k = shown_slice(page)
+    page.click("#classes button:nth-child(2)")  # spleen
+    page.click("#modes [data-mode=add]")
+    drag_on_slice(page, STROKE)
+    assert editor_status(page)["dirty"]
+
+    status = save(page)
+
+    versions, read = stored_versions(live_server)
+    assert len(versions) == 2
+    revised = versions[-1]
+    assert status["head"] == revised.id
+    assert (revised.source, revised.author, revised.parent_id) == ("revised", "local", original.id)
+    assert revised.params["based_on"] == original.id
+    assert revised.classes == ("spleen",) or "spleen" in revised.classes
+    before, after = read(original), read(revised)
+    changed = np.argwhere(before != after)
+    assert len(changed) > 10
+    assert set(changed[:, 2].tolist()) == {k}, "every changed voxel lies on the shown slice"
+    assert set(after[before != after].tolist()) == {2}
+
+
+def test_remove_and_ignore_modes_store_background_and_the_ignore_value(live_server, page):
+    open_editor(page, live_server)
+    (original,), read = stored_versions(live_server)
+    ignore = live_server.project.config.schema.ignore_index
+    k = shown_slice(page)
+    page.click("#tools [data-tool=eraser]")
+    page.fill("#pen-size", "5")
+    page.dispatch_event("#pen-size", "change")
+    drag_on_slice(page, [(0.3, 0.5), (0.4, 0.5)])  # across the liver
+    page.click("#tools [data-tool=brush]")
+    page.click("#modes [data-mode=ignore]")
+    drag_on_slice(page, [(0.6, 0.75), (0.7, 0.75)])
+    save(page)
+
+    versions, read = stored_versions(live_server)
+    before, after = read(original), read(versions[-1])
+    changed = before != after
+    assert set(np.argwhere(changed)[:, 2].tolist()) == {k}
+    assert set(after[changed].tolist()) == {0, ignore}
+    assert (before[changed & (after == 0)] > 0).all(), "the eraser only changed labelled voxels"
+
+
+def test_undo_and_redo(live_server, page):
+    open_editor(page, live_server)
+    histogram = "() => window.__editor.histogram()"
+    start = page.evaluate(histogram)
+    drag_on_slice(page, STROKE)
+    painted = page.evaluate(histogram)
+    assert painted != start
+    page.click("#undo")
+    assert page.evaluate(histogram) == start
+    page.click("#redo")
+    assert page.evaluate(histogram) == painted
+
+
+def test_two_people_save_the_same_case_one_conflict_keep_mine_stores_both(serve, make_page, console):
+    from segloop.loop.users import create_user
+
+    server = serve(require_sign_in=True)
+    pages = {}
+    for name in ("ana", "ben"):
+        _, token = create_user(server.project, name)
+        page = make_page()
+        page.add_init_script(f"window.localStorage.setItem('segloop.token', {json.dumps(token)})")
+        open_editor(page, server)
+        pages[name] = page
+    (original,), read = stored_versions(server)
+    console.allow(r"status of 409")  # the refused save, answered by the conflict dialog
+
+    pages["ana"].click("#classes button:nth-child(1)")
+    drag_on_slice(pages["ana"], [(0.6, 0.75), (0.7, 0.75)])
+    pages["ben"].click("#classes button:nth-child(3)")
+    drag_on_slice(pages["ben"], [(0.6, 0.25), (0.7, 0.25)])
+    save(pages["ana"])
+    pages["ben"].click("#save")
+    wait_until(pages["ben"], "s.conflict !== null")
+    assert editor_status(pages["ben"])["conflict"]["theirs"] > 0
+    pages["ben"].click("#conflict button[value=keep]")
+    wait_until(pages["ben"], "!s.saving && !s.dirty && s.conflict === null && s.lastSave !== null")
+
+    versions, read = stored_versions(server)
+    assert [v.author for v in versions] == [original.author, "ana", "ben"]
+    assert versions[2].params["based_on"] == versions[1].id, "ben saved on top of ana's version"
+    ana = read(versions[1]) != read(original)
+    final = read(versions[2])
+    assert ana.any() and (final[ana] == read(versions[1])[ana]).all(), "ana's edit is in ben's version"
+    assert (final == 3).sum() > (read(original) == 3).sum(), "ben's edit is stored too"
+
+
+def test_draft_save_and_resume(live_server, make_page):
+    page = make_page()
+    open_editor(page, live_server)
+    drag_on_slice(page, STROKE)
+    page.click("#save-draft")
+    wait_until(page, "s.draftSaved === true")
+    drafts = live_server.project.list_drafts("c0")
+    assert [d.author for d in drafts] == ["local"]
+    painted = page.evaluate("() => window.__editor.histogram()")
+
+    page.evaluate("() => { window.__status.dirty = false; }")  # leave without the unsaved-edits prompt
+    open_editor(page, live_server)
+    assert page.is_visible("#resume-draft")
+    page.click("#resume-draft")
+    wait_until(page, "s.draftResumed === true")
+    assert page.evaluate("() => window.__editor.histogram()") == painted
+    save(page)
+    versions, _ = stored_versions(live_server)
+    assert len(versions) == 2 and versions[-1].author == "local"
+    assert live_server.project.list_drafts("c0") == []
+
+
+def test_approve_as_is(live_server, page):
+    open_editor(page, live_server)
+    (original,), read = stored_versions(live_server)
+    page.click("#approve")
+    wait_until(page, "s.lastSave !== null")
+    versions, read = stored_versions(live_server)
+    assert len(versions) == 2
+    assert (versions[-1].source, versions[-1].parent_id) == ("revised", original.id)
+    assert np.array_equal(read(versions[-1]), read(original))
+
+
+def test_screenshot(live_server, page):
+    """The README's picture of the editor (written only with SEGLOOP_WRITE_SCREENSHOT=1)."""
+    open_editor(page, live_server)
+    image = page.screenshot()
+    assert len(image) > 10_000
+    if os.environ.get("SEGLOOP_WRITE_SCREENSHOT") == "1":
+        Path(SCREENSHOT).parent.mkdir(exist_ok=True)
+        Path(SCREENSHOT).write_bytes(image)
