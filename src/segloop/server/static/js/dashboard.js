@@ -3,7 +3,8 @@
 //
 // Plain DOM, no framework: rows are built once per load into a DocumentFragment, then sorting and filtering
 // only reorder or hide them (1,000 cases render in a few milliseconds).
-// `window.__dashboard` tells tests and benchmarks where the page stands: {ready, cases, rendered, renderMs}.
+// `window.__dashboard` tells tests and benchmarks where the page stands: {ready, cases, rendered, fetchMs,
+// renderMs (building and laying out the table), loadedAt (performance.now() when the table was done)}.
 
 import { api, ApiError, el, cssColor, getToken, signOut, streamEvents } from './api.js';
 
@@ -29,7 +30,7 @@ const state = {
   jobs: new Map(), // job id -> element
 };
 
-const status = { ready: false, cases: 0, rendered: 0, renderMs: null };
+const status = { ready: false, cases: 0, rendered: 0, fetchMs: null, renderMs: null, loadedAt: null };
 window.__dashboard = status;
 
 const $ = (id) => document.getElementById(id);
@@ -110,7 +111,6 @@ function renderCasesHead(classes) {
     headerCell('uncertainty', 'uncertainty', true),
     headerCell('versions', 'n_versions', true),
     headerCell('editing'),
-    el('th'),
   );
   $('cases-head').replaceChildren(row);
 }
@@ -122,6 +122,7 @@ function caseRow(c, classes) {
   const id = el('td', 'mono');
   const link = el('a', '', c.id);
   link.href = `/edit/${encodeURIComponent(c.id)}`;
+  link.title = `edit ${c.id}`;
   id.append(link);
   tr.append(id);
   for (const cls of classes) {
@@ -144,11 +145,6 @@ function caseRow(c, classes) {
     el('td', 'num', String(c.n_versions ?? '')),
     el('td', '', (c.editing || []).join(', ')),
   );
-  const edit = el('td');
-  const open = el('a', 'button small', 'Edit');
-  open.href = link.href;
-  edit.append(open);
-  tr.append(edit);
   return tr;
 }
 
@@ -189,6 +185,7 @@ function layoutRows() {
 async function loadCases() {
   const started = performance.now();
   const { cases } = await api('/api/cases');
+  const fetched = performance.now();
   const classes = state.project.classes;
   const first = !state.rows.length;
   if (first) renderCasesHead(classes);
@@ -199,7 +196,9 @@ async function loadCases() {
   }));
   layoutRows();
   status.cases = cases.length;
-  status.renderMs = performance.now() - started;
+  status.fetchMs = fetched - started;
+  status.renderMs = performance.now() - fetched;
+  status.loadedAt = performance.now();
 }
 
 function sortBy(key) {
@@ -237,20 +236,33 @@ function cellText(value) {
   return String(value);
 }
 
+/** The columns of the rounds table: heading and how to read it from a round's JSON (routes/jobs.py). */
+const ROUND_COLUMNS = [
+  ['round', (r) => r.number],
+  ['status', (r) => r.status],
+  ['mode', (r) => r.mode],
+  ['model', (r) => r.model],
+  ['cases by source', (r) => Object.entries(r.cases_by_source || {}).filter(([, n]) => n).map(([s, n]) => `${s} ${n}`)],
+  ['val. Dice', (r) => r.validation_dice],
+  ['eval. Dice', (r) => r.evaluation && r.evaluation.mean && r.evaluation.mean.dice],
+  ['HD95 mm', (r) => r.evaluation && r.evaluation.mean && r.evaluation.mean.hd95_mm],
+  ['next to correct', (r) => r.queue],
+];
+
 async function loadRounds() {
-  const answer = await api('/api/rounds');
-  const rounds = Array.isArray(answer) ? answer : answer.rounds || [];
+  const { rounds } = await api('/api/rounds');
   $('no-rounds').classList.toggle('hidden', rounds.length > 0);
-  $('rounds').classList.toggle('hidden', rounds.length === 0);
-  // every field of the rows but the stages' raw records; nested summaries show their scalar entries
-  const columns = [...new Set(rounds.flatMap((r) => Object.keys(r)))].filter((key) => key !== 'stages');
+  $('rounds-wrap').classList.toggle('hidden', rounds.length === 0);
   const head = document.createDocumentFragment();
-  for (const key of columns) head.append(el('th', '', key.replaceAll('_', ' ')));
+  for (const [heading] of ROUND_COLUMNS) head.append(el('th', '', heading));
   $('rounds-head').replaceChildren(head);
   const body = document.createDocumentFragment();
-  for (const round of rounds) {
+  for (const round of [...rounds].reverse()) {
     const tr = document.createElement('tr');
-    for (const key of columns) tr.append(el('td', typeof round[key] === 'number' ? 'num' : '', cellText(round[key])));
+    for (const [, read] of ROUND_COLUMNS) {
+      const value = read(round);
+      tr.append(el('td', typeof value === 'number' ? 'num' : '', cellText(value)));
+    }
     body.append(tr);
   }
   $('rounds-body').replaceChildren(body);
@@ -259,14 +271,14 @@ async function loadRounds() {
 
 /** The report's plots, once a round finished (before that the report has none to show). */
 function renderReport(rounds) {
-  const finished = rounds.filter((r) => r.status == null || r.status === 'done');
+  const finished = rounds.filter((r) => r.status === 'done');
   $('no-report').classList.toggle('hidden', finished.length > 0);
   const plots = document.createDocumentFragment();
   if (finished.length) {
     const last = finished[finished.length - 1];
-    const queue = ((last.summary && last.summary.queue) || last.queue || []).slice(0, 3);
+    const queue = (last.queue || []).slice(0, 3);
     const names = [...PLOTS, ...queue.map((id) => [`overlay_${id}.png`, `top-ranked: ${id}`])];
-    const stamp = encodeURIComponent(String(last.finished_at || last.number || ''));
+    const stamp = encodeURIComponent(String(last.finished_at || last.number));
     for (const [name, caption] of names) {
       const figure = el('figure');
       const img = el('img');
@@ -292,6 +304,8 @@ function jobParams(kind) {
     const epochs = $('job-epochs').value;
     if (minutes !== '') params.minutes = Number(minutes);
     if (epochs !== '') params.epochs = Number(epochs);
+  } else if (kind === 'predict' && $('job-unlabeled').checked) {
+    params.unlabeled = true;
   }
   return params;
 }
@@ -300,6 +314,7 @@ function showJobFields() {
   const training = ['round', 'train'].includes($('job-kind').value);
   $('job-minutes-label').classList.toggle('hidden', !training);
   $('job-epochs-label').classList.toggle('hidden', !training);
+  $('job-unlabeled-label').classList.toggle('hidden', training);
 }
 
 function progressText(progress) {
@@ -332,7 +347,7 @@ function renderJob(job) {
     cancel.type = 'button';
     cancel.addEventListener('click', () => cancelJob(job.id, cancel));
     head.append(cancel);
-  } else if (job.status === 'interrupted') {
+  } else if (job.status === 'interrupted' || job.status === 'cancelled') {
     const resume = el('button', 'small', 'Resume');
     resume.type = 'button';
     resume.addEventListener('click', () => resumeJob(job.id, resume));
@@ -422,8 +437,7 @@ async function resumeJob(id, button) {
 }
 
 async function loadJobs() {
-  const answer = await api('/api/jobs');
-  const jobs = (Array.isArray(answer) ? answer : answer.jobs || []).slice();
+  const { jobs } = await api('/api/jobs');
   jobs.sort((a, b) => a.id - b.id);
   for (const job of jobs.slice(-10)) follow(job);
 }
