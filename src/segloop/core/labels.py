@@ -150,6 +150,8 @@ class LabelSchema:
         if not is_integer and not np.all(np.mod(labels, 1) == 0):
             msg = f"{what} must hold integer label values; got non-integer {labels.dtype} values"
             raise LabelValueError(msg)
+        if labels.size == 0 or (is_integer and labels.min() >= 0 and labels.max() <= self.ignore_index):
+            return  # the common case, without sorting every voxel
         values = np.unique(labels)
         bad = [v for v in values.tolist() if not (0 <= v <= self.ignore_index)]
         if bad:
