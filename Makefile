@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml Makefile $(WEB)/package-lock.json
 	# torch first, CPU build, only when no torch is importable (an existing CUDA torch is kept)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e ".[all,dev]"
+	@# MONAI Label's client for tests/server/test_monailabel_client.py; its dependencies would pull a CUDA torch
+	$(PY) -m pip install --quiet --no-deps monailabel==0.8.5
 	@# the editor's front-end packages, pinned by the lock file; served by segloop itself (no network later)
 	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
 	@# Debian's chromium drives the browser tests (Playwright uses it in place; never `playwright install`)

@@ -274,15 +274,23 @@ def test_case_ids_are_checked(predicted, method, path):
 
 
 class RecordingRunner:
-    """A job runner that records training jobs in the store without running anything."""
+    """A job runner that records jobs in the store; a prediction is a stored one, ``predict_status``."""
 
-    def __init__(self, project):
+    def __init__(self, project, predict_status="done"):
         self.project = project
+        self.predict_status = predict_status
         self.started = []
 
     def start(self, kind, params, *, author):
         self.started.append((kind, dict(params), author))
-        return self.project.start_job(kind, author=author, params={"request": dict(params)})
+        job = self.project.start_job(kind, author=author, params={"request": dict(params)})
+        if kind != "predict":
+            return job
+        for case_id in params["cases"]:
+            probabilities = confident(np.full(SHAPE, 2, np.uint8), self.project.config.schema.ignore_index)
+            add_prediction(self.project, case_id, probabilities, model_id=params["model"])
+        error = None if self.predict_status == "done" else "no checkpoint"
+        return self.project.finish_job(job.id, status=self.predict_status, error=error)
 
     def running(self, kinds=None):
         return [j for j in self.project.list_jobs(status="running") if kinds is None or j.kind in kinds]
@@ -290,6 +298,19 @@ class RecordingRunner:
     def cancel(self, job_id, *, author=None):
         job = self.project.finish_job(job_id, status="interrupted", error="cancelled")
         return dataclasses.replace(job, status="cancelled")
+
+
+def test_infer_runs_a_prediction_job_for_a_case_without_one(predicted):
+    project = project_of(predicted)
+    runner = predicted.app.state.jobs = RecordingRunner(project)
+    model = project.list_models()[0].id
+    response = predicted.post("/infer/segloop?image=c2&output=image", data={"params": '{"client_id": "ann"}'})
+    assert response.status_code == 200
+    assert runner.started == [("predict", {"cases": ["c2"], "model": model}, "ann")]
+    np.testing.assert_array_equal(decode(response.content, what="x").array, np.full(SHAPE, 2))
+    predicted.app.state.jobs = RecordingRunner(project, predict_status="failed")
+    response = predicted.post("/infer/segloop?image=c0")
+    assert response.status_code == 409 and "failed: no checkpoint" in response.json()["detail"]
 
 
 def test_training_routes_drive_the_job_runner(client):
