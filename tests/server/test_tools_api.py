@@ -241,3 +241,26 @@ def test_contours_of_bad_slices_classes_and_versions(client):
         "coordinates": "voxel",
         "classes": {"liver": []},
     }
+
+
+def test_interpolate_reads_the_drawn_class_only_from_the_seeds(client):
+    project = _project(client)
+    truth = _truth(1)
+    present = np.flatnonzero((truth == LIVER).any(axis=(0, 1)))
+    drawn = np.zeros_like(truth)
+    for k in (present[0], present[-1]):
+        drawn[:, :, k] = truth[:, :, k]  # every class drawn on two slices; the tool takes the liver's
+    response = _post(
+        client,
+        "c1",
+        "interpolate",
+        {"class_name": "liver"},
+        preview=True,
+        files={"seeds": _nifti(client, "c1", drawn)},
+    )
+    assert response.status_code == 200, response.text
+    filled = decode(response.content, what="preview").array
+    assert set(np.unique(filled).tolist()) == {0, LIVER}
+    expected = tools.preview(project, "c1", tools.Interpolate("liver", drawn == LIVER))
+    np.testing.assert_array_equal(filled, expected)
+    assert project.list_label_versions("c1") == []
