@@ -10,6 +10,8 @@ from email.parser import BytesParser
 import numpy as np
 import pytest
 
+from segloop.core.volume import Volume
+from segloop.io import write_volume
 from segloop.io.nifti import decode
 from segloop.loop.ranking import STRATEGIES
 from segloop.loop.users import create_user
@@ -207,6 +209,26 @@ def test_saved_final_label_is_a_revised_version_of_the_served_head(predicted):
     again = save(predicted, "c1", label_upload(predicted, "c1", labels))
     assert again.status_code == 200
     assert project.get_label_version(again.json()["version"]).params["based_on"] == version.id
+
+
+def test_a_slicer_segmentation_is_read_by_segment_name(predicted, tmp_path):
+    project = project_of(predicted)
+    case = project.get_case("c2")
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:6, 2:6, 2:6] = 2  # spleen
+    labels[10:12, 10:12, 2:4] = project.config.schema.ignore_index
+    segments = [  # spleen first, with another label value than the schema's: the name decides
+        {"id": "s1", "name": "spleen", "color": (0, 1, 0), "label_value": 7, "layer": 0},
+        {"id": "s2", "name": "ignore", "color": (1, 1, 1), "label_value": 9, "layer": 0},
+    ]
+    written = np.select([labels == 2, labels == 5], [7, 9], 0).astype(np.uint8)
+    path = write_volume(Volume(written, case.affine, {"segments": segments}), tmp_path / "c2.seg.nrrd")
+    files = {"label": ("c2.seg.nrrd", path.read_bytes(), "application/octet-stream")}
+    response = save(predicted, "c2", files)
+    assert response.status_code == 200, response.text
+    version = project.get_label_version(response.json()["version"])
+    assert version.classes == ("spleen",) and version.parent_id is None
+    np.testing.assert_array_equal(project.read_labels(version), labels)
 
 
 def test_a_save_after_someone_elses_version_is_a_conflict(predicted):

@@ -478,14 +478,14 @@ def read_uploaded_label(
     """
     suffix = _label_suffix(upload.filename)
     with tempfile.TemporaryDirectory(prefix="segloop-monailabel-") as folder:
-        path = Path(folder) / f"{case.case_id}{suffix}"
+        path = Path(folder) / f"label{suffix}"
         with open(path, "wb") as out:
             shutil.copyfileobj(upload.file, out)
         try:
             return read_schema_labels(path, project.config.schema, case.shape, case.affine)
-        except SegloopError as error:
-            # name the upload, not the temporary folder
-            raise type(error)(str(error).replace(f"{folder}/", "uploaded ")) from None
+        except SegloopError as error:  # the message names the upload, not the temporary file
+            text = str(error).replace(f"label {path} ", "").replace(f"{path}: ", "").replace(str(path), "it")
+            raise type(error)(f"uploaded label of case {case.case_id!r}: {text}") from None
 
 
 def annotated_classes(project: Project, names: Sequence[str] | None, label_info: Any) -> tuple[str, ...]:
