@@ -235,6 +235,9 @@ def test_contours_of_bad_slices_classes_and_versions(client):
     assert (
         client.get("/api/cases/nope/contours", params={"class_name": "liver", "index": 2}).status_code == 404
     )
+    huge = {"class_name": "liver", "index": 2, "version": 10**30}
+    assert client.get("/api/cases/c0/contours", params=huge).status_code == 404
+    assert _post(client, "c0", "postprocess", {"version": 10**30}, preview=True).status_code == 404
     empty = client.get("/api/cases/c1/contours", params={"class_name": "liver", "index": 2, "axis": "2"})
     assert empty.status_code == 200 and empty.json() == {
         "axis": 2,

@@ -424,13 +424,16 @@ class Project:
 
     def get_label_version(self, version_id: int) -> LabelVersionRecord:
         """The label version ``version_id``; raises `NotFoundError`."""
+        if not 0 < version_id < 2**63:  # SQLite ids are int64: a bigger number from a request is no id
+            msg = f"no label version {version_id} in {self.root}"
+            raise NotFoundError(msg)
         query = (
             select(label_versions, cases.c.case_id)
             .join(cases, label_versions.c.case_pk == cases.c.id)
             .where(label_versions.c.id == version_id)
         )
         with self.engine.connect() as connection:
-            row = connection.execute(query).first()
+            row = connection.execute(query).first() if _is_row_id(version_id) else None
         if row is None:
             msg = f"no label version {version_id} in {self.root}"
             raise NotFoundError(msg)
@@ -503,7 +506,11 @@ class Project:
     def get_model(self, model_id: int) -> ModelRecord:
         """The model ``model_id``; raises `NotFoundError`."""
         with self.engine.connect() as connection:
-            row = connection.execute(select(models).where(models.c.id == model_id)).first()
+            row = (
+                connection.execute(select(models).where(models.c.id == model_id)).first()
+                if _is_row_id(model_id)
+                else None
+            )
         if row is None:
             msg = f"no model {model_id} in {self.root}"
             raise NotFoundError(msg)
@@ -889,7 +896,11 @@ class Project:
     def get_job(self, job_id: int) -> JobRecord:
         """The job ``job_id`` (a running job whose process died reads as ``interrupted``)."""
         with self.engine.connect() as connection:
-            row = connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            row = (
+                connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+                if _is_row_id(job_id)
+                else None
+            )
         if row is None:
             msg = f"no job {job_id} in {self.root}"
             raise NotFoundError(msg)
@@ -1134,6 +1145,11 @@ class Project:
         return [
             _from_row(DraftRecord, row, parent=row.parent_id) for row in self._rows_of_case(drafts, case_id)
         ]
+
+
+def _is_row_id(value: int) -> bool:
+    """Whether ``value`` fits a database id (64-bit signed); a larger one, from a request, names no row."""
+    return -(2**63) <= int(value) < 2**63
 
 
 def _database_url(root: Path, database_url: str | None) -> URL:
