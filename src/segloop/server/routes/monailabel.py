@@ -23,9 +23,10 @@ Slicer module. Every route is thin over `segloop.loop` and the store:
 Who: the signed-in user; on loopback without a token, the client's ``client_id`` (else the
 server's local author). Which version a correction was made from (its parent): MONAI Label's
 client does not send it back, so the server remembers the case's head version it served to each
-client (at ``/activelearning``, ``/infer`` and label downloads) and checks it when that client
-saves: if someone stored a version of the case since, the save is refused (409) and nothing is
-stored. A client that was never served the case saves on top of the current head.
+author (at ``/activelearning`` and ``/infer``, which carry the client's id, and at label
+downloads) and checks it when that author saves: if someone stored a version of the case since,
+the save is refused (409) and nothing is stored. An author who was never served the case saves on
+top of the current head.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd")
 #: MONAI Label task status of each segloop job status.
 TASK_STATUS = {"running": "RUNNING", "done": "DONE", "failed": "ERROR", "cancelled": "STOPPED"}
 _MODEL_NAME = re.compile(rf"{NEWEST_MODEL}(?:-(\d{{1,18}}))?")
-JSON_TYPE = "application/json"
+_JSON_TYPE = "application/json"
 #: Longest wait of ``/infer`` for a prediction job it started (the person waits in the client).
 PREDICT_WAIT_S = 1800.0
 #: A JSON object body, as MONAI Label's client posts its params.
@@ -270,7 +271,8 @@ def get_model(project: Project, name: str) -> ModelRecord:
     return finished_model(project, int(match.group(1)) if match.group(1) else None)
 
 
-def _train_stats(project: Project, jobs: Any) -> dict[str, Any]:
+def _train_stats(project: Project, jobs: JobRunner) -> dict[str, Any]:
+    """MONAI Label's ``train_stats``: the running training's epoch, else the newest model's best Dice."""
     running = jobs.running(TRAINING_KINDS)
     if running and running[0].progress is not None:
         metrics = running[0].progress.metrics
@@ -315,7 +317,7 @@ def multipart_response(fields: Mapping[str, Any], files: Mapping[str, tuple[str,
     boundary = f"segloop-{uuid.uuid4().hex}"
     parts: list[bytes] = []
     for name, value in fields.items():
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\nContent-Type: {JSON_TYPE}'
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\nContent-Type: {_JSON_TYPE}'
         parts.append(f"{head}\r\n\r\n".encode() + json.dumps(value).encode() + b"\r\n")
     for name, (file_name, data) in files.items():
         head = (
@@ -365,6 +367,10 @@ def _parse_params(text: str | None) -> dict[str, Any]:
     return params
 
 
+def _first_line(docstring: str) -> str:
+    return docstring.strip().splitlines()[0].replace(" (module docstring)", "")
+
+
 # -- info -----------------------------------------------------------------------------------------
 
 
@@ -376,7 +382,7 @@ def info(request: Request, project: OpenProject, jobs: Jobs, _: Author) -> dict[
     if models:
         described = {NEWEST_MODEL: _model_info(project, models[0]), **described}
     strategies = {
-        name: {"description": (type(strategy).__doc__ or name).strip().splitlines()[0], "config": {}}
+        name: {"description": _first_line(type(strategy).__doc__ or name), "config": {}}
         for name, strategy in STRATEGIES.items()
     }
     strategies["random"]["config"] = {"seed": 0}
@@ -389,7 +395,10 @@ def info(request: Request, project: OpenProject, jobs: Jobs, _: Author) -> dict[
         "trainers": {
             TRAINER: {
                 "description": "train a model on every case a person labelled (a segloop training job)",
-                "config": {"mode": ["continual", "full"] if models else ["full", "continual"]},
+                "config": {
+                    "mode": ["continual", "full"] if models else ["full", "continual"],
+                    "include_pseudo": False,
+                },
             }
         },
         "strategies": strategies,
