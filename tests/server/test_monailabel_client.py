@@ -20,7 +20,7 @@ pytest.importorskip("uvicorn", reason="the server extra (uvicorn) is not install
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # the client imports cgi
     client_module = pytest.importorskip(
-        "monailabel.client",
+        "monailabel.client.client",
         reason="MONAI Label's client is not installed (make setup: pip install --no-deps monailabel)",
     )
 
@@ -28,6 +28,7 @@ import uvicorn
 
 from segloop.core.volume import Volume
 from segloop.io import read_volume, write_volume
+from segloop.loop.users import create_user
 from segloop.server import Settings, create_app
 from segloop.synthetic import make_ct_phantom
 from tests.conftest import make_phantom_project
@@ -48,13 +49,16 @@ TINY_TRAINING = {
 
 
 @pytest.fixture
-def served(tmp_path: Path):
-    """``(url, project)`` of a live server (a thread) over three phantoms; ``c1`` has a stored prediction."""
+def served(request, tmp_path: Path):
+    """``(url, project)`` of a live server (a thread) over three phantoms; ``c1`` has a stored prediction.
+
+    Indirect parameters are the server's `Settings` fields.
+    """
     project = make_phantom_project(tmp_path, 3, SHAPE, labeled=(0,))
     truth = make_ct_phantom(SHAPE, seed=1).labels.array
     probabilities = blur_block(confident(truth, project.config.schema.ignore_index), 1, (slice(2, 8),) * 3)
     add_prediction(project, "c1", probabilities, model_id=start_model(project))
-    app = create_app(project, Settings())
+    app = create_app(project, Settings(**getattr(request, "param", {})))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -134,3 +138,21 @@ def test_slicer_sequence_with_monai_labels_client(served, tmp_path: Path):
     assert client.info()["models"]["segloop"]["segloop_model"] == model.id
 
     assert client.train_stop() == {}  # nothing runs any more
+
+
+@pytest.mark.parametrize("served", [{"require_sign_in": True}], indirect=True)
+def test_slicer_sign_in_with_a_segloop_token(served, tmp_path: Path):
+    url, project = served
+    _, token = create_user(project, "ana")
+    client = client_module.MONAILabelClient(url, tmpdir=str(tmp_path), client_id="bob")
+    assert client.auth_enabled()
+    with pytest.raises(client_module.MONAILabelClientException) as refused:
+        client.info()
+    assert refused.value.status_code == 401
+    with pytest.raises(client_module.MONAILabelClientException):
+        client.auth_token("ana", "not a token")
+    client.update_auth(client.auth_token("ana", token))  # as Slicer's login dialog does
+    assert client.auth_valid_token()
+    assert client.next_sample("random", {})["id"] in {"c1", "c2"}
+    [event] = project.list_events("served")
+    assert event.actor == "ana"  # the token's user, not the client id
