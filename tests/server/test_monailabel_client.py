@@ -7,6 +7,7 @@ downloads ``/datastore/image``) → Run (``/infer``) → Submit Label (``PUT /da
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import threading
 import time
@@ -83,6 +84,8 @@ def wait_for_training(client, timeout_s: float = 240) -> dict:
 
 @pytest.mark.slow  # the training job's process imports torch: about 15 s
 def test_slicer_sequence_with_monai_labels_client(served, tmp_path: Path):
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("monai") is None:
+        pytest.skip("training needs the engine extra (torch, MONAI)")
     url, project = served
     client = client_module.MONAILabelClient(url, tmpdir=str(tmp_path), client_id="ann")
     schema = project.config.schema
