@@ -142,3 +142,17 @@ def test_preview_strides_the_axial_plane_of_a_permuted_grid():
     affine = np.eye(4)[[2, 0, 1, 3]]  # voxel axis 1 runs along z: axial slices are along axis 1
     small = preview_volume(Volume(np.zeros((256, 4, 200), np.uint8), affine), max_in_plane=64)
     assert small.spatial_shape == (64, 4, 50)
+
+
+def test_a_volume_over_one_gzip_block_is_one_gzip_member_as_browsers_need():
+    import zlib
+
+    from segloop.io.gzip_blocks import BLOCK_BYTES
+
+    shape = (256, 256, BLOCK_BYTES // 256**2 + 1)  # one block and a bit
+    array = np.random.default_rng(0).integers(0, 9, size=shape, dtype=np.uint8)
+    data = volume_to_nifti_gz(array, AFFINE)
+    inflater = zlib.decompressobj(31)  # one gzip member; DecompressionStream refuses what follows it
+    raw = inflater.decompress(data)
+    assert inflater.eof and inflater.unused_data == b""
+    assert np.array_equal(nifti.decode(raw, what="x").array, array)
