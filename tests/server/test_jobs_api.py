@@ -8,6 +8,7 @@ and writes the report), a training stopped by the server's shutdown and resumed.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 
 import pytest
@@ -118,6 +119,8 @@ def test_a_cancelled_round_stops_its_process_and_a_new_round_finishes_it(api):
     assert api.delete(f"/api/jobs/{round_job['id']}").status_code == 409
     assert api.get("/api/rounds").json()["rounds"][0]["status"] == "running"
 
+    other = api.post("/api/jobs", json={"kind": "round", "params": {**params, "epochs": 41}})
+    assert other.status_code == 409 and "epochs: run 40, asked 41" in other.json()["detail"]
     again = api.post("/api/jobs", json={"kind": "round", "params": params})
     assert again.status_code == 202, again.text
     done = _wait(api, again.json()["id"], lambda j: j["status"] == "done", "the round's end")
@@ -162,6 +165,15 @@ def test_shutdown_interrupts_jobs_and_resume_finishes_them(api):
     assert done["result"]["model"] == model.id and project.get_model(model.id).status == "done"
     assert api.post(f"/api/jobs/{job_id}/resume").status_code == 409  # its model is done now
     assert api.post(f"/api/jobs/{done['id']}/resume").status_code == 409
+
+
+@pytest.mark.slow  # the job process imports torch before it finds nothing to learn from
+def test_work_refused_before_its_job_starts_answers_with_the_reason(make_client):
+    client = make_client(count=2, labeled=())
+    response = client.post("/api/jobs", json={"kind": "train", "params": SHORT})
+    assert response.status_code == 422 and "no labelled case" in response.json()["detail"]
+    assert client.get("/api/jobs").json() == {"jobs": []}
+    assert client.app.state.jobs.running() == [] and multiprocessing.active_children() == []
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,13 @@ notice (their pipe from the server closes) and stop as after Ctrl-C: their jobs 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import multiprocessing.util  # noqa: F401 - its exit handler (joining children) registers before any runner's
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -73,8 +76,9 @@ def check_request(project: Project, kind: str, params: Any) -> dict[str, Any]:
 
     Raises:
         InvalidInputError: an unknown kind or param, a value of the wrong type or out of range.
-        NotFoundError: a case or model to predict with that does not exist.
-        ConflictError: the model to predict with is not finished.
+        NotFoundError: a case or model to predict with that does not exist (or no finished model).
+        ConflictError: the model to predict with is not finished; a round asks for other
+            training settings than those of the interrupted round it would continue.
     """
     from segloop.loop.training import MODES, finished_model
 
@@ -103,10 +107,10 @@ def check_request(project: Project, kind: str, params: Any) -> dict[str, Any]:
         if run.get("n", 0) < 0:
             msg = f"the correction queue needs n >= 0 cases; got {run['n']}"
             raise InvalidInputError(msg)
+        _check_round_continues(project, {**_settings(settings), "include_pseudo": run.get("include_pseudo")})
     if kind == "predict":
         _check_predict(project, run)
-        if "model" in run:
-            finished_model(project, run["model"])
+        finished_model(project, run.get("model"))
     return dict(params)
 
 
@@ -203,6 +207,24 @@ def _train_config(project: Project, settings: Mapping[str, Any]) -> Any:
         raise InvalidInputError(msg) from error
 
 
+def _check_round_continues(project: Project, asked: Mapping[str, Any]) -> None:
+    """Refuse settings that the training of the interrupted round (which a round continues) did not use."""
+    from segloop.loop.training import run_setting_differences
+
+    rounds = project.list_rounds()
+    if not rounds or rounds[-1].status != "running":
+        return
+    number = rounds[-1].number
+    for model in project.list_models():
+        differences = run_setting_differences(model, asked) if model.round == number else []
+        if model.status == "running" and differences:
+            msg = (
+                f"round {number} stopped while training model {model.id} with other settings"
+                f" ({'; '.join(differences)}): resume its job, or ask for the settings it used"
+            )
+            raise ConflictError(msg)
+
+
 def _check_type(name: str, value: Any, expected: type) -> None:
     ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
     if expected is list and ok:
@@ -247,6 +269,11 @@ class JobRunner:
         self._context = get_context("spawn")
         self._children: list[_Child] = []
         self._lock = threading.Lock()
+        if not project.read_only:
+            project.mark_interrupted_jobs()  # those of a server that died: stored while their pids are fresh
+        # a process that ends without `shutdown` (no lifespan: a test, a notebook) still stops its jobs,
+        # before multiprocessing's exit handler (registered earlier, so run later) waits for them
+        atexit.register(_shutdown_if_alive, weakref.ref(self))
 
     def start(self, kind: str, params: Mapping[str, Any], *, author: str) -> JobRecord:
         """Start a job of ``kind`` (``round``, ``train``, ``predict``) with ``params`` (`check_request`).
@@ -412,6 +439,12 @@ class JobRunner:
                 self._children.remove(child)
 
 
+def _shutdown_if_alive(runner: weakref.ref[JobRunner]) -> None:
+    alive = runner()
+    if alive is not None:
+        alive.shutdown()
+
+
 def _database_url(project: Project) -> str:
     """The URL a job's process opens the project's database with (the one the server uses)."""
     url = project.engine.url
@@ -438,6 +471,7 @@ def _await_start(process: Any, reports: Connection, kind: str) -> int:
         if not process.is_alive() and not reports.poll():
             break
     process.terminate()
+    process.join(STOP_TIMEOUT_S)
     msg = f"the {kind} job's process ended (exit code {process.exitcode}) before its job was recorded"
     raise RuntimeError(msg)
 
