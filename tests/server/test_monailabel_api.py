@@ -191,14 +191,15 @@ def test_saved_final_label_is_a_revised_version_of_the_served_head(predicted):
     predicted.post("/infer/segloop?image=c1", data={"params": json.dumps({"client_id": "ann"})})
     labels = project.read_labels(pseudo).copy()
     labels[10:14, 10:14, 4:8] = 2
-    label_info = [{"name": name, "idx": index} for index, name in enumerate(["liver", "spleen"], start=1)]
+    names = [*project.config.schema.names, "ignore"]  # Slicer's segments, in /info/ order
+    label_info = [{"name": name, "idx": index} for index, name in enumerate(names, start=1)]
     response = save(predicted, "c1", label_upload(predicted, "c1", labels), {"label_info": label_info})
     assert response.status_code == 200, response.text
     answer = response.json()
     version = project.get_label_version(answer["version"])
     assert answer["image"] == "c1" and answer["head"] == version.id and answer["created"]
     assert version.source == "revised" and version.author == "ann"
-    assert version.classes == ("liver", "spleen")
+    assert version.classes == project.config.schema.names
     assert version.parent_id == pseudo.id and version.params["based_on"] == pseudo.id
     assert version.params["client"] == "monailabel"
     np.testing.assert_array_equal(project.read_labels(version), labels)
@@ -209,6 +210,24 @@ def test_saved_final_label_is_a_revised_version_of_the_served_head(predicted):
     again = save(predicted, "c1", label_upload(predicted, "c1", labels))
     assert again.status_code == 200
     assert project.get_label_version(again.json()["version"]).params["based_on"] == version.id
+
+
+def test_slicer_segment_values_are_named_by_label_info_order(predicted):
+    project = project_of(predicted)
+    exported = np.zeros(SHAPE, np.uint8)
+    exported[2:6, 2:6, 2:6] = 1  # the first exported segment: spleen
+    exported[8:12, 8:12, 2:6] = 2  # the second: liver
+    exported[14:16, 14:16, 2:4] = 3  # the third: ignore
+    label_info = [{"name": "spleen", "idx": 2}, {"name": "liver", "idx": 3}, {"name": "ignore", "idx": 6}]
+    response = save(predicted, "c2", label_upload(predicted, "c2", exported), {"label_info": label_info})
+    assert response.status_code == 200, response.text
+    version = project.get_label_version(response.json()["version"])
+    assert version.classes == ("spleen", "liver")
+    expected = np.choose(exported, [0, 2, 1, project.config.schema.ignore_index]).astype(np.uint8)
+    np.testing.assert_array_equal(project.read_labels(version), expected)
+    exported[0, 0, 0] = 4  # a value no exported segment has
+    response = save(predicted, "c2", label_upload(predicted, "c2", exported), {"label_info": label_info})
+    assert response.status_code == 422 and "4" in response.json()["detail"]
 
 
 def test_a_slicer_segmentation_is_read_by_segment_name(predicted, tmp_path):

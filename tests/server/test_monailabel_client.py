@@ -120,7 +120,8 @@ def test_slicer_sequence_with_monai_labels_client(served, tmp_path: Path):
     corrected[0:3, 0:3, 0:3] = info["labels"]["ignore"]
     label_file = tmp_path / "corrected.nii.gz"
     write_volume(Volume(corrected, predicted.affine), label_file)
-    names = [{"name": name, "idx": index} for index, name in enumerate(schema.names, start=1)]
+    segments = sorted(info["labels"], key=info["labels"].get)  # Slicer's segments, made from /info/
+    names = [{"name": name, "idx": index} for index, name in enumerate(segments, start=1)]
     saved = client.save_label("c1", str(label_file), tag="final", params={"label_info": names})
     version = project.get_label_version(saved["version"])
     assert (version.source, version.author, version.params["based_on"]) == ("revised", "ann", pseudo.id)

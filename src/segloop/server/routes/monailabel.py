@@ -50,7 +50,8 @@ from fastapi.responses import JSONResponse, Response
 from segloop.core.names import validate_case_id
 from segloop.core.provenance import REFERENCE_SOURCES, Source
 from segloop.core.volume import Volume
-from segloop.errors import ConflictError, InvalidInputError, NotFoundError, SegloopError
+from segloop.errors import ConflictError, InvalidInputError, NotFoundError, SegloopError, UnknownClassError
+from segloop.loop.cases import read_mapped_labels
 from segloop.loop.corrections import apply_label
 from segloop.loop.labels import compute_effective_label, read_schema_labels
 from segloop.loop.ranking import STRATEGIES, rank_cases
@@ -474,10 +475,46 @@ def _label_suffix(file_name: str | None) -> str:
     return suffix
 
 
+def segment_values(project: Project, label_info: Any) -> dict[int, int] | None:
+    """``{file value: schema value}`` of a label map exported by Slicer, from its ``label_info``.
+
+    Slicer's module sends ``label_info = [{"name": segment name, "idx": n}, ...]``, one entry per
+    exported segment, and exports segment ``k`` of that list (from 1) with the value ``k``
+    (Slicer's ``ExportSegmentsToLabelmapNode`` without a colour table); ``idx`` counts skipped
+    segments too, so the order is what names a value. Each name must be a class or ``ignore``.
+
+    Returns:
+        The value map, or None without ``label_info`` (then the file holds schema values).
+
+    Raises:
+        InvalidInputError: ``label_info`` is not a list of objects with a ``name``.
+        UnknownClassError: a segment whose name is not a class.
+    """
+    if label_info is None:
+        return None
+    if not isinstance(label_info, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("name"), str) for item in label_info
+    ):
+        msg = "params.label_info must be a list of {name, idx} objects, one per segment (as Slicer sends)"
+        raise InvalidInputError(msg)
+    known = label_values(project)
+    unknown = [item["name"] for item in label_info if item["name"] not in known]
+    if unknown:
+        msg = (
+            f"segment {unknown[0][:60]!r} is not a class of this project: expected {', '.join(known)};"
+            " rename or delete it before saving"
+        )
+        raise UnknownClassError(msg)
+    return {position: known[item["name"]] for position, item in enumerate(label_info, start=1)}
+
+
 def read_uploaded_label(
-    project: Project, case: CaseRecord, upload: UploadFile
+    project: Project, case: CaseRecord, upload: UploadFile, value_map: Mapping[int, int] | None
 ) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """An uploaded label file as schema values on the case's grid (`read_schema_labels`).
+    """An uploaded label file as schema values on the case's grid.
+
+    A ``.seg.nrrd`` is read by segment name (`read_schema_labels`); another file holds schema
+    values, or the values of ``value_map`` (`segment_values`).
 
     Returns:
         ``(labels, names)``: the ``(I, J, K)`` array and, for a ``.seg.nrrd``, its segment names.
@@ -485,42 +522,19 @@ def read_uploaded_label(
     Raises:
         InvalidInputError: another file type, another grid, values or segments outside the schema.
     """
+    schema = project.config.schema
     suffix = _label_suffix(upload.filename)
     with tempfile.TemporaryDirectory(prefix="segloop-monailabel-") as folder:
         path = Path(folder) / f"label{suffix}"
         with open(path, "wb") as out:
             shutil.copyfileobj(upload.file, out)
         try:
-            return read_schema_labels(path, project.config.schema, case.shape, case.affine)
+            if value_map is None or suffix == ".seg.nrrd":
+                return read_schema_labels(path, schema, case.shape, case.affine)
+            return read_mapped_labels(path, schema, case.shape, case.affine, value_map), None
         except SegloopError as error:  # the message names the upload, not the temporary file
             text = str(error).replace(f"label {path} ", "").replace(f"{path}: ", "").replace(str(path), "it")
             raise type(error)(f"uploaded label of case {case.case_id!r}: {text}") from None
-
-
-def annotated_classes(project: Project, names: Sequence[str] | None, label_info: Any) -> tuple[str, ...]:
-    """The classes a saved label annotates: a ``.seg.nrrd``'s segments, else Slicer's ``label_info`` names.
-
-    Slicer sends ``label_info = [{"name": segment name, "idx": n}, ...]`` for the segments it
-    exported. Every name must be a class (or ``ignore``): a segment the project does not know
-    would be stored under another class's value. Without either, every class is annotated.
-
-    Raises:
-        UnknownClassError: a segment name that is not a class.
-        InvalidInputError: ``label_info`` is not a list of objects with a ``name``.
-    """
-    schema = project.config.schema
-    if names is None and label_info is not None:
-        if not isinstance(label_info, list) or not all(
-            isinstance(item, dict) and isinstance(item.get("name"), str) for item in label_info
-        ):
-            msg = "params.label_info must be a list of {name, idx} objects (as Slicer sends)"
-            raise InvalidInputError(msg)
-        names = [item["name"] for item in label_info]
-    if names is None:
-        return ()
-    classes = tuple(name for name in names if name != "ignore")
-    schema.indices_of(classes)
-    return classes
 
 
 @router.put("/datastore/label")
@@ -536,8 +550,10 @@ def save_label(
     """Store a corrected label (tag ``final``) as a ``revised`` version of the case.
 
     The label must lie on the case's grid (flipped or permuted axes are put back) and hold
-    schema values; otherwise 422 and nothing is stored. Its parent is the head version served to
-    this client (409 when the case changed since).
+    schema values, or Slicer's segment values named by ``params.label_info`` (`segment_values`);
+    otherwise 422 and nothing is stored. It annotates the classes of its segments (every class
+    for a plain label map). Its parent is the head version served to this author (409 when the
+    case changed since).
     """
     if tag != "final":
         msg = f"label tag {tag[:40]!r} cannot be saved: expected final (a person's label, stored as revised)"
@@ -545,8 +561,11 @@ def save_label(
     case = _case(project, image)
     options = _parse_params(params)
     who = _who(request, author, options.get("client_id"))
-    labels, names = read_uploaded_label(project, case, label)
-    classes = annotated_classes(project, names, options.get("label_info"))
+    value_map = segment_values(project, options.get("label_info"))
+    labels, names = read_uploaded_label(project, case, label, value_map)
+    if names is None and value_map is not None:
+        names = [item["name"] for item in options["label_info"]]
+    classes = tuple(name for name in names or () if name != "ignore")
     served = _served(request)
     result = apply_label(
         project,
