@@ -180,3 +180,71 @@ def test_screenshot(live_server, page):
     if os.environ.get("SEGLOOP_WRITE_SCREENSHOT") == "1":
         Path(SCREENSHOT).parent.mkdir(exist_ok=True)
         Path(SCREENSHOT).write_bytes(image)
+
+
+def test_grow_from_scribbles_preview_accept_save(live_server, page):
+    open_editor(page, live_server)
+    (original,), read = stored_versions(live_server)
+    before = read(original)
+    page.click("#tools [data-tool=grow]")
+    page.click("#classes button:nth-child(2)")  # spleen, centred near (0.70, 0.55) of the slice
+    drag_on_slice(page, [(0.68, 0.55), (0.72, 0.56)], steps=2)
+    page.click("#grow-background")
+    drag_on_slice(page, [(0.55, 0.22), (0.62, 0.22)], steps=2)
+    page.click("#classes button:nth-child(1)")  # liver, centred near (0.35, 0.45)
+    drag_on_slice(page, [(0.33, 0.45), (0.37, 0.45)], steps=2)
+    page.click("#grow-preview")
+    wait_until(page, "s.preview !== null")
+    assert editor_status(page)["preview"]["changed"] > 0
+    page.click("#preview-accept")
+    save(page)
+
+    versions, read = stored_versions(live_server)
+    after = read(versions[-1])
+    changed = before != after
+    assert set(after[changed].tolist()) <= {1, 2}, "grow only added the scribbled classes"
+    assert len(set(np.argwhere(changed)[:, 2].tolist())) > 1, "grow works in 3D, beyond the slice"
+    assert {"liver", "spleen"} <= set(versions[-1].classes)
+
+
+def test_contour_edit_on_two_slices_and_reinterpolate(live_server, page):
+    open_editor(page, live_server)
+    (original,), read = stored_versions(live_server)
+    before = read(original)
+    page.click("#tools [data-tool=contour]")
+    page.click("#classes button:nth-child(1)")  # liver
+    moved = []
+    for k in (30, 38):
+        page.evaluate(f"() => window.__editor.moveToVoxel([32, 32, {k}])")
+        page.click("#contour-load")
+        wait_until(page, f"(s.contourSlices || []).includes({k})")
+        polygon = max(
+            page.evaluate("() => window.__editor.contourPolygons()"), key=lambda p: len(p["points"])
+        )
+        # the point furthest from the liver's centre, dragged 5 voxels further out along i
+        point = max(polygon["points"], key=lambda p: abs(p[0] - 22) + abs(p[1] - 29))
+        target = [point[0] + 5 * np.sign(point[0] - 22), point[1], k]
+        start = page.evaluate("(v) => window.__editor.voxelPoint(v)", point)
+        end = page.evaluate("(v) => window.__editor.voxelPoint(v)", target)
+        page.mouse.move(*start)
+        page.mouse.down()
+        page.mouse.move(*end, steps=2)
+        page.mouse.up()
+        points = [p["points"] for p in page.evaluate("() => window.__editor.contourPolygons()")]
+        assert len(points) == 1 and any(np.hypot(p[0] - target[0], p[1] - target[1]) < 1 for p in points[0])
+        moved.append([round(c) for c in target])
+    page.click("#contour-preview")
+    wait_until(page, "s.preview !== null")
+    page.click("#preview-accept")
+    save(page)
+
+    versions, read = stored_versions(live_server)
+    after = read(versions[-1])
+    assert "liver" in versions[-1].classes
+    for k in range(30, 39):
+        assert (after[:, :, k] == 1).sum() > 0.5 * (before[:, :, k] == 1).sum(), f"liver kept on slice {k}"
+    changed_slices = set(np.argwhere(before != after)[:, 2].tolist())
+    assert changed_slices <= set(range(30, 39)), "only the slices between the edited ones changed"
+    for i, j, k in moved:
+        near = after[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3, k]
+        assert (near == 1).any(), f"the dragged point {i, j, k} pulled the liver out"

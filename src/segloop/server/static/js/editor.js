@@ -66,7 +66,8 @@ const state = {
   tool: 'brush',
   view: 'axial',
   growBackground: false,
-  growBase: null, // {bytes, bitmap} before grow scribbles
+  growBase: null, // {bitmap}: the label while grow scribbles hide it
+  growScribbles: null, // the scribbles of the shown grow preview
   preview: null, // {before: bitmap}
   redo: [],
   restoring: false,
@@ -496,7 +497,10 @@ function acceptPreview() {
   state.redo = [];
   $('preview-banner').classList.add('hidden');
   setDirty(true);
-  if (state.tool === 'grow') startGrow();
+  if (state.tool === 'grow') {
+    state.growBase = null; // the merged label stays; the tool ends
+    setTool('brush');
+  }
   if (state.tool === 'contour') contours.clear();
   message('accepted: save to store it', 'ok');
 }
@@ -507,18 +511,23 @@ function discardPreview() {
   state.preview = null;
   status.preview = null;
   $('preview-banner').classList.add('hidden');
-  if (state.tool === 'grow') startGrow();
+  if (state.tool === 'grow' && state.growScribbles) setDrawing(state.growScribbles, { undoable: false });
 }
 
-async function startGrow() {
-  state.growBase = { bytes: await drawingBytes(), bitmap: Uint8Array.from(drawing()) };
+/** Grow scribbles go on an empty layer (a scribble over its own class would be no change); the label
+ * comes back when the tool is left, or merged with the grown classes on Accept. */
+function startGrow() {
+  if (!state.growBase) state.growBase = { bitmap: Uint8Array.from(drawing()) };
+  setDrawing(new Uint8Array(drawing().length), { undoable: false });
+  message('scribble inside each class and outside (Background pen), then Preview');
 }
 
 async function previewGrow() {
   if (!state.growBase) return;
   try {
     const seeds = await drawingBytes();
-    const result = await toolPreview('grow', {}, { seeds, base: state.growBase.bytes });
+    state.growScribbles = Uint8Array.from(drawing());
+    const result = await toolPreview('grow', {}, { seeds });
     showPreview('grow from scribbles', result.bitmap, state.growBase.bitmap);
   } catch (error) {
     fail(error);
@@ -848,6 +857,21 @@ window.__editor = {
     const pos = contours.pixelsOf(k, [voxel[a], voxel[b]]);
     if (!pos) throw new Error(`voxel ${voxel} is not on the shown slice`);
     return pagePixels(nv.canvas, pos);
+  },
+  /** The polygons on the shown slice: [{closed, points: [[i, j, k], ...]}] in case voxels. */
+  contourPolygons() {
+    const k = contours.currentSlice();
+    const [a, b] = [0, 1, 2].filter((x) => x !== contours.axis);
+    return (contours.slices.get(k)?.polygons || []).map((polygon) => ({
+      closed: polygon.closed,
+      points: polygon.points.map(([u, v]) => {
+        const voxel = [0, 0, 0];
+        voxel[contours.axis] = k;
+        voxel[a] = u;
+        voxel[b] = v;
+        return voxel;
+      }),
+    }));
   },
   currentVoxel,
   moveToVoxel,
