@@ -253,17 +253,17 @@ def test_interpolate_reads_the_drawn_class_only_from_the_seeds(client):
     drawn = np.zeros_like(truth)
     for k in (present[0], present[-1]):
         drawn[:, :, k] = truth[:, :, k]  # every class drawn on two slices; the tool takes the liver's
-    response = _post(
-        client,
-        "c1",
-        "interpolate",
-        {"class_name": "liver"},
-        preview=True,
-        files={"seeds": _nifti(client, "c1", drawn)},
-    )
+    files = {"seeds": _nifti(client, "c1", drawn)}
+    response = _post(client, "c1", "interpolate", {"class_name": "liver"}, preview=True, files=files)
     assert response.status_code == 200, response.text
     filled = decode(response.content, what="preview").array
     assert set(np.unique(filled).tolist()) == {0, LIVER}
     expected = tools.preview(project, "c1", tools.Interpolate("liver", drawn == LIVER))
     np.testing.assert_array_equal(filled, expected)
+    huge = _post(
+        client, "c1", "interpolate", {"class_name": "liver", "smooth_mm": 1e9}, preview=True, files=files
+    )
+    assert (
+        huge.status_code == 422 and "must lie in 0..20 mm" in huge.json()["detail"]
+    )  # refused, not computed
     assert project.list_label_versions("c1") == []

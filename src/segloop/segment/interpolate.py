@@ -51,6 +51,8 @@ _OVERLAP_STAY = 0.9
 _MARGIN_VOXELS = 2
 #: Gaussian kernels are cut at this many sigmas.
 _TRUNCATE_SIGMAS = 3.0
+#: Largest smoothing (a wider Gaussian smooths an organ away; 1e9 mm ran for hours, now refused).
+MAX_SMOOTHING_MM = 20.0
 #: Moved samples of up to this many voxels are taken for all slices at once; more, slice by slice.
 _GATHER_LIMIT = 50000
 #: Distance transforms of fewer voxels than this use scipy (no threads), larger ones ``edt``.
@@ -288,8 +290,8 @@ def _check_spacing(spacing_mm: Sequence[float]) -> np.ndarray:
 
 def _check_smoothing(smoothing_mm: float) -> float:
     smoothing = float(smoothing_mm)
-    if not math.isfinite(smoothing) or smoothing < 0:
-        msg = f"smoothing_mm must be >= 0 mm (0 = none); got {smoothing_mm}"
+    if not math.isfinite(smoothing) or not 0 <= smoothing <= MAX_SMOOTHING_MM:
+        msg = f"smoothing_mm must lie in 0..{MAX_SMOOTHING_MM:g} mm (0 = none); got {smoothing_mm}"
         raise InvalidInputError(msg)
     return smoothing
 
