@@ -3,6 +3,11 @@
 A job is a round, a training or a prediction running in its own process
 (`segloop.server.jobs.JobRunner`); its row in the store is what every route reads, so a job keeps
 its answers after a server restart (a job whose process is gone reads ``interrupted``).
+
+A job's ``params`` hold what its use case records (a round's ``round``, a training's ``model``)
+and, for a job started here, ``request`` (the params it was asked with; a resumed job also names
+the job it ``resumes``). Jobs a round runs (its training and prediction) name it as ``within``;
+their newest progress is also the round's, so following the round shows its epochs.
 """
 
 from __future__ import annotations
