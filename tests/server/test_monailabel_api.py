@@ -373,6 +373,7 @@ def test_training_routes_drive_the_job_runner(client):
     assert client.post("/train/deepedit", json={}).status_code == 404
     everything = client.post("/train/", json={"segloop": {"epochs": 2}}).json()
     assert everything["segloop"]["result"]["status"] == "RUNNING" and runner.started[-1][1] == {"epochs": 2}
+    assert client.post("/train/", json={"segloop": "fast"}).status_code == 422
 
 
 def test_uploads_and_sessions_answer_501(client):

@@ -707,14 +707,14 @@ def infer(
 # -- train ----------------------------------------------------------------------------------------
 
 
-def _train_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The training job's parameters from a MONAI Label request (``client_id`` dropped)."""
-    return {k: v for k, v in (params or {}).items() if k != "client_id"}
-
-
-def _start_training(request: Request, jobs: Any, author: str, params: Mapping[str, Any] | None) -> JobRecord:
-    who = _who(request, author, (params or {}).get("client_id"))
-    return jobs.start("train", _train_params(params), author=who)
+def _start_training(request: Request, jobs: JobRunner, author: str, params: Any) -> JobRecord:
+    """Start a ``train`` job with a MONAI Label request's params (``client_id`` names the author)."""
+    params = params or {}
+    if not isinstance(params, Mapping):
+        msg = f"training params must be a JSON object; got {type(params).__name__}"
+        raise InvalidInputError(msg)
+    who = _who(request, author, params.get("client_id"))
+    return jobs.start("train", {k: v for k, v in params.items() if k != "client_id"}, author=who)
 
 
 @router.post("/train/{model}")
