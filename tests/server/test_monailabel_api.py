@@ -9,14 +9,18 @@ from email.parser import BytesParser
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from segloop.core.volume import Volume
 from segloop.io import write_volume
 from segloop.io.nifti import decode
+from segloop.loop.cases import import_cases, init_project
 from segloop.loop.ranking import STRATEGIES
 from segloop.loop.users import create_user
+from segloop.server import Settings, create_app
 from segloop.server.codec import volume_to_nifti_gz
 from segloop.synthetic import make_ct_phantom
+from tests.conftest import SHARED_DATA
 from tests.loop.test_ranking import add_prediction, blur_block, confident, start_model
 
 SHAPE = (24, 24, 12)
@@ -413,3 +417,46 @@ def test_sign_in_with_a_segloop_token_as_the_password(make_client):
 
 def test_loopback_without_sign_in_says_so(client):
     assert client.get("/auth").json() == {"enabled": False}
+
+
+@pytest.mark.parametrize(
+    "image", ["mr_small/image.nii.gz", pytest.param("ct_dicom_series/dicom", marks=pytest.mark.slow)]
+)
+def test_a_label_written_by_itk_on_the_served_image_lands_on_the_case(tmp_path, image):
+    """Slicer reads the served image and writes its label through ITK: real LPS NIfTI and DICOM headers."""
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK (dev extra) is not installed")
+    source = SHARED_DATA / "totalsegmentator-examples" / image
+    if not source.exists():
+        pytest.skip(f"real data {source} is absent")
+    project = init_project(tmp_path / "p", ["spleen", "kidney_right", "kidney_left"])
+    import_cases(project, [source], case_id="real")
+    client = TestClient(create_app(project, Settings()))
+    served = tmp_path / "real.nii.gz"
+    served.write_bytes(client.get("/datastore/image?image=real").content)
+    itk_image = sitk.ReadImage(str(served))
+    shape = project.get_case("real").shape
+    assert itk_image.GetSize() == shape
+    painted = np.zeros(shape[::-1], np.int16)  # ITK's array order: (K, J, I)
+    painted[2:6, 10:40, 20:50] = 1
+    painted[8:10, 30:60, 5:25] = 3
+    label = sitk.GetImageFromArray(painted)
+    label.CopyInformation(itk_image)
+    written = tmp_path / "label.nii.gz"
+    sitk.WriteImage(label, str(written))
+    files = {"label": ("label.nii.gz", written.read_bytes(), "application/gzip")}
+    label_info = [{"name": name, "idx": i} for i, name in enumerate(project.config.schema.names, start=1)]
+    response = client.put(
+        "/datastore/label?image=real&tag=final",
+        files=files,
+        data={"params": json.dumps({"label_info": label_info})},
+    )
+    assert response.status_code == 200, response.text
+    stored = project.read_labels(project.get_label_version(response.json()["version"]))
+    np.testing.assert_array_equal(stored, painted.transpose(2, 1, 0))
+    # and the label served back overlays the image where ITK (Slicer) puts it
+    back = tmp_path / "back.nii.gz"
+    back.write_bytes(client.get("/datastore/label?label=real&tag=final").content)
+    again = sitk.ReadImage(str(back))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(again), painted)
+    np.testing.assert_allclose(again.GetOrigin(), itk_image.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(again.GetDirection(), itk_image.GetDirection(), atol=1e-5)
