@@ -9,12 +9,12 @@ the browser accepts it.
 
 from __future__ import annotations
 
-import gzip
 import html
 from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
+from isal import igzip
 
 from segloop.core.names import path_inside, validate_case_id
 from segloop.errors import NotFoundError
@@ -91,9 +91,12 @@ def static_file(relative: str) -> Path:
 
 @lru_cache(maxsize=64)
 def _read(path: str, mtime_ns: int, size: int, compress: bool) -> bytes:
-    """The bytes of a file (gzip-compressed when asked), cached per version of the file."""
+    """The bytes of a file (gzip-compressed when asked), cached per version of the file.
+
+    ISA-L level 3 compresses NiiVue's 3 MB bundle to 1 MB in about 40 ms (zlib level 6: 0.3 s).
+    """
     data = Path(path).read_bytes()
-    return gzip.compress(data, compresslevel=6, mtime=0) if compress else data
+    return igzip.compress(data, compresslevel=3, mtime=0) if compress else data
 
 
 def _send(request: Request, path: Path, headers: dict[str, str]) -> Response:
