@@ -248,3 +248,16 @@ def test_contour_edit_on_two_slices_and_reinterpolate(live_server, page):
     for i, j, k in moved:
         near = after[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3, k]
         assert (near == 1).any(), f"the dragged point {i, j, k} pulled the liver out"
+
+
+def test_a_2d_image_opens_as_one_slice_and_its_first_label_saves(serve, page):
+    server = serve(shape=(64, 48, 1), labeled=())
+    status = open_editor(page, server)
+    assert status["head"] is None and status["etag"] == '"none"'
+    drag_on_slice(page, STROKE, steps=2)
+    save(page)
+    (version,) = server.project.list_label_versions("c0")
+    labels = server.project.read_labels(version)
+    assert labels.shape == (64, 48, 1)
+    assert (version.source, version.classes, version.parent_id) == ("revised", ("liver",), None)
+    assert (labels == 1).sum() > 10 and set(np.unique(labels).tolist()) == {0, 1}

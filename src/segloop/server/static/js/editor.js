@@ -77,6 +77,8 @@ const state = {
 const nv = new Niivue({
   backColor: [0, 0, 0, 1],
   show3Dcrosshair: false,
+  crosshairWidth: 1,
+  crosshairColor: [1, 0.85, 0, 0.6],
   dragAndDropEnabled: false,
   isColorbar: false,
   logLevel: 'error',
