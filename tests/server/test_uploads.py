@@ -57,6 +57,11 @@ def bad_bodies(affine: np.ndarray) -> dict[str, tuple[bytes, int, str]]:
         "gzip of not nifti": (gzip.compress(b"{}" * 400), 422, "not a NIfTI file"),
         "empty body": (b"", 422, ""),
         "gzip bomb": (bomb(), 413, "cap"),
+        "gzip inflating past its header": (
+            gzip.compress(nifti.encode(nifti.Volume(good, affine), compress=False) + b"\0" * (64 << 20)),
+            422,
+            "more than",
+        ),
     }
 
 
