@@ -175,6 +175,10 @@ def test_approve_as_is(live_server, page):
 def test_screenshot(live_server, page):
     """The README's picture of the editor (written only with SEGLOOP_WRITE_SCREENSHOT=1)."""
     open_editor(page, live_server)
+    page.click("#tools [data-tool=contour]")
+    page.click("#contour-load")  # the liver's outline on the shown slice as control points
+    wait_until(page, "(s.contourSlices || []).length === 1")
+    assert len(page.evaluate("() => window.__editor.contourPolygons()")[0]["points"]) >= 4
     image = page.screenshot()
     assert len(image) > 10_000
     if os.environ.get("SEGLOOP_WRITE_SCREENSHOT") == "1":

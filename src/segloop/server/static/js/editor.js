@@ -77,8 +77,8 @@ const state = {
 const nv = new Niivue({
   backColor: [0, 0, 0, 1],
   show3Dcrosshair: false,
-  crosshairWidth: 1,
-  crosshairColor: [1, 0.85, 0, 0.6],
+  crosshairWidth: 0.25, // voxels
+  crosshairColor: [0.3, 0.8, 1, 0.6],
   dragAndDropEnabled: false,
   isColorbar: false,
   logLevel: 'error',
@@ -281,8 +281,6 @@ function pickClass(value) {
     button.setAttribute('aria-pressed', String(Number(button.dataset.value) === value));
   }
   $('grow-background').setAttribute('aria-pressed', 'false');
-  const item = state.project.classes.find((c) => c.value === value);
-  if (contours && item) contours.color = cssColor(item.color);
   updatePen();
   contours?.draw();
 }
