@@ -38,7 +38,7 @@ def test_a_nested_job_names_its_outer_job_and_its_progress_shows_there(project):
 def test_a_scope_marks_the_outermost_job_and_hands_it_over_before_the_work(project):
     started = []
     with (
-        job_scope({"request": {"epochs": 3}}, on_start=started.append),
+        job_scope(params={"request": {"epochs": 3}}, on_start=started.append),
         run_job(project, "round", author="t", params={"round": 2}) as outer,
     ):
         assert [job.id for job in started] == [outer.job_id]
@@ -52,6 +52,32 @@ def test_a_scope_marks_the_outermost_job_and_hands_it_over_before_the_work(proje
     with run_job(project, "predict", author="t"):  # outside the scope: nothing added
         pass
     assert project.list_jobs(kind="predict")[0].params == {}
+
+
+def test_the_work_takes_over_the_job_its_face_recorded(project):
+    import os
+
+    recorded = project.start_job("round", author="ann", params={"request": {"n": 2}})
+    with (
+        job_scope(recorded.id, params={"ignored": True}),
+        run_job(project, "round", author="t", params={"round": 1}),
+    ):
+        with run_job(project, "train", author="t", params={"model": 1}):
+            pass
+        running = project.get_job(recorded.id)
+    round_job, train_job = project.list_jobs()
+    assert round_job.id == recorded.id and round_job.status == JobStatus.DONE
+    assert running.params == {"request": {"n": 2}, "round": 1, "ignored": True} and running.pid == os.getpid()
+    assert round_job.author == "ann" and train_job.params["within"] == recorded.id
+    with (
+        pytest.raises(ConflictError, match="done round job"),
+        job_scope(recorded.id),
+        run_job(project, "round", author="t"),
+    ):
+        pass  # a finished job is not taken over
+    other = project.start_job("predict", author="ann")
+    with pytest.raises(ConflictError, match="running predict job: expected a running train"):
+        project.claim_job(other.id, kind="train")
 
 
 def test_a_failed_nested_job_fails_its_outer_job_too(project):

@@ -43,14 +43,17 @@ def api(make_client):
     client.app.state.jobs.shutdown()
 
 
-def _wait(client, job_id: int, until, what: str) -> dict:
-    """The job's JSON once ``until(job)`` holds, polled until `DEADLINE_S` (then the test fails)."""
+def _wait(client, job_id: int, until, what: str, *, ended: bool = False) -> dict:
+    """The job's JSON once ``until(job)`` holds, polled until `DEADLINE_S` (then the test fails).
+
+    A job that ends before fails the test, unless ``ended`` (waiting for its end).
+    """
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         job = client.get(f"/api/jobs/{job_id}").json()
         if until(job):
             return job
-        if job["status"] != "running":
+        if job["status"] != "running" and not ended:
             pytest.fail(f"job {job_id} is {job['status']} ({job['error']}) while waiting for {what}")
         time.sleep(0.1)
     pytest.fail(f"job {job_id} did not reach {what} in {DEADLINE_S} s")
@@ -85,7 +88,7 @@ def test_a_training_job_finishes_done_and_streams_its_progress(api):
     assert statuses[-1] == "done" and set(statuses[:-1]) <= {"running"}
     assert any(_training(e) for e in events[:-1]), "no training progress before the end"
     done = events[-1]
-    assert done["result"]["model"] == job["params"]["model"] and done["finished_at"] is not None
+    assert done["result"]["model"] == done["params"]["model"] and done["finished_at"] is not None
     assert done["progress"]["stage"] == "train" and done["progress"]["done"] > 0
     assert api.get("/api/jobs?status=done").json()["jobs"] == [done]
     assert api.get("/api/jobs?status=running").json()["jobs"] == []
@@ -94,7 +97,7 @@ def test_a_training_job_finishes_done_and_streams_its_progress(api):
     again = api.post("/api/jobs", json={"kind": "predict", "params": {"cases": ["c2"], "device": "cpu"}})
     assert again.status_code == 202, again.text
     predicted = _wait(api, again.json()["id"], lambda j: j["status"] == "done", "the prediction's end")
-    assert predicted["result"]["model"] == job["params"]["model"]
+    assert predicted["result"]["model"] == done["params"]["model"]
     assert api.delete(f"/api/jobs/{job['id']}").status_code == 409
     assert api.post(f"/api/jobs/{job['id']}/resume").status_code == 409
 
@@ -160,20 +163,28 @@ def test_shutdown_interrupts_jobs_and_resume_finishes_them(api):
 
     resumed = api.post(f"/api/jobs/{job_id}/resume")
     assert resumed.status_code == 202, resumed.text
-    assert resumed.json()["params"]["resumes"] == job_id and resumed.json()["params"]["resume"] is True
+    assert resumed.json()["params"] == {"request": LONGER, "resumes": job_id}
     done = _wait(api, resumed.json()["id"], lambda j: j["status"] == "done", "the resumed training's end")
+    assert done["params"]["resume"] is True
     assert done["result"]["model"] == model.id and project.get_model(model.id).status == "done"
     assert api.post(f"/api/jobs/{job_id}/resume").status_code == 409  # its model is done now
     assert api.post(f"/api/jobs/{done['id']}/resume").status_code == 409
 
 
 @pytest.mark.slow  # the job process imports torch before it finds nothing to learn from
-def test_work_refused_before_its_job_starts_answers_with_the_reason(make_client):
+def test_work_refused_in_its_process_fails_its_job_with_the_reason(make_client):
     client = make_client(count=2, labeled=())
     response = client.post("/api/jobs", json={"kind": "train", "params": SHORT})
-    assert response.status_code == 422 and "no labelled case" in response.json()["detail"]
-    assert client.get("/api/jobs").json() == {"jobs": []}
-    assert client.app.state.jobs.running() == [] and multiprocessing.active_children() == []
+    assert response.status_code == 202, response.text
+    failed = _wait(
+        client, response.json()["id"], lambda j: j["status"] != "running", "the refusal", ended=True
+    )
+    assert failed["status"] == "failed" and failed["error"].startswith("no labelled case to train on")
+    assert failed["params"] == {"request": SHORT}  # the training never recorded a model
+    deadline = time.monotonic() + DEADLINE_S
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert multiprocessing.active_children() == [] and client.app.state.jobs.running() == []
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ store; starting a job writes that status for every such job of the project.
 
 Jobs nest: a round runs a training and a prediction job. A job started inside another stores
 ``within: <outer id>`` in its params, and its stored progress is also the outer job's newest
-progress (a round shows the epochs of its training). A face that starts work for someone (the
-server) wraps it in `job_scope` to add what was asked to the outermost job's params and to learn
-its id as soon as the job exists.
+progress (a round shows the epochs of its training). A face that runs work in another process
+(the server) records the job itself, at once, and the work's process takes that job over
+(`job_scope`), so the job exists before the work has even loaded its libraries.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from segloop.errors import SegloopError
 from segloop.store import JobRecord, JobStatus, Progress, Project
 
-__all__ = ["JobReporter", "ProgressCallback", "job_scope", "run_job"]
+__all__ = ["JobReporter", "ProgressCallback", "error_line", "job_scope", "run_job"]
 
 #: What a face passes to receive a job's progress events.
 ProgressCallback = Callable[[Progress], None]
@@ -36,6 +36,7 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass(frozen=True)
 class _Scope:
+    job_id: int | None
     params: dict[str, Any]
     on_start: Callable[[JobRecord], None] | None
 
@@ -47,15 +48,20 @@ _scope: ContextVar[_Scope | None] = ContextVar("segloop_job_scope", default=None
 
 @contextmanager
 def job_scope(
-    params: Mapping[str, Any] | None = None, on_start: Callable[[JobRecord], None] | None = None
+    job_id: int | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    on_start: Callable[[JobRecord], None] | None = None,
 ) -> Iterator[None]:
-    """How a face marks the jobs of the work inside the block (each outermost job, not nested ones).
+    """How a face marks the job of the work inside the block (the outermost one, not nested ones).
 
     Args:
+        job_id: a running job the face recorded for this work (`Project.start_job`), which the
+            work's job takes over (`Project.claim_job`) instead of recording a new one.
         params: stored beside the job's own params (the request that started it).
-        on_start: receives the job's record as soon as it is stored (before its work runs).
+        on_start: receives the job's record once the work's job is stored (before its work runs).
     """
-    token = _scope.set(_Scope(dict(params or {}), on_start))
+    token = _scope.set(_Scope(job_id, dict(params or {}), on_start))
     try:
         yield
     finally:
@@ -170,7 +176,10 @@ def run_job(
         stored["within"] = outer
     elif scope is not None:
         stored.update(scope.params)
-    job = project.start_job(kind, author=author, params=stored)
+    if scope is not None and scope.job_id is not None:
+        job = project.claim_job(scope.job_id, kind=kind, params=stored)
+    else:
+        job = project.start_job(kind, author=author, params=stored)
     if scope is not None and scope.on_start is not None:
         scope.on_start(job)
     reporter = JobReporter(project, job.id, on_progress, outer_job_id=outer)
@@ -181,13 +190,23 @@ def run_job(
         _finish_quietly(reporter, JobStatus.INTERRUPTED, "interrupted")
         raise
     except Exception as error:
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        _finish_quietly(reporter, JobStatus.FAILED, text)
+        _finish_quietly(reporter, JobStatus.FAILED, error_line(error))
         raise
     finally:
         _running_job.reset(token)
     reporter.flush()
     project.finish_job(job.id, status=JobStatus.DONE, result=reporter.result)
+
+
+def error_line(error: BaseException) -> str:
+    r"""What a failed job stores as its error: the message's first line (the error's type without one).
+
+    Examples:
+        >>> error_line(ValueError("no labelled case\nmore")), error_line(KeyError())
+        ('no labelled case', 'KeyError')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _finish_quietly(reporter: JobReporter, status: JobStatus, error: str) -> None:

@@ -1,12 +1,13 @@
 """Long work started from the server: rounds, training and prediction as jobs, each in its own process.
 
-A job runs in a child process started with ``spawn`` (a fresh interpreter: it shares no database
-connection, thread or lock with the server, and torch is loaded there, never in the server). The
-child opens the project by its folder and database URL and runs the loop's use case
-(`segloop.loop.rounds.run_round`, `segloop.loop.training.train_project`, ...), which records the
-job and its progress in the store's ``jobs`` table (`segloop.loop.jobs.run_job`); the server reads
-that row to answer and to stream progress. The child reports the job's id through a pipe as soon as
-the row exists, or the error that refused the work before it started (no labelled case, ...).
+The server records the job (a row of the store's ``jobs`` table) and answers at once; the work runs
+in a child process started with ``spawn`` (a fresh interpreter: it shares no database connection,
+thread or lock with the server, and torch is loaded there, never in the server). The child opens
+the project by its folder and database URL and runs the loop's use case
+(`segloop.loop.rounds.run_round`, `segloop.loop.training.train_project`, ...), whose job takes the
+server's row over (`segloop.loop.jobs.job_scope`) and stores its progress and end there; the server
+reads that row to answer and to stream progress. Work refused before it starts (no labelled case)
+ends the job ``failed`` with the reason.
 
 Stopping a job terminates its process: `JobRunner.cancel` stores the job (and the jobs it ran
 inside, such as a round's training) ``cancelled``, `JobRunner.shutdown` (server exit) stores them
@@ -22,7 +23,6 @@ import atexit
 import contextlib
 import multiprocessing.util  # noqa: F401 - its exit handler (joining children) registers before any runner's
 import threading
-import time
 import traceback
 import weakref
 from collections.abc import Mapping, Sequence
@@ -31,7 +31,6 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from typing import Any
 
-from segloop import errors
 from segloop.errors import ConflictError, InvalidInputError, SegloopError
 from segloop.store import JobRecord, JobStatus, Project
 from segloop.store.database import sqlite_path
@@ -57,8 +56,6 @@ RUN_PARAMS: dict[str, dict[str, type]] = {
         "device": str,
     },
 }
-#: Longest wait for a job's process to record its job (its imports, its checks of the labels).
-START_TIMEOUT_S = 300.0
 #: Longest wait for a terminated job process to end before it is killed.
 STOP_TIMEOUT_S = 10.0
 
@@ -247,13 +244,12 @@ def _check_predict(project: Project, run: Mapping[str, Any]) -> None:
     Postprocess.from_presets(run.get("postprocess") or [])
 
 
-@dataclass
+@dataclass(eq=False)
 class _Child:
-    """A job process: what started it, and the pipe whose closing tells it that the server is gone."""
+    """A job process: its job, and the pipe whose closing tells it that the server is gone."""
 
     process: Any  # multiprocessing's SpawnProcess
     lifeline: Connection
-    kind: str
     job_id: int
 
 
@@ -278,16 +274,15 @@ class JobRunner:
     def start(self, kind: str, params: Mapping[str, Any], *, author: str) -> JobRecord:
         """Start a job of ``kind`` (``round``, ``train``, ``predict``) with ``params`` (`check_request`).
 
-        Returns once the job is recorded (its process has checked its inputs and started the work).
+        Returns at once: the job is recorded ``running`` and its process is starting.
 
         Raises:
             InvalidInputError, NotFoundError: bad params (nothing started).
             ConflictError: a training job (round or train) is running and ``kind`` trains too
                 (the message and the problem's ``job`` name it), or the project is read-only.
-            SegloopError: what refused the work before it started (no labelled case, ...).
         """
         request = check_request(self.project, kind, params)
-        return self._start(kind, request, {"request": request}, author=author, resume=False)
+        return self._start(kind, {"request": request}, author=author, resume=False)
 
     def resume(self, job_id: int, *, author: str) -> JobRecord:
         """Start again an ``interrupted`` or ``cancelled`` job as a new job that continues its work.
@@ -321,14 +316,11 @@ class JobRunner:
         if job.kind == "predict" and request is None:
             msg = f"job {job_id} was not started by the server: start the prediction again with its cases"
             raise ConflictError(msg)
-        request = dict(request or {})
-        scope = {"request": request, "resumes": job_id}
-        return self._start(job.kind, request, scope, author=author, resume=True)
+        params = {"request": dict(request or {}), "resumes": job_id}
+        return self._start(job.kind, params, author=author, resume=True)
 
     def running(self, kinds: Sequence[str] | None = None) -> list[JobRecord]:
         """The project's running jobs (of ``kinds``), this server's or another process's, oldest first."""
-        with self._lock:
-            self._reap()
         return self._running(kinds)
 
     def cancel(self, job_id: int, *, author: str | None = None) -> JobRecord:
@@ -347,7 +339,7 @@ class JobRunner:
             if job.status != JobStatus.RUNNING:
                 msg = f"job {job_id} is {job.status}, not running: there is nothing to cancel"
                 raise ConflictError(msg)
-            child = next((c for c in self._children if c.process.pid == job.pid), None)
+            child = next((c for c in self._children if job.id == c.job_id or job.pid == c.process.pid), None)
             if child is None:
                 msg = (
                     f"job {job_id} runs in process {job.pid} on {job.host}, which this server did not"
@@ -367,37 +359,34 @@ class JobRunner:
 
     # -- inside ----------------------------------------------------------------------------------
 
-    def _start(
-        self, kind: str, request: dict[str, Any], scope: dict[str, Any], *, author: str, resume: bool
-    ) -> JobRecord:
+    def _start(self, kind: str, params: dict[str, Any], *, author: str, resume: bool) -> JobRecord:
         if self.project.read_only:
             msg = f"the project {self.project.root} is open read-only: a job cannot be recorded"
             raise ConflictError(msg)
         with self._lock:
-            self._reap()
             if kind in TRAINING_KINDS:
                 self._refuse_second_training(kind)
-            reports, report_end = self._context.Pipe(duplex=False)
+            job = self.project.start_job(kind, author=author, params=params)
             lifeline_end, lifeline = self._context.Pipe(duplex=False)
             process = self._context.Process(
                 target=_run_child,
-                args=(str(self.project.root), _database_url(self.project), kind, request, scope),
-                kwargs={"author": author, "resume": resume, "reports": report_end, "lifeline": lifeline_end},
-                name=f"segloop-{kind}",
+                args=(str(self.project.root), _database_url(self.project), job.id, kind, params["request"]),
+                kwargs={"author": author, "resume": resume, "lifeline": lifeline_end},
+                name=f"segloop-{kind}-{job.id}",
             )
-            process.start()
-            report_end.close()
-            lifeline_end.close()
             try:
-                job_id = _await_start(process, reports, kind)
+                process.start()
             except BaseException:
-                lifeline.close()
-                process.join(STOP_TIMEOUT_S)
+                self.project.finish_job(job.id, status=JobStatus.FAILED, error="its process did not start")
                 raise
             finally:
-                reports.close()
-            self._children.append(_Child(process, lifeline, kind, job_id))
-        return self.project.get_job(job_id)
+                lifeline_end.close()
+            child = _Child(process, lifeline, job.id)
+            self._children.append(child)
+        threading.Thread(
+            target=self._watch, args=(child,), name=f"segloop-watch-{job.id}", daemon=True
+        ).start()
+        return job
 
     def _running(self, kinds: Sequence[str] | None) -> list[JobRecord]:
         running = self.project.list_jobs(status=JobStatus.RUNNING)
@@ -416,27 +405,32 @@ class JobRunner:
             raise error
 
     def _stop(self, child: _Child, status: JobStatus) -> None:
-        """Terminate a job process and store ``status`` for each job it left running."""
+        """Terminate a job process and store ``status`` for each job it left running (lock held)."""
         child.process.terminate()
         child.process.join(STOP_TIMEOUT_S)
         if child.process.is_alive():
             child.process.kill()
             child.process.join()
+        self._forget(child, status, status.value)
+
+    def _watch(self, child: _Child) -> None:
+        """Wait for a job process to end by itself; store ``failed`` for a job it ended without a word."""
+        child.process.join()
+        with self._lock:
+            if child in self._children:  # not stopped by `_stop`
+                code = child.process.exitcode
+                self._forget(child, JobStatus.FAILED, f"its process ended (exit code {code})")
+
+    def _forget(self, child: _Child, status: JobStatus, error: str) -> None:
+        """Drop an ended job process; store ``status`` for its jobs still running (lock held)."""
         child.lifeline.close()
         self._children.remove(child)
         for job in self.project.list_jobs():
-            if job.id >= child.job_id and job.pid == child.process.pid and job.finished_at is None:
+            ran_it = job.id == child.job_id or (job.id > child.job_id and job.pid == child.process.pid)
+            if ran_it and job.finished_at is None:
                 # another job's start may have stored it interrupted meanwhile: then it stays so
                 with contextlib.suppress(ConflictError):
-                    self.project.finish_job(job.id, status=status, error=status.value)
-
-    def _reap(self) -> None:
-        """Forget the processes that ended (their jobs stored their own end)."""
-        for child in list(self._children):
-            if not child.process.is_alive():
-                child.process.join()
-                child.lifeline.close()
-                self._children.remove(child)
+                    self.project.finish_job(job.id, status=status, error=error)
 
 
 def _shutdown_if_alive(runner: weakref.ref[JobRunner]) -> None:
@@ -452,70 +446,36 @@ def _database_url(project: Project) -> str:
     return f"sqlite:///{path}" if path is not None else url.render_as_string(hide_password=False)
 
 
-def _await_start(process: Any, reports: Connection, kind: str) -> int:
-    """The id of the job the child recorded, or the error that refused its work, re-raised here."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if reports.poll(0.05):
-            try:
-                message = reports.recv()
-            except EOFError:
-                break
-            if message[0] == "started":
-                return int(message[1])
-            _, kind_name, text = message
-            error_type = getattr(errors, kind_name, None)
-            if isinstance(error_type, type) and issubclass(error_type, SegloopError):
-                raise error_type(text)
-            raise RuntimeError(text)
-        if not process.is_alive() and not reports.poll():
-            break
-    process.terminate()
-    process.join(STOP_TIMEOUT_S)
-    msg = f"the {kind} job's process ended (exit code {process.exitcode}) before its job was recorded"
-    raise RuntimeError(msg)
-
-
 def _run_child(
     root: str,
     database_url: str,
+    job_id: int,
     kind: str,
     request: dict[str, Any],
-    scope: dict[str, Any],
     *,
     author: str,
     resume: bool,
-    reports: Connection,
     lifeline: Connection,
 ) -> None:
-    """A job's process: open the project, run the request as a job, report its id (or the refusal)."""
-    from segloop.loop.jobs import job_scope
+    """A job's process: open the project and run the request as the server's job ``job_id``."""
+    from segloop.loop.jobs import error_line, job_scope
 
     threading.Thread(target=_watch_server, args=(lifeline,), daemon=True).start()
-    started = False
-
-    def on_start(job: JobRecord) -> None:
-        nonlocal started
-        started = True
-        reports.send(("started", job.id))
-
+    project = Project.open(root, database_url=database_url)
+    taken: list[JobRecord] = []
     try:
-        project = Project.open(root, database_url=database_url)
-        with job_scope(scope, on_start):
+        with job_scope(job_id, on_start=taken.append):
             run_request(project, kind, request, author=author, resume=resume)
     except KeyboardInterrupt:
-        if not started:
-            reports.send(("refused", "ConflictError", f"the {kind} job was interrupted before it started"))
+        if not taken:
+            project.finish_job(job_id, status=JobStatus.INTERRUPTED, error="interrupted")
         raise SystemExit(130) from None
-    except Exception as error:  # noqa: BLE001 - the process's last word: the server must learn why
-        if not started:
-            base = next((c for c in type(error).__mro__ if c.__module__ == errors.__name__), Exception)
-            reports.send(("refused", base.__name__, str(error).strip() or type(error).__name__))
+    except Exception as error:  # noqa: BLE001 - the process's last word: the job must say why
+        if not taken:  # refused before its work started: the job was not the work's yet
+            project.finish_job(job_id, status=JobStatus.FAILED, error=error_line(error))
         if not isinstance(error, SegloopError):
             traceback.print_exc()
         raise SystemExit(1) from None
-    finally:
-        reports.close()
 
 
 def _watch_server(lifeline: Connection) -> None:

@@ -819,6 +819,29 @@ class Project:
             ).inserted_primary_key[0]
         return self.get_job(int(job_id))
 
+    def claim_job(self, job_id: int, *, kind: str, params: dict[str, Any] | None = None) -> JobRecord:
+        """Take over a running job that another process recorded (a server's job run by its worker).
+
+        The job's process becomes this one (its end is this process's to store; if this process
+        dies, the job reads ``interrupted``) and ``params`` are added to the job's.
+
+        Raises:
+            NotFoundError: no such job.
+            ConflictError: the job is not running, or is of another kind.
+        """
+        with write_transaction(self.engine) as connection:
+            row = connection.execute(select(jobs.c.kind, jobs.c.params).where(jobs.c.id == job_id)).first()
+            status = self._job_status(connection, job_id)
+            if status != JobStatus.RUNNING or row.kind != kind:
+                msg = f"job {job_id} is a {status} {row.kind} job: expected a running {kind} job to take over"
+                raise ConflictError(msg)
+            connection.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(params={**row.params, **(params or {})}, pid=os.getpid(), updated_at=utc_now())
+            )
+        return self.get_job(job_id)
+
     def update_job(self, progress: Progress) -> None:
         """Store a running job's newest progress.
 
