@@ -171,6 +171,17 @@ def test_shutdown_interrupts_jobs_and_resume_finishes_them(api):
     assert api.post(f"/api/jobs/{done['id']}/resume").status_code == 409
 
 
+def test_a_job_cancelled_while_its_process_starts_is_cancelled_and_resumes(api):
+    first = api.post("/api/jobs", json={"kind": "train", "params": SHORT}).json()
+    cancelled = api.delete(f"/api/jobs/{first['id']}")  # its process is still importing
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    resumed = api.post(f"/api/jobs/{first['id']}/resume")
+    assert resumed.status_code == 202, resumed.text
+    assert resumed.json()["params"] == {"request": SHORT, "resumes": first["id"]}
+    assert api.delete(f"/api/jobs/{resumed.json()['id']}").json()["status"] == "cancelled"
+    assert multiprocessing.active_children() == []
+
+
 @pytest.mark.slow  # the job process imports torch before it finds nothing to learn from
 def test_work_refused_in_its_process_fails_its_job_with_the_reason(make_client):
     client = make_client(count=2, labeled=())

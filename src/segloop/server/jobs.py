@@ -308,7 +308,10 @@ class JobRunner:
             if record.status != "running":
                 msg = f"round {record.number} of job {job_id} is {record.status}: there is nothing to resume"
                 raise ConflictError(msg)
-        if job.kind == "train":
+        resume = True
+        if job.kind == "train" and "model" not in job.params:
+            resume = False  # stopped before its training was recorded: it starts again
+        elif job.kind == "train":
             model = self.project.get_model(int(job.params["model"]))
             if model.status != "running":
                 msg = f"model {model.id} of job {job_id} is {model.status}: there is nothing to resume"
@@ -317,7 +320,7 @@ class JobRunner:
             msg = f"job {job_id} was not started by the server: start the prediction again with its cases"
             raise ConflictError(msg)
         params = {"request": dict(request or {}), "resumes": job_id}
-        return self._start(job.kind, params, author=author, resume=True)
+        return self._start(job.kind, params, author=author, resume=resume)
 
     def running(self, kinds: Sequence[str] | None = None) -> list[JobRecord]:
         """The project's running jobs (of ``kinds``), this server's or another process's, oldest first."""
