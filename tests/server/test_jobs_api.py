@@ -171,14 +171,21 @@ def test_shutdown_interrupts_jobs_and_resume_finishes_them(api):
     assert api.post(f"/api/jobs/{done['id']}/resume").status_code == 409
 
 
-def test_a_job_cancelled_while_its_process_starts_is_cancelled_and_resumes(api):
+def test_jobs_stopped_while_their_process_starts_can_be_resumed(api):
     first = api.post("/api/jobs", json={"kind": "train", "params": SHORT}).json()
     cancelled = api.delete(f"/api/jobs/{first['id']}")  # its process is still importing
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     resumed = api.post(f"/api/jobs/{first['id']}/resume")
     assert resumed.status_code == 202, resumed.text
     assert resumed.json()["params"] == {"request": SHORT, "resumes": first["id"]}
-    assert api.delete(f"/api/jobs/{resumed.json()['id']}").json()["status"] == "cancelled"
+
+    [process] = multiprocessing.active_children()
+    process.kill()  # from outside: out of memory, a signal
+    killed = _wait(api, resumed.json()["id"], lambda j: j["status"] != "running", "its end", ended=True)
+    assert (killed["status"], killed["error"]) == ("interrupted", "its process ended (exit code -9)")
+    again = api.post(f"/api/jobs/{killed['id']}/resume")
+    assert again.status_code == 202, again.text
+    assert api.delete(f"/api/jobs/{again.json()['id']}").json()["status"] == "cancelled"
     assert multiprocessing.active_children() == []
 
 

@@ -417,12 +417,15 @@ class JobRunner:
         self._forget(child, status, status.value)
 
     def _watch(self, child: _Child) -> None:
-        """Wait for a job process to end by itself; store ``failed`` for a job it ended without a word."""
+        """Wait for a job process to end by itself; its jobs it did not finish end ``interrupted``.
+
+        A process killed from outside (out of memory, a signal) leaves its work resumable.
+        """
         child.process.join()
         with self._lock:
             if child in self._children:  # not stopped by `_stop`
                 code = child.process.exitcode
-                self._forget(child, JobStatus.FAILED, f"its process ended (exit code {code})")
+                self._forget(child, JobStatus.INTERRUPTED, f"its process ended (exit code {code})")
 
     def _forget(self, child: _Child, status: JobStatus, error: str) -> None:
         """Drop an ended job process; store ``status`` for its jobs still running (lock held)."""
