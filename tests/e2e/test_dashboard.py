@@ -99,3 +99,24 @@ def test_the_dashboard_asks_for_a_token_when_the_server_requires_sign_in(serve, 
     assert page.locator("#author").inner_text() == "signed in as ann"
     assert list(case_rows(page)) == ["c0"]
     assert page.evaluate("() => localStorage.getItem('segloop.token')") == token
+
+
+@pytest.mark.slow  # a job process: imports torch, trains one epoch, predicts (about 10 s)
+def test_a_round_started_from_the_dashboard_runs_live_and_fills_rounds_and_report(serve, page) -> None:
+    server = serve(count=4, shape=(24, 24, 16), labeled=(0, 1, 2), source="original")
+    open_dashboard(page, server)
+    page.fill("#job-epochs", "1")
+    page.fill("#job-minutes", "0.2")
+    page.click("#job-start")  # the form's default kind is a round
+    job = page.locator("#jobs .job").first
+    job.get_by_role("button", name="Cancel").wait_for()  # running, offered to cancel
+    page.locator("#message.ok").wait_for(timeout=180_000)
+    assert job.locator(".status").inner_text() == "done"
+    assert "finished" in page.locator("#message").inner_text()
+    assert page.locator("#rounds-body tr").count() == 1
+    assert page.locator("#rounds-body td").nth(1).inner_text() == "done"
+    page.locator("#plots img").first.wait_for()
+    names = page.eval_on_selector_all("#plots img", "(images) => images.map((i) => i.src)")
+    assert any("dice_per_round.png" in name for name in names)
+    rows = case_rows(page)
+    assert rows["c3"] == ["P"] * 4  # the round predicted the unlabelled case

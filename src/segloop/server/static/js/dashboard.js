@@ -20,6 +20,8 @@ const PLOTS = [
   ['uncertainty_vs_dice.png', 'Uncertainty vs Dice'],
 ];
 const REFRESH_MS = 20_000;
+/** Numbers of any scale (an uncertainty score, a Dice) with three significant digits. */
+const SIGNIFICANT = new Intl.NumberFormat('en', { maximumSignificantDigits: 3 });
 
 const state = {
   project: null,
@@ -141,7 +143,7 @@ function caseRow(c, classes) {
   }
   tr.append(
     el('td', 'num', c.rank == null ? '' : String(c.rank)),
-    el('td', 'num', c.uncertainty == null ? '' : c.uncertainty.toFixed(3)),
+    el('td', 'num', c.uncertainty == null ? '' : SIGNIFICANT.format(c.uncertainty)),
     el('td', 'num', String(c.n_versions ?? '')),
     el('td', '', (c.editing || []).join(', ')),
   );
@@ -225,7 +227,7 @@ async function nextCase() {
 /** A cell's text for any JSON value: numbers rounded, lists joined, objects as `key value` pairs. */
 function cellText(value) {
   if (value == null) return '';
-  if (typeof value === 'number') return Number.isInteger(value) ? String(value) : value.toFixed(3);
+  if (typeof value === 'number') return Number.isInteger(value) ? String(value) : SIGNIFICANT.format(value);
   if (Array.isArray(value)) return value.map(cellText).join(', ');
   if (typeof value === 'object') {
     return Object.entries(value)
