@@ -265,3 +265,40 @@ def test_a_2d_image_opens_as_one_slice_and_its_first_label_saves(serve, page):
     assert labels.shape == (64, 48, 1)
     assert (version.source, version.classes, version.parent_id) == ("revised", ("liver",), None)
     assert (labels == 1).sum() > 10 and set(np.unique(labels).tolist()) == {0, 1}
+
+
+def test_uncertainty_map_toggle_and_jump_to_the_most_uncertain_slice(live_server, page):
+    from tests.server.test_cases_api import add_prediction
+
+    add_prediction(live_server.project, "c0", hot_slice=50)
+    open_editor(page, live_server)
+    assert shown_slice(page) != 50
+    page.click("#jump-uncertain")
+    assert shown_slice(page) == 50
+    page.check("#entropy")
+    page.wait_for_function("() => window.__editor.nv.volumes.length === 2")
+    assert page.evaluate("() => window.__editor.nv.volumes[1].opacity") > 0
+    page.uncheck("#entropy")
+    page.wait_for_function("() => window.__editor.nv.volumes[1].opacity === 0")
+
+
+def test_threshold_and_click_an_island_preview_accept_save(serve, page):
+    server = serve(labeled=())  # nothing labelled yet: the island is all the label
+    open_editor(page, server)
+    page.evaluate("() => window.__editor.moveToVoxel([42, 42, 26])")  # inside the left kidney (150 HU)
+    page.click("#tools [data-tool=threshold]")
+    page.click("#classes button:nth-child(3)")  # kidney_left
+    page.select_option("#threshold-preset", "")
+    page.fill("#threshold-low", "100")
+    page.fill("#threshold-high", "400")
+    page.mouse.click(*page.evaluate("() => window.__editor.voxelPoint([42, 42, 26])"))
+    wait_until(page, "s.preview !== null")
+    page.click("#preview-accept")
+    save(page)
+
+    (version,), read = stored_versions(server)
+    after = read(version)
+    assert set(np.unique(after).tolist()) == {0, 3} and version.classes == ("kidney_left",)
+    island = np.argwhere(after == 3)
+    assert len(set(island[:, 2].tolist())) > 3, "the island is 3D"
+    assert island[:, 0].min() > 32, "only the clicked (left) kidney, not the right one"

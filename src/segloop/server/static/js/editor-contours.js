@@ -27,6 +27,8 @@ export class ContourEditor {
     /** slice index -> {polygons: [{points: [[u, v]...], closed}], loaded: boolean} */
     this.slices = new Map();
     this.dragging = null;
+    /** Whether clicks on the overlay edit polygons (the contour tool is on). */
+    this.enabled = false;
     this.color = 'rgb(255, 220, 0)';
     overlay.addEventListener('mousedown', (event) => this.#down(event));
     overlay.addEventListener('mousemove', (event) => this.#move(event));
@@ -197,7 +199,7 @@ export class ContourEditor {
   }
 
   #down(event) {
-    if (event.button !== 0) return;
+    if (!this.enabled || event.button !== 0) return;
     event.preventDefault();
     const pixels = canvasPixels(this.overlay, event.clientX, event.clientY);
     const k = this.currentSlice();

@@ -419,6 +419,7 @@ function setTool(tool) {
   $('threshold-panel').classList.toggle('hidden', tool !== 'threshold');
   const clicks = tool === 'contour' || tool === 'threshold';
   $('overlay').classList.toggle('active', clicks);
+  if (contours) contours.enabled = tool === 'contour';
   if (clicks && !(state.view in VIEW_NORMAL)) setView('axial');
   if (tool === 'eraser') setMode('remove');
   if (tool === 'grow') startGrow();
