@@ -30,7 +30,7 @@ TINY = {
     "device": "cpu",
 }
 #: Long enough to be seen running (about a second), then cancelled, stopped or finished.
-SHORT = {**TINY, "epochs": 15}
+SHORT = {**TINY, "epochs": 20}
 LONGER = {**TINY, "epochs": 40}
 DEADLINE_S = 120.0
 
