@@ -101,6 +101,8 @@ def test_undo_and_redo(live_server, page):
     assert painted != start
     page.click("#undo")
     assert page.evaluate(histogram) == start
+    page.click("#undo")  # nothing older: NiiVue's undo ring must not wrap round to the stroke
+    assert page.evaluate(histogram) == start
     page.click("#redo")
     assert page.evaluate(histogram) == painted
 

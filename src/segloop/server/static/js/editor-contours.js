@@ -188,7 +188,8 @@ export class ContourEditor {
       if (polygon.closed) context.closePath();
       context.stroke();
       for (const [x, y] of pixels) {
-        context.fillRect(x - HANDLE_PX * ratio, y - HANDLE_PX * ratio, 2 * HANDLE_PX * ratio, 2 * HANDLE_PX * ratio);
+        const half = HANDLE_PX * ratio;
+        context.fillRect(x - half, y - half, 2 * half, 2 * half);
       }
     }
   }

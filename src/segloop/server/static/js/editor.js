@@ -43,6 +43,8 @@ const WINDOWS = [
   ['Lung', 1500, -600],
   ['Bone', 1800, 400],
 ];
+/** How many edits undo can take back (NiiVue keeps them RLE-compressed in a ring). */
+const UNDO_STEPS = 32;
 /** Largest in-plane size shown at once; larger images show a downsampled preview first. */
 const PREVIEW_ABOVE = 128;
 const VIEWS = {
@@ -70,6 +72,7 @@ const state = {
   growScribbles: null, // the scribbles of the shown grow preview
   preview: null, // {before: bitmap}
   redo: [],
+  undoDepth: 0, // edits undo may take back (NiiVue's ring would wrap to the newest one past the first)
   restoring: false,
   entropyLoaded: false,
 };
@@ -78,6 +81,7 @@ const nv = new Niivue({
   backColor: [0, 0, 0, 1],
   show3Dcrosshair: false,
   crosshairWidth: 0.25, // voxels
+  maxDrawUndoBitmaps: UNDO_STEPS + 1,
   crosshairColor: [0.3, 0.8, 1, 0.6],
   dragAndDropEnabled: false,
   isColorbar: false,
@@ -94,7 +98,8 @@ function message(text, kind = 'info') {
 }
 
 function fail(error) {
-  const text = error instanceof ApiError ? `${error.status} ${error.detail || error.title}` : String(error?.message || error);
+  const text =
+    error instanceof ApiError ? `${error.status} ${error.detail || error.title}` : String(error?.message || error);
   status.lastError = text;
   message(text, 'error');
 }
@@ -132,9 +137,16 @@ function drawing() {
 /** Replace the whole drawing (same order) as one undoable step. */
 function setDrawing(bitmap, { undoable = true } = {}) {
   drawing().set(bitmap);
-  if (undoable) nv.drawAddUndoBitmap();
+  if (undoable) {
+    nv.drawAddUndoBitmap();
+    addUndoStep();
+  }
   nv.refreshDrawing(true);
   nv.drawScene();
+}
+
+function addUndoStep() {
+  state.undoDepth = Math.min(UNDO_STEPS, state.undoDepth + 1);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -153,7 +165,10 @@ async function load() {
   };
   nv.onDrawingChanged = (action) => {
     if (action === 'load' || state.restoring) return;
-    if (action !== 'undo') state.redo = [];
+    if (action !== 'undo') {
+      state.redo = [];
+      addUndoStep();
+    }
     setDirty(true);
   };
   const [project, info] = await Promise.all([api('/api/project'), api(caseUrl)]);
@@ -216,6 +231,7 @@ async function showLabel() {
   }
   state.base = Uint8Array.from(drawing());
   state.redo = [];
+  state.undoDepth = 0;
   setDirty(false);
 }
 
@@ -358,7 +374,8 @@ function showSlice() {
   const voxel = currentVoxel();
   const view = state.view in VIEW_NORMAL ? state.view : 'axial';
   const axis = axisOfView(state.grid.affine, view);
-  $('slice-info').textContent = `slice ${voxel[axis] + 1} / ${state.grid.shape[axis]} (${view}) · voxel [${voxel.join(', ')}]`;
+  const where = `slice ${voxel[axis] + 1} / ${state.grid.shape[axis]} (${view})`;
+  $('slice-info').textContent = `${where} · voxel [${voxel.join(', ')}]`;
   contours?.draw();
 }
 
@@ -409,6 +426,7 @@ function setTool(tool) {
   if (state.tool === 'grow' && tool !== 'grow' && state.growBase) {
     setDrawing(state.growBase.bitmap);
     state.growBase = null;
+    state.undoDepth = 0; // the undo ring holds scribbles: never bring them back as a label
   }
   state.tool = tool;
   for (const button of $('tools').children) {
@@ -450,6 +468,8 @@ function updatePen() {
 }
 
 function undo() {
+  if (state.undoDepth <= 0 || state.preview) return;
+  state.undoDepth--;
   state.redo.push(Uint8Array.from(drawing()));
   nv.drawUndo();
 }
@@ -493,6 +513,7 @@ function showPreview(label, tool, before, options = {}) {
 function acceptPreview() {
   if (!state.preview) return;
   nv.drawAddUndoBitmap();
+  addUndoStep();
   state.preview = null;
   status.preview = null;
   state.redo = [];
@@ -500,6 +521,7 @@ function acceptPreview() {
   setDirty(true);
   if (state.tool === 'grow') {
     state.growBase = null; // the merged label stays; the tool ends
+    state.undoDepth = 0; // the undo ring behind it holds scribbles, not labels
     setTool('brush');
   }
   if (state.tool === 'contour') contours.clear();
@@ -519,7 +541,8 @@ function discardPreview() {
  * comes back when the tool is left, or merged with the grown classes on Accept. */
 function startGrow() {
   if (!state.growBase) state.growBase = { bitmap: Uint8Array.from(drawing()) };
-  setDrawing(new Uint8Array(drawing().length), { undoable: false });
+  setDrawing(new Uint8Array(drawing().length));
+  state.undoDepth = 0; // undo takes back scribbles only
   message('scribble inside each class and outside (Background pen), then Preview');
 }
 
@@ -675,10 +698,14 @@ async function resolveConflict(problem, mine) {
   $('conflict-text').textContent =
     `Version ${problem.head ?? '?'} was stored after the version you edited (${status.head ?? 'none'}).`;
   $('conflict-versions').replaceChildren(
-    ...since.map((v) => el('li', '', `version ${v.id} by ${v.author} (${v.source}; ${(v.classes || []).join(', ')}) at ${v.created_at}`)),
+    ...since.map((v) => {
+      const classes = (v.classes || []).join(', ');
+      return el('li', '', `version ${v.id} by ${v.author} (${v.source}; ${classes}) at ${v.created_at}`);
+    }),
   );
   $('conflict-diff').textContent =
-    `They changed ${merge.theirs} voxels, you changed ${merge.mine}; ${merge.overlap} voxels were changed differently by both ` +
+    `They changed ${merge.theirs} voxels, you changed ${merge.mine}; ` +
+    `${merge.overlap} voxels were changed differently by both ` +
     '(“Keep mine” keeps your values there and theirs everywhere else).';
   status.conflict = { head: problem.head, mine: merge.mine, theirs: merge.theirs, overlap: merge.overlap };
   const dialog = $('conflict');
@@ -752,7 +779,8 @@ async function resumeDraft() {
     const stale = parent && parent !== 'none' && String(parent) !== String(status.head);
     message(
       stale
-        ? `draft resumed; it was made from version ${parent}, the case is now at ${status.head}: check before saving`
+        ? `draft resumed; it was made from version ${parent}, the case is now at ${status.head}: ` +
+            'check before saving'
         : 'draft resumed: save to store it as a version',
       stale ? 'error' : 'ok',
     );
@@ -774,33 +802,54 @@ async function deleteDraft() {
 // ------------------------------------------------------------------------------------------------
 // wiring
 
+/** An event handler that reports what goes wrong (a failed request, a lost connection) on the page. */
+function safe(handler) {
+  return (...args) => {
+    try {
+      const result = handler(...args); // synchronously: a key handler's preventDefault must come in time
+      if (result && typeof result.catch === 'function') result.catch(fail);
+    } catch (error) {
+      fail(error);
+    }
+  };
+}
+
+function on(id, event, handler) {
+  $(id).addEventListener(event, safe(handler));
+}
+
 function wire() {
-  for (const button of $('views').children) button.addEventListener('click', () => setView(button.dataset.view));
-  for (const button of $('tools').children) button.addEventListener('click', () => setTool(button.dataset.tool));
-  for (const button of $('modes').children) button.addEventListener('click', () => setMode(button.dataset.mode));
-  $('opacity').addEventListener('input', (event) => nv.setDrawOpacity(Number(event.target.value)));
-  $('pen-size').addEventListener('change', updatePen);
-  $('entropy').addEventListener('change', (event) => toggleEntropy(event.target.checked));
-  $('jump-uncertain').addEventListener('click', jumpToUncertain);
-  $('undo').addEventListener('click', undo);
-  $('redo').addEventListener('click', redo);
-  $('save').addEventListener('click', save);
-  $('approve').addEventListener('click', approve);
-  $('save-draft').addEventListener('click', saveDraft);
-  $('resume-draft').addEventListener('click', resumeDraft);
-  $('preview-accept').addEventListener('click', acceptPreview);
-  $('preview-discard').addEventListener('click', discardPreview);
-  $('grow-background').addEventListener('click', () => {
+  const groups = [
+    ['views', 'view', setView],
+    ['tools', 'tool', setTool],
+    ['modes', 'mode', setMode],
+  ];
+  for (const [id, key, action] of groups) {
+    for (const button of $(id).children) button.addEventListener('click', safe(() => action(button.dataset[key])));
+  }
+  on('opacity', 'input', (event) => nv.setDrawOpacity(Number(event.target.value)));
+  on('pen-size', 'change', updatePen);
+  on('entropy', 'change', (event) => toggleEntropy(event.target.checked));
+  on('jump-uncertain', 'click', jumpToUncertain);
+  on('undo', 'click', undo);
+  on('redo', 'click', redo);
+  on('save', 'click', save);
+  on('approve', 'click', approve);
+  on('save-draft', 'click', saveDraft);
+  on('resume-draft', 'click', resumeDraft);
+  on('preview-accept', 'click', acceptPreview);
+  on('preview-discard', 'click', discardPreview);
+  on('grow-background', 'click', () => {
     state.growBackground = true;
     $('grow-background').setAttribute('aria-pressed', 'true');
     updatePen();
   });
-  $('grow-preview').addEventListener('click', previewGrow);
-  $('contour-close').addEventListener('click', () => contours.closePolygon());
-  $('contour-clear').addEventListener('click', () => contours.clearSlice());
-  $('contour-load').addEventListener('click', loadClassContour);
-  $('contour-preview').addEventListener('click', previewContours);
-  $('overlay').addEventListener('click', onOverlayClick);
+  on('grow-preview', 'click', previewGrow);
+  on('contour-close', 'click', () => contours.closePolygon());
+  on('contour-clear', 'click', () => contours.clearSlice());
+  on('contour-load', 'click', loadClassContour);
+  on('contour-preview', 'click', previewContours);
+  on('overlay', 'click', onOverlayClick);
   window.addEventListener('resize', () => contours?.draw());
   window.addEventListener('beforeunload', (event) => {
     if (status.dirty) {
@@ -808,7 +857,7 @@ function wire() {
       event.returnValue = '';
     }
   });
-  document.addEventListener('keydown', onKey);
+  document.addEventListener('keydown', safe(onKey));
 }
 
 function onKey(event) {
