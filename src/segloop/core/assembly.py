@@ -20,7 +20,9 @@ coverage (like a ``sparse`` version inside its paint): outside, the earlier vers
 said, so voxels nobody looked at never become "revised".
 
 Voxels left background while some class is annotated by no version covering them are ignored too:
-a case with only the liver annotated never teaches "not liver = background" for the spleen. The
+a case with only the liver annotated never teaches "not liver = background" for the spleen
+(`Assembly.auto_ignore`; the label a person edits, `Assembly.editable_labels`, shows them as
+background, so saving it back never turns them into an ignore somebody asked for). The
 replaced AI mask is not lost: every version is immutable in the store; ``class_sources`` says
 which version each class came from.
 """
@@ -73,15 +75,36 @@ class Assembly:
         labels: ``(I, J, K)`` array; ignored voxels hold the ignore index.
         ignore_mask: ``(I, J, K)`` bool, True where the network must not learn.
         class_sources: class value -> version id that decided it (absent: nobody annotated it).
+        auto_ignore: ``(I, J, K)`` bool, the part of ``ignore_mask`` that no version asked for:
+            background voxels where some class is annotated by no version speaking there (the
+            module docstring's last rule); None when there is none.
     """
 
     labels: np.ndarray
     ignore_mask: np.ndarray
     class_sources: dict[int, int]
+    auto_ignore: np.ndarray | None = None
+
+    @property
+    def editable_labels(self) -> np.ndarray:
+        """``(I, J, K)`` the label a person edits: auto-ignored voxels background, explicit ignores kept.
+
+        A person who saves it back for every class says those voxels are background; one who
+        saves it for some classes leaves the others unannotated, so they stay ignored. Either way
+        no ignore is stored that no version asked for. ``labels`` itself when nothing is
+        auto-ignored (do not modify the result).
+        """
+        if self.auto_ignore is None:
+            return self.labels
+        return np.where(self.auto_ignore, np.zeros((), self.labels.dtype), self.labels)
 
 
 def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_index: int) -> Assembly:
     """Combine label versions into the effective label (rules in the module docstring).
+
+    Each version costs a few whole-volume passes whatever its number of classes: a lookup table
+    marks its classes, and the voxels of different classes are disjoint, so clearing and setting
+    them all at once equals doing it class by class.
 
     Args:
         layers: the case's versions, oldest first (the order breaks ties within a source).
@@ -114,45 +137,94 @@ def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_inde
                 raise GeometryMismatchError(msg)
         parse_source(layer.source)
     ordered = sorted(enumerate(layers), key=lambda item: (Source(item[1].source).priority, item[0]))
+    speaks = [layer.speaks(ignore_index) for layer in layers]
     dtype = np.uint8 if ignore_index <= 255 else np.uint16
     labels = np.zeros(shape, dtype=dtype)
     explicit_ignore = np.zeros(shape, dtype=bool)
     class_sources: dict[int, int] = {}
     every_class = set(range(1, n_classes + 1))
-    for _, layer in ordered:
-        speaks = layer.speaks(ignore_index)
-        for value in layer.classes:
-            stale = labels == value
-            assigned = layer.labels == value
-            if speaks is not None:
-                stale &= speaks
-                assigned &= speaks
-            labels[stale] = 0
-            labels[assigned] = value
-            explicit_ignore[assigned] = False
-            class_sources[value] = layer.version_id
+    for index, layer in ordered:
+        if layer.classes:
+            _apply_classes(labels, explicit_ignore, layer, speaks[index], ignore_index)
+            class_sources.update(dict.fromkeys(layer.classes, layer.version_id))
         if layer.source != Source.SPARSE:
-            inside = np.ones(shape, dtype=bool) if layer.coverage is None else layer.coverage
-            if every_class <= set(layer.classes):
-                explicit_ignore[inside & (layer.labels != ignore_index)] = False
-            explicit_ignore |= inside & (layer.labels == ignore_index)
-    unknown = ~_covered_by_every_class(layers, every_class, ignore_index, shape)
-    ignore_mask = explicit_ignore | (unknown & (labels == 0))
-    labels[ignore_mask] = ignore_index
-    return Assembly(labels, ignore_mask, class_sources)
+            ignored = layer.labels == ignore_index
+            if layer.coverage is not None:
+                ignored &= layer.coverage
+            if every_class <= set(layer.classes):  # the version speaks for every class: its word stands
+                explicit_ignore &= ignored if layer.coverage is None else ~layer.coverage | ignored
+            explicit_ignore |= ignored
+    unknown = _uncovered(layers, speaks, every_class, shape)
+    auto_ignore = None
+    if unknown is not None:
+        auto_ignore = unknown & (labels == 0) & ~explicit_ignore
+        auto_ignore = auto_ignore if auto_ignore.any() else None
+    ignore_mask = explicit_ignore if auto_ignore is None else explicit_ignore | auto_ignore
+    if ignore_mask.any():
+        np.multiply(labels, ~ignore_mask, out=labels)
+        np.add(labels, ignore_mask * np.asarray(ignore_index, labels.dtype), out=labels)
+    return Assembly(labels, ignore_mask, class_sources, auto_ignore)
 
 
-def _covered_by_every_class(
-    layers: Sequence[LabelLayer], every_class: set[int], ignore_index: int, shape: tuple[int, ...]
-) -> np.ndarray:
-    """True where, for every class, some version annotating it speaks (painted, inside its coverage)."""
-    covered_all = np.ones(shape, dtype=bool)
-    for value in every_class:
-        speaking = [layer.speaks(ignore_index) for layer in layers if value in layer.classes]
-        if any(mask is None for mask in speaking):
-            continue
-        covered = np.zeros(shape, dtype=bool)
-        for mask in speaking:
+def _apply_classes(
+    labels: np.ndarray,
+    explicit_ignore: np.ndarray,
+    layer: LabelLayer,
+    speaks: np.ndarray | None,
+    ignore_index: int,
+) -> None:
+    """Let ``layer`` replace its classes in ``labels`` (in place) where it ``speaks``.
+
+    The voxels ``labels`` gives one of the layer's classes are cleared and those the layer gives
+    one are set (and no longer explicitly ignored); outside ``speaks`` nothing changes.
+    """
+    stale = _in_classes(labels, layer.classes, ignore_index)
+    assigned = _in_classes(layer.labels, layer.classes, ignore_index)
+    if speaks is not None:
+        stale &= speaks
+        assigned &= speaks
+    # arithmetic, not masked assignment: a few vectorised passes whatever the masks look like
+    np.multiply(labels, ~(stale | assigned), out=labels)
+    np.add(labels, layer.labels * assigned, out=labels, casting="unsafe")
+    explicit_ignore &= ~assigned
+
+
+def _in_classes(array: np.ndarray, classes: Sequence[int], ignore_index: int) -> np.ndarray:
+    """``array``'s shape, bool: where it holds one of ``classes`` (a new array).
+
+    A run of consecutive values costs two comparisons; other sets a lookup table.
+    """
+    low, high = min(classes), max(classes)
+    if high - low + 1 == len(classes):
+        return (array >= low) & (array <= high)
+    table = np.zeros(max(ignore_index, high) + 2, dtype=bool)  # last entry: any value out of range
+    table[list(classes)] = True
+    return np.take(table, array, mode="clip")
+
+
+def _uncovered(
+    layers: Sequence[LabelLayer],
+    speaks: Sequence[np.ndarray | None],
+    every_class: set[int],
+    shape: tuple[int, ...],
+) -> np.ndarray | None:
+    """``(I, J, K)`` bool: where some class has no version annotating it speak; None: nowhere.
+
+    Classes annotated by the same versions share one union of what those versions speak for,
+    so each distinct set of versions is unioned once.
+    """
+    annotators = {
+        frozenset(i for i, layer in enumerate(layers) if value in layer.classes) for value in every_class
+    }
+    if frozenset() in annotators:
+        return np.ones(shape, dtype=bool)  # a class nobody annotated: unknown everywhere
+    uncovered = None
+    for group in annotators:
+        masks = [speaks[i] for i in sorted(group)]
+        if any(mask is None for mask in masks):
+            continue  # a version speaking everywhere covers this class everywhere
+        covered = masks[0].copy()
+        for mask in masks[1:]:
             covered |= mask
-        covered_all &= covered
-    return covered_all
+        uncovered = ~covered if uncovered is None else uncovered | ~covered
+    return uncovered
