@@ -34,6 +34,7 @@ const status = {
   conflict: null,
   preview: null,
   message: '',
+  timings: {}, // ms since the page started: when each part of the case was shown
 };
 window.__status = status;
 
@@ -95,6 +96,11 @@ function message(text, kind = 'info') {
   node.textContent = text;
   node.className = `message ${kind}`;
   status.message = text;
+}
+
+/** Record when a part of the case was ready (performance.now(), ms since navigation). */
+function mark(name) {
+  status.timings[name] = Math.round(performance.now());
 }
 
 function fail(error) {
@@ -172,20 +178,27 @@ async function load() {
     setDirty(true);
   };
   const [project, info] = await Promise.all([api('/api/project'), api(caseUrl)]);
+  mark('case');
   state.project = project;
   state.info = info;
   state.grid = { affine: info.affine, inverse: invertAffine(info.affine), shape: info.shape };
   $('case-name').textContent = `${project.name} / ${info.id}`;
   $('author').textContent = project.author ? `as ${project.author}` : '';
   document.title = `${info.id} · segloop editor`;
+  const label = fetchLabel(); // the server assembles it while the image loads
+  label.catch(() => {}); // (awaited below; a failure is reported there)
   buildClasses(project);
   buildWindows(project);
-  await showImage(info);
-  await showLabel();
-  contours = new ContourEditor(nv, $('overlay'), state.grid, () => updateContourInfo());
+  // colours and window before any volume: each change of them re-uploads the volume (slow in software GL)
   nv.setDrawColormap(drawColormap(project));
   nv.setDrawOpacity(Number($('opacity').value));
-  applyWindow(defaultWindow(project));
+  const window_ = defaultWindow(project);
+  await showImage(info, window_);
+  markWindow(window_);
+  mark('image');
+  await showLabel(await label);
+  mark('label');
+  contours = new ContourEditor(nv, $('overlay'), state.grid, () => updateContourInfo());
   centreCrosshair();
   setView('axial');
   setTool('brush');
@@ -199,32 +212,51 @@ async function load() {
   status.ready = true;
 }
 
-async function showImage(info) {
+/**
+ * Show the image: a downsampled preview first when it is large, then the full one.
+ *
+ * @param {object} info the case JSON.
+ * @param {number[]|null} window_ [width, level] to show it with (null: NiiVue's automatic range).
+ */
+async function showImage(info, window_) {
   const url = `${caseUrl}/image.nii.gz`;
   const big = Math.max(info.shape[0], info.shape[1]) > PREVIEW_ABOVE;
-  const headers = fetchHeaders();
-  await nv.loadVolumes([{ url: big ? `${url}?preview=true` : url, name: 'image.nii.gz', headers }]);
+  const options = { name: 'image.nii.gz', headers: fetchHeaders() };
+  if (window_) Object.assign(options, { cal_min: window_[1] - window_[0] / 2, cal_max: window_[1] + window_[0] / 2 });
+  await nv.loadVolumes([{ ...options, url: big ? `${url}?preview=true` : url }]);
   await new Promise((resolve) => requestAnimationFrame(resolve));
   status.firstSlice = performance.now();
   if (big) {
     message('showing a preview; loading the full image…');
-    await nv.loadVolumes([{ url, name: 'image.nii.gz', headers }]);
+    await nv.loadVolumes([{ ...options, url }]);
     message('');
   }
 }
 
-async function showLabel() {
-  let response = null;
+/** The effective label's bytes and ETag (null when the server has none to give). */
+async function fetchLabel() {
   try {
-    response = await api(`${caseUrl}/label.nii.gz`, { as: 'response' });
+    const response = await api(`${caseUrl}/label.nii.gz`, { as: 'response' });
+    return { bytes: await response.arrayBuffer(), etag: response.headers.get('ETag') };
   } catch (error) {
-    if (!(error instanceof ApiError && error.status === 404)) throw error;
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
   }
-  if (response) {
-    const bytes = await response.arrayBuffer();
-    const image = await NVImage.loadFromUrl({ url: bytes, name: 'label.nii.gz' });
+}
+
+/** The version id an ETag names (`"12"` -> 12, `"none"` -> null). */
+function headOf(etag) {
+  const tag = String(etag).replaceAll('"', '').replace(/^W\//, '');
+  return tag === 'none' || tag === '' ? null : Number(tag);
+}
+
+/** Make the label the editable drawing; `label` is what `fetchLabel` gave. */
+async function showLabel(label) {
+  if (label) {
+    const image = await NVImage.loadFromUrl({ url: label.bytes, name: 'label.nii.gz' });
     if (!nv.loadDrawing(image)) throw new Error('the label is not on the image grid');
-    setHead(state.info.head ?? null, response.headers.get('ETag') || etagOf(state.info.head));
+    const etag = label.etag || etagOf(state.info.head);
+    setHead(headOf(etag), etag);
   } else {
     nv.createEmptyDrawing();
     setHead(null);
@@ -331,10 +363,15 @@ function applyWindow(window_) {
   const [width, level] = window_;
   image.cal_min = level - width / 2;
   image.cal_max = level + width / 2;
-  for (const button of $('windows').children) {
-    button.setAttribute('aria-pressed', String(button.dataset.window === `${width},${level}`));
-  }
+  markWindow(window_);
   nv.updateGLVolume();
+}
+
+function markWindow(window_) {
+  const key = window_ ? window_.join(',') : '';
+  for (const button of $('windows').children) {
+    button.setAttribute('aria-pressed', String(button.dataset.window === key));
+  }
 }
 
 function setView(view) {
@@ -685,9 +722,8 @@ function saved(result, bitmap, text) {
 }
 
 async function fetchTheirs() {
-  const response = await api(`${caseUrl}/label.nii.gz`, { as: 'response' });
-  const bitmap = await toDrawingOrder(await response.arrayBuffer());
-  return { bitmap, etag: response.headers.get('ETag') };
+  const label = await fetchLabel();
+  return { bitmap: await toDrawingOrder(label.bytes), etag: label.etag };
 }
 
 /** A 409: show who saved what; keep mine (merged onto theirs) or reload theirs (mine kept as a draft). */
@@ -716,8 +752,7 @@ async function resolveConflict(problem, mine) {
   status.conflict = null;
   if (choice === 'keep') {
     state.base = Uint8Array.from(theirs.bitmap);
-    const head = problem.head ?? Number(String(theirs.etag).replaceAll('"', ''));
-    setHead(head, theirs.etag || etagOf(head));
+    setHead(headOf(theirs.etag), theirs.etag);
     setDrawing(merge.merged);
     setDirty(true);
     status.saving = false;
@@ -725,8 +760,7 @@ async function resolveConflict(problem, mine) {
   } else if (choice === 'theirs') {
     await saveDraft();
     state.base = Uint8Array.from(theirs.bitmap);
-    const head = problem.head ?? null;
-    setHead(head, theirs.etag || etagOf(head));
+    setHead(headOf(theirs.etag), theirs.etag);
     setDrawing(theirs.bitmap);
     setDirty(false);
     message('showing their version; your edits are kept as your draft (“Resume draft”)', 'info');
