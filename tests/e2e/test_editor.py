@@ -107,7 +107,9 @@ def test_undo_and_redo(live_server, page):
     assert page.evaluate(histogram) == painted
 
 
-def test_two_people_save_the_same_case_one_conflict_keep_mine_stores_both(serve, make_page, console):
+@pytest.mark.parametrize("choice", ["keep", "theirs"])
+def test_two_people_save_the_same_case_one_conflict_nothing_lost(serve, make_page, console, choice):
+    """Ana saves first; Ben's save is refused (409) and he keeps his (on top of hers) or reloads hers."""
     from segloop.loop.users import create_user
 
     server = serve(require_sign_in=True)
@@ -125,20 +127,32 @@ def test_two_people_save_the_same_case_one_conflict_keep_mine_stores_both(serve,
     drag_on_slice(pages["ana"], [(0.6, 0.75), (0.7, 0.75)])
     pages["ben"].click("#classes button:nth-child(3)")
     drag_on_slice(pages["ben"], [(0.6, 0.25), (0.7, 0.25)])
+    bens = np.asarray(pages["ben"].evaluate("() => Array.from(window.__editor.nv.drawBitmap)"))
     save(pages["ana"])
     pages["ben"].click("#save")
     wait_until(pages["ben"], "s.conflict !== null")
-    assert editor_status(pages["ben"])["conflict"]["theirs"] > 0
-    pages["ben"].click("#conflict button[value=keep]")
-    wait_until(pages["ben"], "!s.saving && !s.dirty && s.conflict === null && s.lastSave !== null")
+    conflict = editor_status(pages["ben"])["conflict"]
+    assert conflict["theirs"] > 0 and conflict["mine"] > 0
+    pages["ben"].click(f"#conflict button[value={choice}]")
+    wait_until(pages["ben"], "!s.saving && !s.dirty && s.conflict === null")
 
     versions, read = stored_versions(server)
-    assert [v.author for v in versions] == [original.author, "ana", "ben"]
-    assert versions[2].params["based_on"] == versions[1].id, "ben saved on top of ana's version"
     ana = read(versions[1]) != read(original)
-    final = read(versions[2])
-    assert ana.any() and (final[ana] == read(versions[1])[ana]).all(), "ana's edit is in ben's version"
-    assert (final == 3).sum() > (read(original) == 3).sum(), "ben's edit is stored too"
+    assert versions[1].author == "ana" and ana.any()
+    if choice == "keep":
+        assert [v.author for v in versions] == [original.author, "ana", "ben"]
+        assert versions[2].params["based_on"] == versions[1].id, "ben saved on top of ana's version"
+        final = read(versions[2])
+        assert (final[ana] == read(versions[1])[ana]).all(), "ana's edit is in ben's version"
+        assert (final == 3).sum() > (read(original) == 3).sum(), "ben's edit is stored too"
+    else:
+        assert [v.author for v in versions] == [original.author, "ana"], "ben stored no version"
+        (draft,) = server.project.list_drafts("c0")
+        assert draft.author == "ben", "ben's edit is kept as his draft"
+        assert (server.project.read_draft(draft) == 3).sum() > (read(original) == 3).sum()
+        shown = np.asarray(pages["ben"].evaluate("() => Array.from(window.__editor.nv.drawBitmap)"))
+        assert not np.array_equal(shown, bens), "ben now sees ana's version"
+        assert editor_status(pages["ben"])["head"] == versions[1].id
 
 
 def test_draft_save_and_resume(live_server, make_page):
