@@ -291,6 +291,12 @@ def test_uncertainty_map_toggle_and_jump_to_the_most_uncertain_slice(live_server
     assert shown_slice(page) != 50
     page.click("#jump-uncertain")
     assert shown_slice(page) == 50
+    page.click("#gl")  # NiiVue's canvas has the focus: its own arrow keys must not move the crosshair too
+    voxel = page.evaluate("() => window.__editor.currentVoxel()")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("PageDown")
+    assert page.evaluate("() => window.__editor.currentVoxel()") == [voxel[0], voxel[1], 47]
     page.check("#entropy")
     page.wait_for_function("() => window.__editor.nv.volumes.length === 2")
     assert page.evaluate("() => window.__editor.nv.volumes[1].opacity") > 0

@@ -891,7 +891,7 @@ function wire() {
       event.returnValue = '';
     }
   });
-  document.addEventListener('keydown', safe(onKey));
+  document.addEventListener('keydown', safe(onKey), true); // before NiiVue's own keys on its canvas
 }
 
 function onKey(event) {
@@ -915,8 +915,10 @@ function onKey(event) {
   else if (!ctrl) action = keys[event.key];
   if (action) {
     event.preventDefault();
-    action();
+    event.stopPropagation();
+    return action();
   }
+  return undefined;
 }
 
 /** Helpers for tests and the benchmark (data, not pixels). */
