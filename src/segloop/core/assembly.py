@@ -139,8 +139,9 @@ def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_inde
     ordered = sorted(enumerate(layers), key=lambda item: (Source(item[1].source).priority, item[0]))
     speaks = [layer.speaks(ignore_index) for layer in layers]
     dtype = np.uint8 if ignore_index <= 255 else np.uint16
-    labels = np.zeros(shape, dtype=dtype)
-    explicit_ignore = np.zeros(shape, dtype=bool)
+    # in the versions' memory order (NIfTI's is Fortran): mixing orders makes every pass strided
+    labels = np.zeros_like(layers[0].labels, dtype=dtype)
+    explicit_ignore = np.zeros_like(layers[0].labels, dtype=bool)
     class_sources: dict[int, int] = {}
     every_class = set(range(1, n_classes + 1))
     for index, layer in ordered:

@@ -597,9 +597,12 @@ def original_class_values(versions: Sequence[LabelVersionRecord], assembly: Asse
 def read_current_label(
     project: Project, case: CaseRecord
 ) -> tuple[list[LabelVersionRecord], Assembly | None, np.ndarray]:
-    """A case's versions, their assembly and its effective label (all background without versions)."""
+    """A case's versions, their assembly and its effective label (all background without versions).
+
+    The assembly is cached (`segloop.loop.labels.compute_effective_label`): its arrays are read-only.
+    """
     versions = project.list_label_versions(case.case_id)
-    assembly = compute_effective_label(project, case, versions)
+    assembly = compute_effective_label(project, case, versions, cached=True)
     schema = project.config.schema
     labels = assembly.labels if assembly is not None else np.zeros(case.shape, dtype=schema.dtype)
     return versions, assembly, labels
@@ -685,6 +688,10 @@ def apply_label(
 ) -> CorrectionResult:
     """Store a whole corrected label of a case as a ``revised`` version.
 
+    ``labels`` is stored as given: an ignore value in it is a deliberate ignore. Start editing
+    from `segloop.loop.labels.editable_label` (voxels ignored only because a class is annotated
+    by nobody are background there); the changed voxels are counted against that label.
+
     Args:
         project: the open project.
         case_id: the case.
@@ -712,13 +719,14 @@ def apply_label(
     labels = labels.astype(schema.dtype, copy=False)
     annotated = tuple(class_names) if class_names else schema.names
     current = read_current_label(project, case)
+    shown = current[1].editable_labels if current[1] is not None else current[2]
     return _store_revision(
         project,
         case,
         labels,
         classes=annotated,
         current=current,
-        changed=int(np.count_nonzero(labels != current[2])),
+        changed=int(np.count_nonzero(labels != shown)),
         tool=tool,
         parent=parent,
         force=force,

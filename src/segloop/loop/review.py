@@ -21,7 +21,8 @@ import numpy as np
 
 from segloop.core.geometry import axis_of_plane
 from segloop.errors import NotFoundError
-from segloop.loop.corrections import CorrectionResult, apply_label, read_current_label
+from segloop.loop.corrections import CorrectionResult, apply_label
+from segloop.loop.labels import editable_label
 from segloop.store import LabelVersionRecord, Project
 
 __all__ = [
@@ -114,8 +115,10 @@ def approve_label(
 ) -> CorrectionResult:
     """Store the case's effective label, unchanged, as a ``revised`` version of some classes.
 
-    The person looked at the label and accepts it: the stored revision holds only the approved
-    classes' voxels (an ignored voxel stays a matter of the versions that ignored it).
+    The person looked at the label and accepts it: the stored revision holds the approved
+    classes' voxels of the label they were shown (`segloop.loop.labels.editable_label`) and its
+    explicit ignores, so the effective label stays as shown; voxels ignored only because a class
+    is annotated by nobody are background there and stay a matter of that class.
 
     Args:
         project: the open project.
@@ -131,7 +134,8 @@ def approve_label(
     """
     schema = project.config.schema
     case = project.get_case(case_id)
-    versions, _, labels = read_current_label(project, case)
+    versions = project.list_label_versions(case.case_id)
+    _, labels = editable_label(project, case, versions)
     if not versions:
         msg = f"case {case_id!r} has no label version yet: nothing to approve"
         raise NotFoundError(msg)
@@ -143,7 +147,8 @@ def approve_label(
     if not values:
         msg = f"the label of case {case_id!r} holds no class voxel: name the classes to approve"
         raise NotFoundError(msg)
-    approved = np.where(np.isin(labels, values), labels, 0).astype(schema.dtype)
+    kept = np.isin(labels, (*values, schema.ignore_index))
+    approved = np.where(kept, labels, np.zeros((), labels.dtype)).astype(schema.dtype, copy=False)
     return apply_label(
         project,
         case_id,

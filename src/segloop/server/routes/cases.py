@@ -21,7 +21,7 @@ from segloop.core.names import validate_case_id
 from segloop.errors import ConflictError, InvalidInputError, NotFoundError
 from segloop.loop.cases import summarize_cases
 from segloop.loop.corrections import CorrectionResult, apply_label
-from segloop.loop.labels import compute_effective_label
+from segloop.loop.labels import editable_label
 from segloop.loop.ranking import rank_cases
 from segloop.loop.review import (
     SliceIndex,
@@ -274,14 +274,11 @@ def get_image(project: OpenProject, author: Author, case_id: str, preview: bool 
 
 @router.get("/api/cases/{case_id}/label.nii.gz", response_class=Response)
 def get_label(project: OpenProject, request: Request, author: Author, case_id: str) -> Response:
-    """The effective label (all background without versions); ETag = the head version."""
+    """The label to edit (`editable_label`: explicit ignores only); ETag = the head version."""
     case = _case(project, case_id)
-    versions = project.list_label_versions(case.case_id)
-    assembly = compute_effective_label(project, case, versions)
+    head, labels = editable_label(project, case)
     schema = project.config.schema
-    labels = assembly.labels if assembly is not None else np.zeros(case.shape, dtype=schema.dtype)
     _presence(request).touch(author, case.case_id)
-    head = versions[-1].id if versions else None
     return _nifti_response(
         volume_to_nifti_gz(labels, case.affine, dtype=schema.dtype),
         f"{case.case_id}_label.nii.gz",

@@ -53,7 +53,7 @@ from segloop.core.volume import Volume
 from segloop.errors import ConflictError, InvalidInputError, NotFoundError, SegloopError, UnknownClassError
 from segloop.loop.cases import read_mapped_labels
 from segloop.loop.corrections import apply_label
-from segloop.loop.labels import compute_effective_label, read_schema_labels
+from segloop.loop.labels import editable_label, read_schema_labels
 from segloop.loop.ranking import STRATEGIES, rank_cases
 from segloop.loop.users import authenticate, validate_user_name
 from segloop.server.codec import volume_to_nifti_gz
@@ -444,7 +444,7 @@ def _tag_label(project: Project, case: CaseRecord, tag: str) -> tuple[np.ndarray
         msg = f"case {case.case_id!r} has no {tag} label"
         raise NotFoundError(msg)
     chosen = _final_versions(versions) if tag == "final" else versions
-    return compute_effective_label(project, case, chosen).labels, chosen
+    return editable_label(project, case, chosen)[1], chosen
 
 
 @_get("/datastore/label")
