@@ -324,3 +324,31 @@ def test_threshold_and_click_an_island_preview_accept_save(serve, page):
     island = np.argwhere(after == 3)
     assert len(set(island[:, 2].tolist())) > 3, "the island is 3D"
     assert island[:, 0].min() > 32, "only the clicked (left) kidney, not the right one"
+
+
+def test_polygons_clicked_on_two_slices_filled_between(serve, page):
+    server = serve(labeled=())
+    open_editor(page, server)
+    page.click("#tools [data-tool=contour]")
+    page.click("#classes button:nth-child(2)")  # spleen
+    square = [(40, 30), (50, 30), (50, 40), (40, 40)]
+    for k in (28, 34):
+        page.evaluate(f"() => window.__editor.moveToVoxel([32, 32, {k}])")
+        for i, j in square:
+            page.mouse.click(*page.evaluate("(v) => window.__editor.voxelPoint(v)", [i, j, k]))
+        page.keyboard.press("Enter")
+        wait_until(page, f"(s.contourSlices || []).includes({k})")
+    page.click("#contour-preview")
+    wait_until(page, "s.preview !== null")
+    page.click("#preview-accept")
+    save(page)
+
+    (version,), read = stored_versions(server)
+    labels = read(version)
+    assert version.classes == ("spleen",) and set(np.unique(labels).tolist()) == {0, 2}
+    assert sorted(set(np.argwhere(labels == 2)[:, 2].tolist())) == list(range(28, 35))
+    inside = np.zeros(labels.shape, bool)
+    inside[41:50, 31:40, 28:35] = True  # the square's interior (its edges run through voxel centres)
+    edges = np.zeros(labels.shape, bool)
+    edges[40:51, 30:41, 28:35] = True
+    assert (labels[inside] == 2).all() and not (labels[~edges] == 2).any()
