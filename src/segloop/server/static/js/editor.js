@@ -189,6 +189,7 @@ async function load() {
   label.catch(() => {}); // (awaited below; a failure is reported there)
   buildClasses(project);
   buildWindows(project);
+  $('modes').querySelector('[data-mode=ignore]').disabled = project.ignore_value === null;
   // colours and window before any volume: each change of them re-uploads the volume (slow in software GL)
   nv.setDrawColormap(drawColormap(project));
   nv.setDrawOpacity(Number($('opacity').value));
