@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the server extra (fastapi) is not installed")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from segloop.server import Settings, create_app  # noqa: E402
-from tests.conftest import make_phantom_project  # noqa: E402
+from segloop.server import Settings, create_app
+from tests.conftest import make_phantom_project
 
 
 @pytest.fixture
