@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml Makefile $(WEB)/package-lock.json
 	$(PY) -m pip install --quiet -e ".[all,dev]"
 	@# MONAI Label's client for tests/server/test_monailabel_client.py; its dependencies would pull a CUDA torch
 	$(PY) -m pip install --quiet --no-deps monailabel==0.8.5
+	@# Debian packages when missing: npm for the editor's NiiVue, chromium for the browser tests
+	@# (Playwright drives Debian's chromium in place; never `playwright install`)
+	PKGS="$$(command -v npm >/dev/null || echo npm) $$(command -v chromium >/dev/null || echo chromium)"; \
+	  if [ -n "$$(echo $$PKGS)" ]; then SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y $$PKGS; fi
 	@# the editor's front-end packages, pinned by the lock file; served by segloop itself (no network later)
 	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
-	@# Debian's chromium drives the browser tests (Playwright uses it in place; never `playwright install`)
-	command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 	touch $(STAMP)
 
 demo: setup
@@ -45,6 +47,7 @@ bench: setup
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/io.py
 	$(PY) benchmarks/segment.py
+	$(PY) benchmarks/serve.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache $(WEB)/node_modules

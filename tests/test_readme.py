@@ -52,3 +52,77 @@ def test_readme_python_api_example_runs_as_written(tmp_path):
     assert lines[1] == "3 revised 1"
     assert lines[2].startswith("refused: case 'p' changed") and "nothing was stored" in lines[2]
     assert "interpolate" in lines[3]
+
+
+def _browser_block_commands() -> list[str]:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Correct in the browser", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```\n(.*?)```", section, flags=re.DOTALL)
+    return [line.split("#", 1)[0].split() for line in block.splitlines() if line.strip()]
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def _serve(arguments: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
+    """Start a README ``segloop serve`` line on a free port; its URL, reachable on loopback."""
+    segloop = str(Path(sys.executable).parent / "segloop")
+    process = subprocess.Popen(
+        [segloop, *arguments[1:], "--port", "0"], cwd=cwd, stdout=subprocess.PIPE, text=True
+    )
+    line = process.stdout.readline()
+    assert line.startswith("serving "), line
+    port = line.split(" at ")[1].split()[0].rsplit(":", 1)[1]
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _stop(process: subprocess.Popen) -> int:
+    import signal
+
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_readme_serve_commands_run_as_written(tmp_path):
+    """The browser section's commands: serve on loopback, add a user, serve off loopback with sign-in."""
+    pytest.importorskip("uvicorn", reason="the server extra (uvicorn) is not installed")
+    from tests.conftest import make_phantom_project
+
+    make_phantom_project(tmp_path, 1, (16, 16, 8), name="myproj")
+    commands = _browser_block_commands()
+    assert [c[:2] for c in commands] == [["segloop", "serve"], ["segloop", "user"], ["segloop", "serve"]]
+    process, url = _serve(commands[0], tmp_path)
+    status, body = _get(f"{url}/api/cases")
+    assert (status, [c["id"] for c in body["cases"]]) == (200, ["c0"])
+    assert _stop(process) == 0
+
+    added = subprocess.run(
+        [str(Path(sys.executable).parent / "segloop"), *commands[1][1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = next(word for word in added.stdout.split() if len(word) >= 40)
+    process, url = _serve(commands[2], tmp_path)
+    try:
+        assert _get(f"{url}/api/project")[0] == 401
+        status, body = _get(f"{url}/api/project", token)
+        assert (status, body["author"]) == (200, "ana")
+    finally:
+        assert _stop(process) == 0
