@@ -116,7 +116,8 @@ def test_a_round_started_from_the_dashboard_runs_live_and_fills_rounds_and_repor
     assert page.locator("#rounds-body tr").count() == 1
     assert page.locator("#rounds-body td").nth(1).inner_text() == "done"
     page.locator("#plots img").first.wait_for()
-    names = page.eval_on_selector_all("#plots img", "(images) => images.map((i) => i.src)")
-    assert any("dice_per_round.png" in name for name in names)
+    page.wait_for_function("() => document.querySelector('#plots img').naturalWidth > 0")
+    names = page.eval_on_selector_all("#plots img", "(images) => images.map((i) => i.dataset.plot)")
+    assert "dice_per_round.png" in names
     rows = case_rows(page)
     assert rows["c3"] == ["P"] * 4  # the round predicted the unlabelled case

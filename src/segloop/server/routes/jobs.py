@@ -122,19 +122,21 @@ def start_job(body: JobRequest, jobs: Jobs, author: Author) -> dict[str, Any]:
 
 
 @router.get("/api/jobs")
-def list_jobs(project: OpenProject, status: str | None = None, kind: str | None = None) -> dict[str, Any]:
+def list_jobs(
+    project: OpenProject, _: Author, status: str | None = None, kind: str | None = None
+) -> dict[str, Any]:
     """The project's jobs, oldest first (of one ``status``: running, done, failed, interrupted, cancelled)."""
     return {"jobs": [job_json(job) for job in project.list_jobs(kind=kind, status=status)]}
 
 
 @router.get("/api/jobs/{job_id}")
-def get_job(job_id: int, project: OpenProject) -> dict[str, Any]:
+def get_job(job_id: int, project: OpenProject, _: Author) -> dict[str, Any]:
     """One job."""
     return job_json(project.get_job(job_id))
 
 
 @router.get("/api/jobs/{job_id}/events")
-async def follow_job(job_id: int, project: OpenProject, request: Request) -> StreamingResponse:
+async def follow_job(job_id: int, project: OpenProject, _: Author, request: Request) -> StreamingResponse:
     """Server-sent events: ``data: <job JSON>`` now and at each change, until the job has ended."""
     first = await run_in_threadpool(project.get_job, job_id)  # an unknown job is a 404, not a stream
 
@@ -170,13 +172,13 @@ def resume_job(job_id: int, jobs: Jobs, author: Author) -> dict[str, Any]:
 
 
 @router.get("/api/rounds")
-def list_rounds(project: OpenProject) -> dict[str, Any]:
+def list_rounds(project: OpenProject, _: Author) -> dict[str, Any]:
     """The rounds of the loop, oldest first, with their summary numbers."""
     return {"rounds": [round_json(record) for record in project.list_rounds()]}
 
 
 @router.get("/api/report/{name}")
-def report_file(name: str, project: OpenProject) -> FileResponse:
+def report_file(name: str, project: OpenProject, _: Author) -> FileResponse:
     """A file of the project's report (``index.html`` or a PNG plot), written at the end of each round."""
     match = _REPORT_NAME.fullmatch(name)
     if match is None:

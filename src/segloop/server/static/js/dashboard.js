@@ -271,28 +271,45 @@ async function loadRounds() {
   renderReport(rounds);
 }
 
+/** The plots shown: their object URLs (revoked when replaced) and the round they belong to. */
+const report = { urls: [], stamp: null };
+
 /** The report's plots, once a round finished (before that the report has none to show). */
 function renderReport(rounds) {
   const finished = rounds.filter((r) => r.status === 'done');
   $('no-report').classList.toggle('hidden', finished.length > 0);
+  const last = finished[finished.length - 1];
+  const stamp = last ? String(last.finished_at || last.number) : null;
+  if (stamp === report.stamp) return; // that round's plots are shown already
+  report.stamp = stamp;
+  for (const url of report.urls.splice(0)) URL.revokeObjectURL(url);
   const plots = document.createDocumentFragment();
-  if (finished.length) {
-    const last = finished[finished.length - 1];
+  if (last) {
     const queue = (last.queue || []).slice(0, 3);
     const names = [...PLOTS, ...queue.map((id) => [`overlay_${id}.png`, `top-ranked: ${id}`])];
-    const stamp = encodeURIComponent(String(last.finished_at || last.number));
     for (const [name, caption] of names) {
       const figure = el('figure');
       const img = el('img');
       img.alt = caption;
-      img.loading = 'lazy';
-      img.src = `/api/report/${encodeURIComponent(name)}?v=${stamp}`;
-      img.addEventListener('error', () => figure.remove());
+      img.dataset.plot = name;
       figure.append(img, el('figcaption', '', caption));
       plots.append(figure);
+      showPlot(name, img, figure);
     }
   }
   $('plots').replaceChildren(plots);
+}
+
+/** Fetch a plot with the token (an `<img src>` request carries none); a plot the report lacks is dropped. */
+async function showPlot(name, img, figure) {
+  try {
+    const blob = await api(`/api/report/${encodeURIComponent(name)}`, { as: 'blob', retry: false });
+    const url = URL.createObjectURL(blob);
+    report.urls.push(url);
+    img.src = url;
+  } catch {
+    figure.remove();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,46 @@
+"""Guards of every route: sign-in off loopback, and no state change asked for by another site's page."""
+
+from __future__ import annotations
+
+import pytest
+
+#: Operations anyone may call: whether sign-in is on, and trading a token for itself.
+OPEN = {("get", "/auth/"), ("post", "/auth/token")}
+
+
+def _operations(app) -> list[tuple[str, str]]:
+    """``(method, path)`` of every operation of the OpenAPI spec, path parameters filled in."""
+    filled = {"{case_id}": "c0", "{job_id}": "1", "{name}": "x.png", "{model}": "segloop"}
+    filled["{strategy}"] = "random"
+    operations = []
+    for path, methods in app.openapi()["paths"].items():
+        for key, value in filled.items():
+            path = path.replace(key, value)
+        operations += [(method, path) for method in methods]
+    return operations
+
+
+def test_off_loopback_every_operation_but_sign_in_needs_a_token(make_client):
+    client = make_client(count=1, shape=(8, 8, 4), labeled=(), host="0.0.0.0")
+    operations = _operations(client.app)
+    assert len(operations) > 30  # the spec lists the API
+    refused = {(method, path): client.request(method, path).status_code for method, path in operations}
+    let_through = {op: status for op, status in refused.items() if status != 401 and op not in OPEN}
+    assert let_through == {}
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://testserver.evil"])
+def test_a_state_change_sent_by_another_site_s_page_is_refused(client, origin):
+    response = client.post("/train/segloop", headers={"Origin": origin})
+    assert response.status_code == 403, response.text
+    assert "was refused" in response.json()["detail"]
+    assert client.app.state.project.list_jobs() == []  # nothing started
+
+
+def test_the_server_s_own_pages_clients_without_origin_and_allowed_origins_pass(make_client):
+    client = make_client(count=1, shape=(8, 8, 4), labeled=(), cors_origins=("http://viewer.example",))
+    # (a 422 or 409 is the route answering: the guard let it through)
+    for headers in ({}, {"Origin": "http://testserver"}, {"Origin": "http://viewer.example"}):
+        response = client.post("/api/jobs", json={"kind": "nothing"}, headers=headers)
+        assert response.status_code == 422, response.text
+    assert client.get("/api/project", headers={"Origin": "https://evil.example"}).status_code == 200
