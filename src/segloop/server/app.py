@@ -59,6 +59,40 @@ class BodyLimit:
         await problem(413, self._detail(size))(scope, receive, send)
 
 
+#: Methods a browser sends from another site's page without asking first (a form, ``fetch`` no-cors).
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CrossSiteGuard:
+    """Refuse (HTTP 403) a state-changing request that a page of another origin sent.
+
+    Browsers send some cross-origin requests without a CORS preflight (a form's POST, a body-less
+    ``fetch``), so on anonymous loopback any web page could start a training (``POST /train/segloop``)
+    or an inference. Such a request carries ``Origin``; the API's own pages send their own origin,
+    and clients that are not browsers (Slicer, ``curl``) send none.
+
+    Args:
+        app: the wrapped application.
+        allowed_origins: other origins allowed to call (`Settings.cors_origins`).
+    """
+
+    def __init__(self, app: ASGIApp, allowed_origins: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.allowed_origins = frozenset(allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
+            headers = dict(scope.get("headers") or ())
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            host = headers.get(b"host", b"").decode("latin-1")
+            # hosts, not schemes: behind a TLS proxy the page is https and the request reaches us as http
+            if origin and origin.partition("://")[2] != host and origin not in self.allowed_origins:
+                detail = f"a {scope['method']} from a page of {origin[:80]!r} was refused: expected {host!r}"
+                await problem(403, detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class _BodyTooLargeError(HTTPException):
     """A streamed body passed the limit (an HTTP error, so that FastAPI's body parsing passes it on)."""
 
@@ -93,6 +127,7 @@ def create_app(project: Project | str | Path, settings: Settings | None = None) 
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(CrossSiteGuard, allowed_origins=tuple(settings.cors_origins))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
