@@ -44,3 +44,17 @@ def test_the_server_s_own_pages_clients_without_origin_and_allowed_origins_pass(
         response = client.post("/api/jobs", json={"kind": "nothing"}, headers=headers)
         assert response.status_code == 422, response.text
     assert client.get("/api/project", headers={"Origin": "https://evil.example"}).status_code == 200
+
+
+def test_problems_name_no_path_of_the_server(client):
+    root = client.app.state.project.root
+    for method, path in [("get", "/api/cases/zz"), ("get", "/api/jobs/99"), ("get", "/edit/zz")]:
+        response = client.request(method, path)
+        assert response.status_code == 404
+        assert str(root) not in response.text and "<project>" in response.json()["detail"]
+
+
+def test_a_page_fetched_as_a_static_file_carries_the_pages_policy(client):
+    response = client.get("/static/editor.html")
+    assert response.status_code == 200
+    assert "script-src 'self'" in response.headers["content-security-policy"]

@@ -7,6 +7,7 @@ what was expected and what came, never a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,7 +25,7 @@ from segloop.errors import (
     TooLargeError,
 )
 
-__all__ = ["PROBLEM_TYPE", "install_problem_handlers", "problem", "status_of"]
+__all__ = ["PROBLEM_TYPE", "hide_project_path", "install_problem_handlers", "problem", "status_of"]
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -72,13 +73,33 @@ def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE, headers=headers)
 
 
+#: What a message says instead of the project folder's path (a client learns no path of the server).
+PROJECT_PLACEHOLDER = "<project>"
+
+
+def hide_project_path(text: str, root: Path) -> str:
+    """``text`` with the project folder's path (as given and resolved) said as `PROJECT_PLACEHOLDER`.
+
+    The store's messages name the folder (``no case 'x' in /srv/projects/ct``) for the person at
+    the server; a client of the API is told which case, version or job, not where the project lies.
+
+    Examples:
+        >>> hide_project_path("no case 'x' in /srv/ct", Path("/srv/ct"))
+        "no case 'x' in <project>"
+    """
+    for shown in dict.fromkeys((str(root), str(root.resolve()))):
+        text = text.replace(shown, PROJECT_PLACEHOLDER)
+    return text
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer segloop errors, HTTP errors and unparsable requests as problem JSON."""
 
     @app.exception_handler(SegloopError)
-    async def _segloop_error(_: Request, error: SegloopError) -> JSONResponse:
+    async def _segloop_error(request: Request, error: SegloopError) -> JSONResponse:
         extra = getattr(error, "problem_extra", None) or {}
-        return problem(status_of(error), str(error) or type(error).__name__, **extra)
+        detail = hide_project_path(str(error) or type(error).__name__, request.app.state.project.root)
+        return problem(status_of(error), detail, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -120,7 +120,7 @@ def _send(request: Request, path: Path, headers: dict[str, str]) -> Response:
 def _page(request: Request, name: str) -> Response:
     path = STATIC_DIR / name
     if not path.is_file():
-        return problem(503, f"the page {name} is not installed: expected {path}")
+        return problem(503, f"the page {name} is not installed: expected it in segloop's static folder")
     return _send(request, path, _PAGE_HEADERS)
 
 
@@ -148,8 +148,12 @@ def niivue(request: Request) -> Response:
 
 @router.get("/static/{relative:path}")
 def static(request: Request, relative: str) -> Response:
-    """A script, style, page, image or licence text of the static folder (404 for anything else)."""
-    return _send(request, static_file(relative), _STATIC_HEADERS)
+    """A script, style, page, image or licence text of the static folder (404 for anything else).
+
+    A page (``.html``) carries the pages' policy wherever it is fetched from.
+    """
+    path = static_file(relative)
+    return _send(request, path, _PAGE_HEADERS if path.suffix == ".html" else _STATIC_HEADERS)
 
 
 @router.get("/licenses")
