@@ -83,8 +83,12 @@ def static_file(relative: str) -> Path:
         kinds = ", ".join(MEDIA_TYPES)
         msg = f"no static file {relative[:120]!r}: expected a {kinds} file of the static folder"
         raise NotFoundError(msg)
-    path = path_inside(STATIC_DIR, *parts)
-    if not path.is_file():
+    try:  # a NUL byte (ValueError) or a name too long for the file system (OSError) names no file
+        path = path_inside(STATIC_DIR, *parts)
+        found = path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
         raise NotFoundError(f"no static file {relative[:120]!r}")
     return path
 
