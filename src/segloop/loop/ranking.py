@@ -73,6 +73,7 @@ __all__ = [
     "find_attention_centers",
     "get_strategy",
     "list_candidate_cases",
+    "list_versions_by_case",
     "open_mask_iterations",
     "order_least_recent",
     "order_random",
@@ -349,7 +350,8 @@ def _human_classes(versions: Sequence[LabelVersionRecord]) -> set[str]:
     return human
 
 
-def _versions_by_case(project: Project) -> dict[str, list[LabelVersionRecord]]:
+def list_versions_by_case(project: Project) -> dict[str, list[LabelVersionRecord]]:
+    """Every label version of the project, by case id (oldest first within a case)."""
     grouped: dict[str, list[LabelVersionRecord]] = {}
     for version in project.list_label_versions():
         grouped.setdefault(version.case_id, []).append(version)
@@ -363,7 +365,7 @@ def list_candidate_cases(project: Project) -> list[tuple[str, tuple[str, ...]]]:
         ``[(case_id, class_names), ...]`` in project order (rules in the module docstring).
     """
     names = project.config.schema.names
-    grouped = _versions_by_case(project)
+    grouped = list_versions_by_case(project)
     candidates = []
     for case in project.list_cases():
         human = _human_classes(grouped.get(case.case_id, []))
@@ -470,7 +472,7 @@ class UncertaintyStrategy:
     ) -> list[RankedCase]:
         """Scored cases by flagged voxels (ties: attention, then entropy mass); unscored ones last."""
         schema = project.config.schema
-        grouped = _versions_by_case(project)
+        grouped = list_versions_by_case(project)
         scored, unscored = [], []
         for case_id, open_classes in candidates:
             result = score_case(

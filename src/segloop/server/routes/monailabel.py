@@ -54,7 +54,7 @@ from segloop.errors import ConflictError, InvalidInputError, NotFoundError, Segl
 from segloop.loop.cases import read_mapped_labels
 from segloop.loop.corrections import apply_label
 from segloop.loop.labels import editable_label, read_schema_labels
-from segloop.loop.ranking import STRATEGIES, rank_cases
+from segloop.loop.ranking import STRATEGIES, list_versions_by_case, rank_cases
 from segloop.loop.users import authenticate, validate_user_name
 from segloop.server.codec import volume_to_nifti_gz
 from segloop.server.deps import AppSettings, Author, Jobs, OpenProject
@@ -172,13 +172,6 @@ def label_values(project: Project) -> dict[str, int]:
     return {**{c.name: c.index for c in schema.classes}, "ignore": schema.ignore_index}
 
 
-def _versions_by_case(project: Project) -> dict[str, list[LabelVersionRecord]]:
-    grouped: dict[str, list[LabelVersionRecord]] = {}
-    for version in project.list_label_versions():
-        grouped.setdefault(version.case_id, []).append(version)
-    return grouped
-
-
 def _final_versions(versions: Sequence[LabelVersionRecord]) -> list[LabelVersionRecord]:
     return [v for v in versions if Source(v.source) in REFERENCE_SOURCES]
 
@@ -210,7 +203,7 @@ def _image_info(case: CaseRecord) -> dict[str, Any]:
 
 def datastore_stats(project: Project) -> dict[str, Any]:
     """MONAI Label's datastore summary: ``{total, completed, label_tags: {tag: cases}}``."""
-    grouped = _versions_by_case(project)
+    grouped = list_versions_by_case(project)
     counts: dict[str, int] = {}
     for versions in grouped.values():
         for tag in case_tags(versions):
@@ -219,7 +212,7 @@ def datastore_stats(project: Project) -> dict[str, Any]:
 
 
 def _datastore_all(project: Project) -> dict[str, Any]:
-    grouped = _versions_by_case(project)
+    grouped = list_versions_by_case(project)
     objects = {}
     for case in project.list_cases():
         versions = grouped.get(case.case_id, [])
@@ -233,7 +226,7 @@ def _datastore_all(project: Project) -> dict[str, Any]:
 def _datastore_train(project: Project) -> list[dict[str, str]]:
     return [
         {"image": f"/datastore/image?image={case_id}", "label": f"/datastore/label?label={case_id}&tag=final"}
-        for case_id, versions in _versions_by_case(project).items()
+        for case_id, versions in list_versions_by_case(project).items()
         if _final_versions(versions)
     ]
 
