@@ -44,6 +44,11 @@ def test_the_server_s_own_pages_clients_without_origin_and_allowed_origins_pass(
         response = client.post("/api/jobs", json={"kind": "nothing"}, headers=headers)
         assert response.status_code == 422, response.text
     assert client.get("/api/project", headers={"Origin": "https://evil.example"}).status_code == 200
+    proxied = {"Origin": "https://segloop.example", "X-Forwarded-Host": "segloop.example"}
+    assert client.post("/api/jobs", json={"kind": "nothing"}, headers=proxied).status_code == 422
+    # a bearer token is never sent by a browser on its own: whoever sent it holds it (here: 401, not 403)
+    signed = {"Origin": "https://evil.example", "Authorization": "Bearer not-a-token"}
+    assert client.post("/api/jobs", json={"kind": "nothing"}, headers=signed).status_code == 401
 
 
 def test_problems_name_no_path_of_the_server(client):

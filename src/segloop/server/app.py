@@ -64,12 +64,14 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class CrossSiteGuard:
-    """Refuse (HTTP 403) a state-changing request that a page of another origin sent.
+    """Refuse (HTTP 403) an anonymous state-changing request that a page of another origin sent.
 
     Browsers send some cross-origin requests without a CORS preflight (a form's POST, a body-less
     ``fetch``), so on anonymous loopback any web page could start a training (``POST /train/segloop``)
-    or an inference. Such a request carries ``Origin``; the API's own pages send their own origin,
-    and clients that are not browsers (Slicer, ``curl``) send none.
+    or an inference. Such a request carries ``Origin``; the API's own pages send their own origin
+    (the ``Host``, or the ``X-Forwarded-Host`` of a proxy that rewrites it), and clients that are
+    not browsers (Slicer, ``curl``) send none. A request with ``Authorization`` passes: a browser
+    never adds a bearer token by itself, so its sender held the token.
 
     Args:
         app: the wrapped application.
@@ -82,12 +84,14 @@ class CrossSiteGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
-            headers = dict(scope.get("headers") or ())
-            origin = headers.get(b"origin", b"").decode("latin-1")
-            host = headers.get(b"host", b"").decode("latin-1")
+            headers = {name: value.decode("latin-1") for name, value in scope.get("headers") or ()}
+            origin = headers.get(b"origin", "")
             # hosts, not schemes: behind a TLS proxy the page is https and the request reaches us as http
-            if origin and origin.partition("://")[2] != host and origin not in self.allowed_origins:
-                detail = f"a {scope['method']} from a page of {origin[:80]!r} was refused: expected {host!r}"
+            own = {headers.get(b"host"), headers.get(b"x-forwarded-host")} - {None}
+            foreign = origin and origin.partition("://")[2] not in own and origin not in self.allowed_origins
+            if foreign and b"authorization" not in headers:
+                method, shown = scope["method"], origin[:80]
+                detail = f"a {method} from a page of {shown!r} was refused: expected this server's pages"
                 await problem(403, detail)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
