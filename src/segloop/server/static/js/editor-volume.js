@@ -126,13 +126,14 @@ export function changedValues(before, after) {
 export function slabMask(shape, axis, first, last) {
   const [ni, nj, nk] = shape;
   const mask = new Uint8Array(ni * nj * nk);
-  for (let k = 0; k < nk; k++) {
-    for (let j = 0; j < nj; j++) {
-      for (let i = 0; i < ni; i++) {
-        const index = [i, j, k][axis];
-        if (index >= first && index <= last) mask[i + ni * (j + nj * k)] = 1;
-      }
-    }
+  const stride = [1, ni, ni * nj][axis]; // voxels between two neighbours along `axis`
+  const size = shape[axis];
+  const low = Math.max(0, first);
+  const high = Math.min(size - 1, last);
+  if (low > high) return mask;
+  // runs of `stride` voxels share one index along `axis`; a slab is every such run within [low, high]
+  for (let start = 0; start < mask.length; start += stride * size) {
+    mask.fill(1, start + low * stride, start + (high + 1) * stride);
   }
   return mask;
 }
