@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segloop.loop.corrections import apply_label
-from segloop.loop.labels import AssemblyCache, compute_effective_label, count_voxels, editable_label
+from segloop.loop.labels import LabelCache, compute_effective_label, count_voxels, editable_label
 from segloop.loop.review import approve_label
 from segloop.store import NewLabel, Project
 from tests.conftest import make_phantom_project
@@ -131,13 +131,35 @@ def test_the_cache_drops_the_least_recently_used_beyond_its_bytes():
     def assembly(n):
         return Assembly(np.zeros(n, np.uint8), np.zeros(n, bool), {})
 
-    cache = AssemblyCache(max_bytes=100)
-    cache.put("a", assembly(20))  # 40 bytes
-    cache.put("b", assembly(20))
+    def put(key, n):
+        value = assembly(n)
+        cache.put(key, value, [value.labels, value.ignore_mask, value.labels])  # shared arrays count once
+
+    cache = LabelCache(max_bytes=100)
+    put("a", 20)  # 40 bytes
+    put("b", 20)
     assert cache.get("a") is not None  # now the most recently used
-    cache.put("c", assembly(20))  # 120 bytes: "b" goes
+    put("c", 20)  # 120 bytes: "b" goes
     assert cache.get("b") is None
     assert cache.get("a") is not None and cache.get("c") is not None
     assert cache.nbytes == 80
-    cache.put("huge", assembly(60))  # larger than the whole cache: not kept
+    put("huge", 60)  # larger than the whole cache: not kept
     assert cache.get("huge") is None and cache.nbytes == 80
+
+
+def test_prefetch_assembles_the_new_head_ahead_of_the_next_call(liver_only, monkeypatch):
+    from segloop.loop import labels as module
+
+    project = liver_only
+    case = project.get_case("c0")
+    head, labels = editable_label(project, case)
+    edited = labels.copy()
+    edited[0, 0, 0] = 2
+    apply_label(project, "c0", edited, parent=head, author="ann")
+    module.prefetch_effective_label(project, case).join(timeout=30)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("assembled again")
+
+    monkeypatch.setattr(module, "assemble_labels", fail)
+    assert editable_label(project, case)[1][0, 0, 0] == 2  # from the cache

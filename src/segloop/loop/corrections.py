@@ -68,7 +68,7 @@ from segloop.errors import (
 from segloop.io import read_volume
 from segloop.io.slicer_seg import segments_to_masks
 from segloop.loop.imports import file_params, hash_path
-from segloop.loop.labels import compute_effective_label, count_voxels, read_schema_labels
+from segloop.loop.labels import compute_effective_label, count_voxels, read_schema_labels, remember_labels
 from segloop.store import CaseRecord, LabelVersionRecord, NewLabel, Project, compute_label_key
 
 __all__ = [
@@ -541,6 +541,7 @@ def stage_revised(
     labels = labels.astype(schema.dtype, copy=False)
     with project.objects.stage() as staged:
         key = staged.put(labels, case.affine)
+    remember_labels(project, key, labels)
     return NewLabel(
         key,
         Source.REVISED.value,
@@ -554,14 +555,14 @@ def stage_revised(
 
 
 def _same_as_latest(
-    versions: Sequence[LabelVersionRecord], labels: np.ndarray, classes: Sequence[str], tool: str
+    versions: Sequence[LabelVersionRecord], labels_key: str, classes: Sequence[str], tool: str
 ) -> LabelVersionRecord | None:
-    """The newest version if it is already this revision (so storing it again adds nothing)."""
+    """The newest version if it is already this revision (``compute_label_key`` ``labels_key``)."""
     if not versions:
         return None
     latest = versions[-1]
     same = latest.source == Source.REVISED and latest.tool == tool and set(latest.classes) == set(classes)
-    return latest if same and latest.object_key == compute_label_key(labels) else None
+    return latest if same and latest.object_key == labels_key else None
 
 
 @dataclass(frozen=True)
@@ -631,6 +632,7 @@ def _store_revision(
     force: bool,
     params: dict[str, Any],
     author: str,
+    labels_key: str | None = None,
 ) -> CorrectionResult:
     """Store ``labels`` as a revision of ``classes`` if the case's head is still ``parent``.
 
@@ -646,12 +648,14 @@ def _store_revision(
         force: store it even if the case changed since ``parent``.
         params: recorded on the version (``based_on`` and ``force`` are added).
         author: recorded on the version.
+        labels_key: ``compute_label_key(labels)`` when the caller has it.
 
     Returns:
         The `CorrectionResult`: the newest version, unchanged, when it already is this revision.
     """
     versions, assembly, _ = current
-    existing = _same_as_latest(versions, labels, classes, tool)
+    key = compute_label_key(labels) if labels_key is None else labels_key
+    existing = _same_as_latest(versions, key, classes, tool)
     if existing is not None:
         return CorrectionResult(case.case_id, existing, False, 0, classes)
     head = check_parent(case.case_id, versions, parent, force=force)
@@ -720,6 +724,7 @@ def apply_label(
     annotated = tuple(class_names) if class_names else schema.names
     current = read_current_label(project, case)
     shown = current[1].editable_labels if current[1] is not None else current[2]
+    key = compute_label_key(labels)
     return _store_revision(
         project,
         case,
@@ -730,8 +735,9 @@ def apply_label(
         tool=tool,
         parent=parent,
         force=force,
-        params={"labels_sha256": compute_label_key(labels), **(provenance or {})},
+        params={"labels_sha256": key, **(provenance or {})},
         author=author,
+        labels_key=key,
     )
 
 

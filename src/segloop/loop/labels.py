@@ -1,19 +1,21 @@
 """Turning label files into schema label arrays on a case's grid, and back (effective labels).
 
-Assembling a case's label reads and combines every version (a few hundred milliseconds on a
-512x512x128 CT); a person's label is assembled again on each save and showing. The assembly of a
-set of versions never changes (versions are immutable), so `compute_effective_label` with
-``cached=True`` keeps recent assemblies in memory (`ASSEMBLY_CACHE_BYTES`, least recently used
-out first) with read-only arrays: the server's showing, saving and approving of one case assemble
-once.
+Assembling a case's label reads, verifies and combines every version (about a second on a
+512x512x128 CT, most of it reading); a person's label is assembled again on each showing and
+save. Versions are immutable, so `compute_effective_label` with ``cached=True`` keeps recent
+assemblies and the version arrays they were made of in memory (`LABEL_CACHE_BYTES` in all, least
+recently used out first; arrays read-only): showing, saving and approving one case assemble once,
+and after a save (`remember_labels` of the stored array) the next assembly reads nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Hashable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +31,14 @@ from segloop.io.slicer_seg import segments_to_masks
 from segloop.store import CaseRecord, LabelVersionRecord, Project
 
 __all__ = [
-    "ASSEMBLY_CACHE_BYTES",
-    "AssemblyCache",
+    "LABEL_CACHE_BYTES",
+    "LabelCache",
     "compute_effective_label",
     "count_voxels",
     "editable_label",
+    "prefetch_effective_label",
     "read_schema_labels",
+    "remember_labels",
     "schema_segments",
     "select_versions",
 ]
@@ -91,9 +95,21 @@ def read_schema_labels(
     return labels.astype(schema.dtype), None
 
 
+_LOG = logging.getLogger(__name__)
+_COUNT_CHUNK = 1 << 20
+
+
 def count_voxels(labels: np.ndarray, schema: LabelSchema) -> dict[str, int]:
-    """Voxels per class name (and ``ignore``) in a schema label array."""
-    counts = np.bincount(labels.ravel(), minlength=schema.ignore_index + 1)
+    """Voxels per class name (and ``ignore``) in a schema label array (any memory order).
+
+    Counted in chunks of the array as laid out in memory: no transposing copy, and bincount's
+    integer copy of the values stays in cache.
+    """
+    size = schema.ignore_index + 1
+    flat = labels.ravel(order="K")
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, flat.size, _COUNT_CHUNK):
+        counts += np.bincount(flat[start : start + _COUNT_CHUNK], minlength=size)[:size]
     result = {name: int(counts[i]) for i, name in enumerate(schema.names, start=1)}
     result["ignore"] = int(counts[schema.ignore_index])
     return result
@@ -107,27 +123,27 @@ def schema_segments(schema: LabelSchema) -> list[dict]:
     ]
 
 
-#: Bytes of assembled labels kept in memory by `compute_effective_label` (``cached=True``).
-ASSEMBLY_CACHE_BYTES = 1 << 30
+#: Bytes of assemblies and version arrays kept in memory by `compute_effective_label` (``cached=True``).
+LABEL_CACHE_BYTES = 1 << 30
 
 
-class AssemblyCache:
-    """A thread-safe least-recently-used map of `Assembly` bounded by the bytes of its arrays.
+class LabelCache:
+    """A thread-safe least-recently-used map bounded by the bytes of the arrays its values hold.
 
-    Arrays are made read-only when stored: every reader shares them.
+    The arrays are made read-only when stored: every reader shares them.
 
     Args:
-        max_bytes: the most bytes kept; an assembly larger than that is not kept.
+        max_bytes: the most bytes kept; a value holding more than that is not kept.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, tuple[Assembly, int]] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> Assembly | None:
-        """The assembly kept under ``key`` (now the most recently used), or None."""
+    def get(self, key: Hashable) -> Any:
+        """The value kept under ``key`` (now the most recently used), or None."""
         with self._lock:
             item = self._items.get(key)
             if item is None:
@@ -135,20 +151,18 @@ class AssemblyCache:
             self._items.move_to_end(key)
             return item[0]
 
-    def put(self, key: Hashable, assembly: Assembly) -> None:
-        """Keep ``assembly`` (read-only from now on) under ``key``, dropping the least recently used."""
-        arrays = {
-            id(a): a for a in (assembly.labels, assembly.ignore_mask, assembly.auto_ignore) if a is not None
-        }
-        size = sum(a.nbytes for a in arrays.values())
+    def put(self, key: Hashable, value: Any, arrays: Sequence[np.ndarray | None]) -> None:
+        """Keep ``value`` holding ``arrays`` (read-only from now on); drop the least recently used."""
+        distinct = {id(a): a for a in arrays if a is not None}
+        size = sum(a.nbytes for a in distinct.values())
         if size > self.max_bytes:
             return
-        for array in arrays.values():
+        for array in distinct.values():
             array.flags.writeable = False
         with self._lock:
             old = self._items.pop(key, None)
             self._bytes -= old[1] if old else 0
-            self._items[key] = (assembly, size)
+            self._items[key] = (value, size)
             self._bytes += size
             while self._bytes > self.max_bytes:
                 _, (_, dropped) = self._items.popitem(last=False)
@@ -166,14 +180,37 @@ class AssemblyCache:
         return self._bytes
 
 
-_CACHE = AssemblyCache(ASSEMBLY_CACHE_BYTES)
+_CACHE = LabelCache(LABEL_CACHE_BYTES)
+_INFLIGHT: dict[Hashable, threading.Lock] = {}
+_INFLIGHT_LOCK = threading.Lock()
 
 
-def _cache_key(project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> Hashable:
+def _assembly_key(project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> Hashable:
     """What an assembly depends on: the project, the case's grid and schema, each version's content."""
     schema = project.config.schema
     described = tuple((v.id, v.object_key, v.source, tuple(v.classes), repr(v.params)) for v in versions)
-    return (str(project.root), case.case_id, tuple(case.shape), schema.names, schema.ignore_index, described)
+    return ("assembly", str(project.root), case.case_id, tuple(case.shape), schema.names, described)
+
+
+def remember_labels(project: Project, object_key: str, labels: np.ndarray) -> None:
+    """Keep a label object's array just stored under ``object_key`` for the next cached assembly.
+
+    Only a Fortran-ordered array (NIfTI's order, as read back) is kept, as a copy: assembly
+    mixing memory orders is slow.
+    """
+    if labels.flags.f_contiguous and not labels.flags.c_contiguous:
+        kept = labels.copy(order="F")
+        _CACHE.put(("labels", str(project.root), object_key), kept, [kept])
+
+
+def _read_labels(project: Project, version: LabelVersionRecord) -> np.ndarray:
+    """``project.read_labels(version)``, through the cache (read-only)."""
+    key = ("labels", str(project.root), version.object_key)
+    labels = _CACHE.get(key)
+    if labels is None:
+        labels = project.read_labels(version)
+        _CACHE.put(key, labels, [labels])
+    return labels
 
 
 def compute_effective_label(
@@ -192,17 +229,38 @@ def compute_effective_label(
         cached: use (and fill) the in-memory cache (module docstring): the arrays of the result
             are then read-only, shared with other callers.
     """
-    schema = project.config.schema
     versions = project.list_label_versions(case.case_id) if versions is None else versions
     if not versions:
         return None
-    key = _cache_key(project, case, versions) if cached else None
-    found = _CACHE.get(key) if cached else None
-    if found is not None:
-        return found
+    if not cached:
+        return _assemble(project, case, versions)
+    key = _assembly_key(project, case, versions)
+    with _INFLIGHT_LOCK:
+        lock = _INFLIGHT.setdefault(key, threading.Lock())
+    try:
+        with lock:  # one thread assembles a key, the others wait for it and read the cache
+            found = _CACHE.get(key)
+            if found is None:
+                found = _assemble(project, case, versions, cached=True)
+                _CACHE.put(key, found, [found.labels, found.ignore_mask, found.auto_ignore])
+    finally:
+        with _INFLIGHT_LOCK:
+            _INFLIGHT.pop(key, None)
+    return found
+
+
+def _assemble(
+    project: Project,
+    case: CaseRecord,
+    versions: Sequence[LabelVersionRecord],
+    *,
+    cached: bool = False,
+) -> Assembly:
+    """`assemble_labels` of ``versions`` (not empty); ``cached``: their arrays through the cache."""
+    schema = project.config.schema
     layers = [
         LabelLayer(
-            project.read_labels(v),
+            _read_labels(project, v) if cached else project.read_labels(v),
             v.source,
             schema.indices_of(v.classes),
             v.id,
@@ -210,10 +268,26 @@ def compute_effective_label(
         )
         for v in versions
     ]
-    assembly = assemble_labels(layers, n_classes=len(schema.classes), ignore_index=schema.ignore_index)
-    if cached:
-        _CACHE.put(key, assembly)
-    return assembly
+    return assemble_labels(layers, n_classes=len(schema.classes), ignore_index=schema.ignore_index)
+
+
+def prefetch_effective_label(project: Project, case: CaseRecord) -> threading.Thread:
+    """Assemble the case's current label into the cache in a background thread (started, returned).
+
+    For a face that just stored a version: the person's next save or showing of the case then
+    finds it assembled. A failure is logged, never raised (the next call assembles again).
+    """
+    versions = project.list_label_versions(case.case_id)
+
+    def assemble() -> None:
+        try:
+            compute_effective_label(project, case, versions, cached=True)
+        except Exception:  # noqa: BLE001 - a warm-up: the request that needs it assembles again
+            _LOG.warning("assembling case %r ahead of time failed", case.case_id, exc_info=True)
+
+    thread = threading.Thread(target=assemble, name=f"assemble-{case.case_id}", daemon=True)
+    thread.start()
+    return thread
 
 
 def editable_label(

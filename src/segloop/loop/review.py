@@ -147,8 +147,9 @@ def approve_label(
     if not values:
         msg = f"the label of case {case_id!r} holds no class voxel: name the classes to approve"
         raise NotFoundError(msg)
-    kept = np.isin(labels, (*values, schema.ignore_index))
-    approved = np.where(kept, labels, np.zeros((), labels.dtype)).astype(schema.dtype, copy=False)
+    kept = np.zeros(schema.ignore_index + 2, dtype=bool)  # last entry: any value out of range
+    kept[[*values, schema.ignore_index]] = True
+    approved = (labels * np.take(kept, labels, mode="clip")).astype(schema.dtype, copy=False)
     return apply_label(
         project,
         case_id,

@@ -21,7 +21,7 @@ from segloop.core.names import validate_case_id
 from segloop.errors import ConflictError, InvalidInputError, NotFoundError
 from segloop.loop.cases import summarize_cases
 from segloop.loop.corrections import CorrectionResult, apply_label
-from segloop.loop.labels import editable_label
+from segloop.loop.labels import editable_label, prefetch_effective_label
 from segloop.loop.ranking import rank_cases
 from segloop.loop.review import (
     SliceIndex,
@@ -133,9 +133,14 @@ def _explained_conflict(
 
 
 def _stored(project: Project, result: CorrectionResult, response: Response) -> dict[str, Any]:
-    """``{version, created, head}`` of a save; HTTP 200 instead of 201 when it was already stored."""
+    """``{version, created, head}`` of a save; HTTP 200 instead of 201 when it was already stored.
+
+    A new version's label is assembled in the background: the person's next save finds it ready.
+    """
     if not result.created:
         response.status_code = 200
+    else:
+        prefetch_effective_label(project, project.get_case(result.case_id))
     return {
         "version": _version_json(result.version) if result.version else None,
         "created": result.created,
