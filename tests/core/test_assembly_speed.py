@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from segloop.core.assembly import LabelLayer, assemble_labels
+from segloop.core.assembly import LabelLayer, assemble_labels, value_mask
 from segloop.core.provenance import Source
 
 SOURCES = [s.value for s in Source]
@@ -62,12 +62,14 @@ def reference_assembly(layers, *, n_classes, ignore_index):
 
 @st.composite
 def label_stacks(draw):
-    """``(layers, n_classes)``: 1-4 random versions (any source, class subset, coverage or not)."""
+    """``(layers, n_classes)``: 1-4 random versions (any source, classes, coverage, memory order)."""
     n_classes = draw(st.integers(1, 4))
     ignore = n_classes + 1
     layers = []
     for version_id in range(1, draw(st.integers(1, 4)) + 1):
         labels = draw(hnp.arrays(np.uint8, SHAPE, elements=st.integers(0, ignore)))
+        if draw(st.booleans()):
+            labels = np.asfortranarray(labels)  # as NIfTI reads: the lookup runs in memory order
         classes = draw(st.lists(st.integers(1, n_classes), unique=True, max_size=n_classes))
         coverage = draw(st.none() | hnp.arrays(np.bool_, SHAPE))
         source = draw(st.sampled_from(SOURCES))
@@ -125,3 +127,9 @@ def test_assembly_of_a_ct_with_seven_classes_and_three_versions_takes_well_under
     assemble_labels(layers, n_classes=7, ignore_index=8)
     seconds = time.perf_counter() - started
     assert seconds < 2.0, f"assembly of 512x512x128 took {seconds:.2f} s"  # ~0.3 s idle, shared machine
+
+
+@given(hnp.arrays(np.uint8, (3, 4, 5), elements=st.integers(0, 12)), st.sets(st.integers(0, 10), min_size=1))
+def test_value_mask_equals_isin_in_either_memory_order(array, values):
+    for ordered in (array, np.asfortranarray(array), array[:, ::2]):  # C, Fortran, neither
+        np.testing.assert_array_equal(value_mask(ordered, values), np.isin(ordered, list(values)))

@@ -29,7 +29,7 @@ which version each class came from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +37,7 @@ import numpy as np
 from segloop.core.provenance import Source, parse_source
 from segloop.errors import GeometryMismatchError, InvalidInputError
 
-__all__ = ["Assembly", "LabelLayer", "assemble_labels"]
+__all__ = ["Assembly", "LabelLayer", "assemble_labels", "value_mask"]
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def assemble_labels(layers: Sequence[LabelLayer], *, n_classes: int, ignore_inde
     every_class = set(range(1, n_classes + 1))
     for index, layer in ordered:
         if layer.classes:
-            _apply_classes(labels, explicit_ignore, layer, speaks[index], ignore_index)
+            _apply_classes(labels, explicit_ignore, layer, speaks[index])
             class_sources.update(dict.fromkeys(layer.classes, layer.version_id))
         if layer.source != Source.SPARSE:
             ignored = layer.labels == ignore_index
@@ -172,15 +172,14 @@ def _apply_classes(
     explicit_ignore: np.ndarray,
     layer: LabelLayer,
     speaks: np.ndarray | None,
-    ignore_index: int,
 ) -> None:
     """Let ``layer`` replace its classes in ``labels`` (in place) where it ``speaks``.
 
     The voxels ``labels`` gives one of the layer's classes are cleared and those the layer gives
     one are set (and no longer explicitly ignored); outside ``speaks`` nothing changes.
     """
-    stale = _in_classes(labels, layer.classes, ignore_index)
-    assigned = _in_classes(layer.labels, layer.classes, ignore_index)
+    stale = value_mask(labels, layer.classes)
+    assigned = value_mask(layer.labels, layer.classes)
     if speaks is not None:
         stale &= speaks
         assigned &= speaks
@@ -190,16 +189,23 @@ def _apply_classes(
     explicit_ignore &= ~assigned
 
 
-def _in_classes(array: np.ndarray, classes: Sequence[int], ignore_index: int) -> np.ndarray:
-    """``array``'s shape, bool: where it holds one of ``classes`` (a new array).
+def value_mask(array: np.ndarray, values: Collection[int]) -> np.ndarray:
+    """``array``'s shape, bool: where it holds one of ``values`` (non-negative), in its memory order.
 
-    A run of consecutive values costs two comparisons; other sets a lookup table.
+    A run of consecutive values costs two comparisons; other sets one lookup-table pass over the
+    array as laid out in memory (a Fortran-ordered volume, as NIfTI reads, is not transposed).
+
+    Examples:
+        >>> value_mask(np.array([[0, 1, 2, 3, 9]]), {1, 3}).tolist()
+        [[False, True, False, True, False]]
     """
-    low, high = min(classes), max(classes)
-    if high - low + 1 == len(classes):
+    low, high = min(values), max(values)
+    if high - low + 1 == len(values):
         return (array >= low) & (array <= high)
-    table = np.zeros(max(ignore_index, high) + 2, dtype=bool)  # last entry: any value out of range
-    table[list(classes)] = True
+    table = np.zeros(high + 2, dtype=bool)  # the last entry: any value out of range
+    table[list(values)] = True
+    if array.flags.f_contiguous and not array.flags.c_contiguous:
+        return np.take(table, array.ravel(order="F"), mode="clip").reshape(array.shape, order="F")
     return np.take(table, array, mode="clip")
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segloop.core.assembly import value_mask
 from segloop.core.geometry import axis_of_plane
 from segloop.errors import NotFoundError
 from segloop.loop.corrections import CorrectionResult, apply_label
-from segloop.loop.labels import editable_label
+from segloop.loop.labels import count_voxels, editable_label
 from segloop.store import LabelVersionRecord, Project
 
 __all__ = [
@@ -142,14 +143,13 @@ def approve_label(
     if class_names:
         values = schema.indices_of(class_names)
     else:
-        present = set(np.unique(labels).tolist())
-        values = tuple(c.index for c in schema.classes if c.index in present)
+        counts = count_voxels(labels, schema)
+        values = tuple(c.index for c in schema.classes if counts[c.name])
     if not values:
         msg = f"the label of case {case_id!r} holds no class voxel: name the classes to approve"
         raise NotFoundError(msg)
-    kept = np.zeros(schema.ignore_index + 2, dtype=bool)  # last entry: any value out of range
-    kept[[*values, schema.ignore_index]] = True
-    approved = (labels * np.take(kept, labels, mode="clip")).astype(schema.dtype, copy=False)
+    kept = value_mask(labels, {*values, schema.ignore_index})
+    approved = (labels * kept).astype(schema.dtype, copy=False)
     return apply_label(
         project,
         case_id,
