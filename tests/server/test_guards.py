@@ -63,3 +63,25 @@ def test_a_page_fetched_as_a_static_file_carries_the_pages_policy(client):
     response = client.get("/static/editor.html")
     assert response.status_code == 200
     assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example"])
+def test_on_anonymous_loopback_a_request_for_another_host_name_is_refused(make_client, host):
+    client = make_client(count=1, shape=(8, 8, 4), labeled=())
+    response = client.get("/api/cases", headers={"Host": host})  # a page that rebound its name to us
+    assert response.status_code == 403, response.text
+    assert "not " + repr(host) in response.json()["detail"]
+
+
+LOCAL_HOSTS = ["127.0.0.1:80", "localhost", "[::1]:80", "app.localhost:8", "10.1.2.3", "box"]
+
+
+@pytest.mark.parametrize("host", LOCAL_HOSTS)
+def test_addresses_localhost_and_names_without_a_dot_are_answered(make_client, host):
+    client = make_client(count=1, shape=(8, 8, 4), labeled=())
+    assert client.get("/api/cases", headers={"Host": host}).status_code == 200
+
+
+def test_a_server_that_asks_for_sign_in_answers_every_host_name(make_client):
+    client = make_client(count=1, shape=(8, 8, 4), labeled=(), require_sign_in=True)
+    assert client.get("/api/cases", headers={"Host": "segloop.example"}).status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,62 @@ class CrossSiteGuard:
         await self.app(scope, receive, send)
 
 
+def host_name(header: str) -> str:
+    """The name of a ``Host`` header value, without its port (an IPv6 address without brackets).
+
+    Examples:
+        >>> host_name("localhost:8000"), host_name("[::1]:8000"), host_name("10.0.0.1")
+        ('localhost', '::1', '10.0.0.1')
+    """
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    name, _, port = header.rpartition(":")
+    return name if name and port.isdigit() else header
+
+
+def is_local_name(name: str) -> bool:
+    """Whether a ``Host`` name is no public DNS name: an IP address, a name without a dot, ``*.localhost``.
+
+    A DNS-rebinding attack needs a name the attacker registered, which has a dot.
+
+    Examples:
+        >>> is_local_name("127.0.0.1"), is_local_name("app.localhost"), is_local_name("evil.example")
+        (True, True, False)
+    """
+    name = name.lower().rstrip(".")
+    if "." not in name or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostGuard:
+    """Refuse (HTTP 403) a request whose ``Host`` is a public DNS name (`is_local_name`).
+
+    Installed when no sign-in is required: a web page whose DNS name is made to point to
+    127.0.0.1 after it loaded (DNS rebinding) is then same-origin with the server, and could read
+    every image and store labels; its requests name the page's own host, which this refuses.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope.get("headers") or ()).get(b"host", b"").decode("latin-1")
+            if header and not is_local_name(host_name(header)):
+                detail = (
+                    f"this server answers requests for localhost or its address, not {header[:80]!r}:"
+                    " to reach it by name, serve it with sign-in (--require-sign-in)"
+                )
+                await problem(403, detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class _BodyTooLargeError(HTTPException):
     """A streamed body passed the limit (an HTTP error, so that FastAPI's body parsing passes it on)."""
 
@@ -132,6 +189,8 @@ def create_app(project: Project | str | Path, settings: Settings | None = None) 
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(CrossSiteGuard, allowed_origins=tuple(settings.cors_origins))
+    if not settings.sign_in_required:
+        app.add_middleware(HostGuard)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
