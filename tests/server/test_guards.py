@@ -85,3 +85,16 @@ def test_addresses_localhost_and_names_without_a_dot_are_answered(make_client, h
 def test_a_server_that_asks_for_sign_in_answers_every_host_name(make_client):
     client = make_client(count=1, shape=(8, 8, 4), labeled=(), require_sign_in=True)
     assert client.get("/api/cases", headers={"Host": "segloop.example"}).status_code == 401
+
+
+def test_the_heads_served_to_monailabel_clients_are_bounded(client):
+    from segloop.server.routes.monailabel import ServedHeads
+
+    project = client.app.state.project
+    served = ServedHeads(max_entries=2)
+    served.record("c0", "ana", 7)
+    served.record("c0", "ben", 8)
+    served.record("c0", "ana", 9)  # ana is the newest again
+    served.record("c0", "kim", 10)  # ben, the oldest, is forgotten: he saves on the current head
+    assert [served.parent(project, "c0", who) for who in ("ana", "kim")] == [9, 10]
+    assert served.parent(project, "c0", "ben") == project.find_head("c0")

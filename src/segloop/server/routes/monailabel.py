@@ -123,17 +123,26 @@ class ServedHeads:
     """The head version of each case as last served to each client (a correction's parent).
 
     MONAI Label's client does not send back which label it was given; the server remembers it.
-    Memory only: after a restart, a client saves on top of the case's current head.
+    Memory only: after a restart, a client saves on top of the case's current head. On anonymous
+    loopback the clients name themselves (``client_id``), so the oldest entries past `max_entries`
+    are forgotten (those clients then save on top of the current head).
+
+    Args:
+        max_entries: the most ``(case, client)`` pairs remembered.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int = 100_000) -> None:
         self._heads: dict[tuple[str, str], int | None] = {}
         self._lock = threading.Lock()
+        self._max_entries = max_entries
 
     def record(self, case_id: str, who: str, head: int | None) -> None:
         """Remember that ``who`` was served ``case_id`` at version ``head`` (None: no version)."""
         with self._lock:
+            self._heads.pop((case_id, who), None)  # re-inserted as the newest
             self._heads[(case_id, who)] = head
+            if len(self._heads) > self._max_entries:
+                del self._heads[next(iter(self._heads))]
 
     def parent(self, project: Project, case_id: str, who: str) -> int | None:
         """The head served to ``who``, or the case's current head if none was."""
