@@ -98,3 +98,9 @@ def test_the_heads_served_to_monailabel_clients_are_bounded(client):
     served.record("c0", "kim", 10)  # ben, the oldest, is forgotten: he saves on the current head
     assert [served.parent(project, "c0", who) for who in ("ana", "kim")] == [9, 10]
     assert served.parent(project, "c0", "ben") == project.find_head("c0")
+
+
+def test_off_loopback_the_editor_page_does_not_tell_whether_a_case_exists(make_client):
+    client = make_client(count=1, shape=(8, 8, 4), labeled=(), host="0.0.0.0")
+    assert client.get("/edit/c0").status_code == client.get("/edit/nobody").status_code == 200
+    assert client.get("/edit/..x").status_code == 422

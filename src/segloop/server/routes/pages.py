@@ -18,7 +18,7 @@ from isal import igzip
 
 from segloop.core.names import path_inside, validate_case_id
 from segloop.errors import NotFoundError
-from segloop.server.deps import OpenProject
+from segloop.server.deps import AppSettings, OpenProject
 from segloop.server.problems import problem
 
 __all__ = ["CONTENT_SECURITY_POLICY", "MEDIA_TYPES", "NIIVUE_BUNDLE", "STATIC_DIR", "router", "static_file"]
@@ -135,9 +135,15 @@ def dashboard(request: Request) -> Response:
 
 
 @router.get("/edit/{case_id}")
-def editor(request: Request, case_id: str, project: OpenProject) -> Response:
-    """The editor of one case (422 for a malformed case id, 404 for an unknown one)."""
-    project.get_case(validate_case_id(case_id))
+def editor(request: Request, case_id: str, project: OpenProject, settings: AppSettings) -> Response:
+    """The editor of one case (422 for a malformed case id, 404 for an unknown one).
+
+    When sign-in is required, the page (served to anyone) does not say whether the case exists:
+    case ids may name patients; the page's API requests, signed in, tell the person.
+    """
+    validate_case_id(case_id)
+    if not settings.sign_in_required:
+        project.get_case(case_id)
     return _page(request, "editor.html")
 
 
