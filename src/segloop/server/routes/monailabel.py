@@ -175,10 +175,14 @@ def _case(project: Project, case_id: str) -> CaseRecord:
     return project.get_case(validate_case_id(case_id))
 
 
+def class_values(project: Project) -> dict[str, int]:
+    """``{class name: label value}`` of the schema's classes (what a model's label map holds)."""
+    return {c.name: c.index for c in project.config.schema.classes}
+
+
 def label_values(project: Project) -> dict[str, int]:
-    """``{class name: label value}`` of the schema, the ignore value as ``ignore``."""
-    schema = project.config.schema
-    return {**{c.name: c.index for c in schema.classes}, "ignore": schema.ignore_index}
+    """`class_values` and the ignore value as ``ignore`` (what a person's label map may hold)."""
+    return {**class_values(project), "ignore": project.config.schema.ignore_index}
 
 
 def _final_versions(versions: Sequence[LabelVersionRecord]) -> list[LabelVersionRecord]:
@@ -247,10 +251,9 @@ def finished_models(project: Project) -> list[ModelRecord]:
 
 def _model_info(project: Project, model: ModelRecord) -> dict[str, Any]:
     round_text = f", round {model.round}" if model.round is not None else ""
-    classes = {c.name: c.index for c in project.config.schema.classes}
     return {
         "type": "segmentation",
-        "labels": classes,
+        "labels": class_values(project),
         "dimension": 3,
         "description": f"segloop model {model.id} ({model.mode} training{round_text},"
         f" {len(model.train_case_ids)} cases)",
@@ -693,7 +696,7 @@ def infer(
     labels = model_labels(project, jobs, case, chosen, who)
     _record_served(request, project, case.case_id, who)
     result = {
-        "label_names": {c.name: c.index for c in project.config.schema.classes},
+        "label_names": class_values(project),
         "model": chosen.id,
         "image": case.case_id,
     }
