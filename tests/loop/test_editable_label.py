@@ -163,3 +163,19 @@ def test_prefetch_assembles_the_new_head_ahead_of_the_next_call(liver_only, monk
 
     monkeypatch.setattr(module, "assemble_labels", fail)
     assert editable_label(project, case)[1][0, 0, 0] == 2  # from the cache
+
+
+def test_a_tool_export_corrected_and_read_back_stores_no_auto_ignore(liver_only, tmp_path):
+    from segloop.loop.corrections import find_export_parent, read_corrected_label
+    from segloop.loop.tool_exports import export_for_tool
+
+    project = liver_only
+    ignore = project.config.schema.ignore_index
+    export_for_tool(project, "c0", "itksnap", tmp_path / "export")
+    path = tmp_path / "export" / "corrected.nii.gz"
+    labels, names, provenance = read_corrected_label(project, "c0", path)  # `segloop correct --label`
+    assert not np.any(labels == ignore)
+    parent = find_export_parent(project, "c0", [path])
+    result = apply_label(project, "c0", labels, names, parent=parent, author="ann", provenance=provenance)
+    assert result.changed_voxels == 0
+    assert not np.any(project.read_labels(result.version) == ignore)

@@ -154,6 +154,7 @@ def export_for_tool(
         )
         raise ConflictError(msg)
     versions, assembly, labels = read_current_label(project, case)
+    labels = assembly.editable_labels if assembly is not None else labels  # no auto-ignore to save back
     parent = choose_parent(versions, assembly)
     suffix = {"slicer": ".seg.nrrd", "itksnap": ".nii.gz", "mitk": ".nrrd"}[tool]
     image_name = "image.nii.gz" if tool == "itksnap" else "image.nrrd"
