@@ -1,4 +1,5 @@
-"""Guards of every route: sign-in off loopback, and no state change asked for by another site's page."""
+"""Guards of every route: sign-in off loopback, no state change asked for by another site's page, no
+request for a rebound DNS name, no server path in a problem, bounded memory of what clients were served."""
 
 from __future__ import annotations
 
