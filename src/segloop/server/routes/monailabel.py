@@ -47,7 +47,6 @@ import numpy as np
 from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from segloop.core.names import validate_case_id
 from segloop.core.provenance import REFERENCE_SOURCES, Source
 from segloop.core.volume import Volume
 from segloop.errors import ConflictError, InvalidInputError, NotFoundError, SegloopError, UnknownClassError
@@ -60,6 +59,7 @@ from segloop.server.codec import volume_to_nifti_gz
 from segloop.server.deps import AppSettings, Author, Jobs, OpenProject
 from segloop.server.jobs import TRAINING_KINDS, JobRunner
 from segloop.server.problems import problem
+from segloop.server.routes.common import find_case, nifti_response, parse_json_object
 from segloop.store import CaseRecord, JobRecord, JobStatus, LabelVersionRecord, ModelRecord, Project
 
 __all__ = ["router"]
@@ -168,11 +168,6 @@ def _record_served(request: Request, project: Project, case_id: str, who: str) -
 
 
 # -- reading the project --------------------------------------------------------------------------
-
-
-def _case(project: Project, case_id: str) -> CaseRecord:
-    """The case named by a request (validated first: 422 for an unsafe id, 404 for an unknown one)."""
-    return project.get_case(validate_case_id(case_id))
 
 
 def class_values(project: Project) -> dict[str, int]:
@@ -306,14 +301,6 @@ def _train_stats(project: Project, jobs: JobRunner) -> dict[str, Any]:
 # -- responses ------------------------------------------------------------------------------------
 
 
-def _nifti_response(volume: Volume, name: str) -> Response:
-    return Response(
-        volume_to_nifti_gz(volume),
-        media_type="application/gzip",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
-
-
 def multipart_response(fields: Mapping[str, Any], files: Mapping[str, tuple[str, bytes]]) -> Response:
     """A ``multipart/form-data`` response: JSON ``fields`` and ``files`` (``{field: (file name, bytes)}``).
 
@@ -356,21 +343,6 @@ def task_json(job: JobRecord) -> dict[str, Any]:
         "kind": job.kind,
         "progress": progress,
     }
-
-
-def _parse_params(text: str | None) -> dict[str, Any]:
-    """A form field ``params``: a JSON object (empty when absent)."""
-    if not text:
-        return {}
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as error:
-        msg = f"params is not JSON ({error.msg} at character {error.pos}): expected a JSON object"
-        raise InvalidInputError(msg) from None
-    if not isinstance(params, dict):
-        msg = f"params is a JSON {type(params).__name__}: expected a JSON object"
-        raise InvalidInputError(msg)
-    return params
 
 
 def _first_line(docstring: str) -> str:
@@ -430,14 +402,14 @@ def datastore(project: OpenProject, _: Author, output: str = "stats") -> Any:
 @_get("/datastore/image")
 def download_image(project: OpenProject, _: Author, image: str) -> Response:
     """The case's image (channel 0) as gzip NIfTI on its grid."""
-    case = _case(project, image)
-    return _nifti_response(project.read_image(case.case_id), f"{case.case_id}.nii.gz")
+    case = find_case(project, image)
+    return nifti_response(volume_to_nifti_gz(project.read_image(case.case_id)), f"{case.case_id}.nii.gz")
 
 
 @_get("/datastore/image/info")
 def image_info(project: OpenProject, _: Author, image: str) -> dict[str, Any]:
     """The case's name, shape and the time it was added."""
-    return _image_info(_case(project, image))
+    return _image_info(find_case(project, image))
 
 
 def _tag_label(project: Project, case: CaseRecord, tag: str) -> tuple[np.ndarray, list[LabelVersionRecord]]:
@@ -457,16 +429,16 @@ def download_label(
     request: Request, project: OpenProject, author: Author, label: str, tag: str = "final"
 ) -> Response:
     """A case's label: ``final`` (the human versions assembled) or ``original`` (its effective label)."""
-    case = _case(project, label)
+    case = find_case(project, label)
     labels, _versions = _tag_label(project, case, tag)
     _record_served(request, project, case.case_id, author)
-    return _nifti_response(Volume(labels, case.affine), f"{case.case_id}.nii.gz")
+    return nifti_response(volume_to_nifti_gz(Volume(labels, case.affine)), f"{case.case_id}.nii.gz")
 
 
 @_get("/datastore/label/info")
 def label_info(project: OpenProject, _: Author, label: str, tag: str = "final") -> dict[str, Any]:
     """The newest version behind a case's tagged label, its sources and the label names."""
-    case = _case(project, label)
+    case = find_case(project, label)
     _labels, versions = _tag_label(project, case, tag)
     return _label_info(project, tag, versions)["info"]
 
@@ -563,8 +535,8 @@ def save_label(
     if tag != "final":
         msg = f"label tag {tag[:40]!r} cannot be saved: expected final (a person's label, stored as revised)"
         raise InvalidInputError(msg)
-    case = _case(project, image)
-    options = _parse_params(params)
+    case = find_case(project, image)
+    options = parse_json_object(params, "params")
     who = _who(request, author, options.get("client_id"))
     value_map = segment_values(project, options.get("label_info"))
     labels, names = read_uploaded_label(project, case, label, value_map)
@@ -689,9 +661,9 @@ def infer(
     if output not in ("all", "image", "json"):
         msg = f"unknown infer output {output[:40]!r}: expected all, image or json"
         raise InvalidInputError(msg)
-    options = _parse_params(params)
+    options = parse_json_object(params, "params")
     who = _who(request, author, options.get("client_id"))
-    case = _case(project, image)
+    case = find_case(project, image)
     chosen = get_model(project, model)
     labels = model_labels(project, jobs, case, chosen, who)
     _record_served(request, project, case.case_id, who)
@@ -705,7 +677,7 @@ def infer(
     volume = Volume(labels, case.affine)
     name = f"{case.case_id}.nii.gz"
     if output == "image":
-        return _nifti_response(volume, name)
+        return nifti_response(volume_to_nifti_gz(volume), name)
     return multipart_response({"params": result}, {"image": (name, volume_to_nifti_gz(volume))})
 
 

@@ -22,7 +22,7 @@ from functools import cache
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
@@ -30,13 +30,15 @@ from segloop.errors import ConflictError, InvalidInputError, NotFoundError
 from segloop.loop import tools
 from segloop.server.codec import volume_to_nifti_gz
 from segloop.server.deps import Author, OpenProject
-from segloop.server.routes.cases import (
-    _case,
-    _explained_conflict,
-    _nifti_response,
-    _parse_if_match,
-    _uploaded_labels,
-    _version_json,
+from segloop.server.routes.common import (
+    IF_MATCH,
+    explained_conflict,
+    find_case,
+    nifti_response,
+    parse_if_match,
+    parse_json_object,
+    uploaded_labels,
+    version_json,
 )
 from segloop.store import CaseRecord, Project
 
@@ -46,10 +48,6 @@ router = APIRouter(tags=["tools"])
 
 #: The upload that fills a tool's one array field (``Grow.seeds``, ``Interpolate.slices``...).
 SEEDS_FILE = "seeds"
-_IF_MATCH = Header(
-    alias="If-Match",
-    description='the label version the seeds were drawn on: its ETag ("<id>", or "none")',
-)
 _PARAMS = Form(description="the tool request's fields as a JSON object (GET /api/tools lists them)")
 _SEEDS = File(description="NIfTI gz on the case's grid: the tool's array (scribbles, drawn slices, seeds)")
 _BASE = File(description="NIfTI gz on the case's grid: the label drawn on; seeds are where they differ")
@@ -128,15 +126,7 @@ def _parse_params(name: str, kind: type, text: str) -> dict[str, Any]:
     """The JSON fields of a tool request, checked against its dataclass (arrays excluded)."""
     hints = {k: v for k, v in _field_hints(kind).items() if v is not np.ndarray}
     expected = ", ".join(hints) or "none"
-    wanted = f"params of tool {name!r} must be a JSON object of its fields ({expected})"
-    try:
-        params = json.loads(text or "{}")
-    except json.JSONDecodeError as error:
-        msg = f"{wanted}; got invalid JSON ({error})"
-        raise InvalidInputError(msg) from error
-    if not isinstance(params, dict):
-        msg = f"{wanted}; got {type(params).__name__}"
-        raise InvalidInputError(msg)
+    params = parse_json_object(text, f"params of tool {name!r} (fields {expected})")
     unknown = sorted(set(params) - set(hints))
     if unknown:
         arrays = [field for field in _array_fields(kind) if field in unknown]
@@ -162,7 +152,7 @@ def _parse_params(name: str, kind: type, text: str) -> dict[str, Any]:
 
 
 def _read_upload(project: Project, case: CaseRecord, upload: UploadFile, what: str) -> np.ndarray:
-    return _uploaded_labels(project, case, upload.file.read(), what)
+    return uploaded_labels(project, case, upload.file.read(), what)
 
 
 def build_request(
@@ -222,12 +212,12 @@ def preview_tool(
 
     The header ``X-Segloop-Voxels`` counts its labelled voxels.
     """
-    case = _case(project, case_id)
+    case = find_case(project, case_id)
     request = build_request(project, case, name, params, seeds, base)
     labels = tools.preview(project, case.case_id, request)
     voxels = str(int(np.count_nonzero(labels)))
     data = volume_to_nifti_gz(labels, case.affine)
-    return _nifti_response(data, f"{case.case_id}_{name}.nii.gz", **{"X-Segloop-Voxels": voxels})
+    return nifti_response(data, f"{case.case_id}_{name}.nii.gz", **{"X-Segloop-Voxels": voxels})
 
 
 @router.post("/api/cases/{case_id}/tools/{name}", status_code=201)
@@ -239,21 +229,21 @@ def run_tool(
     params: Annotated[str, _PARAMS] = "{}",
     seeds: Annotated[UploadFile | None, _SEEDS] = None,
     base: Annotated[UploadFile | None, _BASE] = None,
-    if_match: Annotated[str | None, _IF_MATCH] = None,
+    if_match: Annotated[str | None, IF_MATCH] = None,
 ) -> dict[str, Any]:
     """Run the tool and store its versions (``If-Match``: the version drawn on; 409 when stale).
 
     Returns ``{versions: [version JSON, ...], head}``: a sparse version before the draft made from it.
     """
-    case = _case(project, case_id)
-    parent = _parse_if_match(if_match)
+    case = find_case(project, case_id)
+    parent = parse_if_match(if_match)
     request = build_request(project, case, name, params, seeds, base)
     try:
         result = tools.run(project, case.case_id, request, author=author, parent=parent, expected_head=parent)
     except ConflictError as error:
-        raise _explained_conflict(project, case.case_id, parent, error) from error
+        raise explained_conflict(project, case.case_id, parent, error) from error
     return {
-        "versions": [_version_json(version) for version in result.versions],
+        "versions": [version_json(version) for version in result.versions],
         "head": project.find_head(case.case_id),
     }
 
@@ -270,7 +260,7 @@ def get_contours(
     tolerance: Annotated[float, Query(ge=0, le=10, description="control-point tolerance (voxels)")] = 0.5,
 ) -> dict[str, Any]:
     """The polygon document of one class on one slice (simplified control points), as `Contours` reads it."""
-    case = _case(project, case_id)
+    case = find_case(project, case_id)
     plane: str | int = int(axis) if axis in ("0", "1", "2") else axis
     return tools.class_contours(
         project, case.case_id, class_name, plane, index, version, tolerance_voxels=tolerance
