@@ -19,7 +19,10 @@ __all__ = ["create_app"]
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` (HTTP 413), declared or streamed, before a route reads them.
+    """Refuse request bodies over the limit (HTTP 413), declared or streamed, before a route reads them.
+
+    JSON bodies (job requests, approvals) are small: they get `JSON_BODY_BYTES`; volumes and forms
+    get ``max_bytes``.
 
     Args:
         app: the wrapped application.
@@ -34,9 +37,12 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send, declared.decode("latin-1"))
+        headers = dict(scope.get("headers") or ())
+        is_json = headers.get(b"content-type", b"").split(b";")[0].strip().endswith(b"json")
+        limit = min(self.max_bytes, JSON_BODY_BYTES) if is_json else self.max_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, declared.decode("latin-1"), limit)
             return
         received = 0
 
@@ -44,20 +50,26 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise _BodyTooLargeError(413, self._detail(f"more than {self.max_bytes}"))
+            if received > limit:
+                raise _BodyTooLargeError(413, _too_large(f"more than {limit}", limit))
             return message
 
         try:
             await self.app(scope, counted, send)
         except _BodyTooLargeError:
-            await self._refuse(scope, receive, send, f"more than {self.max_bytes}")
+            await self._refuse(scope, receive, send, f"more than {limit}", limit)
 
-    def _detail(self, size: str) -> str:
-        return f"the request body is {size} bytes: expected at most {self.max_bytes}"
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, size: str, limit: int) -> None:
+        await problem(413, _too_large(size, limit))(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
-        await problem(413, self._detail(size))(scope, receive, send)
+
+#: The largest JSON request body accepted (bytes).
+JSON_BODY_BYTES = 2**20
+
+
+def _too_large(size: str, limit: int) -> str:
+    return f"the request body is {size} bytes: expected at most {limit}"
 
 
 #: Methods a browser sends from another site's page without asking first (a form, ``fetch`` no-cors).
