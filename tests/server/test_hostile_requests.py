@@ -10,6 +10,7 @@ one-line ``detail``, no traceback and no path of the server.
 from __future__ import annotations
 
 import gzip
+import logging
 import socket
 import sys
 import time
@@ -122,11 +123,29 @@ STORING_TESTS = {
 }
 
 
+class _Errors(logging.Handler):
+    """Records of the servers' error log (uvicorn logs an exception a route raised there)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture(autouse=True)
 def nothing_stored(served, request) -> Iterator[None]:
-    """A test of this module sends only requests that must be refused: the project stays as it was."""
+    """A test of this module sends only requests that must be refused: the project stays as it was,
+    and the server logs no exception (a traceback the client never saw, as after a dropped stream)."""
     before = stored_state(served.project)
-    yield
+    errors = _Errors()
+    logging.getLogger("uvicorn.error").addHandler(errors)
+    try:
+        yield
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(errors)
+    assert [record.getMessage() for record in errors.records] == []
     if request.function.__name__ not in STORING_TESTS:
         assert stored_state(served.project) == before
 
@@ -513,3 +532,19 @@ def _read_until(stream: socket.socket, marker: bytes) -> bytes:
             break
         received += chunk
     return received
+
+
+def test_a_body_cut_short_by_the_client_stores_nothing(served, http):
+    port = int(served.open.url.rsplit(":", 1)[1])
+    part = b'--b\r\nContent-Disposition: form-data; name="label"; filename="l.nii.gz"\r\n\r\n'
+    for path, content_type, body in [
+        ("/api/cases/c0/label", "application/gzip", served.label),
+        ("/datastore/label?image=c0", "multipart/form-data; boundary=b", part + served.label),
+    ]:
+        head = f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+        head += f'If-Match: "1"\r\nContent-Length: {len(body) + 500}\r\n\r\n'  # 500 bytes never come
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as stream:
+            stream.sendall(head.encode() + body)
+            stream.shutdown(socket.SHUT_WR)
+            assert b" 500 " not in stream.recv(4096)[:16]
+    assert http.get("/api/project").status_code == 200
