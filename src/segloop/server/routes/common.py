@@ -130,6 +130,9 @@ def parse_json_object(text: str | None, what: str) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         msg = f"{what} is not JSON ({error.msg} at character {error.pos}): expected a JSON object"
         raise InvalidInputError(msg) from None
+    except RecursionError:  # "[[[[..." nested deeper than Python's stack: was a 500
+        msg = f"{what} nests JSON arrays or objects too deeply: expected a JSON object of fields"
+        raise InvalidInputError(msg) from None
     if not isinstance(value, dict):
         msg = f"{what} is a JSON {type(value).__name__}: expected a JSON object"
         raise InvalidInputError(msg)
