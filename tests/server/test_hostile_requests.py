@@ -452,6 +452,21 @@ def test_json_fields_of_the_wrong_shape_are_refused(served, http):
         assert_refused(response, {400, 422}, served.project, body)
 
 
+def test_json_nested_deeper_than_the_stack_is_refused(served, http):
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads raised RecursionError: was a 500
+    for response in (
+        http.post("/api/cases/c0/tools/threshold/preview", data={"params": deep}),
+        http.post("/api/cases/c0/tools/threshold", data={"params": deep}, headers={"If-Match": '"1"'}),
+        http.post("/infer/segloop?image=c0", data={"params": deep}),
+        http.put(
+            "/datastore/label?image=c0", files={"label": ("l.nii.gz", served.label)}, data={"params": deep}
+        ),
+        http.post("/api/jobs", content='{"kind": "predict", "params": {"a": ' + deep + "}}"),
+        http.post("/activelearning/random", content=deep, headers={"Content-Type": "application/json"}),
+    ):
+        assert_refused(response, {400, 404, 422}, served.project, "deep JSON")
+
+
 # -- who is asking ----------------------------------------------------------------------------------
 
 
