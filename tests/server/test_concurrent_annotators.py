@@ -157,6 +157,7 @@ def test_four_annotators_saving_one_case_at_once_leave_one_line_of_versions(serv
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: a save refused by the insert's head check leaves the label object it published"
     " (loop/corrections.py _store_revision publishes with stage_revised before add_label_version"
     " checks the head): nothing is stored in the database, but fsck reports an orphan-object",
