@@ -19,6 +19,7 @@ from segloop.store import NewLabel, Project
 from segloop.store.config import read_config
 from segloop.store.database import SCHEMA_VERSION, schema_info
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+from tests.conftest import make_phantom_project
 
 
 def test_init_writes_config_and_a_versioned_wal_database(tmp_path):
@@ -55,8 +56,12 @@ def test_a_newer_database_is_refused(tmp_path):
 def test_label_versions_need_a_published_object_and_known_classes(tmp_path):
     project = init_project(tmp_path / "p", ["a"])
     label = NewLabel("0" * 64, "pseudo", ("a",), {}, "me", "test")
-    with pytest.raises(SegloopError, match="is not stored"):
+    with pytest.raises(SegloopError, match="no case 'x'"):
         project.add_label_version("x", label)
+    phantoms = make_phantom_project(tmp_path, 1, (4, 4, 2), name="q")
+    with pytest.raises(ConflictError, match="is not stored"):
+        phantoms.add_label_version("c0", label)
+    assert phantoms.list_label_versions("c0") == []
 
 
 def test_staged_objects_vanish_when_the_batch_fails(tmp_path):

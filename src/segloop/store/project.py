@@ -350,21 +350,27 @@ class Project:
                 (None: it had none); cases not named are not checked.
 
         Raises:
-            NotFoundError: a case or a label object is missing.
-            ConflictError: a case's newest version changed since the caller read it.
+            NotFoundError: a case is missing.
+            ConflictError: a case's newest version changed since the caller read it (the refused
+                labels' objects that no version uses are removed), or a label object is not stored.
         """
-        for _, label in items:
-            if not self.objects.has(label.object_key):
-                msg = f"label object {label.object_key} is not stored: publish it before adding the version"
-                raise NotFoundError(msg)
         case_pks = {case_id: self.get_case(case_id).pk for case_id, _ in items}
         for case_id in expected_heads or {}:
             case_pks.setdefault(case_id, self.get_case(case_id).pk)
         now = utc_now()
         with write_transaction(self.engine) as connection:
+            # checked under the write lock: a refused save of the same content may remove a file
+            for _, label in items:
+                if not self.objects.has(label.object_key):
+                    msg = (
+                        f"label object {label.object_key} is not stored (publish it before adding the"
+                        " version, or a refused save of the same label removed it: save again)"
+                    )
+                    raise ConflictError(msg)
             for case_id, expected in (expected_heads or {}).items():
                 head = self._head(connection, case_pks[case_id])
                 if head != expected:
+                    self._discard_unreferenced(connection, [label.object_key for _, label in items])
                     msg = (
                         f"case {case_id!r} changed while this was being saved: it was read at label"
                         f" version {expected}, it is now at version {head}; nothing was stored"
@@ -372,6 +378,13 @@ class Project:
                     raise ConflictError(msg)
             ids = [self._insert_label(connection, case_pks[case_id], label, now) for case_id, label in items]
         return [self.get_label_version(version_id) for version_id in ids]
+
+    def _discard_unreferenced(self, connection: Connection, keys: Sequence[str]) -> None:
+        """Remove the label objects of a refused save that no version uses (under the write lock)."""
+        for key in set(keys):
+            used = select(label_versions.c.id).where(label_versions.c.object_key == key).limit(1)
+            if connection.execute(used).first() is None:
+                self.objects.path_of(key).unlink(missing_ok=True)
 
     def find_head(self, case_id: str) -> int | None:
         """The id of the case's newest label version (None: it has none); for `add_label_versions`."""
