@@ -19,6 +19,7 @@ from segloop.loop.ranking import STRATEGIES
 from segloop.loop.users import create_user
 from segloop.server import Settings, create_app
 from segloop.server.codec import volume_to_nifti_gz
+from segloop.server.routes import monailabel as monailabel_routes
 from segloop.synthetic import make_ct_phantom
 from tests.conftest import SHARED_DATA
 from tests.loop.test_ranking import add_prediction, blur_block, confident, start_model
@@ -226,7 +227,7 @@ def test_slicer_segment_values_are_named_by_label_info_order(predicted):
     response = save(predicted, "c2", label_upload(predicted, "c2", exported), {"label_info": label_info})
     assert response.status_code == 200, response.text
     version = project.get_label_version(response.json()["version"])
-    assert version.classes == ("spleen", "liver")
+    assert version.classes == ("liver", "spleen")  # in schema order
     expected = np.choose(exported, [0, 2, 1, project.config.schema.ignore_index]).astype(np.uint8)
     np.testing.assert_array_equal(project.read_labels(version), expected)
     exported[0, 0, 0] = 4  # a value no exported segment has
@@ -356,6 +357,92 @@ def test_infer_runs_a_prediction_job_for_a_case_without_one(predicted):
     predicted.app.state.jobs = RecordingRunner(project, predict_status="failed")
     response = predicted.post("/infer/segloop?image=c0")
     assert response.status_code == 409 and "failed: no checkpoint" in response.json()["detail"]
+
+
+class SlowRunner(RecordingRunner):
+    """A job runner whose predictions run until the test finishes them (`finish`)."""
+
+    def start(self, kind, params, *, author):
+        self.started.append((kind, dict(params), author))
+        return self.project.start_job(kind, author=author, params={"request": dict(params)})
+
+    def finish(self, job_id, case_id, model_id):
+        probabilities = confident(np.full(SHAPE, 3, np.uint8), self.project.config.schema.ignore_index)
+        add_prediction(self.project, case_id, probabilities, model_id=model_id)
+        self.project.finish_job(job_id, status="done")
+
+
+@pytest.fixture
+def short_waits(monkeypatch):
+    """``/infer`` waits 0.3 s for a prediction, reading its job every 0.05 s."""
+    monkeypatch.setattr(monailabel_routes, "PREDICT_WAIT_S", 0.3)
+    monkeypatch.setattr(monailabel_routes, "PREDICT_POLL_S", 0.05)
+
+
+def test_infer_reuses_the_running_prediction_and_waits_a_bounded_time(predicted, short_waits):
+    project = project_of(predicted)
+    runner = predicted.app.state.jobs = SlowRunner(project)
+    model = project.list_models()[0].id
+    first = predicted.post("/infer/segloop?image=c2", data={"params": '{"client_id": "ann"}'})
+    assert first.status_code == 409 and "still predicting case 'c2'" in first.json()["detail"]
+    job = first.json()["job"]
+    again = predicted.post("/infer/segloop?image=c2", data={"params": '{"client_id": "bob"}'})
+    assert again.status_code == 409 and again.json()["job"] == job  # the same job, not a second one
+    assert runner.started == [("predict", {"cases": ["c2"], "model": model}, "ann")]
+    runner.finish(job, "c2", model)
+    done = predicted.post("/infer/segloop?image=c2&output=image")
+    assert done.status_code == 200 and len(runner.started) == 1
+    np.testing.assert_array_equal(decode(done.content, what="x").array, np.full(SHAPE, 3))
+
+
+def test_infer_starts_no_prediction_beyond_the_limit(predicted, short_waits, monkeypatch):
+    monkeypatch.setattr(monailabel_routes, "MAX_PREDICT_JOBS", 1)
+    runner = predicted.app.state.jobs = SlowRunner(project_of(predicted))
+    job = predicted.post("/infer/segloop?image=c2").json()["job"]
+    response = predicted.post("/infer/segloop?image=c0")
+    assert response.status_code == 409 and response.json()["jobs"] == [job]
+    assert "too many predictions at once" in response.json()["detail"]
+    assert [params["cases"] for _, params, _ in runner.started] == [["c2"]]
+
+
+def test_each_anonymous_client_saves_on_the_head_it_was_served(predicted):
+    project = project_of(predicted)
+    pseudo = pseudo_of(predicted, "c1")
+    labels = project.read_labels(pseudo)
+    for client_id in ("ann", "bob"):  # both are served c1 at the pseudo version
+        answer = predicted.post(
+            "/infer/segloop?image=c1", data={"params": json.dumps({"client_id": client_id})}
+        )
+        assert answer.status_code == 200
+    saved = save(predicted, "c1", label_upload(predicted, "c1", labels), {"client_id": "bob"})
+    assert saved.status_code == 200
+    # ann downloads the label (MONAI Label's client sends no client_id there): it names nobody
+    assert predicted.get("/datastore/label?label=c1&tag=final").status_code == 200
+    stale = save(predicted, "c1", label_upload(predicted, "c1", labels + (labels == 0)), {"client_id": "ann"})
+    assert stale.status_code == 409 and "bob" in stale.json()["detail"]
+    # bob saves again on top of his own version; a download naming ann serves her the new head
+    changed = labels.copy()
+    changed[0:2, 0:2, 0:2] = 1
+    again = save(predicted, "c1", label_upload(predicted, "c1", changed), {"client_id": "bob"})
+    assert project.get_label_version(again.json()["version"]).params["based_on"] == saved.json()["version"]
+    predicted.get("/datastore/label?label=c1&tag=final&client_id=ann")
+    fresh = save(predicted, "c1", label_upload(predicted, "c1", labels + (labels == 0)), {"client_id": "ann"})
+    assert fresh.status_code == 200
+
+
+def test_an_anonymous_download_does_not_move_another_clients_parent(predicted):
+    """A client without a client_id (the server's local author) keeps the head it was served."""
+    project = project_of(predicted)
+    labels = project.read_labels(pseudo_of(predicted, "c1"))
+    assert predicted.post("/infer/segloop?image=c1").status_code == 200  # served the pseudo version
+    assert (
+        save(predicted, "c1", label_upload(predicted, "c1", labels), {"client_id": "bob"}).status_code == 200
+    )
+    predicted.get("/datastore/label?label=c1&tag=final")  # someone downloads the new head
+    response = predicted.put(
+        "/datastore/label?image=c1&tag=final", files=label_upload(predicted, "c1", labels + (labels == 0))
+    )
+    assert response.status_code == 409 and "bob" in response.json()["detail"]
 
 
 def test_training_routes_drive_the_job_runner(client):

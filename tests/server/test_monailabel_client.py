@@ -160,3 +160,35 @@ def test_slicer_sign_in_with_a_segloop_token(served, tmp_path: Path):
     assert client.next_sample("random", {})["id"] in {"c1", "c2"}
     [event] = project.list_events("served")
     assert event.actor == "ana"  # the token's user, not the client id
+
+
+def test_two_anonymous_slicer_clients_save_on_the_heads_they_were_served(served, tmp_path: Path):
+    """Each client's save is checked against its own Run; segment values follow label_info's order."""
+    url, project = served
+    ann, bob = (
+        client_module.MONAILabelClient(url, tmpdir=str(tmp_path), client_id=n) for n in ("ann", "bob")
+    )
+    for client in (ann, bob):
+        client.infer("segloop", "c1", {})  # both are served the stored prediction
+    [pseudo] = project.list_label_versions("c1")
+    schema = project.config.schema
+    # Slicer's segments "background, spleen, liver": background is skipped, so the exported values are
+    # spleen = 1 and liver = 2 while their idx are 2 and 3
+    exported = np.zeros(SHAPE, np.uint8)
+    exported[2:6, 2:6, 2:6] = 1
+    exported[10:14, 10:14, 4:8] = 2
+    label_file = tmp_path / "exported.nii.gz"
+    write_volume(Volume(exported, project.get_case("c1").affine), label_file)
+    label_info = [{"name": "spleen", "idx": 2}, {"name": "liver", "idx": 3}]
+    saved = bob.save_label("c1", str(label_file), tag="final", params={"label_info": label_info})
+    version = project.get_label_version(saved["version"])
+    assert (version.author, version.parent_id, version.classes) == ("bob", pseudo.id, ("liver", "spleen"))
+    expected = np.choose(exported, [0, schema.index_of("spleen"), schema.index_of("liver")])
+    assert np.array_equal(project.read_labels(version), expected)
+    bob.download_label("c1", "final")  # MONAI Label's client names nobody here: ann keeps her head
+    exported[0:2, 0:2, 0:2] = 2  # ann's correction differs from bob's
+    ann_file = write_volume(Volume(exported, project.get_case("c1").affine), tmp_path / "ann.nii.gz")
+    with pytest.raises(client_module.MONAILabelClientException) as refused:
+        ann.save_label("c1", str(ann_file), tag="final", params={"label_info": label_info})
+    assert "Status: 409" in refused.value.msg and "revised by bob" in refused.value.msg
+    assert project.find_head("c1") == version.id

@@ -9,8 +9,9 @@ Layout::
       datastore_v2.json            {name, description, images_dir, labels_dir,
                                     objects: {id: {image: {ext, info}, labels: {tag: {ext, info}}}}}
 
-A label's ``info.label_info`` (``[{"name": "liver", "idx": 1}, ...]``) names its values; without
-it the values are taken to be the project's schema values. MONAI Label has no ignore label.
+A label's ``info.label_info`` (``[{"name": "liver", "idx": 1}, ...]``) names its values by the
+order of its entries (`label_info_names`); without it the values are taken to be the project's
+schema values. MONAI Label has no ignore label.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from typing import Any
 
 from segloop.core.labels import LabelSchema
 from segloop.core.names import path_inside
-from segloop.errors import CorruptFileError, NotFoundError
+from segloop.errors import CorruptFileError, InvalidInputError, NotFoundError
 
 __all__ = [
     "DATASTORE_JSON",
     "FINAL_TAG",
+    "LABEL_EXTENSIONS",
     "ORIGINAL_TAG",
+    "TAGS",
     "DatastoreItem",
+    "label_info_names",
     "list_datastore",
     "make_datastore_json",
 ]
@@ -38,7 +42,10 @@ __all__ = [
 DATASTORE_JSON = "datastore_v2.json"
 FINAL_TAG = "final"
 ORIGINAL_TAG = "original"
-_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
+#: The label tags segloop reads and writes: ``final`` (a person's label), ``original`` (a model's).
+TAGS = (FINAL_TAG, ORIGINAL_TAG)
+#: The image and label files of a datastore (and of a label a client sends), longest suffix first.
+LABEL_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd")
 
 
 @dataclass(frozen=True)
@@ -49,17 +56,18 @@ class DatastoreItem:
         image_id: the datastore's id (file name without extension).
         image: the image file.
         labels: ``{tag: label file}``.
-        label_names: ``{tag: {name: value}}`` from ``label_info``, where given.
+        segment_names: ``{tag: {value in the file: segment name}}`` from ``label_info``
+            (`label_info_names`), where given.
     """
 
     image_id: str
     image: Path
     labels: dict[str, Path] = field(default_factory=dict)
-    label_names: dict[str, dict[str, int]] = field(default_factory=dict)
+    segment_names: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 def _split_id(name: str) -> tuple[str, str] | None:
-    for extension in sorted(_EXTENSIONS, key=len, reverse=True):
+    for extension in LABEL_EXTENSIONS:
         if name.endswith(extension):
             return name[: -len(extension)], extension
     return None
@@ -75,15 +83,40 @@ def _index_files(folder: Path) -> dict[str, Path]:
     return index
 
 
-def _label_names(info: Any, where: str) -> dict[str, int]:
-    entries = info.get("label_info") if isinstance(info, Mapping) else None
-    if not entries:
-        return {}
-    try:
-        return {str(e["name"]): int(e["idx"]) for e in entries}
-    except (KeyError, TypeError, ValueError) as error:
-        msg = f'{where}: label_info must be [{{"name": ..., "idx": ...}}, ...]; got {entries!r:.120}'
-        raise CorruptFileError(msg) from error
+def label_info_names(label_info: Any, where: str) -> dict[int, str] | None:
+    """``{value in the label file: segment name}`` of a MONAI Label ``label_info`` list.
+
+    Entry ``k`` (from 1) names the value ``k``, whatever its ``idx``. Slicer's MONAI Label module
+    sends ``[{"name": segment name, "idx": n}, ...]``, one entry per exported segment, and exports
+    the segments with ``ExportSegmentsToLabelmapNode`` without a colour table, which gives the
+    ``k``-th exported segment the value ``k`` (Slicer's ``vtkSegmentation::GenerateMergedLabelmap``:
+    1 + its position in the list). ``idx`` is 1 + the segment's position among *all* segments, the
+    skipped ``background`` and scribble segments included, so after a skipped segment it is not the
+    value. A MONAI Label datastore stores the file and these params as the client sent them
+    (``monailabel/datastore/local.py``, ``save_label``), and segloop's exports write ``idx`` = the
+    position (classes are 1..N), so the same reading holds for a datastore on disk.
+
+    Args:
+        label_info: the ``label_info`` value (a JSON list), or None.
+        where: names its origin in messages (the upload, the datastore entry).
+
+    Returns:
+        The names by value, or None without ``label_info`` (an empty list is none too).
+
+    Raises:
+        InvalidInputError: not a list of objects with a text ``name``.
+    """
+    if label_info is None or label_info == []:
+        return None
+    if not isinstance(label_info, list) or not all(
+        isinstance(entry, Mapping) and isinstance(entry.get("name"), str) for entry in label_info
+    ):
+        msg = (
+            f"{where}: label_info must be a list of {{name, idx}} objects, one per segment (as Slicer"
+            f" sends); got {label_info!r:.80}"
+        )
+        raise InvalidInputError(msg)
+    return {value: entry["name"] for value, entry in enumerate(label_info, start=1)}
 
 
 def _lookup(document: Any, *keys: str) -> Any:
@@ -132,12 +165,13 @@ def list_datastore(root: Path) -> list[DatastoreItem]:
                 continue
             labels[tag] = files[image_id]
             info = _lookup(objects, image_id, "labels", tag, "info")
-            table = _label_names(info, f"{root / DATASTORE_JSON} {image_id}/{tag}")
-            if table:
+            entries = info.get("label_info") if isinstance(info, Mapping) else None
+            table = label_info_names(entries, f"{root / DATASTORE_JSON} {image_id}/{tag}")
+            if table is not None:
                 names[tag] = table
         items.append(DatastoreItem(image_id, path, labels, names))
     if not items:
-        msg = f"{images_dir} holds no image ({', '.join(_EXTENSIONS)}): expected a MONAI Label datastore"
+        msg = f"{images_dir} holds no image ({', '.join(LABEL_EXTENSIONS)}): expected a MONAI Label datastore"
         raise NotFoundError(msg)
     return items
 
@@ -168,6 +202,7 @@ def make_datastore_json(
             (the label versions and sources a label was made of).
     """
     now = int(time.time())
+    # entry k names the value k (`label_info_names`): the classes, 1..N in order, and idx the same
     label_info = [{"name": c.name, "idx": c.index} for c in schema.classes]
     objects = {
         image_id: {

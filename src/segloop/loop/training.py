@@ -10,7 +10,7 @@ plus an uncertainty file (float16 probabilities and entropy) under ``predictions
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,19 @@ from segloop.errors import ConflictError, InvalidInputError, LabelValueError, No
 from segloop.loop.jobs import JobReporter, ProgressCallback, run_job
 from segloop.loop.labels import compute_effective_label, select_versions
 from segloop.loop.tools import read_case_image, store_tool_labels
-from segloop.store import ModelRecord, PredictionArrays, PredictionRecord, Project
+from segloop.store import JobRecord, JobStatus, ModelRecord, PredictionArrays, PredictionRecord, Project
 
 __all__ = [
     "MODES",
     "RUN_SETTINGS",
     "axial_slice_axis",
     "collect_labeled_cases",
+    "find_prediction_job",
     "finished_model",
     "predict_cases",
     "resume_training",
     "run_setting_differences",
+    "stored_prediction_labels",
     "train_config",
     "train_project",
     "training_settings",
@@ -409,6 +411,33 @@ def finished_model(project: Project, model_id: int | None = None) -> ModelRecord
         msg = f"model {model.id} is {model.status}, not done: resume or retrain it"
         raise ConflictError(msg)
     return model
+
+
+def stored_prediction_labels(project: Project, case_id: str, model_id: int) -> np.ndarray | None:
+    """The labels of the newest stored prediction of a case by a model, or None if it has none.
+
+    Returns:
+        The ``(I, J, K)`` label array of the prediction's ``pseudo`` version, in schema values.
+    """
+    stored = [p for p in project.list_predictions(case_id) if p.model_id == model_id]
+    if not stored:
+        return None
+    return project.read_labels(project.get_label_version(stored[-1].label_version_id))
+
+
+def find_prediction_job(jobs: Iterable[JobRecord], case_id: str, model_id: int) -> JobRecord | None:
+    """The first of ``jobs`` that is a running ``predict`` job of ``case_id`` by model ``model_id``.
+
+    A job started by a face keeps its request (``{"cases": [...], "model": id, ...}``) in its
+    params' ``request`` (`segloop.server.jobs.JobRunner.start`); other jobs name no case and match none.
+    """
+    for job in jobs:
+        request = job.params.get("request")
+        if job.kind != "predict" or job.status != JobStatus.RUNNING or not isinstance(request, Mapping):
+            continue
+        if case_id in (request.get("cases") or ()) and request.get("model") == model_id:
+            return job
+    return None
 
 
 def predict_cases(

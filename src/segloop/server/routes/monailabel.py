@@ -14,8 +14,12 @@ Slicer module. Every route is thin over `segloop.loop` and the store:
   = the case's effective label (the newest prediction under every human correction).
 - ``POST /activelearning/{strategy}``: `segloop.loop.ranking.rank_cases` (recorded as ``served``).
 - ``POST /infer/{model}?image=ID``: the model's stored prediction (its ``pseudo`` version), or a
-  prediction made now (a ``predict`` job of the server's runner, awaited).
-- ``PUT /datastore/label?image=ID&tag=final``: a ``revised`` version (`segloop.loop.corrections.apply_label`).
+  prediction made now: a ``predict`` job of the server's runner (one already running for the case
+  and model is reused; at most `MAX_PREDICT_JOBS` at once), awaited without holding a worker
+  thread for at most `PREDICT_WAIT_S` (then 409: still predicting, press Run again).
+- ``PUT /datastore/label?image=ID&tag=final``: a ``revised`` version (`segloop.loop.corrections.apply_label`)
+  of the label read by `segloop.loop.exchange.monailabel.read_uploaded_label` (Slicer's
+  ``label_info``: entry k names the value k).
 - ``POST /train/{model}``, ``GET /train/``, ``DELETE /train/``: a training job of the server's runner.
 - ``GET /auth/``, ``POST /auth/token``, ``GET /auth/token/valid``: a segloop token as the password.
 - image upload (``PUT /datastore/``) and ``/session/``: 501 (segloop labels the project's cases).
@@ -23,18 +27,19 @@ Slicer module. Every route is thin over `segloop.loop` and the store:
 Who: the signed-in user; on loopback without a token, the client's ``client_id`` (else the
 server's local author). Which version a correction was made from (its parent): MONAI Label's
 client does not send it back, so the server remembers the case's head version it served to each
-author (at ``/activelearning`` and ``/infer``, which carry the client's id, and at label
-downloads) and checks it when that author saves: if someone stored a version of the case since,
-the save is refused (409) and nothing is stored. An author who was never served the case saves on
-top of the current head.
+client, keyed as its saves are (`_client_author`): at ``/activelearning`` and ``/infer``, which
+carry the client's id, and at label downloads by a signed-in user or with a ``client_id`` query
+(an anonymous download names nobody: MONAI Label's client sends no id there, so it is not
+recorded). When that client saves, the head it was served is the parent: if someone stored a
+version of the case since, the save is refused (409) and nothing is stored. A client that was
+never served the case saves on top of the current head.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -45,15 +50,18 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from segloop.core.provenance import REFERENCE_SOURCES, Source
 from segloop.core.volume import Volume
-from segloop.errors import ConflictError, InvalidInputError, NotFoundError, SegloopError, UnknownClassError
-from segloop.loop.cases import read_mapped_labels
+from segloop.errors import ConflictError, InvalidInputError, NotFoundError
+from segloop.exchange.monailabel import FINAL_TAG, ORIGINAL_TAG, TAGS
 from segloop.loop.corrections import apply_label
-from segloop.loop.labels import editable_label, read_schema_labels
+from segloop.loop.exchange.monailabel import read_uploaded_label
+from segloop.loop.labels import editable_label
 from segloop.loop.ranking import STRATEGIES, list_versions_by_case, rank_cases
+from segloop.loop.training import find_prediction_job, finished_model, stored_prediction_labels
 from segloop.loop.users import authenticate, validate_user_name
 from segloop.server.codec import volume_to_nifti_gz
 from segloop.server.deps import AppSettings, Author, Jobs, OpenProject
@@ -70,16 +78,16 @@ router = APIRouter(tags=["MONAI Label"])
 TRAINER = "segloop"
 #: The newest finished model; ``segloop-<id>`` names each finished model.
 NEWEST_MODEL = "segloop"
-#: Label tags: ``final`` (a person vouches for it) and ``original`` (the label segloop would show).
-TAGS = ("final", "original")
-#: Label files a client may send, by suffix (longest first).
-LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd")
 #: MONAI Label task status of each segloop job status.
 TASK_STATUS = {"running": "RUNNING", "done": "DONE", "failed": "ERROR", "cancelled": "STOPPED"}
 _MODEL_NAME = re.compile(rf"{NEWEST_MODEL}(?:-(\d{{1,18}}))?")
 _JSON_TYPE = "application/json"
-#: Longest wait of ``/infer`` for a prediction job it started (the person waits in the client).
-PREDICT_WAIT_S = 1800.0
+#: Longest wait of ``/infer`` for a prediction job (the person waits in the client; then 409).
+PREDICT_WAIT_S = 600.0
+#: How often ``/infer`` reads the prediction job's row while it waits.
+PREDICT_POLL_S = 0.5
+#: The most ``predict`` jobs running at once that ``/infer`` starts another beside (each loads a model).
+MAX_PREDICT_JOBS = 2
 #: A JSON object body, as MONAI Label's client posts its params.
 _JsonBody = Annotated[dict[str, Any] | None, Body()]
 _NO_UPLOAD = (
@@ -92,13 +100,19 @@ _NO_SESSION = (
 )
 
 
-def _get(*paths: str):
+def _get_route(*paths: str):
     """Register a GET route under each path (``/info/`` and ``/info``: no redirect either way)."""
-    return _route(["GET"], paths)
+    return _route_under_paths(["GET"], paths)
 
 
-def _route(methods: list[str], paths: Sequence[str], *, in_schema: bool = True):
-    """Register a route under each path; the first is the one in the OpenAPI schema (if ``in_schema``)."""
+def _route_under_paths(methods: list[str], paths: Sequence[str], *, in_schema: bool = True):
+    """Register a route under each path; the first is the one in the OpenAPI schema (if ``in_schema``).
+
+    Args:
+        methods: the HTTP methods.
+        paths: the paths, the one to document first.
+        in_schema: whether the first path is in the OpenAPI schema.
+    """
 
     def register(function):
         for index, path in enumerate(paths):
@@ -111,10 +125,28 @@ def _route(methods: list[str], paths: Sequence[str], *, in_schema: bool = True):
 # -- who, and which version they were served -------------------------------------------------------
 
 
-def _who(request: Request, author: str, client_id: Any) -> str:
-    """The author: the signed-in user, or on anonymous loopback the client's id (a valid user name)."""
-    anonymous = not request.app.state.settings.sign_in_required and "authorization" not in request.headers
-    if anonymous and client_id:
+def _is_anonymous(request: Request) -> bool:
+    """Whether the request names nobody: loopback without sign-in and without a token."""
+    return not request.app.state.settings.sign_in_required and "authorization" not in request.headers
+
+
+def _client_author(request: Request, author: str, client_id: Any) -> str:
+    """Who a MONAI Label request is from: what its versions and served heads are recorded under.
+
+    Args:
+        request: the request.
+        author: the request's author (`segloop.server.deps.Author`: the signed-in user, or the
+            server's local author).
+        client_id: the client's ``client_id`` param, or None.
+
+    Returns:
+        The signed-in user, or on anonymous loopback the client's id (a valid user name) if it
+        sent one, else ``author``.
+
+    Raises:
+        InvalidInputError: a ``client_id`` that is not a valid user name.
+    """
+    if _is_anonymous(request) and client_id:
         return validate_user_name(client_id)
     return author
 
@@ -155,7 +187,8 @@ class ServedHeads:
 _SERVED_LOCK = threading.Lock()
 
 
-def _served(request: Request) -> ServedHeads:
+def _served_heads(request: Request) -> ServedHeads:
+    """The app's `ServedHeads` (made on first use)."""
     with _SERVED_LOCK:
         served = getattr(request.app.state, "monailabel_served", None)
         if served is None:
@@ -163,8 +196,9 @@ def _served(request: Request) -> ServedHeads:
         return served
 
 
-def _record_served(request: Request, project: Project, case_id: str, who: str) -> None:
-    _served(request).record(case_id, who, project.find_head(case_id))
+def _remember_served_head(request: Request, project: Project, case_id: str, client: str) -> None:
+    """Remember the case's current head as served to ``client`` (see `_client_author`)."""
+    _served_heads(request).record(case_id, client, project.find_head(case_id))
 
 
 # -- reading the project --------------------------------------------------------------------------
@@ -186,12 +220,13 @@ def _final_versions(versions: Sequence[LabelVersionRecord]) -> list[LabelVersion
 
 def case_tags(versions: Sequence[LabelVersionRecord]) -> list[str]:
     """The MONAI Label tags a case's label versions give it (see `TAGS`)."""
-    tags = ["final"] if _final_versions(versions) else []
-    return [*tags, "original"] if any(v.source == Source.PSEUDO for v in versions) else tags
+    tags = [FINAL_TAG] if _final_versions(versions) else []
+    return [*tags, ORIGINAL_TAG] if any(v.source == Source.PSEUDO for v in versions) else tags
 
 
-def _label_info(project: Project, tag: str, versions: Sequence[LabelVersionRecord]) -> dict[str, Any]:
-    chosen = _final_versions(versions) if tag == "final" else list(versions)
+def _tagged_label(project: Project, tag: str, versions: Sequence[LabelVersionRecord]) -> dict[str, Any]:
+    """The datastore entry ``{ext, info}`` of a case's ``tag`` label (newest version, sources, names)."""
+    chosen = _final_versions(versions) if tag == FINAL_TAG else list(versions)
     newest = chosen[-1]
     return {
         "ext": ".nii.gz",
@@ -216,7 +251,8 @@ def datastore_stats(project: Project) -> dict[str, Any]:
     for versions in grouped.values():
         for tag in case_tags(versions):
             counts[tag] = counts.get(tag, 0) + 1
-    return {"total": len(project.list_case_ids()), "completed": counts.get("final", 0), "label_tags": counts}
+    total = len(project.list_case_ids())
+    return {"total": total, "completed": counts.get(FINAL_TAG, 0), "label_tags": counts}
 
 
 def _datastore_all(project: Project) -> dict[str, Any]:
@@ -226,7 +262,7 @@ def _datastore_all(project: Project) -> dict[str, Any]:
         versions = grouped.get(case.case_id, [])
         objects[case.case_id] = {
             "image": {"ext": ".nii.gz", "info": _image_info(case)},
-            "labels": {tag: _label_info(project, tag, versions) for tag in case_tags(versions)},
+            "labels": {tag: _tagged_label(project, tag, versions) for tag in case_tags(versions)},
         }
     return {"name": project.config.name, "description": "a segloop project", "objects": objects}
 
@@ -263,8 +299,6 @@ def get_model(project: Project, name: str) -> ModelRecord:
         NotFoundError: an unknown name, no finished model, or no such model.
         ConflictError: the model is not finished.
     """
-    from segloop.loop.training import finished_model
-
     match = _MODEL_NAME.fullmatch(name)
     if match is None:
         msg = f"unknown model {name[:80]!r}: expected {NEWEST_MODEL} or {NEWEST_MODEL}-<id> (see /info/)"
@@ -352,7 +386,7 @@ def _first_line(docstring: str) -> str:
 # -- info -----------------------------------------------------------------------------------------
 
 
-@_get("/info/", "/info")
+@_get_route("/info/", "/info")
 def info(request: Request, project: OpenProject, jobs: Jobs, _: Author) -> dict[str, Any]:
     """The app: labels, models, strategies, trainers and the datastore's counts (MONAI Label's ``/info/``)."""
     models = finished_models(project)
@@ -389,7 +423,7 @@ def info(request: Request, project: OpenProject, jobs: Jobs, _: Author) -> dict[
 # -- datastore ------------------------------------------------------------------------------------
 
 
-@_get("/datastore/", "/datastore")
+@_get_route("/datastore/", "/datastore")
 def datastore(project: OpenProject, _: Author, output: str = "stats") -> Any:
     """The cases and their label tags: ``stats`` (counts), ``all`` (every case) or ``train`` (final pairs)."""
     answers = {"stats": datastore_stats, "all": _datastore_all, "train": _datastore_train}
@@ -399,14 +433,14 @@ def datastore(project: OpenProject, _: Author, output: str = "stats") -> Any:
     return answers[output](project)
 
 
-@_get("/datastore/image")
+@_get_route("/datastore/image")
 def download_image(project: OpenProject, _: Author, image: str) -> Response:
     """The case's image (channel 0) as gzip NIfTI on its grid."""
     case = find_case(project, image)
     return nifti_response(volume_to_nifti_gz(project.read_image(case.case_id)), f"{case.case_id}.nii.gz")
 
 
-@_get("/datastore/image/info")
+@_get_route("/datastore/image/info")
 def image_info(project: OpenProject, _: Author, image: str) -> dict[str, Any]:
     """The case's name, shape and the time it was added."""
     return _image_info(find_case(project, image))
@@ -420,98 +454,39 @@ def _tag_label(project: Project, case: CaseRecord, tag: str) -> tuple[np.ndarray
     if tag not in case_tags(versions):
         msg = f"case {case.case_id!r} has no {tag} label"
         raise NotFoundError(msg)
-    chosen = _final_versions(versions) if tag == "final" else versions
+    chosen = _final_versions(versions) if tag == FINAL_TAG else versions
     return editable_label(project, case, chosen)[1], chosen
 
 
-@_get("/datastore/label")
+@_get_route("/datastore/label")
 def download_label(
-    request: Request, project: OpenProject, author: Author, label: str, tag: str = "final"
+    request: Request,
+    project: OpenProject,
+    author: Author,
+    label: str,
+    tag: str = FINAL_TAG,
+    client_id: str | None = None,
 ) -> Response:
-    """A case's label: ``final`` (the human versions assembled) or ``original`` (its effective label)."""
+    """A case's label: ``final`` (the human versions assembled) or ``original`` (its effective label).
+
+    The case's head is remembered as served to the client (`_client_author`) when the request
+    names it: signed in, or with a ``client_id`` query. An anonymous download without one names
+    nobody (MONAI Label's client sends none here): nothing is recorded, and the client's saves
+    keep the head it was served at Next Sample or Run.
+    """
     case = find_case(project, label)
     labels, _versions = _tag_label(project, case, tag)
-    _record_served(request, project, case.case_id, author)
+    if not _is_anonymous(request) or client_id:
+        _remember_served_head(request, project, case.case_id, _client_author(request, author, client_id))
     return nifti_response(volume_to_nifti_gz(Volume(labels, case.affine)), f"{case.case_id}.nii.gz")
 
 
-@_get("/datastore/label/info")
-def label_info(project: OpenProject, _: Author, label: str, tag: str = "final") -> dict[str, Any]:
+@_get_route("/datastore/label/info")
+def label_info(project: OpenProject, _: Author, label: str, tag: str = FINAL_TAG) -> dict[str, Any]:
     """The newest version behind a case's tagged label, its sources and the label names."""
     case = find_case(project, label)
     _labels, versions = _tag_label(project, case, tag)
-    return _label_info(project, tag, versions)["info"]
-
-
-def _label_suffix(file_name: str | None) -> str:
-    name = (file_name or "").lower()
-    suffix = next((s for s in LABEL_SUFFIXES if name.endswith(s)), None)
-    if suffix is None:
-        msg = f"label file {Path(file_name or '').name[:80]!r}: expected a {', '.join(LABEL_SUFFIXES)} file"
-        raise InvalidInputError(msg)
-    return suffix
-
-
-def segment_values(project: Project, label_info: Any) -> dict[int, int] | None:
-    """``{file value: schema value}`` of a label map exported by Slicer, from its ``label_info``.
-
-    Slicer's module sends ``label_info = [{"name": segment name, "idx": n}, ...]``, one entry per
-    exported segment, and exports segment ``k`` of that list (from 1) with the value ``k``
-    (Slicer's ``ExportSegmentsToLabelmapNode`` without a colour table); ``idx`` counts skipped
-    segments too, so the order is what names a value. Each name must be a class or ``ignore``.
-
-    Returns:
-        The value map, or None without ``label_info`` (then the file holds schema values).
-
-    Raises:
-        InvalidInputError: ``label_info`` is not a list of objects with a ``name``.
-        UnknownClassError: a segment whose name is not a class.
-    """
-    if label_info is None:
-        return None
-    if not isinstance(label_info, list) or not all(
-        isinstance(item, dict) and isinstance(item.get("name"), str) for item in label_info
-    ):
-        msg = "params.label_info must be a list of {name, idx} objects, one per segment (as Slicer sends)"
-        raise InvalidInputError(msg)
-    known = label_values(project)
-    unknown = [item["name"] for item in label_info if item["name"] not in known]
-    if unknown:
-        msg = (
-            f"segment {unknown[0][:60]!r} is not a class of this project: expected {', '.join(known)};"
-            " rename or delete it before saving"
-        )
-        raise UnknownClassError(msg)
-    return {position: known[item["name"]] for position, item in enumerate(label_info, start=1)}
-
-
-def read_uploaded_label(
-    project: Project, case: CaseRecord, upload: UploadFile, value_map: Mapping[int, int] | None
-) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """An uploaded label file as schema values on the case's grid.
-
-    A ``.seg.nrrd`` is read by segment name (`read_schema_labels`); another file holds schema
-    values, or the values of ``value_map`` (`segment_values`).
-
-    Returns:
-        ``(labels, names)``: the ``(I, J, K)`` array and, for a ``.seg.nrrd``, its segment names.
-
-    Raises:
-        InvalidInputError: another file type, another grid, values or segments outside the schema.
-    """
-    schema = project.config.schema
-    suffix = _label_suffix(upload.filename)
-    with tempfile.TemporaryDirectory(prefix="segloop-monailabel-") as folder:
-        path = Path(folder) / f"label{suffix}"
-        with open(path, "wb") as out:
-            shutil.copyfileobj(upload.file, out)
-        try:
-            if value_map is None or suffix == ".seg.nrrd":
-                return read_schema_labels(path, schema, case.shape, case.affine)
-            return read_mapped_labels(path, schema, case.shape, case.affine, value_map), None
-        except SegloopError as error:  # the message names the upload, not the temporary file
-            text = str(error).replace(f"label {path} ", "").replace(f"{path}: ", "").replace(str(path), "it")
-            raise type(error)(f"uploaded label of case {case.case_id!r}: {text}") from None
+    return _tagged_label(project, tag, versions)["info"]
 
 
 @router.put("/datastore/label")
@@ -521,40 +496,38 @@ def save_label(
     author: Author,
     image: str,
     label: Annotated[UploadFile, File()],
-    tag: str = "final",
+    tag: str = FINAL_TAG,
     params: Annotated[str, Form()] = "{}",
 ) -> dict[str, Any]:
     """Store a corrected label (tag ``final``) as a ``revised`` version of the case.
 
     The label must lie on the case's grid (flipped or permuted axes are put back) and hold
-    schema values, or Slicer's segment values named by ``params.label_info`` (`segment_values`);
-    otherwise 422 and nothing is stored. It annotates the classes of its segments (every class
-    for a plain label map). Its parent is the head version served to this author (409 when the
-    case changed since).
+    schema values, or Slicer's segment values named by ``params.label_info`` (entry k names the
+    value k: `segloop.loop.exchange.monailabel.read_uploaded_label`); otherwise 422 and nothing
+    is stored. It annotates the classes of its segments (every class for a plain label map). Its
+    parent is the head version served to this client (409 when the case changed since).
     """
-    if tag != "final":
+    if tag != FINAL_TAG:
         msg = f"label tag {tag[:40]!r} cannot be saved: expected final (a person's label, stored as revised)"
         raise InvalidInputError(msg)
     case = find_case(project, image)
     options = parse_json_object(params, "params")
-    who = _who(request, author, options.get("client_id"))
-    value_map = segment_values(project, options.get("label_info"))
-    labels, names = read_uploaded_label(project, case, label, value_map)
-    if names is None and value_map is not None:
-        names = [item["name"] for item in options["label_info"]]
-    classes = tuple(name for name in names or () if name != "ignore")
-    served = _served(request)
+    client = _client_author(request, author, options.get("client_id"))
+    labels, classes = read_uploaded_label(
+        project, case, label.filename, label.file, options.get("label_info")
+    )
+    served = _served_heads(request)
     result = apply_label(
         project,
         case.case_id,
         labels,
         classes or None,
-        parent=served.parent(project, case.case_id, who),
-        author=who,
+        parent=served.parent(project, case.case_id, client),
+        author=client,
         provenance={"client": "monailabel", "tag": tag, "file": Path(label.filename or "").name[:200]},
     )
     head = project.find_head(case.case_id)
-    served.record(case.case_id, who, head)
+    served.record(case.case_id, client, head)
     version = result.version
     return {
         "image": case.case_id,
@@ -568,7 +541,7 @@ def save_label(
     }
 
 
-@_route(["PUT"], ("/datastore/", "/datastore", "/datastore/image"), in_schema=False)
+@_route_under_paths(["PUT"], ("/datastore/", "/datastore", "/datastore/image"), in_schema=False)
 def upload_image() -> JSONResponse:
     """Not available (501): images enter a project with ``segloop add``."""
     return problem(501, _NO_UPLOAD)
@@ -587,16 +560,16 @@ def next_sample(
 ) -> dict[str, Any]:
     """The next case to correct by a ranking strategy (recorded as ``served``); ``{}`` when none is left."""
     params = params or {}
-    who = _who(request, author, params.get("client_id"))
+    client = _client_author(request, author, params.get("client_id"))
     seed = params.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         msg = f"seed must be an integer; got {seed!r}"[:120]
         raise InvalidInputError(msg)
-    ranked = rank_cases(project, strategy=strategy, count=1, seed=seed, record=True, author=who)
+    ranked = rank_cases(project, strategy=strategy, count=1, seed=seed, record=True, author=client)
     if not ranked:
         return {}
     first = ranked[0]
-    _record_served(request, project, first.case_id, who)
+    _remember_served_head(request, project, first.case_id, client)
     case = project.get_case(first.case_id)
     return {
         "id": first.case_id,
@@ -611,36 +584,101 @@ def next_sample(
 # -- infer ----------------------------------------------------------------------------------------
 
 
-def model_labels(
-    project: Project, jobs: JobRunner, case: CaseRecord, model: ModelRecord, author: str
-) -> np.ndarray:
-    """The labels ``model`` gives the case: its stored prediction's, or those of a prediction job run now.
+_PREDICT_LOCK = threading.Lock()
 
-    The prediction runs as a ``predict`` job of the server's runner (in its own process, listed
-    with the other jobs); the request waits for it, at most `PREDICT_WAIT_S`.
+
+def _prediction_job(
+    project: Project, jobs: JobRunner, case_id: str, model_id: int, client: str
+) -> JobRecord | None:
+    """The running prediction of the case by the model, else one started now; None once it is stored.
 
     Raises:
-        ConflictError: the prediction job failed, was stopped, or is still running after the wait.
+        ConflictError: `MAX_PREDICT_JOBS` predictions run already (the problem's ``jobs`` lists them).
     """
-    stored = [p for p in project.list_predictions(case.case_id) if p.model_id == model.id]
-    if not stored:
-        job = jobs.start("predict", {"cases": [case.case_id], "model": model.id}, author=author)
-        deadline = time.monotonic() + PREDICT_WAIT_S
-        while job.status == JobStatus.RUNNING and time.monotonic() < deadline:
-            time.sleep(0.2)
-            job = project.get_job(job.id)
-        if job.status != JobStatus.DONE:
+    with _PREDICT_LOCK:  # one check-and-start at a time: two clicks start one job
+        if stored_prediction_labels(project, case_id, model_id) is not None:
+            return None
+        running = jobs.running(("predict",))
+        job = find_prediction_job(running, case_id, model_id)
+        if job is not None:
+            return job
+        if len(running) >= MAX_PREDICT_JOBS:
+            numbers = ", ".join(str(j.id) for j in running)
             msg = (
-                f"the prediction of case {case.case_id!r} by model {model.id} (job {job.id}) is {job.status}"
+                f"too many predictions at once (jobs {numbers} run, at most {MAX_PREDICT_JOBS}):"
+                f" case {case_id!r} is not predicted yet; press Run again when one has finished"
             )
-            raise ConflictError(f"{msg}: {job.error}" if job.error else msg)
-        stored = [p for p in project.list_predictions(case.case_id) if p.model_id == model.id]
-    version = project.get_label_version(stored[-1].label_version_id)
-    return project.read_labels(version)
+            error = ConflictError(msg)
+            error.problem_extra = {"jobs": [j.id for j in running]}  # type: ignore[attr-defined]
+            raise error
+        return jobs.start("predict", {"cases": [case_id], "model": model_id}, author=client)
+
+
+async def model_labels(
+    project: Project, jobs: JobRunner, case: CaseRecord, model: ModelRecord, client: str
+) -> np.ndarray:
+    """The labels ``model`` gives the case: its stored prediction's, or those of a prediction job.
+
+    The prediction runs as a ``predict`` job of the server's runner (in its own process, listed
+    with the other jobs; `_prediction_job`). The request awaits it at most `PREDICT_WAIT_S`,
+    reading its row every `PREDICT_POLL_S` in a worker thread and sleeping in between, so that a
+    waiting client holds no thread.
+
+    Raises:
+        ConflictError: too many predictions run, the job failed or was stopped, or it is still
+            running after the wait (the problem's ``job`` names it: press Run again later).
+    """
+    labels = await run_in_threadpool(stored_prediction_labels, project, case.case_id, model.id)
+    if labels is not None:
+        return labels
+    job = await run_in_threadpool(_prediction_job, project, jobs, case.case_id, model.id, client)
+    deadline = time.monotonic() + PREDICT_WAIT_S
+    while job is not None and job.status == JobStatus.RUNNING:
+        if time.monotonic() >= deadline:
+            msg = (
+                f"still predicting case {case.case_id!r} with model {model.id} (job {job.id}):"
+                " press Run again in a minute"
+            )
+            error = ConflictError(msg)
+            error.problem_extra = {"job": job.id}  # type: ignore[attr-defined]
+            raise error
+        await asyncio.sleep(PREDICT_POLL_S)
+        job = await run_in_threadpool(project.get_job, job.id)
+    if job is not None and job.status != JobStatus.DONE:
+        msg = f"the prediction of case {case.case_id!r} by model {model.id} (job {job.id}) is {job.status}"
+        raise ConflictError(f"{msg}: {job.error}" if job.error else msg)
+    labels = await run_in_threadpool(stored_prediction_labels, project, case.case_id, model.id)
+    if labels is None:
+        msg = f"the prediction of case {case.case_id!r} by model {model.id} is not stored: press Run again"
+        raise ConflictError(msg)
+    return labels
+
+
+def _infer_response(
+    project: Project, case: CaseRecord, model: ModelRecord, labels: np.ndarray, output: str
+) -> Response:
+    """``/infer``'s answer: ``json`` params, ``image`` (gzip NIfTI) or ``all`` (multipart of both)."""
+    result = {"label_names": class_values(project), "model": model.id, "image": case.case_id}
+    if output == "json":
+        return JSONResponse(result)
+    data = volume_to_nifti_gz(Volume(labels, case.affine))
+    name = f"{case.case_id}.nii.gz"
+    if output == "image":
+        return nifti_response(data, name)
+    return multipart_response({"params": result}, {"image": (name, data)})
+
+
+def _infer_target(
+    request: Request, project: Project, author: str, image: str, model: str, params: str
+) -> tuple[CaseRecord, ModelRecord, str]:
+    """``(case, model, client)`` of an ``/infer`` request (404 / 422 for unknown or bad ones)."""
+    options = parse_json_object(params, "params")
+    client = _client_author(request, author, options.get("client_id"))
+    return find_case(project, image), get_model(project, model), client
 
 
 @router.post("/infer/{model}")
-def infer(
+async def infer(
     request: Request,
     project: OpenProject,
     jobs: Jobs,
@@ -654,31 +692,20 @@ def infer(
 ) -> Response:
     """A model's label of a case (``output``: ``all`` multipart params + file, ``image``, ``json``).
 
-    A ``label`` part (scribbles, clicks) is not used: segloop's models take no clicks.
+    A ``label`` part (scribbles, clicks) is not used: segloop's models take no clicks. A case
+    without a stored prediction is predicted now (`model_labels`: at most `PREDICT_WAIT_S`).
     """
     if session_id or file is not None:
         return problem(501, _NO_SESSION)
     if output not in ("all", "image", "json"):
         msg = f"unknown infer output {output[:40]!r}: expected all, image or json"
         raise InvalidInputError(msg)
-    options = parse_json_object(params, "params")
-    who = _who(request, author, options.get("client_id"))
-    case = find_case(project, image)
-    chosen = get_model(project, model)
-    labels = model_labels(project, jobs, case, chosen, who)
-    _record_served(request, project, case.case_id, who)
-    result = {
-        "label_names": class_values(project),
-        "model": chosen.id,
-        "image": case.case_id,
-    }
-    if output == "json":
-        return JSONResponse(result)
-    volume = Volume(labels, case.affine)
-    name = f"{case.case_id}.nii.gz"
-    if output == "image":
-        return nifti_response(volume_to_nifti_gz(volume), name)
-    return multipart_response({"params": result}, {"image": (name, volume_to_nifti_gz(volume))})
+    case, chosen, client = await run_in_threadpool(
+        _infer_target, request, project, author, image, model, params
+    )
+    labels = await model_labels(project, jobs, case, chosen, client)
+    await run_in_threadpool(_remember_served_head, request, project, case.case_id, client)
+    return await run_in_threadpool(_infer_response, project, case, chosen, labels, output)
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -690,8 +717,8 @@ def _start_training(request: Request, jobs: JobRunner, author: str, params: Any)
     if not isinstance(params, Mapping):
         msg = f"training params must be a JSON object; got {type(params).__name__}"
         raise InvalidInputError(msg)
-    who = _who(request, author, params.get("client_id"))
-    return jobs.start("train", {k: v for k, v in params.items() if k != "client_id"}, author=who)
+    client = _client_author(request, author, params.get("client_id"))
+    return jobs.start("train", {k: v for k, v in params.items() if k != "client_id"}, author=client)
 
 
 @router.post("/train/{model}")
@@ -705,14 +732,14 @@ def train_model(
     return task_json(_start_training(request, jobs, author, params))
 
 
-@_route(["POST"], ("/train/", "/train"))
+@_route_under_paths(["POST"], ("/train/", "/train"))
 def train_all(request: Request, jobs: Jobs, author: Author, params: _JsonBody = None) -> dict[str, Any]:
     """Start every trainer (the one, ``segloop``): ``{trainer: {result, detail}}``."""
     job = _start_training(request, jobs, author, (params or {}).get(TRAINER, params))
     return {TRAINER: {"result": task_json(job), "detail": None}}
 
 
-@_get("/train/", "/train")
+@_get_route("/train/", "/train")
 def train_status(
     project: OpenProject,
     jobs: Jobs,
@@ -734,7 +761,7 @@ def train_status(
     return task_json(running[0] if running else finished[-1])
 
 
-@_route(["DELETE"], ("/train/", "/train"))
+@_route_under_paths(["DELETE"], ("/train/", "/train"))
 def train_stop(jobs: Jobs, author: Author) -> dict[str, Any]:
     """Cancel the running training job; ``{}`` when none runs."""
     running = jobs.running(TRAINING_KINDS)
@@ -746,19 +773,21 @@ def train_stop(jobs: Jobs, author: Author) -> dict[str, Any]:
 # -- sessions, sign-in ----------------------------------------------------------------------------
 
 
-@_route(["GET", "PUT", "POST", "DELETE"], ("/session/", "/session", "/session/{session_id}"), in_schema=False)
+@_route_under_paths(
+    ["GET", "PUT", "POST", "DELETE"], ("/session/", "/session", "/session/{session_id}"), in_schema=False
+)
 def session() -> JSONResponse:
     """Not available (501): segloop labels the project's own cases."""
     return problem(501, _NO_SESSION)
 
 
-@_get("/auth/", "/auth")
+@_get_route("/auth/", "/auth")
 def auth_enabled(settings: AppSettings) -> dict[str, bool]:
     """Whether clients must sign in (then they send a segloop token as the password)."""
     return {"enabled": settings.sign_in_required}
 
 
-@_get("/auth/token/valid")
+@_get_route("/auth/token/valid")
 def auth_token_valid(author: Author) -> dict[str, str]:
     """200 when the request's token is valid (401 otherwise)."""
     return {"user": author}
