@@ -251,3 +251,20 @@ def test_unknown_jobs_are_404_and_unready_requests_name_what_is_missing(client):
     assert client.get("/api/jobs?status=sleeping").status_code == 422
     assert client.get("/api/rounds").json() == {"rounds": []}
     assert client.get("/api/jobs").json() == {"jobs": []}
+
+
+def test_a_third_prediction_at_once_is_409_naming_the_running_ones(client, monkeypatch):
+    import os
+
+    from segloop.server import jobs as server_jobs
+
+    project = client.app.state.project
+    running = [
+        project.start_job("predict", author="ana", params={}) for _ in range(server_jobs.MAX_PREDICT_JOBS)
+    ]
+    assert all(job.pid == os.getpid() for job in running)  # alive: they count as running
+    monkeypatch.setattr(server_jobs, "check_request", lambda _project, _kind, params: dict(params))
+    response = client.post("/api/jobs", json={"kind": "predict", "params": {"unlabeled": True}})
+    assert response.status_code == 409, response.text
+    assert response.json()["jobs"] == [job.id for job in running]
+    assert len(project.list_jobs(kind="predict")) == server_jobs.MAX_PREDICT_JOBS  # nothing started

@@ -35,11 +35,22 @@ from segloop.errors import ConflictError, InvalidInputError, SegloopError
 from segloop.store import JobRecord, JobStatus, Project
 from segloop.store.database import sqlite_path
 
-__all__ = ["DEVICES", "KINDS", "RUN_PARAMS", "TRAINING_KINDS", "JobRunner", "check_request", "run_request"]
+__all__ = [
+    "DEVICES",
+    "KINDS",
+    "MAX_PREDICT_JOBS",
+    "RUN_PARAMS",
+    "TRAINING_KINDS",
+    "JobRunner",
+    "check_request",
+    "run_request",
+]
 
 KINDS = ("round", "train", "predict")
 #: Kinds that train a network: one of them at a time per project.
 TRAINING_KINDS = ("round", "train")
+#: Prediction jobs (each a process holding a network) running at once, at most.
+MAX_PREDICT_JOBS = 2
 DEVICES = ("auto", "cpu", "cuda")
 #: The params of each kind that are not training settings, with their JSON type. Round and train
 #: jobs take every other param as a training setting (`segloop.loop.training.training_settings`:
@@ -279,7 +290,8 @@ class JobRunner:
         Raises:
             InvalidInputError, NotFoundError: bad params (nothing started).
             ConflictError: a training job (round or train) is running and ``kind`` trains too
-                (the message and the problem's ``job`` name it), or the project is read-only.
+                (the message and the problem's ``job`` name it), `MAX_PREDICT_JOBS` predictions
+                run already (``jobs``), or the project is read-only.
         """
         request = check_request(self.project, kind, params)
         return self._start(kind, {"request": request}, author=author, resume=False)
@@ -369,6 +381,8 @@ class JobRunner:
         with self._lock:
             if kind in TRAINING_KINDS:
                 self._refuse_second_training(kind)
+            elif kind == "predict":
+                self._refuse_too_many_predictions()
             job = self.project.start_job(kind, author=author, params=params)
             lifeline_end, lifeline = self._context.Pipe(duplex=False)
             process = self._context.Process(
@@ -405,6 +419,15 @@ class JobRunner:
             )
             error = ConflictError(msg)
             error.problem_extra = {"job": other.id}  # type: ignore[attr-defined]
+            raise error
+
+    def _refuse_too_many_predictions(self) -> None:
+        running = [j for j in self._running(("predict",)) if "within" not in j.params]
+        if len(running) >= MAX_PREDICT_JOBS:
+            numbers = ", ".join(str(j.id) for j in running)
+            msg = f"prediction jobs {numbers} are running (at most {MAX_PREDICT_JOBS} at once): wait for one"
+            error = ConflictError(msg)
+            error.problem_extra = {"jobs": [j.id for j in running]}  # type: ignore[attr-defined]
             raise error
 
     def _stop(self, child: _Child, status: JobStatus) -> None:

@@ -65,7 +65,7 @@ from segloop.loop.training import find_prediction_job, finished_model, stored_pr
 from segloop.loop.users import authenticate, validate_user_name
 from segloop.server.codec import volume_to_nifti_gz
 from segloop.server.deps import AppSettings, Author, Jobs, OpenProject
-from segloop.server.jobs import TRAINING_KINDS, JobRunner
+from segloop.server.jobs import MAX_PREDICT_JOBS, TRAINING_KINDS, JobRunner
 from segloop.server.problems import problem
 from segloop.server.routes.common import find_case, nifti_response, parse_json_object
 from segloop.store import CaseRecord, JobRecord, JobStatus, LabelVersionRecord, ModelRecord, Project
@@ -86,8 +86,6 @@ _JSON_TYPE = "application/json"
 PREDICT_WAIT_S = 600.0
 #: How often ``/infer`` reads the prediction job's row while it waits.
 PREDICT_POLL_S = 0.5
-#: The most ``predict`` jobs running at once that ``/infer`` starts another beside (each loads a model).
-MAX_PREDICT_JOBS = 2
 #: A JSON object body, as MONAI Label's client posts its params.
 _JsonBody = Annotated[dict[str, Any] | None, Body()]
 _NO_UPLOAD = (
