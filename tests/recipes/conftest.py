@@ -39,5 +39,6 @@ def run_recipe(number: int, folder: Path, timeout_s: float = 900) -> subprocess.
     result = subprocess.run(
         ["bash", "-c", script], cwd=folder, env=environment, capture_output=True, text=True, timeout=timeout_s
     )
-    assert result.returncode == 0, f"recipe {number} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    output = f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"recipe {number} failed:\n{output}"
     return result
