@@ -446,6 +446,45 @@ def info(path: Annotated[Path, typer.Argument(help="Image or label file, or DICO
 
 
 @app.command()
+def convert(
+    sources: Annotated[
+        list[Path], typer.Argument(help="One image, or 2D images to stack in this order.", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option(help="File to write; its suffix names the format.", show_default=False)
+    ],
+    spacing: Annotated[
+        str | None, typer.Option(help="Voxel size X,Y,Z in --unit (default: the first file's).")
+    ] = None,
+    unit: Annotated[str, typer.Option(help="Unit of --spacing: mm, um, nm or angstrom.")] = "mm",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+) -> None:
+    """Write an image in another format; several 2D images (serial sections) become one volume."""
+    from segloop.cli.output import console
+    from segloop.core.stacking import LENGTH_UNITS_MM, spacing_in_mm, stack_slices, with_spacing
+    from segloop.errors import InvalidInputError
+    from segloop.io import read_volume, write_volume
+
+    spacing_mm = None
+    if spacing is not None:
+        try:
+            values = [float(part) for part in split_list(spacing)]
+        except ValueError:
+            msg = f"--spacing: expected 3 numbers X,Y,Z; got {spacing!r}"
+            raise InvalidInputError(msg) from None
+        spacing_mm = spacing_in_mm(values, unit)
+    volumes = [read_volume(path) for path in sources]
+    if len(volumes) > 1:
+        volume = stack_slices(volumes, spacing_mm, names=[str(path) for path in sources])
+    else:
+        volume = volumes[0] if spacing_mm is None else with_spacing(volumes[0], spacing_mm)
+    written = write_volume(volume, out, overwrite=force)
+    size = ", ".join(f"{s / LENGTH_UNITS_MM[unit]:g}" for s in volume.spacing)
+    shape = f"shape {volume.array.shape} {volume.array.dtype}"
+    console.print(f"wrote {written}: {shape}, voxel size {size} {unit}")
+
+
+@app.command()
 def demo(
     folder: Annotated[
         Path | None, typer.Option(help="Where to create the demo (default: a temp folder).")
