@@ -7,7 +7,7 @@ import torch
 from segloop.engine.checkpoint import read_checkpoint, save_checkpoint
 from segloop.engine.data import Case
 from segloop.engine.train import train
-from segloop.errors import CorruptFileError, SegloopError
+from segloop.errors import CorruptFileError, InvalidInputError, SegloopError
 from tests.engine.conftest import N_CLASSES, tiny_config
 
 
@@ -154,8 +154,8 @@ def test_init_weights_that_are_not_a_segloop_checkpoint_fail_clearly(cases, tmp_
             checkpoint_path=tmp_path / "m.pt",
             init_weights=tmp_path / "junk.pt",
         )
-    torch.save({"weight": torch.zeros(1)}, tmp_path / "bare.pt")
-    with pytest.raises(CorruptFileError, match="not a segloop checkpoint"):
+    torch.save({"weight": torch.zeros(1)}, tmp_path / "bare.pt")  # a state dict of another network
+    with pytest.raises(InvalidInputError, match=r"do not fit this unet network: \d+ missing .*1 unexpected"):
         train(
             tiny_config(),
             cases,

@@ -33,6 +33,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "check_compatible",
+    "load_torch_file",
     "read_checkpoint",
     "read_weights",
     "save_checkpoint",
@@ -92,6 +93,34 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         os.close(descriptor)
 
 
+def load_torch_file(
+    path: str | os.PathLike,
+    *,
+    map_location: str | torch.device = "cpu",
+    expected: str = "a model file written by segloop training",
+) -> Any:
+    """Whatever a ``torch.save`` file holds, read with ``weights_only=True`` (never runs its code).
+
+    Raises:
+        NotFoundError: no file at ``path``.
+        CorruptFileError: not a PyTorch file of plain data and tensors, or truncated.
+    """
+    source = Path(path)
+    if not source.is_file():
+        msg = f"checkpoint {source} does not exist: expected {expected}"
+        raise NotFoundError(msg)
+    try:
+        with warnings.catch_warnings():  # torch's note on an odd pickle protocol: a junk file, refused below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(source, map_location=map_location, weights_only=True)
+    except _UNREADABLE as error:  # torch's own text suggests unsafe loading: not repeated
+        msg = (
+            f"checkpoint {source} cannot be read (not a PyTorch file of plain tensors, or truncated):"
+            f" expected {expected}"
+        )
+        raise CorruptFileError(msg) from error
+
+
 def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a segloop checkpoint (tensors mapped to ``map_location``).
 
@@ -100,19 +129,7 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         CorruptFileError: not a readable segloop checkpoint (truncated, another format, newer version).
     """
     source = Path(path)
-    if not source.is_file():
-        msg = f"checkpoint {source} does not exist: expected a model file written by segloop training"
-        raise NotFoundError(msg)
-    try:
-        with warnings.catch_warnings():  # torch's note on an odd pickle protocol: a junk file, refused below
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            payload = torch.load(source, map_location=map_location, weights_only=True)
-    except _UNREADABLE as error:  # torch's own text suggests unsafe loading: not repeated
-        msg = (
-            f"checkpoint {source} cannot be read (not a PyTorch file of plain tensors, or truncated):"
-            " expected a model file written by segloop training"
-        )
-        raise CorruptFileError(msg) from error
+    payload = load_torch_file(source, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         msg = (
             f"{source} is not a segloop checkpoint: expected format {CHECKPOINT_FORMAT!r} (bare state_dict?)"

@@ -18,10 +18,15 @@ from typing import Any, ClassVar
 from segloop.core.modality import MODALITIES, NORMALIZATION
 from segloop.errors import InvalidInputError
 
-__all__ = ["NETWORKS", "InferConfig", "TrainConfig"]
+__all__ = ["NETWORKS", "NETWORK_DEFAULTS", "InferConfig", "TrainConfig"]
 
-NETWORKS = ("unet", "dynunet")
+NETWORKS = ("unet", "dynunet", "swinunetr")
 NORMS = ("instance", "batch")
+#: settings a network gets unless given (SwinUNETR: those of MONAI's pretrained bundles, so that
+#: their ``model.pt`` loads with ``init_weights``)
+NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "swinunetr": {"features": (48, 96, 192, 384, 768), "norm": "instance"},
+}
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
@@ -71,7 +76,9 @@ class TrainConfig:
 
     Args:
         dims: 2 (slice-wise network) or 3 (patch-wise network).
-        network: ``"unet"`` (monai.networks.nets.UNet) or ``"dynunet"`` (DynUNet, nnU-Net-like).
+        network: ``"unet"`` (monai.networks.nets.UNet), ``"dynunet"`` (DynUNet, nnU-Net-like) or
+            ``"swinunetr"`` (SwinUNETR, whose pretrained MONAI bundles use features
+            ``(48, 96, 192, 384, 768)``; sizes are multiples of 32, at least 64).
         features: channels per resolution level (its length sets the depth).
         num_res_units: residual units per level (UNet only).
         norm: ``"batch"`` or ``"instance"`` normalisation layers. Batch norm suits 2D batches of
@@ -166,6 +173,16 @@ class TrainConfig:
             _fail("features", self.features, "a tuple of at least 2 positive ints, e.g. (16, 32, 64, 128)")
         if self.network == "dynunet" and len(self.features) < 3:
             _fail("features", self.features, "at least 3 levels for network='dynunet'")
+        if self.network == "swinunetr" and (
+            len(self.features) != 5
+            or self.features[0] % 12
+            or any(f != self.features[0] * 2**i for i, f in enumerate(self.features))
+        ):
+            _fail(
+                "features",
+                self.features,
+                "(f, 2f, 4f, 8f, 16f) with f a multiple of 12 for network='swinunetr'",
+            )
         if not _is_int(self.num_res_units) or self.num_res_units < 0:
             _fail("num_res_units", self.num_res_units, "an int >= 0")
         if self.norm not in NORMS:

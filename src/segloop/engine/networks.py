@@ -1,11 +1,15 @@
-"""`build_network`: a name -> MONAI constructor table (no subclass per variant), 2D and 3D."""
+"""`build_network`: a name -> MONAI constructor table (no subclass per variant), 2D and 3D.
+
+SwinUNETR comes from ``monai.networks.nets.swin_unetr``, which imports torch, einops and MONAI's own
+blocks only (no torchvision).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-from monai.networks.nets import DynUNet, UNet
+from monai.networks.nets import DynUNet, SwinUNETR, UNet
 
 from segloop.engine.config import TrainConfig
 from segloop.errors import InvalidInputError
@@ -44,9 +48,21 @@ def _dynunet(config: TrainConfig, in_channels: int, n_classes: int) -> torch.nn.
     )
 
 
+def _swinunetr(config: TrainConfig, in_channels: int, n_classes: int) -> torch.nn.Module:
+    return SwinUNETR(
+        in_channels=in_channels,
+        out_channels=n_classes,
+        feature_size=config.features[0],
+        norm_name=config.norm,
+        drop_rate=config.dropout,
+        spatial_dims=config.dims,
+    )
+
+
 _CONSTRUCTORS: dict[str, Callable[[TrainConfig, int, int], torch.nn.Module]] = {
     "unet": _unet,
     "dynunet": _dynunet,
+    "swinunetr": _swinunetr,
 }
 
 
@@ -74,5 +90,9 @@ def build_network(config: TrainConfig, in_channels: int, n_classes: int) -> torc
 
 
 def size_divisor(config: TrainConfig) -> int:
-    """Spatial sizes the network accepts are multiples of this (2 ** number of downsamplings)."""
-    return 2 ** (len(config.features) - 1)
+    """Spatial sizes the network accepts are multiples of this (2 ** number of downsamplings).
+
+    SwinUNETR embeds 2x2(x2) patches, then merges them 4 times: 32 (and its instance norms need at
+    least 2 voxels along an axis at the deepest level, so 64 and more in practice).
+    """
+    return 32 if config.network == "swinunetr" else 2 ** (len(config.features) - 1)

@@ -35,7 +35,6 @@ from segloop.engine.checkpoint import (
     CHECKPOINT_VERSION,
     check_compatible,
     read_checkpoint,
-    read_weights,
     save_checkpoint,
 )
 from segloop.engine.config import InferConfig, TrainConfig
@@ -53,6 +52,7 @@ from segloop.engine.device import available_cpu_threads, resolve_device
 from segloop.engine.infer import argmax_classes, predict_mean_probabilities
 from segloop.engine.losses import dice_ce_loss
 from segloop.engine.networks import build_network, size_divisor
+from segloop.engine.weights import read_initial_weights
 from segloop.errors import ConflictError, InvalidInputError, LabelValueError
 from segloop.metrics import dice_per_class
 
@@ -384,8 +384,9 @@ def train(
             ignore value is ``n_classes`` = `LabelSchema.ignore_index`).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         checkpoint_path: where the checkpoint is written after every epoch (atomically).
-        init_weights: a segloop checkpoint to start from (continual training); its architecture
-            and classes must match.
+        init_weights: weights to start from (continual training, a pretrained network): a segloop
+            checkpoint, a PyTorch/MONAI state dict or a MONAI bundle's ``model.pt``
+            (`segloop.engine.weights`); its architecture and classes must match.
         resume: continue the run in ``checkpoint_path`` if it exists (same settings, except
             `RESUMABLE_CHANGES`); start fresh when there is none yet.
         on_progress: called with a dict after every step (``phase="train"``) and epoch
@@ -419,11 +420,11 @@ def train(
             _check_resumable(payload, config, checkpoint_path)
             progress = _restore(payload, parts)
         elif init_weights is not None:
-            payload = read_weights(
+            state = read_initial_weights(
                 init_weights, resolved, n_classes=n_classes, in_channels=_IN_CHANNELS, map_location=target
             )
             try:
-                parts.network.load_state_dict(payload["best_state"])
+                parts.network.load_state_dict(state)
             except RuntimeError as error:  # tensors of other shapes under the right names
                 msg = (
                     f"weights {init_weights} do not fit this network:"
