@@ -18,6 +18,7 @@ import typer
 from segloop.cli.common import current_user, hint, split_list
 from segloop.cli.exchange import app as exchange_app
 from segloop.cli.segment import app as segment_app
+from segloop.cli.simulate import app as simulate_app
 from segloop.errors import SegloopError
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app = typer.Typer(
 
 app.add_typer(segment_app, name="segment")
 app.add_typer(exchange_app, name="exchange")
+app.add_typer(simulate_app, name="simulate")
 
 ProjectArg = Annotated[Path, typer.Argument(help="Project folder.", show_default=False)]
 CaseArg = Annotated[str, typer.Argument(help="Case id (see `segloop status`).", show_default=False)]
