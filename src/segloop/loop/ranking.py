@@ -54,6 +54,7 @@ from scipy import ndimage
 from segloop.core.corrections import PatchBox, patch_box
 from segloop.core.geometry import bounding_box
 from segloop.core.provenance import REFERENCE_SOURCES
+from segloop.core.volume import Volume
 from segloop.errors import GeometryMismatchError, InvalidInputError, NotFoundError
 from segloop.io.atomic import atomic_file
 from segloop.metrics import binary_entropy
@@ -69,6 +70,7 @@ __all__ = [
     "RankedCase",
     "Strategy",
     "UncertaintyStrategy",
+    "attention_volume",
     "compute_attention",
     "find_attention_centers",
     "get_strategy",
@@ -148,11 +150,14 @@ class CaseAttention:
             mass (classes with neither are dropped).
         flagged: ``(I, J, K)`` bool union of every class's flagged voxels.
         disagreement: what the disagreement map came from: ``models``, ``passes`` or ``none``.
+        heat: ``(I, J, K)`` float32 attention map: each class's entropy + disagreement on its
+            flagged voxels, summed over classes (0 elsewhere); what a reviewer opens beside the label.
     """
 
     classes: tuple[ClassScore, ...]
     flagged: np.ndarray
     disagreement: str
+    heat: np.ndarray | None = None
 
     @property
     def score(self) -> int:
@@ -216,6 +221,7 @@ def compute_attention(
             raise GeometryMismatchError(msg)
     spatial = newest.shape[1:]
     flagged_all = np.zeros(spatial, dtype=bool)
+    heat_all = np.zeros(spatial, dtype=np.float32)
     keep = np.ones(spatial, dtype=bool) if exclude is None else ~exclude
     source = "models" if len(probabilities) > 1 else ("passes" if pass_disagreement is not None else "none")
     low, high = _entropy_bounds(entropy_threshold)
@@ -258,8 +264,9 @@ def compute_attention(
         if count or mass > 0:
             scores.append(ClassScore(int(value), count, float(heat.sum(dtype=np.float64)), mass))
             flagged_all[box] |= flagged
+            heat_all[box] += heat
     scores.sort(key=lambda s: (-s.attention, -s.entropy_mass, s.value))
-    return CaseAttention(tuple(scores), flagged_all, source)
+    return CaseAttention(tuple(scores), flagged_all, source, heat_all)
 
 
 def _entropy_bounds(threshold: float) -> tuple[float, float]:
@@ -430,6 +437,42 @@ def score_case(
         exclude=_reviewed_boxes(versions, case.shape),
     )
     return attention, chosen[0].model_id
+
+
+def attention_volume(project: Project, case_id: str, *, classes: Sequence[str] | None = None) -> Volume:
+    """The AbdomenAtlas attention map of a case on its grid (`CaseAttention.heat`), for a reviewer.
+
+    Args:
+        project: the open project.
+        case_id: the case (it needs a stored prediction: `segloop predict`).
+        classes: class names to score (default: those no person has decided).
+
+    Returns:
+        A float32 ``(I, J, K)`` `Volume` on the case's affine: entropy + disagreement of the flagged
+        voxels summed over classes, 0 elsewhere; ``meta["classes"]`` holds each class's flagged
+        voxels and attention, most attention first.
+
+    Raises:
+        NotFoundError: no such case, or no prediction of it.
+        InvalidInputError: an unknown class name.
+    """
+    case = project.get_case(case_id)
+    scored = score_case(project, case_id, classes=classes)
+    if scored is None:
+        msg = f"case {case_id!r} has no stored prediction: expected `segloop predict` to have run on it"
+        raise NotFoundError(msg)
+    attention, model_id = scored
+    schema = project.config.schema
+    detail = [
+        {
+            "class": schema.name_of(c.value),
+            "flagged_voxels": c.flagged_voxels,
+            "attention": round(c.attention, 3),
+        }
+        for c in attention.classes
+    ]
+    meta = {"classes": detail, "model_id": model_id, "disagreement": attention.disagreement}
+    return Volume(np.asarray(attention.heat, dtype=np.float32), case.affine, meta)
 
 
 def _last_served(project: Project) -> dict[str, int]:
