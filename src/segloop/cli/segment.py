@@ -159,11 +159,18 @@ def contours(
         bool, typer.Option("--fill-between", help="Also fill between the slices.")
     ] = False,
     smooth: Annotated[float, typer.Option(help="Smoothing of the filled result (mm).")] = 0.0,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Rebuild the classes from the edited slices on top of the current label (a revised version).",
+        ),
+    ] = False,
 ) -> None:
     """Polygons drawn on slices → masks on those slices (optionally filled between them)."""
     from segloop.loop.tools import Contours, read_polygon_document
 
-    request = Contours(read_polygon_document(polygons), class_name, fill_between, smooth)
+    request = Contours(read_polygon_document(polygons), class_name, fill_between, smooth, replace)
     _run(context, request, {"polygons": _file(polygons)})
 
 

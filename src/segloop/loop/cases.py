@@ -28,6 +28,7 @@ from segloop.io import read_volume, supported_suffixes, write_volume
 from segloop.loop.imports import ImportBatch, ImportReport, file_params, run_import
 from segloop.loop.labels import compute_effective_label, count_voxels, label_volume, read_schema_labels
 from segloop.store import Project, ProjectConfig
+from segloop.store.integrity import hash_path
 
 __all__ = [
     "CaseSummary",
@@ -150,7 +151,23 @@ def read_mapped_labels(
     return remap_labels(aligned, {0: 0, **value_map}, dtype=schema.dtype, what=f"label {path}")
 
 
-def _group_channels(image_paths: Sequence[Path], case_id: str | None) -> dict[str, list[Path]]:
+def _case_from_pattern(path: Path, image_pattern: str) -> tuple[str, int]:
+    """Case id (and channel 0) of an image named by ``image_pattern`` (``{case}_image``: seed 000's)."""
+    from segloop.loop.meshes import compile_name_pattern
+
+    stem = strip_suffix(path)
+    match = compile_name_pattern(image_pattern, "")(None).fullmatch(stem)
+    if match is None:
+        msg = (
+            f"image {path.name} does not match the image pattern {image_pattern!r} (its name without suffix)"
+        )
+        raise InvalidInputError(msg)
+    return match["case"], 0
+
+
+def _group_channels(
+    image_paths: Sequence[Path], case_id: str | None, image_pattern: str | None = None
+) -> dict[str, list[Path]]:
     """``{case id: [channel 0, channel 1, ...]}``; ids from file names unless ``case_id`` is given."""
     if case_id is not None:
         if len(image_paths) != 1:
@@ -159,7 +176,7 @@ def _group_channels(image_paths: Sequence[Path], case_id: str | None) -> dict[st
         return {validate_case_id(case_id): [image_paths[0]]}
     groups: dict[str, dict[int, Path]] = {}
     for path in image_paths:
-        case, channel = case_id_from_path(path)
+        case, channel = _case_from_pattern(path, image_pattern) if image_pattern else case_id_from_path(path)
         validate_case_id(case)
         if channel in groups.setdefault(case, {}):
             msg = f"duplicate case id {case!r}: {groups[case][channel]} and {path} (rename one)"
@@ -201,6 +218,10 @@ def import_cases(
     allow_empty: bool = False,
     label_values: Mapping[int, int] | None = None,
     author: str = "unknown",
+    image_pattern: str | None = None,
+    meshes_dir: Path | None = None,
+    mesh_pattern: str = "{case}_{class}_mesh.stl",
+    mesh_classes: Mapping[str, str] | None = None,
 ) -> ImportReport:
     """Add images (and their labels from ``labels_dir``) as new cases: all or nothing.
 
@@ -220,6 +241,14 @@ def import_cases(
         label_values: ``{file value: schema value}`` for labels in another convention (a binary
             mask image's 255, a sparse paint's 0 = not painted); default: schema values.
         author: who adds them.
+        image_pattern: case ids from image names such as ``{case}_image`` (seed 000's
+            ``101_image.nii.gz`` is case ``101``); default: the name, a ``_0000`` channel stripped.
+        meshes_dir: folder of closed surface meshes (STL/OBJ/PLY, mm; LPS unless the file says RAS),
+            one per case and class, voxelised on the case's grid as its label (`segloop.loop.meshes`);
+            every case needs one (a mesh of each of ``classes`` when given). Not with ``labels_dir``.
+        mesh_pattern: the meshes' names, ``{case}`` and ``{class}`` once each.
+        mesh_classes: ``{class name in mesh names: schema class}`` (``leftkidney`` ->
+            ``kidney_left``); other names must be classes.
 
     Raises:
         ConflictError, NotFoundError, InvalidInputError (GeometryMismatchError, LabelValueError,
@@ -233,11 +262,19 @@ def import_cases(
     declared = tuple(classes) if classes else None
     if declared:
         schema.indices_of(declared)
-    groups = _group_channels([Path(p) for p in image_paths], case_id)
+    groups = _group_channels([Path(p) for p in image_paths], case_id, image_pattern)
     existing = set(project.list_case_ids()) & set(groups)
     if existing:
         msg = f"case ids already in the project: {', '.join(sorted(existing))} (nothing was added)"
         raise ConflictError(msg)
+    if meshes_dir is not None:
+        if labels_dir is not None or label_path is not None:
+            msg = "labels come from meshes or from label files: expected --meshes-dir alone, got both"
+            raise InvalidInputError(msg)
+        return _import_meshes(
+            project, groups, Path(meshes_dir), mesh_pattern, mesh_classes or {}, declared,
+            source=source, copy=copy, author=author,
+        )  # fmt: skip
     label_index = _index_labels(labels_dir) if labels_dir else {}
     if label_path is not None:
         if len(groups) != 1 or labels_dir is not None:
@@ -278,6 +315,46 @@ def import_cases(
             )
 
     return run_import(project, author, "add", fill, copy=copy, details={"source": source})
+
+
+def _import_meshes(
+    project: Project,
+    groups: Mapping[str, list[Path]],
+    meshes_dir: Path,
+    pattern: str,
+    names: Mapping[str, str],
+    required: tuple[str, ...] | None,
+    *,
+    source: str,
+    copy: bool,
+    author: str,
+) -> ImportReport:
+    """`import_cases` with labels voxelised from each case's meshes (all read and checked first)."""
+    from segloop.loop.meshes import class_map_of, find_case_meshes, meshes_to_labels
+
+    schema = project.config.schema
+    meshes, unmatched = find_case_meshes(
+        meshes_dir, list(groups), pattern, schema, class_map_of(schema, names), required
+    )
+
+    def fill(batch: ImportBatch, report: ImportReport) -> None:
+        report.unmatched_labels = unmatched
+        for case, channels in groups.items():
+            reference = batch.add_case(case, channels)
+            labels = meshes_to_labels(meshes[case], schema, reference.spatial_shape, reference.affine)
+            files = {
+                m.class_name: {"file": m.path.name, "sha256": hash_path(m.path)[0]} for m in meshes[case]
+            }
+            batch.add_label(
+                case,
+                labels,
+                source=source,
+                classes=required or tuple(m.class_name for m in meshes[case]),
+                tool="segloop add --meshes-dir",
+                params={"meshes": files, "mesh_pattern": pattern},
+            )
+
+    return run_import(project, author, "add", fill, copy=copy, details={"source": source, "meshes": True})
 
 
 def _label_params(path: Path, label_values: Mapping[int, int] | None) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from segloop.errors import (
     NotFoundError,
 )
 from segloop.io.checks import check_scalar_image
-from segloop.loop.labels import compute_effective_label, count_voxels, read_schema_labels
+from segloop.loop.labels import compute_effective_label, count_voxels, editable_label, read_schema_labels
 from segloop.segment.threshold import THRESHOLD_PRESETS_HU
 from segloop.store import CaseRecord, LabelVersionRecord, NewLabel, Project, compute_label_key
 from segloop.store.project import ANY_HEAD
@@ -61,6 +61,7 @@ __all__ = [
     "Postprocess",
     "Threshold",
     "ToolResult",
+    "case_contours",
     "class_contours",
     "class_mesh",
     "current_class_mask",
@@ -70,8 +71,10 @@ __all__ = [
     "read_class_slices",
     "read_polygon_document",
     "read_seeds",
+    "replace_class_slices",
     "run",
     "store_tool_labels",
+    "write_case_contours",
 ]
 
 #: Post-processing steps by name (``predict --postprocess close,largest``) → `Postprocess` fields.
@@ -165,6 +168,11 @@ class Contours:
         class_name: only this class of the document (default: all).
         fill_between: also fill each class between its slices (a ``draft`` per class).
         smooth_mm: smoothing of the filled result (mm).
+        replace: AnatomySketch's InterpolationPlus: rebuild each class of the document from its
+            edited slices on top of the case's current label, between its first and last edited
+            slice (only on the drawn slices without ``fill_between``); the class elsewhere and
+            the other classes stay as they are. Stored as one ``revised`` version of those
+            classes (after their ``sparse`` drawn slices) instead of ``draft`` versions.
     """
 
     name: ClassVar[str] = "contours"
@@ -172,6 +180,7 @@ class Contours:
     class_name: str | None = None
     fill_between: bool = False
     smooth_mm: float = 0.0
+    replace: bool = False
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -509,6 +518,7 @@ def _contours(project: Project, case: CaseRecord, request: Contours) -> list[_Pl
         "smoothing_mm": request.smooth_mm,
     }
     planned: list[_Planned] = []
+    replaced = np.array(editable_label(project, case)[1]) if request.replace else None
     for name in names:
         slices = sorted({int(p["slice"]) for p in parsed.classes[name]})
         drawn = np.full(case.shape, schema.ignore_index, dtype=schema.dtype)
@@ -517,15 +527,54 @@ def _contours(project: Project, case: CaseRecord, request: Contours) -> list[_Pl
         drawn[tuple(index)] = np.where(masks[name][tuple(index)], schema.index_of(name), 0)
         class_params = {**params, "annotated_slices": slices}
         planned.append(_Planned(drawn, Source.SPARSE, (name,), "contours", class_params))
+        filled = masks[name]
         if request.fill_between:
             filled = fill_between_slices(
                 masks[name], parsed.axis, spacing_mm=spacing, smoothing_mm=request.smooth_mm, annotated=slices
             )
+        if replaced is not None:
+            span = slices if not request.fill_between else list(range(slices[0], slices[-1] + 1))
+            replace_class_slices(replaced, filled, schema.index_of(name), parsed.axis, span)
+        elif request.fill_between:
             labels = _class_labels(project, filled, name)
             planned.append(
                 _Planned(labels, Source.DRAFT, (name,), "fill-between-slices", class_params, parent=-1)
             )
+    if replaced is not None:
+        replace_params = {**params, "fill_between": request.fill_between, "annotated_slices": {
+            name: sorted({int(p["slice"]) for p in parsed.classes[name]}) for name in names}}  # fmt: skip
+        planned.append(
+            _Planned(replaced, Source.REVISED, tuple(names), "contours-replace", replace_params, parent=-1)
+        )
     return planned
+
+
+def replace_class_slices(
+    labels: np.ndarray, mask: np.ndarray, value: int, axis: int, slices: Sequence[int]
+) -> None:
+    """Put ``mask`` as class ``value`` into ``labels`` on ``slices`` only, in place.
+
+    On those slices the class's old voxels become background and ``mask`` wins over any other
+    class; every other slice, and the other classes' voxels off the mask, stay as they were.
+
+    Args:
+        labels: ``(I, J, K)`` schema values, changed in place.
+        mask: ``(I, J, K)`` bool, the class's new shape.
+        value: the class's label value.
+        axis: the voxel axis the slices are taken along.
+        slices: the slice indices to rebuild.
+
+    Examples:
+        >>> labels = np.array([[[1, 2, 1]]]); mask = np.array([[[False, True, True]]])
+        >>> replace_class_slices(labels, mask, 1, 2, [0, 1]); labels.tolist()
+        [[[0, 1, 1]]]
+    """
+    index: list[Any] = [slice(None)] * 3
+    index[axis] = list(slices)
+    part, new = labels[tuple(index)], mask[tuple(index)]
+    part[part == value] = 0
+    part[new] = value
+    labels[tuple(index)] = part
 
 
 def _mesh(project: Project, case: CaseRecord, request: Mesh) -> list[_Planned]:
@@ -772,18 +821,91 @@ def class_contours(
     if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < count:
         msg = f"slice {index!r} lies outside axis {axis} of case {case_id!r}: expected 0..{count - 1}"
         raise InvalidInputError(msg)
-    if version is not None:
-        record = project.get_label_version(version)
-        if record.case_id != case_id:
-            msg = f"label version {version} belongs to case {record.case_id!r}, not {case_id!r}"
-            raise InvalidInputError(msg)
-        labels = project.read_labels(record)
-    else:
-        assembly = compute_effective_label(project, case)
-        labels = assembly.labels if assembly is not None else np.zeros(case.shape, np.uint8)
+    labels = _labels_of(project, case, version)
     layer = np.take(labels, [int(index)], axis=axis) == value  # one slice thick, axes kept
     polygons = mask_to_polygons(layer, axis, tolerance_voxels=tolerance_voxels)
     return make_polygon_document({class_name: [{**p, "slice": int(index)} for p in polygons]}, axis)
+
+
+def _labels_of(project: Project, case: CaseRecord, version: int | None) -> np.ndarray:
+    """A version's labels of the case (checked to be the case's), or its effective label."""
+    if version is not None:
+        record = project.get_label_version(version)
+        if record.case_id != case.case_id:
+            msg = f"label version {version} belongs to case {record.case_id!r}, not {case.case_id!r}"
+            raise InvalidInputError(msg)
+        return project.read_labels(record)
+    assembly = compute_effective_label(project, case)
+    return assembly.labels if assembly is not None else np.zeros(case.shape, np.uint8)
+
+
+def case_contours(
+    project: Project,
+    case_id: str,
+    class_names: Sequence[str] | None = None,
+    axis: str | int = "axial",
+    version: int | None = None,
+    *,
+    tolerance_voxels: float = 0.5,
+) -> dict[str, Any]:
+    """The outlines of classes on every slice that holds them, for correction (seed 000's ``.ctr``).
+
+    A person edits some slices' polygons and sends those slices back as ``Contours(polygons=...,
+    fill_between=True, replace=True)``, which rebuilds the edited classes between the edited
+    slices on top of the current label (AnatomySketch's InterpolationPlus).
+
+    Args:
+        project: the open project.
+        case_id: the case.
+        class_names: the classes (default: every class of the schema present in the label).
+        axis: ``axial``, ``coronal``, ``sagittal`` or a voxel axis 0-2.
+        version: a label version of the case (default: its current effective label).
+        tolerance_voxels: Douglas-Peucker tolerance of the control points (`class_contours`).
+
+    Returns:
+        A polygon document ``{"axis": 0-2, "coordinates": "voxel", "classes": {name: [{"slice",
+        "points"}, ...]}}`` (outer outlines and holes, even-odd), classes in schema order.
+
+    Raises:
+        NotFoundError: an unknown case or version.
+        InvalidInputError: an unknown class or axis, a version of another case.
+        LabelValueError: a class asked for has no voxel in the label.
+    """
+    from segloop.segment.contours import make_polygon_document, mask_to_polygons
+
+    case = project.get_case(case_id)
+    schema = project.config.schema
+    axis = _slice_axis(case, axis)
+    labels = _labels_of(project, case, version)
+    present = [n for n in schema.names if (labels == schema.index_of(n)).any()]
+    names = list(class_names) if class_names else present
+    classes = {}
+    for name in names:
+        mask = labels == schema.index_of(name)
+        if not mask.any():
+            msg = f"case {case_id!r} has no {name!r} voxel in its label: expected a class it holds"
+            raise LabelValueError(msg)
+        classes[name] = mask_to_polygons(mask, axis, tolerance_voxels=tolerance_voxels)
+    return make_polygon_document(classes, axis)
+
+
+def write_case_contours(
+    project: Project,
+    case_id: str,
+    path: Path,
+    class_names: Sequence[str] | None = None,
+    axis: str | int = "axial",
+    version: int | None = None,
+    *,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write `case_contours` to ``path`` as JSON (atomically; an existing file only with ``overwrite``)."""
+    from segloop.io.atomic import atomic_file
+
+    document = case_contours(project, case_id, class_names, axis, version)
+    with atomic_file(path, overwrite=overwrite) as temporary:
+        temporary.write_text(json.dumps(document), encoding="utf-8")
+    return document
 
 
 def class_mesh(
