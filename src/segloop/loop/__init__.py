@@ -20,6 +20,7 @@ Errors come by kind (`segloop.errors`): not found, conflict, invalid input.
 | `tool_exports` | `export_for_tool` (3D Slicer, ITK-SNAP, MITK) |
 | `exchange` | `FORMATS`: nnU-Net, COCO, AbdomenAtlas, MONAI Label, image folders |
 | `simulate`, `demo` | the simulated annotator and the whole loop played with it |
+| `strokes` | `draw_from_reference`: a person's slices or scribbles made from a reference label |
 | `report` | the HTML report of every round |
 
 Modules load on first use (``from segloop.loop import tools``), so ``import segloop.loop`` is cheap.
@@ -39,6 +40,7 @@ __all__ = [
     "report",
     "rounds",
     "simulate",
+    "strokes",
     "tool_exports",
     "tools",
     "training",
