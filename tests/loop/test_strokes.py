@@ -107,6 +107,15 @@ def test_cli_simulate_writes_what_the_tools_read(case, tmp_path, run_cli):
     assert "scribbles drawn from" in result.out and "background" in result.out
     assert run_cli("segment", project.root, "c0", "grow", "--seeds", tmp_path / "s.nrrd").code == 0
     result = run_cli(
+        "simulate", project.root, "c0", "scribbles", tmp_path / "s.seg.nrrd", "--reference", reference
+    )
+    assert result.code == 0, result.err
+    segments = read_volume(tmp_path / "s.seg.nrrd").meta["segments"]
+    assert [s["name"] for s in segments] == [*project.config.schema.names, "background"]
+    assert run_cli("segment", project.root, "c0", "grow", "--seeds", tmp_path / "s.seg.nrrd").code == 0
+    grown = project.list_label_versions("c0")
+    assert grown[-1].tool == "grow-from-seeds" and grown[-2].voxel_counts == grown[-4].voxel_counts
+    result = run_cli(
         "simulate", project.root, "c0", "slices", tmp_path / "l.seg.nrrd", "--reference", reference,
         "--values", "1=liver", "--slices", "4",
     )  # fmt: skip

@@ -60,7 +60,11 @@ def _draw(context: typer.Context, kind: str, out: Path, reference: Path, values:
     value_map = parse_value_map(values, schema) if values is not None else None
     truth = read_reference(project, case_id, reference, value_map)
     drawing = draw_from_reference(project, case_id, truth, kind, **options)  # type: ignore[arg-type]
-    written = write_volume(label_volume(project, project.get_case(case_id), drawing), out, overwrite=force)
+    volume = label_volume(project, project.get_case(case_id), drawing)
+    if kind == "scribbles":  # a .seg.nrrd names the background strokes, as `segment CASE grow` reads them
+        background = {"id": "background", "name": "background", "color": (128, 128, 128), "layer": 0}
+        volume.meta["segments"].append({**background, "label_value": schema.ignore_index})
+    written = write_volume(volume, out, overwrite=force)
     counts = np.bincount(drawing.ravel(), minlength=schema.ignore_index + 1)
     names = [*(c.name for c in schema.classes), "background"]
     shown = ", ".join(f"{name} {int(n)}" for name, n in zip(names, counts[1:], strict=True))
