@@ -85,11 +85,24 @@ def add(
         str | None,
         typer.Option(help="File value -> name for labels in another convention, e.g. 255=nucleus."),
     ] = None,
+    image_pattern: Annotated[
+        str | None, typer.Option(help="Case ids from image names, e.g. '{case}_image' (101_image.nii.gz).")
+    ] = None,
+    meshes_dir: Annotated[
+        Path | None, typer.Option(help="Folder of closed STL/OBJ/PLY surfaces per case and class (mm).")
+    ] = None,
+    mesh_pattern: Annotated[
+        str, typer.Option(help="Mesh file names, {case} and {class} once each.")
+    ] = "{case}_{class}_mesh.stl",
+    mesh_classes: Annotated[
+        str | None, typer.Option(help="Class names in mesh names -> schema, e.g. leftkidney=kidney_left.")
+    ] = None,
 ) -> None:
     """Add images (and their labels) as new cases; all or nothing."""
     from segloop.cli.output import console
     from segloop.exchange.values import parse_value_map
     from segloop.loop.cases import import_cases
+    from segloop.loop.meshes import parse_name_map
     from segloop.store import Project
 
     opened = Project.open(project)
@@ -106,6 +119,10 @@ def add(
         allow_empty=allow_empty,
         label_values=value_map,
         author=current_user(),
+        image_pattern=image_pattern,
+        meshes_dir=meshes_dir,
+        mesh_pattern=mesh_pattern,
+        mesh_classes=parse_name_map(mesh_classes),
     )
     console.print(
         f"added {len(report.added_cases)} cases ({len(report.labeled)} with {source} labels)"
