@@ -67,6 +67,10 @@ def _add(project, folder: Path, **options):
 
 def test_meshes_named_the_seed_way_become_each_case_label(project, tmp_path):
     truths = _seed_folders(tmp_path / "data")
+    other = init_project(tmp_path / "other", PHANTOM_CLASSES)
+    [_, liver_only] = _add(other, tmp_path / "data", classes=["liver"]).versions
+    assert liver_only.classes == ("liver",)
+    np.testing.assert_array_equal(other.read_labels(liver_only), np.where(truths["102"] == 1, 1, 0))
     report = _add(project, tmp_path / "data")
     assert report.added_cases == ["101", "102"]
     for case, truth in truths.items():

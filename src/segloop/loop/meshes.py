@@ -122,7 +122,8 @@ def find_case_meshes(
         pattern: file names such as ``{case}_{class}_mesh.stl``.
         schema: the project's classes.
         names: ``{class name in file names: schema class}``; a name not in it must be a class.
-        required: classes every case must have a mesh of (default: at least one mesh per case).
+        required: classes every case must have a mesh of, the only ones used (default: every
+            class found; at least one mesh per case).
 
     Returns:
         ``({case id: [CaseMesh, ...] in schema order}, [files matching the pattern but no case])``.
@@ -165,6 +166,8 @@ def find_case_meshes(
                 expected = pattern.replace("{case}", case_id).replace("{class}", class_name)
                 msg = f"case {case_id!r} has no mesh of {class_name!r}: expected {meshes_dir / expected}"
                 raise NotFoundError(msg)
+        if required:  # the declared classes only: a version annotates what it declares
+            meshes = {name: meshes[name] for name in required}
         if not meshes:
             expected = pattern.replace("{case}", case_id)
             msg = f"case {case_id!r} has no mesh: expected files {meshes_dir / expected} (nothing was added)"
