@@ -173,9 +173,11 @@ def extract_command(
         author=current_user(),
     )
     for manifest in manifests:
+        short = [str(axis) for axis, n in enumerate(manifest["size"]) if n < size]
+        whole = f" (the whole axis {', '.join(short)}: the case is shorter than {size})" if short else ""
         console.print(
             f"{manifest['patch']}: case {manifest['case']}, centre {manifest['center']},"
-            f" offset {manifest['offset']}, size {manifest['size']},"
+            f" offset {manifest['offset']}, size {manifest['size']}{whole},"
             f" label version {manifest['parent_version_id']}"
         )
     console.print(f"correct them into {Path(out_dir) / 'corrections'}/<patch>/ (see its README.txt)")
