@@ -153,7 +153,8 @@ def find_case_meshes(
             try:
                 schema.index_of(class_name)
             except UnknownClassError as error:
-                msg = f"mesh {path.name}: class {file_class!r} is not mapped to the schema ({error})"
+                known = ", ".join(schema.names)
+                msg = f"mesh {path.name}: class {file_class!r}: expected {known}, or a map {file_class}=CLASS"
                 raise UnknownClassError(msg) from error
             if class_name in meshes:
                 first = meshes[class_name].path.name
