@@ -65,6 +65,7 @@ def test_convert_stacks_pngs_into_an_mrc_with_its_angstrom_voxel_size(run_cli, t
     assert "voxel size 40, 40, 500 angstrom" in result.out
     tomogram = read_volume(tmp_path / "tomo.mrc")
     assert tomogram.meta["voxel_size_angstrom"] == (40.0, 40.0, 500.0)
+    assert "voxel size 40 x 40 x 500 Å" in run_cli("info", out).out
     np.testing.assert_array_equal(tomogram.array, stack_slices(sections).array)
 
 

@@ -23,6 +23,7 @@ IGNORE = 2  # schema: 0 background, 1 membrane, 2 ignore
 def test_recipe_4_membrain_patches(tmp_path: Path):
     output = " ".join(run_recipe(4, tmp_path).stdout.split())
     assert output.count("size [160, 160, 30] (the whole axis 2: the case is shorter than 160)") == 2
+    assert "voxel size 40 x 40 x 500 Å" in output  # segloop info reads the MRC header back
 
     # the MRC tomogram: the 30 sections in order, ISBI's 4 x 4 x 50 nm voxel size in Å, round trip exact
     tomogram = read_volume(tmp_path / "tomo.mrc")

@@ -129,6 +129,8 @@ def print_volume_info(path: Path, volume: Volume) -> None:
     array = volume.array
     console.print(f"[bold]{path}[/bold] ({volume.meta.get('format', '?')})")
     console.print(f"  shape {array.shape} {array.dtype}, spacing {_fmt_spacing(volume.spacing)} mm")
+    if "voxel_size_angstrom" in volume.meta:  # MRC: the header's voxel size
+        console.print(f"  voxel size {_fmt_spacing(volume.meta['voxel_size_angstrom'])} Å")
     console.print(f"  affine (RAS mm):\n{np.array2string(volume.affine, precision=4, suppress_small=True)}")
     if array.dtype.names:  # structured voxels (NIfTI RGB24): no order to take a range in
         console.print(f"  voxels of fields {', '.join(array.dtype.names)} (RGB or vector data)")
