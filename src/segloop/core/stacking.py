@@ -27,8 +27,8 @@ def spacing_in_mm(spacing: Sequence[float], unit: str) -> tuple[float, float, fl
         InvalidInputError: not 3 positive finite numbers, or an unknown unit.
 
     Examples:
-        >>> spacing_in_mm((40, 40, 500), "angstrom")
-        (4e-06, 4e-06, 5e-05)
+        >>> spacing_in_mm((2, 2, 3), "um")
+        (0.002, 0.002, 0.003)
     """
     if unit not in LENGTH_UNITS_MM:
         msg = f"expected a length unit among {', '.join(LENGTH_UNITS_MM)}; got {unit!r}"
