@@ -210,6 +210,11 @@ ValCasesOption = Annotated[
 IncludePseudoOption = Annotated[
     bool, typer.Option("--include-pseudo", help="Also learn from pseudo labels (model predictions).")
 ]
+PatchSizeOption = Annotated[
+    str | None,
+    typer.Option(help="Training crop in voxels, e.g. 256,256 or 96,96,96 (default: 5/8 of a slice; 64³)."),
+]
+BatchSizeOption = Annotated[int | None, typer.Option(help="Crops per optimiser step (default 16).")]
 
 _NO_LABELS_HINT = "add labels with `segloop add --labels-dir` or `segloop segment`, or pass --include-pseudo"
 _RESUME_HINT = "drop those options, or train without --resume to start a new run"
@@ -222,9 +227,12 @@ def _training_settings(
     seed: int | None,
     window: str | None,
     val_cases: str | None,
+    *,
+    patch_size: str | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """The training options as `TrainConfig` field names (None: not given on the command line)."""
-    from segloop.loop.training import training_settings
+    from segloop.loop.training import parse_patch_size, training_settings
 
     return training_settings(
         {
@@ -234,6 +242,8 @@ def _training_settings(
             "seed": seed,
             "window": window,
             "val_cases": split_list(val_cases) or None,
+            "patch_size": parse_patch_size(patch_size) if patch_size is not None else None,
+            "batch_size": batch_size,
         }
     )
 
@@ -256,6 +266,8 @@ def train_command(
     window: WindowOption = None,
     val_cases: ValCasesOption = None,
     include_pseudo: IncludePseudoOption = False,
+    patch_size: PatchSizeOption = None,
+    batch_size: BatchSizeOption = None,
 ) -> None:
     """Train a network on every labelled case (ignore voxels teach nothing)."""
     from segloop.cli.output import console, job_progress
@@ -264,7 +276,9 @@ def train_command(
     from segloop.store import Project
 
     opened = Project.open(project)
-    settings = _training_settings(dims, epochs, minutes, seed, window, val_cases)
+    settings = _training_settings(
+        dims, epochs, minutes, seed, window, val_cases, patch_size=patch_size, batch_size=batch_size
+    )
     with job_progress() as on_progress:
         if resume:
             asked = {

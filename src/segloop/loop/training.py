@@ -32,6 +32,7 @@ __all__ = [
     "collect_labeled_cases",
     "find_prediction_job",
     "finished_model",
+    "parse_patch_size",
     "predict_cases",
     "resume_training",
     "run_setting_differences",
@@ -116,6 +117,23 @@ def training_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         msg = f"training setting {both[0]} given twice (also as {SETTING_ALIASES[both[0]]}): expected one"
         raise InvalidInputError(msg)
     return {SETTING_ALIASES.get(name, name): value for name, value in settings.items()}
+
+
+def parse_patch_size(text: str) -> tuple[int, ...]:
+    """A training crop size typed as ``"256,256"`` (2D) or ``"96,96,96"`` (3D), in voxels.
+
+    Raises:
+        InvalidInputError: not 2 or 3 whole numbers >= 8 (`TrainConfig` checks them against ``dims``).
+
+    Examples:
+        >>> parse_patch_size("256,256"), parse_patch_size(" 96, 96, 64 ")
+        ((256, 256), (96, 96, 64))
+    """
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (2, 3) or not all(part.isdigit() and int(part) >= 8 for part in parts):
+        msg = f"patch size: expected 2 or 3 whole numbers >= 8 like 256,256 or 96,96,96; got {text!r}"
+        raise InvalidInputError(msg)
+    return tuple(int(part) for part in parts)
 
 
 def train_config(project: Project, **settings: Any) -> Any:
