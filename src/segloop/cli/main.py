@@ -161,22 +161,40 @@ def export(
     project: ProjectArg,
     case: CaseArg,
     out: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
             help="Output file (the suffix picks the format); with --for, a folder.", show_default=False
         ),
-    ],
+    ] = None,
     version: Annotated[int | None, typer.Option(help="Export this label version instead.")] = None,
     for_tool: Annotated[
         str | None,
         typer.Option("--for", help="slicer, itksnap or mitk: image, label and a corrections template."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    contours: Annotated[
+        Path | None, typer.Option(help="Also write the label's outlines per slice (JSON polygon document).")
+    ] = None,
+    contour_classes: Annotated[
+        str | None, typer.Option("--classes", help="--contours: these classes (default: all present).")
+    ] = None,
+    axis: Annotated[str, typer.Option(help="--contours: axial, coronal or sagittal slices.")] = "axial",
 ) -> None:
     """Write a case's effective label (original > revised > pseudo) in any supported format."""
     from segloop.cli.output import console
     from segloop.store import Project
 
+    if out is None and contours is None:
+        raise typer.BadParameter("give OUT (the label file), --contours FILE, or both")
+    if contours is not None:
+        from segloop.loop.tools import write_case_contours
+
+        opened, classes = Project.open(project), split_list(contour_classes) or None
+        document = write_case_contours(opened, case, contours, classes, axis, version, overwrite=force)
+        counts = ", ".join(f"{name} {len(polygons)}" for name, polygons in document["classes"].items())
+        console.print(f"wrote {contours} (polygons: {counts})")
+        if out is None:
+            return
     if for_tool is not None:
         from segloop.loop.tool_exports import export_for_tool
 
