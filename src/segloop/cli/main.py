@@ -172,6 +172,10 @@ def export(
         typer.Option("--for", help="slicer, itksnap or mitk: image, label and a corrections template."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    attention: Annotated[
+        Path | None,
+        typer.Option(help="Also write the case's attention map (float, on its grid) to review beside it."),
+    ] = None,
     contours: Annotated[
         Path | None, typer.Option(help="Also write the label's outlines per slice (JSON polygon document).")
     ] = None,
@@ -184,8 +188,8 @@ def export(
     from segloop.cli.output import console
     from segloop.store import Project
 
-    if out is None and contours is None:
-        raise typer.BadParameter("give OUT (the label file), --contours FILE, or both")
+    if out is None and attention is None and contours is None:
+        raise typer.BadParameter("give OUT (the label file), --attention FILE, --contours FILE, or several")
     if contours is not None:
         from segloop.loop.tools import write_case_contours
 
@@ -193,6 +197,16 @@ def export(
         document = write_case_contours(opened, case, contours, classes, axis, version, overwrite=force)
         counts = ", ".join(f"{name} {len(polygons)}" for name, polygons in document["classes"].items())
         console.print(f"wrote {contours} (polygons: {counts})")
+        if out is None and attention is None:
+            return
+    if attention is not None:
+        from segloop.io import write_volume
+        from segloop.loop.ranking import attention_volume
+
+        heat = attention_volume(Project.open(project), case)
+        written_map = write_volume(heat, attention, overwrite=force)
+        shown = ", ".join(f"{c['class']} {c['flagged_voxels']}" for c in heat.meta["classes"]) or "none"
+        console.print(f"wrote {written_map} (flagged voxels: {shown})")
         if out is None:
             return
     if for_tool is not None:
@@ -233,6 +247,13 @@ PatchSizeOption = Annotated[
     typer.Option(help="Training crop in voxels, e.g. 256,256 or 96,96,96 (default: 5/8 of a slice; 64³)."),
 ]
 BatchSizeOption = Annotated[int | None, typer.Option(help="Crops per optimiser step (default 16).")]
+NetworkOption = Annotated[
+    str | None, typer.Option(help="unet (default), dynunet or swinunetr (MONAI's SwinUNETR, pretrainable).")
+]
+FeaturesOption = Annotated[
+    str | None,
+    typer.Option(help="Channels per level, e.g. 12,24,48,96,192 (swinunetr default 48,...,768 as bundles)."),
+]
 
 _NO_LABELS_HINT = "add labels with `segloop add --labels-dir` or `segloop segment`, or pass --include-pseudo"
 _RESUME_HINT = "drop those options, or train without --resume to start a new run"
@@ -276,7 +297,10 @@ def train_command(
     epochs: EpochsOption = None,
     minutes: MinutesOption = None,
     device: DeviceOption = "auto",
-    init_weights: Annotated[Path | None, typer.Option(help="A segloop checkpoint to start from.")] = None,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(help="Start from a segloop checkpoint, a PyTorch/MONAI state dict or bundle model.pt."),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted run with its own settings.")
     ] = False,
@@ -286,17 +310,20 @@ def train_command(
     include_pseudo: IncludePseudoOption = False,
     patch_size: PatchSizeOption = None,
     batch_size: BatchSizeOption = None,
+    network: NetworkOption = None,
+    features: FeaturesOption = None,
 ) -> None:
     """Train a network on every labelled case (ignore voxels teach nothing)."""
     from segloop.cli.output import console, job_progress
     from segloop.errors import ConflictError, LabelValueError, NotFoundError
-    from segloop.loop.training import resume_training, train_config, train_project
+    from segloop.loop.training import parse_features, resume_training, train_config, train_project
     from segloop.store import Project
 
     opened = Project.open(project)
     settings = _training_settings(
         dims, epochs, minutes, seed, window, val_cases, patch_size=patch_size, batch_size=batch_size
     )
+    settings |= {"network": network, "features": parse_features(features) if features else None}
     with job_progress() as on_progress:
         if resume:
             asked = {

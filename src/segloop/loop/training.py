@@ -32,6 +32,7 @@ __all__ = [
     "collect_labeled_cases",
     "find_prediction_job",
     "finished_model",
+    "parse_features",
     "parse_patch_size",
     "predict_cases",
     "resume_training",
@@ -136,11 +137,30 @@ def parse_patch_size(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
+def parse_features(text: str) -> tuple[int, ...]:
+    """A network's channels per resolution level typed as ``"12,24,48,96,192"``.
+
+    Raises:
+        InvalidInputError: not at least 2 whole numbers > 0 (`TrainConfig` checks them against the network).
+
+    Examples:
+        >>> parse_features("12, 24,48,96,192")
+        (12, 24, 48, 96, 192)
+    """
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) < 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        msg = f"features: expected at least 2 whole numbers > 0 like 16,32,64,128; got {text!r}"
+        raise InvalidInputError(msg)
+    return tuple(int(part) for part in parts)
+
+
 def train_config(project: Project, **settings: Any) -> Any:
     """The `segloop.engine.TrainConfig` of ``settings`` over the project's defaults.
 
     The project decides the modality and, unless ``window`` is given, the CT window
-    (``segloop.toml`` ``[defaults] window``); every other field keeps the engine's default.
+    (``segloop.toml`` ``[defaults] window``); a network of `NETWORK_DEFAULTS` gets its own defaults
+    (SwinUNETR: the pretrained bundles' features and instance norm); every other field keeps the
+    engine's default.
 
     Args:
         project: the open project.
@@ -150,14 +170,17 @@ def train_config(project: Project, **settings: Any) -> Any:
     Raises:
         InvalidInputError: an unknown field or an invalid value.
     """
-    from segloop.engine.config import TrainConfig
+    from segloop.engine.config import NETWORK_DEFAULTS, TrainConfig
 
     given = _normalize_settings({k: v for k, v in settings.items() if v is not None})
     unknown = sorted(set(given) - set(TrainConfig.__dataclass_fields__))
     if unknown:
         msg = f"unknown training settings {', '.join(unknown)}: expected fields of TrainConfig"
         raise InvalidInputError(msg)
-    base: dict[str, Any] = {"modality": project.config.modality}
+    base: dict[str, Any] = {
+        "modality": project.config.modality,
+        **NETWORK_DEFAULTS.get(given.get("network"), {}),
+    }
     stored_window = project.config.defaults.get("window")
     if stored_window:
         base["window"] = parse_window(stored_window)
@@ -212,8 +235,8 @@ def train_project(
             and schema (checked before anything is recorded).
         NotFoundError: continual training without a finished model or initial weights.
     """
-    from segloop.engine.checkpoint import read_weights
     from segloop.engine.data import split_cases
+    from segloop.engine.weights import read_initial_weights
 
     if mode not in MODES:
         msg = f"unknown training mode {mode!r}: expected one of {', '.join(MODES)}"
@@ -231,7 +254,7 @@ def train_project(
         msg = "continual training needs a finished model or initial weights; train in full mode first"
         raise NotFoundError(msg)
     if init_weights is not None:  # a bad file is refused before a model row exists
-        read_weights(init_weights, config, n_classes=project.config.schema.ignore_index)
+        read_initial_weights(init_weights, config, n_classes=project.config.schema.ignore_index)
     by_id = {case.case_id: case for case in cases}
     train_ids, val_ids = split_cases(list(by_id), config)
     record = project.start_model(
