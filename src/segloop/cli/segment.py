@@ -163,7 +163,7 @@ def contours(
         bool,
         typer.Option(
             "--replace",
-            help="Rebuild the classes from the edited slices on top of the current label (a revised version).",
+            help="Rebuild the classes between the edited slices on top of the current label (revised).",
         ),
     ] = False,
 ) -> None:
