@@ -77,7 +77,7 @@ def check_recipe_5(folder: Path) -> None:
     # the retrain continues from the first model and learns from the correction too
     assert second.status.value == "done" and second.mode == "continual" and second.parent_id == first.id
     assert "dna-27" in second.train_case_ids and revised.id in second.label_version_ids
-    assert second.config["epochs"] == 5 and second.config["seed"] == 2
+    assert second.config["epochs"] == 3 and second.config["seed"] == 2
 
 
 @pytest.mark.slow
