@@ -76,7 +76,10 @@ def test_recipe_4_membrain_patches(tmp_path: Path):
     outside = ~coverage
     score, score_start = dice(predicted[outside], truth[outside]), dice(start[outside] == 1, truth[outside])
     print(f"recipe 4: membrane Dice outside the patches {score:.3f} (stand-in start {score_start:.3f})")
-    assert score > 0
+    print(f"recipe 4: predicted membrane fraction {predicted.mean():.3f}, reference {truth.mean():.3f}")
+    trivial = dice(np.ones(int(outside.sum()), bool), truth[outside])  # every voxel called membrane
+    print(f"recipe 4: Dice of calling every voxel membrane {trivial:.3f}")
+    assert score > trivial + 0.05, (score, trivial)
     exported = read_volume(tmp_path / "membranes.mrc")
     assert exported.meta["voxel_size_angstrom"] == (40.0, 40.0, 500.0)
     np.testing.assert_array_equal(exported.array[coverage & ~unsure] == 1, truth[coverage & ~unsure])
