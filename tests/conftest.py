@@ -115,3 +115,17 @@ def make_phantom_project(
             write_volume(phantom.labels, tmp_path / "lab" / f"c{index}.nii.gz")
     import_cases(project, images, labels_dir=tmp_path / "lab" if labeled else None, source=source)
     return project
+
+
+def liver_scribbles(truth: np.ndarray, background: int, liver: int = 1) -> np.ndarray:
+    """Grow seeds on a phantom: the liver's eroded core on 3 axial slices, a background shell around it."""
+    from scipy import ndimage
+
+    seeds = np.zeros_like(truth)
+    mask = truth == liver
+    core = ndimage.binary_erosion(mask, iterations=2)
+    slices = np.flatnonzero(core.any(axis=(0, 1)))
+    for k in slices[[len(slices) // 4, len(slices) // 2, 3 * len(slices) // 4]]:
+        seeds[:, :, k][core[:, :, k]] = liver
+    seeds[ndimage.binary_dilation(mask, iterations=2) & ~ndimage.binary_dilation(mask)] = background
+    return seeds

@@ -12,7 +12,7 @@ from segloop.loop import tools
 from segloop.loop.cases import import_cases, init_project
 from segloop.metrics import dice
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
-from tests.conftest import snapshot_project
+from tests.conftest import liver_scribbles, snapshot_project
 
 SHAPE = (32, 32, 16)
 LIVER, KIDNEY_LEFT, KIDNEY_RIGHT = 1, 3, 4
@@ -28,22 +28,10 @@ def setup(tmp_path):
     return project, phantom
 
 
-def _two_class_scribbles(truth: np.ndarray, background: int) -> np.ndarray:
-    """Liver strokes (its eroded core on 3 axial slices) and a background shell around the liver."""
-    seeds = np.zeros_like(truth)
-    liver = truth == LIVER
-    core = ndimage.binary_erosion(liver, iterations=2)
-    slices = np.flatnonzero(core.any(axis=(0, 1)))
-    for k in slices[[len(slices) // 4, len(slices) // 2, 3 * len(slices) // 4]]:
-        seeds[:, :, k][core[:, :, k]] = LIVER
-    seeds[ndimage.binary_dilation(liver, iterations=2) & ~ndimage.binary_dilation(liver)] = background
-    return seeds
-
-
 def test_grow_preview_is_the_draft_run_stores_and_stores_nothing(setup):
     project, phantom = setup
     truth = phantom.labels.array
-    request = tools.Grow(_two_class_scribbles(truth, project.config.schema.ignore_index))
+    request = tools.Grow(liver_scribbles(truth, project.config.schema.ignore_index))
     before = snapshot_project(project.root)
     shown = tools.preview(project, "a", request)
     assert snapshot_project(project.root) == before and project.list_label_versions("a") == []
@@ -111,7 +99,7 @@ def test_contours_of_a_version_an_empty_slice_and_bad_slices(setup):
     first = tools.run(
         project,
         "a",
-        tools.Grow(_two_class_scribbles(phantom.labels.array, project.config.schema.ignore_index)),
+        tools.Grow(liver_scribbles(phantom.labels.array, project.config.schema.ignore_index)),
         author="a",
     )
     middle = SHAPE[2] // 2
@@ -125,7 +113,7 @@ def test_contours_of_a_version_an_empty_slice_and_bad_slices(setup):
 
 def test_a_stale_expected_head_stores_nothing(setup):
     project, phantom = setup
-    request = tools.Grow(_two_class_scribbles(phantom.labels.array, project.config.schema.ignore_index))
+    request = tools.Grow(liver_scribbles(phantom.labels.array, project.config.schema.ignore_index))
     first = tools.run(project, "a", request, author="ana", expected_head=None)
     head = first.version.id
     before = snapshot_project(project.root)

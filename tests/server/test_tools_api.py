@@ -13,7 +13,7 @@ from segloop.loop import tools
 from segloop.metrics import dice
 from segloop.server.codec import volume_to_nifti_gz
 from segloop.synthetic import make_ct_phantom
-from tests.conftest import snapshot_project
+from tests.conftest import liver_scribbles, snapshot_project
 
 SHAPE = (24, 24, 12)
 LIVER, KIDNEY_LEFT, KIDNEY_RIGHT = 1, 3, 4
@@ -32,18 +32,6 @@ def _nifti(client, case_id: str, array: np.ndarray) -> bytes:
 
 def _truth(seed: int, shape=SHAPE) -> np.ndarray:
     return make_ct_phantom(shape, seed=seed).labels.array
-
-
-def _scribbles(truth: np.ndarray, background: int) -> np.ndarray:
-    """Liver strokes on 3 axial slices and a background shell around the liver."""
-    seeds = np.zeros_like(truth)
-    liver = truth == LIVER
-    core = ndimage.binary_erosion(liver, iterations=2)
-    slices = np.flatnonzero(core.any(axis=(0, 1)))
-    for k in slices[[len(slices) // 4, len(slices) // 2, 3 * len(slices) // 4]]:
-        seeds[:, :, k][core[:, :, k]] = LIVER
-    seeds[ndimage.binary_dilation(liver, iterations=2) & ~ndimage.binary_dilation(liver)] = background
-    return seeds
 
 
 def _post(client, case_id, name, params=None, *, preview=False, files=None, if_match=None):
@@ -72,7 +60,7 @@ def test_the_registry_lists_every_tool_with_its_fields_and_the_presets(client):
 
 def test_grow_preview_stores_nothing_and_is_what_the_run_stores(client):
     project = _project(client)
-    seeds = _scribbles(_truth(1), project.config.schema.ignore_index)
+    seeds = liver_scribbles(_truth(1), project.config.schema.ignore_index)
     files = {"seeds": _nifti(client, "c1", seeds)}
     before = snapshot_project(project.root)
     response = _post(client, "c1", "grow", preview=True, files=files)
@@ -94,7 +82,7 @@ def test_grow_preview_stores_nothing_and_is_what_the_run_stores(client):
 def test_seeds_drawn_on_a_base_label_are_only_what_differs(client):
     project = _project(client)
     truth = _truth(0)
-    scribbles = _scribbles(truth, project.config.schema.ignore_index)
+    scribbles = liver_scribbles(truth, project.config.schema.ignore_index)
     base = np.where(truth == LIVER, 0, truth)  # the label shown: its liver is missing
     drawn = np.where(scribbles > 0, scribbles, base)  # the person scribbled on it
     files = {"seeds": _nifti(client, "c0", drawn), "base": _nifti(client, "c0", base)}
