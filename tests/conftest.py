@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,3 +130,136 @@ def liver_scribbles(truth: np.ndarray, background: int, liver: int = 1) -> np.nd
         seeds[:, :, k][core[:, :, k]] = liver
     seeds[ndimage.binary_dilation(mask, iterations=2) & ~ndimage.binary_dilation(mask)] = background
     return seeds
+
+
+# -- PostgreSQL: a throwaway cluster on loopback for the store's tests on both engines ---------------
+#: A server the tests may use instead of their own cluster: ``postgresql+psycopg://user@host:port/db``
+#: of a role that may create databases (each test gets a fresh one there, dropped afterwards).
+TEST_POSTGRES_VARIABLE = "SEGLOOP_TEST_POSTGRES_URL"
+#: ``1`` (set by ``.ci/run``): a missing PostgreSQL fails the PostgreSQL tests instead of skipping them.
+REQUIRE_POSTGRES_VARIABLE = "SEGLOOP_REQUIRE_POSTGRES"
+
+
+def postgres_bindir() -> Path | None:
+    """The folder of ``initdb`` and ``pg_ctl`` (``pg_config --bindir``, else the newest Debian one)."""
+    import shutil
+    import subprocess
+
+    candidates = []
+    if shutil.which("pg_config"):
+        found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
+        candidates.append(Path(found.stdout.strip()))
+    debian = Path("/usr/lib/postgresql").glob("*/bin")
+    candidates += sorted(debian, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)[::-1]
+    on_path = shutil.which("initdb")
+    candidates += [Path(on_path).resolve().parent] if on_path else []
+    return next((d for d in candidates if (d / "initdb").is_file() and (d / "pg_ctl").is_file()), None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class _Cluster:
+    """A PostgreSQL cluster in a temporary folder, run by ``postgres`` when this process is root."""
+
+    def __init__(self, bindir: Path) -> None:
+        import os
+        import tempfile
+
+        self.bindir = bindir
+        self.folder = Path(tempfile.mkdtemp(prefix="segloop-pg-"))
+        self.as_owner: list[str] = []
+        if os.geteuid() == 0:  # the server refuses to run as root
+            import shutil
+
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.port = 0
+
+    def _run(self, *args: object) -> None:
+        import subprocess
+
+        command = [*self.as_owner, *map(str, args)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode:
+            log = self.folder / "log"
+            detail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+            msg = f"{' '.join(command)} failed: {done.stderr.strip() or done.stdout.strip()}\n{detail}"
+            raise RuntimeError(msg)
+
+    def start(self) -> str:
+        """initdb and start on a free port of 127.0.0.1 (three tries: a port may be taken meanwhile)."""
+        data = self.folder / "data"
+        self._run(self.bindir / "initdb", "-D", data, "-U", "segloop", "-A", "trust", "-E", "UTF8",
+                  "--locale=C", "--no-sync")  # fmt: skip
+        for attempt in range(3):
+            self.port = _free_port()
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
+                " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            try:
+                self._run(self.bindir / "pg_ctl", "-D", data, "-l", self.folder / "log", "-w", "-t", "60",
+                          "-o", options, "start")  # fmt: skip
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        return f"postgresql+psycopg://segloop@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        import shutil
+
+        if self.port:
+            with contextlib.suppress(RuntimeError):  # not running
+                self._run(self.bindir / "pg_ctl", "-D", self.folder / "data", "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server's URL (its maintenance database): ``SEGLOOP_TEST_POSTGRES_URL`` or a cluster
+    of this session (each xdist worker starts its own), removed at the end; skips when PostgreSQL is
+    not installed, or fails when ``SEGLOOP_REQUIRE_POSTGRES=1``."""
+    import os
+
+    given = os.environ.get(TEST_POSTGRES_VARIABLE, "")
+    if given:
+        yield given
+        return
+    bindir = postgres_bindir()
+    if bindir is None:
+        reason = "PostgreSQL is not installed (no initdb/pg_ctl: `make setup` installs Debian's postgresql)"
+        if os.environ.get(REQUIRE_POSTGRES_VARIABLE) == "1":
+            pytest.fail(f"{reason}, and {REQUIRE_POSTGRES_VARIABLE}=1 requires it", pytrace=False)
+        pytest.skip(reason)
+    cluster = _Cluster(bindir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """The URL of a fresh, empty database on `postgres_server` (dropped after the test on a given server)."""
+    import os
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server)
+    name = f"segloop_test_{uuid.uuid4().hex[:16]}"
+    dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield server.set(database=name).render_as_string(hide_password=False)
+    if os.environ.get(TEST_POSTGRES_VARIABLE):  # a throwaway cluster is removed whole at the end
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

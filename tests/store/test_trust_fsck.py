@@ -76,6 +76,7 @@ def test_the_cli_prints_a_table_and_exits_1(project, tmp_path, run_cli):
     assert result.code == 1 and "6 problems" in words and "orphan-object" in words
 
 
+@pytest.mark.sqlite_only  # a deleted segloop.db
 def test_the_cli_names_a_missing_database(project, run_cli):
     project.engine.dispose()
     (project.root / "segloop.db").unlink()
@@ -84,6 +85,7 @@ def test_the_cli_names_a_missing_database(project, run_cli):
     assert not (project.root / "segloop.db").exists()
 
 
+@pytest.mark.sqlite_only  # a deleted segloop.db
 def test_fsck_of_no_project_or_a_lost_database_is_one_line(project, tmp_path, run_cli):
     result = run_cli("fsck", tmp_path / "nothing-here")
     assert result.code == 1 and result.err.startswith("error: ") and result.err.count("\n") == 1

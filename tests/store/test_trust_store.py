@@ -44,6 +44,7 @@ def _set_database_url(project_root, url):
 # -- #3: the database location comes from the user, never from segloop.toml ------------------------
 
 
+@pytest.mark.sqlite_only  # a sqlite:/// URL of another project's file in segloop.toml
 def test_a_database_url_in_the_project_file_is_refused(tmp_path, project):
     other = init_project(tmp_path / "other", PHANTOM_CLASSES)
     other_db = other.root / "segloop.db"
@@ -94,6 +95,7 @@ def test_bad_database_urls_are_one_line_errors(tmp_path, project, url, kind, wor
 # -- #8: a missing database is damage, not a fresh project ------------------------------------------
 
 
+@pytest.mark.sqlite_only  # a deleted segloop.db
 def test_a_missing_database_beside_objects_is_an_integrity_error(project):
     project.engine.dispose()
     (project.root / "segloop.db").unlink()
@@ -102,6 +104,7 @@ def test_a_missing_database_beside_objects_is_an_integrity_error(project):
     assert not (project.root / "segloop.db").exists()  # before: an empty database was created
 
 
+@pytest.mark.sqlite_only  # a segloop.db overwritten with garbage
 def test_a_corrupt_database_is_a_one_line_integrity_error(project):
     project.engine.dispose()
     (project.root / "segloop.db").write_bytes(b"this is not a database " * 200)
@@ -134,6 +137,7 @@ def test_opening_and_reading_write_nothing(project, statements):
     assert writes == [] and not any("IMMEDIATE" in s for s in statements), statements
 
 
+@pytest.mark.sqlite_only  # SQLite's mode=ro file URI
 def test_a_read_only_database_opens_and_reads(project):
     project.engine.dispose()
     url = f"sqlite:///file:{project.root / 'segloop.db'}?mode=ro&uri=true"
@@ -146,6 +150,7 @@ def test_a_read_only_database_opens_and_reads(project):
         opened.log_event("probe", "t", {})
 
 
+@pytest.mark.sqlite_only  # SQLite's mode=ro file URI
 def test_a_read_only_database_that_needs_a_migration_says_so(project):
     with project.engine.begin() as connection:
         connection.exec_driver_sql("UPDATE schema_info SET version = 3")
@@ -227,6 +232,7 @@ def test_a_detached_nrrd_image_is_verified_with_its_data_file(tmp_path):
         project.read_image(case_id)
 
 
+@pytest.mark.sqlite_only  # file permissions of segloop.db
 def test_a_database_the_user_may_not_write_is_opened_read_only(project, monkeypatch, statements):
     """As a non-root user on a read-only project (root ignores permissions: simulated here)."""
     project.engine.dispose()
