@@ -14,7 +14,7 @@ import numpy as np
 from segloop.core.geometry import align_to_grid, spacing_from_affine
 from segloop.core.labels import LabelSchema
 from segloop.core.names import validate_case_id
-from segloop.core.provenance import parse_source
+from segloop.core.provenance import Source, parse_source
 from segloop.errors import (
     ConflictError,
     CorruptFileError,
@@ -27,19 +27,30 @@ from segloop.exchange.values import remap_labels
 from segloop.io import read_volume, supported_suffixes, write_volume
 from segloop.loop.imports import ImportBatch, ImportReport, file_params, run_import
 from segloop.loop.labels import compute_effective_label, count_voxels, label_volume, read_schema_labels
-from segloop.store import Project, ProjectConfig
+from segloop.store import JobRecord, Project, ProjectConfig, RoundRecord
 from segloop.store.integrity import hash_path
+from segloop.store.overview import NO_SOURCE, CaseOverview, CaseSelection
 
 __all__ = [
+    "SUMMARY_SOURCES",
     "CaseSummary",
+    "CaseTable",
     "ImportReport",
+    "ProjectSummary",
     "case_id_from_path",
+    "case_summary",
+    "count_case_sources",
     "export_label",
     "import_cases",
     "init_project",
+    "list_case_table",
+    "parse_class_filter",
+    "parse_source_filter",
     "read_class_names",
     "read_mapped_labels",
     "summarize_cases",
+    "summarize_project",
+    "tally_class_sources",
 ]
 
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -389,6 +400,198 @@ def summarize_cases(project: Project) -> list[CaseSummary]:
         spacing = spacing_from_affine(case.affine)
         summaries.append(CaseSummary(case.case_id, case.shape, spacing, len(versions), sources))  # type: ignore[arg-type]
     return summaries
+
+
+#: The columns of a summary, most trusted source first; `NO_SOURCE`: no version annotates the class.
+SUMMARY_SOURCES: tuple[str, ...] = (
+    *(s.value for s in sorted(Source, key=lambda s: -s.priority)),
+    NO_SOURCE,
+)
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    """What `segloop status` shows by default: counts, whatever the number of cases.
+
+    Attributes:
+        name: the project's name.
+        n_cases: cases in the project.
+        n_versions: label versions in the project.
+        sources: per class (rows, schema order), cases by deciding source (every name of
+            `SUMMARY_SOURCES`, zeros included).
+        rounds: the newest rounds, oldest first (at most ``last_rounds``).
+        n_rounds: every round's count.
+        queue: the head of the newest recorded ranking: ``(case id, RankedEntry)``, rank 1 first.
+        queue_length: cases in that ranking.
+        jobs: unfinished jobs (running or interrupted), oldest first.
+    """
+
+    name: str
+    n_cases: int
+    n_versions: int
+    sources: dict[str, dict[str, int]]
+    rounds: tuple[RoundRecord, ...] = ()
+    n_rounds: int = 0
+    queue: tuple[tuple[str, Any], ...] = ()
+    queue_length: int = 0
+    jobs: tuple[JobRecord, ...] = ()
+
+
+def tally_class_sources(
+    n_cases: int, classes: Sequence[str], decided: Mapping[tuple[str, str], int]
+) -> dict[str, dict[str, int]]:
+    """Per class, cases by deciding source; the cases no version annotates count as `NO_SOURCE`.
+
+    Args:
+        n_cases: cases in the project.
+        classes: the classes (rows), in order.
+        decided: ``{(class, source): cases}`` (`Project.count_class_sources`).
+
+    Example:
+        >>> tally_class_sources(3, ["liver"], {("liver", "pseudo"): 2})["liver"]["none"]
+        1
+    """
+    table = {}
+    for name in classes:
+        row = dict.fromkeys(SUMMARY_SOURCES, 0)
+        for source in SUMMARY_SOURCES[:-1]:
+            row[source] = decided.get((name, source), 0)
+        row[NO_SOURCE] = n_cases - sum(row.values())
+        table[name] = row
+    return table
+
+
+def count_case_sources(summaries: Sequence[CaseSummary], classes: Sequence[str]) -> dict[str, dict[str, int]]:
+    """`tally_class_sources`'s table from per-case summaries (`summarize_cases`): the same rule in Python."""
+    decided: dict[tuple[str, str], int] = {}
+    for summary in summaries:
+        for name in classes:
+            source = summary.class_sources.get(name)
+            if source is not None:
+                decided[name, source] = decided.get((name, source), 0) + 1
+    return tally_class_sources(len(summaries), classes, decided)
+
+
+def parse_class_filter(project: Project, text: str | None) -> tuple[str, ...] | None:
+    """Class names from a comma list (None: no filter); raises `UnknownClassError` naming the classes."""
+    names = tuple(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
+    if not names:
+        return None
+    project.config.schema.indices_of(names)
+    return names
+
+
+def parse_source_filter(text: str | None) -> tuple[str, ...]:
+    """Source names from a comma list (`SUMMARY_SOURCES`; empty: no filter).
+
+    Raises:
+        InvalidInputError: an unknown name (the message lists the known ones).
+    """
+    names = tuple(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
+    unknown = [n for n in names if n not in SUMMARY_SOURCES]
+    if unknown:
+        msg = f"unknown label source {unknown[0]!r}: expected one of {', '.join(SUMMARY_SOURCES)}"
+        raise InvalidInputError(msg)
+    return names
+
+
+def summarize_project(
+    project: Project,
+    *,
+    classes: Sequence[str] | None = None,
+    last_rounds: int = 5,
+    queue_head: int = 5,
+) -> ProjectSummary:
+    """The project at a glance (`ProjectSummary`): a constant number of queries, grouped in SQL.
+
+    Args:
+        project: the open project.
+        classes: the class rows (default: every class of the schema).
+        last_rounds: how many of the newest rounds to keep.
+        queue_head: how many cases of the newest ranking to keep.
+    """
+    from segloop.loop.review import read_latest_ranking
+
+    n_cases = project.count_cases()
+    rows = tuple(project.config.schema.names if classes is None else classes)
+    rounds = project.list_rounds()
+    ranking = read_latest_ranking(project)
+    head = []
+    for case_id, entry in ranking.items():
+        if len(head) >= queue_head:
+            break
+        head.append((case_id, entry))
+    return ProjectSummary(
+        name=project.config.name,
+        n_cases=n_cases,
+        n_versions=project.count_label_versions(),
+        sources=tally_class_sources(n_cases, rows, project.count_class_sources()),
+        rounds=tuple(rounds[-last_rounds:]) if last_rounds > 0 else (),
+        n_rounds=len(rounds),
+        queue=tuple(head),
+        queue_length=len(ranking),
+        jobs=tuple(project.list_unfinished_jobs()),
+    )
+
+
+@dataclass(frozen=True)
+class CaseTable:
+    """A page of `segloop status`'s per-case table.
+
+    Attributes:
+        rows: the page, one `CaseSummary` per case (``class_sources`` of the shown classes).
+        total: cases the filters select (the page is ``rows[offset:offset + limit]`` of them).
+        classes: the shown classes.
+    """
+
+    rows: tuple[CaseSummary, ...]
+    total: int
+    classes: tuple[str, ...]
+
+
+def list_case_table(
+    project: Project,
+    selection: CaseSelection = CaseSelection(),  # noqa: B008 (frozen: a safe default)
+    *,
+    offset: int = 0,
+    limit: int | None = 50,
+    order: str = "added",
+    descending: bool = False,
+) -> CaseTable:
+    """A page of cases with the deciding source of each shown class: a constant number of queries.
+
+    Args:
+        project: the open project.
+        selection: which cases; its ``classes`` are the shown columns (default: all) and what
+            its ``sources`` look at.
+        offset: cases skipped.
+        limit: at most this many rows (None: all).
+        order: `Project.select_case_ids`'s order.
+        descending: reverse it.
+
+    Raises:
+        InvalidInputError: a negative offset or limit, or an unknown order.
+    """
+    if offset < 0 or (limit is not None and limit < 0):
+        msg = f"offset and limit must be >= 0; got {offset} and {limit}"
+        raise InvalidInputError(msg)
+    shown = tuple(project.config.schema.names if selection.classes is None else selection.classes)
+    total, ids = project.select_case_ids(
+        selection, order=order, descending=descending, offset=offset, limit=limit
+    )
+    rows = tuple(case_summary(o, shown) for o in project.list_case_overviews(ids))
+    return CaseTable(rows, total, shown)
+
+
+def case_summary(overview: CaseOverview, classes: Sequence[str]) -> CaseSummary:
+    """The `CaseSummary` of a stored `CaseOverview`, for ``classes``."""
+    return CaseSummary(
+        overview.case_id,
+        overview.shape,
+        spacing_from_affine(overview.affine),
+        overview.n_versions,
+        {name: overview.class_sources.get(name) for name in classes},
+    )
 
 
 def export_label(

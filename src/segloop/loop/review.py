@@ -14,8 +14,10 @@ Shared by every face that puts a case in front of a person (the server's editor,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -81,22 +83,42 @@ class RankedEntry:
     strategy: str
 
 
+#: The rankings read last, by (database, ``served`` event id and time): events are never changed, and a
+#: ranking of 100,000 cases takes longer to parse than a dashboard's page may.
+_RANKINGS: dict[tuple[Any, ...], dict[str, RankedEntry]] = {}
+_RANKINGS_LOCK = threading.Lock()
+_RANKINGS_KEPT = 4
+
+
 def read_latest_ranking(project: Project) -> dict[str, RankedEntry]:
-    """``{case id: RankedEntry}`` of the newest ranking `rank_cases` recorded (empty when none).
+    """``{case id: RankedEntry}`` of the newest ranking `rank_cases` recorded, rank 1 first (empty: none).
 
     Reads the newest ``served`` event: its whole ``ranking`` when recorded, else (older
-    events) the served cases in order, without scores. Nothing is ranked again.
+    events) the served cases in order, without scores. Nothing is ranked again; a ranking read
+    before is not parsed again (do not modify the result).
     """
+    stamp = project.find_latest_event_stamp("served")
+    if stamp is None:
+        return {}
+    key = (project.engine.url.render_as_string(hide_password=False), *stamp)
+    with _RANKINGS_LOCK:
+        if key in _RANKINGS:
+            return _RANKINGS[key]
     event = project.find_latest_event("served")
-    if event is None:
+    if event is None:  # pragma: no cover - events are never deleted
         return {}
     detail = event.detail
     strategy = str(detail.get("strategy", ""))
     rows = detail.get("ranking") or [[case_id, None] for case_id in detail.get("cases", [])]
-    return {
+    ranking = {
         str(case_id): RankedEntry(rank, None if score is None else float(score), strategy)
         for rank, (case_id, score) in enumerate(rows, start=1)
     }
+    with _RANKINGS_LOCK:
+        while len(_RANKINGS) >= _RANKINGS_KEPT:
+            _RANKINGS.pop(next(iter(_RANKINGS)))
+        _RANKINGS[(key[0], event.id, event.at)] = ranking
+    return ranking
 
 
 def list_versions_since(

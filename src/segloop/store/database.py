@@ -1,18 +1,21 @@
 """The project database: SQLAlchemy Core tables, connection set-up and ordered migrations.
 
-SQLite (WAL mode, foreign keys on) by default; any SQLAlchemy URL (PostgreSQL) given by the user
-works the same way. Reads run in plain (deferred) transactions, so a project opens and is read
-without a single write; writes go through `write_transaction`, which SQLite begins ``IMMEDIATE`` so
-that two processes queue instead of deadlocking and a check and the write it guards are atomic.
+SQLite (WAL mode, foreign keys on) by default; PostgreSQL (psycopg 3,
+``postgresql+psycopg://user@host[:port]/db``) given by the user works the same way. Reads run in
+plain (deferred) transactions, so a project opens and is read without a single write; writes go
+through `write_transaction`, which SQLite begins ``IMMEDIATE`` and PostgreSQL begins by taking one
+transaction-scoped advisory lock, so that on both engines writers queue instead of deadlocking and a
+check and the write it guards are atomic.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import (
@@ -24,6 +27,7 @@ from sqlalchemy import (
     Engine,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -37,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from segloop.core.provenance import Source, parse_source
 from segloop.errors import (
     ConflictError,
     InvalidInputError,
@@ -49,6 +54,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "case_images",
     "cases",
+    "class_decisions",
     "connect",
     "drafts",
     "evaluations",
@@ -64,6 +70,7 @@ __all__ = [
     "patches",
     "predictions",
     "read_schema_version",
+    "record_class_decisions",
     "rounds",
     "sqlite_path",
     "users",
@@ -75,6 +82,13 @@ __all__ = [
 DATABASE_URL_VARIABLE = "SEGLOOP_DATABASE_URL"
 
 _WRITE_OPTION = "segloop_write"
+
+#: The key of the PostgreSQL advisory lock that `write_transaction` holds (any fixed 64-bit number;
+#: advisory locks are per database, so projects on one server do not wait for each other).
+WRITE_LOCK_KEY = 0x5E6100B5
+
+#: Seconds a PostgreSQL connection attempt may take before "unreachable" (unless the URL says).
+CONNECT_TIMEOUT_S = 10
 
 metadata = MetaData()
 
@@ -99,7 +113,7 @@ case_images = Table(
     Column("case_pk", Integer, ForeignKey("cases.id"), nullable=False),
     Column("channel", Integer, nullable=False),
     Column("path", String(4096), nullable=False),
-    Column("size_bytes", Integer, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("copied", Boolean, nullable=False),
     UniqueConstraint("case_pk", "channel"),
@@ -261,6 +275,34 @@ drafts = Table(
     UniqueConstraint("case_pk", "author"),
 )
 
+#: Per case and annotated class, the label version that decides it (schema 6): the most trusted
+#: source, the newest version among equals (`segloop.core.assembly`'s order), and whether a person
+#: reviewed the class for the whole case (an ``original`` or ``revised`` version that is not a
+#: patch merge: `segloop.loop.ranking`'s candidates). Kept by `record_class_decisions` in the
+#: transaction of every label version insert, so summaries are one ``GROUP BY``; a class no version
+#: annotates has no row.
+class_decisions = Table(
+    "class_decisions",
+    metadata,
+    Column("case_pk", Integer, ForeignKey("cases.id"), primary_key=True),
+    Column("class_name", String(255), primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("label_version_id", Integer, ForeignKey("label_versions.id"), nullable=False),
+    Column("reviewed", Boolean, nullable=False),
+)
+
+#: Indexes of the queries that grow with the project (schema 6): a case's rows, the jobs still
+#: running, the newest event of a kind, the summary's counts.
+INDEXES = (
+    Index("ix_label_versions_case_pk", label_versions.c.case_pk),
+    Index("ix_predictions_case_pk_model_id", predictions.c.case_pk, predictions.c.model_id),
+    Index("ix_evaluations_case_pk", evaluations.c.case_pk),
+    Index("ix_patches_case_pk", patches.c.case_pk),
+    Index("ix_jobs_status", jobs.c.status),
+    Index("ix_events_kind_id", events.c.kind, events.c.id),
+    Index("ix_class_decisions_class_source", class_decisions.c.class_name, class_decisions.c.source),
+)
+
 #: The manifest keys of a ``patch-extracted`` event that became columns of `patches`.
 PATCH_COLUMNS = (
     "patch",
@@ -325,6 +367,102 @@ def _add_users_and_drafts(connection: Connection) -> None:
     metadata.create_all(connection, tables=[users, drafts])
 
 
+def _add_class_decisions_and_indexes(connection: Connection) -> None:
+    """Version 6: `class_decisions` (filled from every stored label version) and `INDEXES`."""
+    class_decisions.create(connection, checkfirst=True)
+    for index in INDEXES:
+        index.create(connection, checkfirst=True)
+    backfill_class_decisions(connection)
+
+
+def is_whole_case_review(source: str, params: Mapping[str, Any]) -> bool:
+    """Whether a version of ``source`` made with ``params`` is a person's review of the whole case.
+
+    ``original`` and ``revised`` versions are, except a merge of correction patches (its
+    ``params`` name its ``patches``): a person saw only those patches.
+    """
+    return source in (Source.ORIGINAL, Source.REVISED) and "patches" not in params
+
+
+def _decides(new_source: str, old_source: str) -> bool:
+    """Whether a newer version of ``new_source`` decides a class over one of ``old_source``."""
+    return parse_source(new_source).priority >= parse_source(old_source).priority
+
+
+def record_class_decisions(
+    connection: Connection,
+    case_pk: int,
+    version_id: int,
+    source: str,
+    classes: Sequence[str],
+    params: Mapping[str, Any],
+) -> None:
+    """Update `class_decisions` for a label version just inserted (in its transaction).
+
+    Two statements whatever the number of classes, plus one update per class the version takes
+    over (none for a version its case's classes outrank).
+    """
+    if not classes:
+        return
+    reviewed = is_whole_case_review(source, params)
+    query = select(class_decisions).where(
+        (class_decisions.c.case_pk == case_pk) & class_decisions.c.class_name.in_(list(classes))
+    )
+    known = {row.class_name: row for row in connection.execute(query)}
+    for name in dict.fromkeys(classes):
+        row = known.get(name)
+        if row is None:
+            continue
+        values: dict[str, Any] = {"reviewed": row.reviewed or reviewed}
+        if _decides(source, row.source):
+            values |= {"source": source, "label_version_id": version_id}
+        if values != {"reviewed": row.reviewed}:
+            connection.execute(
+                class_decisions.update()
+                .where((class_decisions.c.case_pk == case_pk) & (class_decisions.c.class_name == name))
+                .values(**values)
+            )
+    new = [
+        {
+            "case_pk": case_pk,
+            "class_name": n,
+            "source": source,
+            "label_version_id": version_id,
+            "reviewed": reviewed,
+        }
+        for n in dict.fromkeys(classes)
+        if n not in known
+    ]
+    if new:
+        connection.execute(class_decisions.insert(), new)
+
+
+def backfill_class_decisions(connection: Connection, *, batch_rows: int = 10_000) -> None:
+    """Rebuild `class_decisions` from every stored label version (oldest first), in bulk."""
+    decided: dict[tuple[int, str], dict[str, Any]] = {}
+    query = select(
+        label_versions.c.id, label_versions.c.case_pk, label_versions.c.source,
+        label_versions.c.classes, label_versions.c.params,
+    ).order_by(label_versions.c.id)  # fmt: skip
+    for version in connection.execute(query):
+        reviewed = is_whole_case_review(version.source, version.params)
+        for name in version.classes:
+            row = decided.get((version.case_pk, name))
+            if row is None:
+                decided[version.case_pk, name] = {
+                    "case_pk": version.case_pk, "class_name": name, "source": version.source,
+                    "label_version_id": version.id, "reviewed": reviewed,
+                }  # fmt: skip
+                continue
+            row["reviewed"] = row["reviewed"] or reviewed
+            if _decides(version.source, row["source"]):
+                row |= {"source": version.source, "label_version_id": version.id}
+    connection.execute(class_decisions.delete())
+    rows = list(decided.values())
+    for start in range(0, len(rows), batch_rows):
+        connection.execute(class_decisions.insert(), rows[start : start + batch_rows])
+
+
 #: Ordered migrations: entry N brings a database from version N to N + 1.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _create_version_1,
@@ -332,6 +470,7 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _add_evaluations_and_rounds,
     _add_jobs_patches_and_hashes,
     _add_users_and_drafts,
+    _add_class_decisions_and_indexes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -384,6 +523,34 @@ def _configure_sqlite(engine: Engine, *, read_only: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _configure_postgresql(engine: Engine) -> None:
+    """Serialise writers as SQLite's ``BEGIN IMMEDIATE`` does.
+
+    The store's checks read and then write (a stale parent in `Project.add_label_versions`, a draft,
+    a job claimed once), which under PostgreSQL's default READ COMMITTED would let two writers both
+    pass the check. One transaction-scoped advisory lock taken first by every write transaction makes
+    writers run one at a time, and each statement after it sees everything committed before: the
+    guarantees of ``BEGIN IMMEDIATE``, with nothing to retry (SERIALIZABLE would abort one writer,
+    row locks cannot guard rows that do not exist yet). Readers never wait; the lock ends with the
+    transaction, also when its process dies.
+    """
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(_WRITE_OPTION, False):
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+
+
+def _engine_options(url: URL) -> dict[str, object]:
+    """`create_engine` arguments of ``url``'s engine (PostgreSQL: UTC sessions, a connect timeout)."""
+    if url.get_backend_name() != "postgresql":
+        return {}
+    connect_args: dict[str, object] = {"options": "-c timezone=UTC"}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    return {"connect_args": connect_args, "pool_pre_ping": True}
+
+
 def connect(url: str | URL, *, read_only: bool = False) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or any SQLAlchemy URL); connects lazily.
 
@@ -400,7 +567,7 @@ def connect(url: str | URL, *, read_only: bool = False) -> Engine:
     if read_only and path is not None:
         parsed = make_url(f"sqlite:///file:{quote(str(path.resolve()))}?{_read_only_query(path)}&uri=true")
     try:
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, **_engine_options(parsed))
     except (NoSuchModuleError, ImportError) as error:
         msg = (
             f"the database driver for {parsed.drivername!r} URLs is not available ({error}):"
@@ -409,6 +576,8 @@ def connect(url: str | URL, *, read_only: bool = False) -> Engine:
         raise MissingDependencyError(msg) from error
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, read_only=read_only)
+    elif engine.dialect.name == "postgresql":
+        _configure_postgresql(engine)
     return engine
 
 
@@ -427,7 +596,8 @@ def _read_only_query(path: Path) -> str:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A write transaction (SQLite: ``BEGIN IMMEDIATE``): committed on success, rolled back on error."""
+    """A write transaction, one at a time per database (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an
+    advisory lock, see `_configure_postgresql`): committed on success, rolled back on error."""
     with engine.execution_options(**{_WRITE_OPTION: True}).begin() as connection:
         yield connection
 
@@ -444,7 +614,7 @@ def read_schema_version(engine: Engine) -> int | None:
                 return None
             found = connection.execute(select(schema_info.c.version)).scalar()
     except SQLAlchemyError as error:
-        reason = getattr(error, "orig", None) or error
+        reason = one_line(getattr(error, "orig", None) or error)
         url = engine.url.render_as_string(hide_password=True)
         fix = "restore it from a backup" if engine.dialect.name == "sqlite" else "check that it is reachable"
         msg = f"the project database {url} cannot be read ({reason}): {fix}"
@@ -482,6 +652,11 @@ def check_schema_version(found: int) -> None:
             f"database schema version {found} is newer than this segloop's {SCHEMA_VERSION}: upgrade segloop"
         )
         raise ConflictError(msg)
+
+
+def one_line(error: BaseException) -> str:
+    """A driver's error as one line (libpq's messages span several, with hints on their own lines)."""
+    return " ".join(str(error).split())
 
 
 def is_writable_file(path: Path) -> bool:

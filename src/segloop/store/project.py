@@ -16,8 +16,10 @@ import difflib
 import os
 import socket
 import zipfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +47,7 @@ from segloop.store.database import (
     case_images,
     cases,
     check_schema_version,
+    class_decisions,
     connect,
     drafts,
     evaluations,
@@ -58,6 +61,7 @@ from segloop.store.database import (
     patches,
     predictions,
     read_schema_version,
+    record_class_decisions,
     rounds,
     sqlite_path,
     users,
@@ -67,6 +71,8 @@ from segloop.store.database import (
 from segloop.store.drafts import check_draft_labels, check_draft_parent
 from segloop.store.integrity import accept_legacy_sha256, current_sha256
 from segloop.store.objects import ObjectStore
+from segloop.store.overview import CaseOverview, CaseSelection, selection_clause
+from segloop.store.predictions import NewPrediction, check_prediction_arrays
 from segloop.store.records import (
     CaseRecord,
     DraftRecord,
@@ -216,7 +222,7 @@ class Project:
             NotFoundError: a label names a case that is neither new nor stored.
         """
         ids = [case.case_id for case in new_cases]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
         if repeated:
             msg = f"duplicate case ids in one batch: {', '.join(repeated)} (use distinct file names)"
             raise ConflictError(msg)
@@ -313,6 +319,99 @@ class Project:
             by_case.setdefault(image.case_pk, []).append(image)
         return [_case_record(row, by_case.get(row.id, [])) for row in rows]
 
+    # -- many cases at once (listings of large projects) -----------------------------------------
+
+    def count_cases(self) -> int:
+        """How many cases the project holds."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(cases)).scalar() or 0)
+
+    def count_label_versions(self) -> int:
+        """How many label versions the project holds."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(label_versions)).scalar() or 0)
+
+    def count_class_sources(self) -> dict[tuple[str, str], int]:
+        """``{(class name, deciding source): cases}`` over the whole project (one ``GROUP BY``)."""
+        query = select(class_decisions.c.class_name, class_decisions.c.source, func.count()).group_by(
+            class_decisions.c.class_name, class_decisions.c.source
+        )
+        with self.engine.connect() as connection:
+            return {(name, source): int(n) for name, source, n in connection.execute(query)}
+
+    def select_case_ids(
+        self,
+        selection: CaseSelection = CaseSelection(),  # noqa: B008 (frozen: a safe default)
+        *,
+        order: str = "added",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[int, list[str]]:
+        """``(cases selected, a page of their ids)``: two queries whatever the project's size.
+
+        Args:
+            selection: which cases (`CaseSelection`).
+            order: ``added`` (the order cases were added), ``id`` (case id) or ``versions``
+                (number of label versions; ties in added order).
+            descending: reverse the order.
+            offset: ids skipped.
+            limit: at most this many ids (None: all).
+
+        Raises:
+            InvalidInputError: an unknown order.
+        """
+        where = selection_clause(selection, self.config.schema.names, self.engine.dialect.name)
+        keys = {
+            "added": cases.c.id,
+            "id": cases.c.case_id,
+            "versions": select(func.count()).where(label_versions.c.case_pk == cases.c.id).scalar_subquery(),
+        }
+        if order not in keys:
+            msg = f"unknown case order {order!r}: expected one of {', '.join(keys)}"
+            raise InvalidInputError(msg)
+        key = keys[order].desc() if descending else keys[order]
+        tie = cases.c.id.desc() if descending else cases.c.id
+        query = select(cases.c.case_id).where(where).order_by(key, tie).offset(offset).limit(limit)
+        with self.engine.connect() as connection:
+            total = connection.execute(select(func.count()).select_from(cases).where(where)).scalar()
+            return int(total or 0), list(connection.execute(query).scalars())
+
+    def list_case_overviews(self, case_ids: Sequence[str]) -> list[CaseOverview]:
+        """A `CaseOverview` of each case in ``case_ids`` (in that order; unknown ids are skipped).
+
+        Three queries whatever the number of cases (meant for a page of a listing).
+        """
+        wanted = list(dict.fromkeys(case_ids))
+        rows, counts, decided = [], {}, {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                found = connection.execute(
+                    select(cases.c.id, cases.c.case_id, cases.c.shape, cases.c.affine).where(
+                        cases.c.case_id.in_(chunk)
+                    )
+                ).all()
+                pks = [row.id for row in found]
+                rows += found
+                counts |= dict(
+                    connection.execute(
+                        select(label_versions.c.case_pk, func.count())
+                        .where(label_versions.c.case_pk.in_(pks))
+                        .group_by(label_versions.c.case_pk)
+                    ).all()
+                )
+                for row in connection.execute(
+                    select(class_decisions).where(class_decisions.c.case_pk.in_(pks))
+                ):
+                    decided.setdefault(row.case_pk, []).append(row)
+        by_id = {row.case_id: row for row in rows}
+        return [
+            _case_overview(by_id[i], counts.get(by_id[i].id, 0), decided.get(by_id[i].id, []))
+            for i in wanted
+            if i in by_id
+        ]
+
     # -- label versions -----------------------------------------------------------------------
 
     def add_label_version(
@@ -405,7 +504,7 @@ class Project:
         if unknown:
             msg = f"label classes {unknown} are not in the schema ({', '.join(self.config.schema.names)})"
             raise InvalidInputError(msg)
-        return int(
+        version_id = int(
             connection.execute(
                 label_versions.insert().values(
                     case_pk=case_pk,
@@ -422,6 +521,8 @@ class Project:
                 )
             ).inserted_primary_key[0]
         )
+        record_class_decisions(connection, case_pk, version_id, label.source, label.classes, label.params)
+        return version_id
 
     def _rows_of_case(self, table: Table, case_id: str | None) -> Sequence[Row]:
         """Rows of ``table`` with their ``case_id`` (of one case, or all), oldest first."""
@@ -570,6 +671,20 @@ class Project:
         with self.engine.connect() as connection:
             row = connection.execute(query).first()
         return None if row is None else _from_row(EventRecord, row)
+
+    def find_latest_event_stamp(self, kind: str) -> tuple[int, datetime] | None:
+        """``(id, time)`` of the newest journal entry of ``kind`` (its detail not read), or None."""
+        query = select(events.c.id, events.c.at).where(events.c.kind == kind).order_by(events.c.id.desc())
+        with self.engine.connect() as connection:
+            found = connection.execute(query.limit(1)).first()
+        return None if found is None else (int(found.id), found.at)
+
+    def list_unfinished_jobs(self) -> list[JobRecord]:
+        """Jobs stored as running (those whose process died read as ``interrupted``) or interrupted."""
+        wanted = (JobStatus.RUNNING.value, JobStatus.INTERRUPTED.value)
+        query = select(jobs).where(jobs.c.status.in_(wanted)).order_by(jobs.c.id)
+        with self.engine.connect() as connection:
+            return [_job_record(row) for row in connection.execute(query).all()]
 
     # -- evaluations and rounds --------------------------------------------------------------
 
@@ -760,7 +875,7 @@ class Project:
         """
         case = self.get_case(case_id)
         self.get_model(model_id)
-        stored = _checked_prediction(arrays, case.shape)
+        stored = check_prediction_arrays(arrays, case.shape)
         relative = f"predictions/{model_id}/{case_id}.npz"
         target = path_inside(self.root, relative)
         with atomic_file(target, overwrite=True) as temporary, open(temporary, "wb") as out:
@@ -778,6 +893,72 @@ class Project:
                 )
             )
         return self.list_predictions(case_id)[-1]
+
+    def add_predictions(
+        self, model_id: int, items: Sequence[NewPrediction], *, again: bool = False
+    ) -> list[PredictionRecord]:
+        """Record a batch of a model's predictions: per case its ``pseudo`` version and its row.
+
+        One write transaction (SQLite ``BEGIN IMMEDIATE``) holds the whole batch, so a killed
+        client leaves whole batches. Label objects and prediction files are published before
+        (`segloop.store.predictions.write_prediction_file`: workers write them, the client
+        records them). Under the write lock, a case that has a prediction by ``model_id`` already
+        (stored before, or earlier in ``items``) is skipped unless ``again``, so two clients never
+        both record one (case, model); the skipped items' objects and files that nothing
+        references are removed.
+
+        Args:
+            model_id: the model that predicted every item.
+            items: the predictions, recorded in this order.
+            again: record a case that has a prediction by the model already.
+
+        Returns:
+            The records stored, in the order of ``items`` (skipped ones left out).
+
+        Raises:
+            NotFoundError: the model or a case is missing; nothing stored.
+            ConflictError: a label object or prediction file is not published; nothing stored.
+        """
+        self.get_model(model_id)
+        case_pks = {item.case_id: self.get_case(item.case_id).pk for item in items}
+        now = utc_now()
+        with write_transaction(self.engine) as connection:
+            for item in items:
+                if not self.objects.has(item.label.object_key):
+                    msg = f"label object {item.label.object_key} of case {item.case_id!r} is not stored"
+                    raise ConflictError(msg)
+                if not path_inside(self.root, item.file.relative).is_file():
+                    msg = f"prediction file {item.file.relative} of case {item.case_id!r} is not stored"
+                    raise ConflictError(msg)
+            predicted = select(predictions.c.case_pk).where(
+                predictions.c.model_id == model_id, predictions.c.case_pk.in_(set(case_pks.values()))
+            )
+            done = set() if again else set(connection.execute(predicted).scalars())
+            ids, skipped = [], []
+            for item in items:
+                case_pk = case_pks[item.case_id]
+                if not again and case_pk in done:
+                    skipped.append(item)
+                    continue
+                done.add(case_pk)
+                row = {
+                    "case_pk": case_pk,
+                    "model_id": model_id,
+                    "label_version_id": self._insert_label(connection, case_pk, item.label, now),
+                    "uncertainty": item.file.relative,
+                    "mean_entropy": item.file.mean_entropy,
+                    "params": dict(item.params),
+                    "created_at": now,
+                }
+                ids.append(int(connection.execute(predictions.insert().values(**row)).inserted_primary_key[0]))
+            self._discard_unreferenced(connection, [item.label.object_key for item in skipped])
+            for relative in {item.file.relative for item in skipped}:
+                used = select(predictions.c.id).where(predictions.c.uncertainty == relative).limit(1)
+                if connection.execute(used).first() is None:
+                    path_inside(self.root, relative).unlink(missing_ok=True)
+            query = select(predictions, cases.c.case_id).join(cases, predictions.c.case_pk == cases.c.id)
+            rows = connection.execute(query.where(predictions.c.id.in_(ids)).order_by(predictions.c.id)).all()
+        return [_from_row(PredictionRecord, r, mean_entropy=float(r.mean_entropy)) for r in rows]
 
     def read_prediction(self, case_id: str, model_id: int | None = None) -> PredictionArrays:
         """The arrays of a case's newest prediction (by ``model_id``, or by any model).
@@ -974,7 +1155,7 @@ class Project:
             ConflictError: a patch id is taken (in the project or twice in the batch).
         """
         ids = [patch.patch_id for patch in new_patches]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
         if repeated:
             msg = f"patch ids repeated in one batch: {', '.join(repeated)}; expected distinct ids"
             raise ConflictError(msg)
@@ -1227,27 +1408,23 @@ def _case_record(row: Row, images: Sequence[Row]) -> CaseRecord:
     )
 
 
+def _case_overview(row: Row, n_versions: int, decided: Sequence[Row]) -> CaseOverview:
+    return CaseOverview(
+        case_id=row.case_id,
+        shape=tuple(row.shape),  # type: ignore[arg-type]
+        affine=np.asarray(row.affine, dtype=float),
+        n_versions=int(n_versions),
+        class_sources={d.class_name: d.source for d in decided},
+        reviewed=frozenset(d.class_name for d in decided if d.reviewed),
+    )
+
+
 def _label_record(row: Row) -> LabelVersionRecord:
     return _from_row(LabelVersionRecord, row)
 
 
 def _model_record(row: Row) -> ModelRecord:
     return _from_row(ModelRecord, row, status=ModelStatus(row.status))
-
-
-def _checked_prediction(arrays: PredictionArrays, shape: Sequence[int]) -> dict[str, np.ndarray]:
-    """The arrays to store (float16), each checked to lie on the case grid ``shape``."""
-    grid = tuple(int(n) for n in shape)
-    stored = {"probabilities": arrays.probabilities, "entropy": arrays.entropy}
-    if arrays.disagreement is not None:
-        stored["disagreement"] = arrays.disagreement
-    for name, array in stored.items():
-        dims = 4 if name == "probabilities" else 3
-        if array.ndim != dims or tuple(array.shape[-3:]) != grid:
-            expected = f"(C, {', '.join(map(str, grid))})" if dims == 4 else str(grid)
-            msg = f"prediction {name} has shape {tuple(array.shape)}; expected {expected} (the case grid)"
-            raise GeometryMismatchError(msg)
-    return {name: np.asarray(array, dtype=np.float16) for name, array in stored.items()}
 
 
 def _job_record(row: Row) -> JobRecord:
