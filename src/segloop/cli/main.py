@@ -368,20 +368,37 @@ def predict_command(
     postprocess: Annotated[
         str | None, typer.Option(help="Comma separated presets, e.g. close,open,largest (2 mm radii).")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (on each worker).")] = "auto",
+    again: Annotated[
+        bool, typer.Option("--again", help="Also predict cases this model has predicted already.")
+    ] = False,
+    executor: Annotated[
+        str, typer.Option(help="local (this process) or dask (a LocalCluster, or --scheduler).")
+    ] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option(help="A running Dask scheduler, e.g. tcp://host:8786 (--executor dask).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes of the LocalCluster (default: the cores).")
+    ] = None,
+    commit_every: Annotated[int, typer.Option(help="Predictions recorded per database transaction.")] = 16,
 ) -> None:
     """Predict cases: each becomes a pseudo label version with probabilities and entropy."""
     from segloop.cli.output import console, job_progress
     from segloop.engine.config import InferConfig
     from segloop.errors import InvalidInputError
+    from segloop.loop.predict import predict_batch
     from segloop.loop.tools import Postprocess
-    from segloop.loop.training import predict_cases
     from segloop.store import Project
 
     steps = split_list(postprocess)
     options = Postprocess.from_presets(steps).morphology_kwargs() if steps else None
-    with job_progress() as on_progress, hint(InvalidInputError, "--cases or --unlabeled", when="got both"):
-        records = predict_cases(
+    with (
+        job_progress() as on_progress,
+        hint(InvalidInputError, "--cases or --unlabeled", when="got both"),
+        hint(InvalidInputError, "--executor dask", when="options of the dask executor"),
+    ):
+        batch = predict_batch(
             Project.open(project),
             split_list(cases) or None,
             unlabeled=unlabeled,
@@ -390,13 +407,22 @@ def predict_command(
             postprocess=options,
             device=device,
             author=current_user(),
+            again=again,
+            executor=executor,
+            scheduler=scheduler,
+            workers=workers,
+            commit_every=commit_every,
             on_progress=on_progress,
         )
-    for record in records:
+    for record in batch.records:
         console.print(
             f"{record.case_id}: pseudo version {record.label_version_id},"
             f" mean entropy {record.mean_entropy:.4f}"
         )
+    skipped = f"; skipped {len(batch.skipped)} it had predicted already (--again predicts them)"
+    console.print(
+        f"model {batch.model_id} predicted {len(batch.records)} cases{skipped if batch.skipped else ''}"
+    )
 
 
 @app.command()

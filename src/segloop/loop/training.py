@@ -22,8 +22,8 @@ from segloop.core.windowing import parse_window
 from segloop.errors import ConflictError, InvalidInputError, LabelValueError, NotFoundError
 from segloop.loop.jobs import JobReporter, ProgressCallback, run_job
 from segloop.loop.labels import compute_effective_label, select_versions
-from segloop.loop.tools import read_case_image, store_tool_labels
-from segloop.store import JobRecord, JobStatus, ModelRecord, PredictionArrays, PredictionRecord, Project
+from segloop.loop.tools import read_case_image
+from segloop.store import JobRecord, JobStatus, ModelRecord, PredictionRecord, Project
 
 __all__ = [
     "MODES",
@@ -491,88 +491,35 @@ def predict_cases(
     postprocess: dict[str, Any] | None = None,
     device: str = "auto",
     author: str,
+    again: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> list[PredictionRecord]:
-    """Predict cases with a model; each becomes a ``pseudo`` version with an uncertainty file.
+    """Predict cases with a model in this process; each becomes a ``pseudo`` version with an
+    uncertainty file. Cases the model predicted already are skipped unless ``again``.
 
-    Args:
-        project: the open project.
-        case_ids: cases to predict (default: all, or the unlabelled ones with ``unlabeled``).
-        unlabeled: only cases without any label version.
-        model_id: the model (default: the newest finished one).
-        infer_config: a `segloop.engine.InferConfig` (TTA, MC dropout).
-        postprocess: keyword arguments of `segloop.segment.morphology.postprocess_labels`
-            (``close_mm``, ``open_mm``, ``keep_largest``, ``fill``), or None.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        author: recorded on the versions.
-        on_progress: receives the job's `Progress` events (stage ``predict``, done/total in
-            cases, the case in the message).
+    `segloop.loop.predict.predict_batch` with the ``local`` executor (it also runs on Dask and
+    says which cases it skipped); the arguments are its own.
+
+    Returns:
+        The predictions stored, in case order.
 
     Raises:
         NotFoundError: no finished model, an unknown case.
         ConflictError: the model is not finished, or predicts another number of classes.
         InvalidInputError: both ``case_ids`` and ``unlabeled``.
     """
-    from segloop.engine.infer import load_model, predict
+    from segloop.loop.predict import predict_batch
 
-    if unlabeled and case_ids is not None:
-        msg = "predict either the named cases or the unlabelled ones; got both"
-        raise InvalidInputError(msg)
-    model = finished_model(project, model_id)
-    schema = project.config.schema
-    labelled = {v.case_id for v in project.list_label_versions()}
-    if case_ids is None:
-        case_ids = [c for c in project.list_case_ids() if not unlabeled or c not in labelled]
-    cases = [project.get_case(case_id) for case_id in case_ids]
-    trained = load_model(project.root / model.checkpoint, device)
-    if trained.n_classes != schema.ignore_index:
-        msg = f"model {model.id} predicts {trained.n_classes} classes; the schema has {schema.ignore_index}"
-        raise ConflictError(msg)
-    records: list[PredictionRecord] = []
-    params_of_job = {"model": model.id, "cases": len(cases)}
-    with run_job(project, "predict", author=author, params=params_of_job, on_progress=on_progress) as job:
-        for index, case in enumerate(cases):
-            job.report("predict", index, len(cases), f"predicting {case.case_id}")
-            image = read_case_image(project, case)
-            prediction = predict(
-                trained.network,
-                image.array,
-                image.spacing,
-                trained.config,
-                infer_config,
-                device=trained.device,
-            )
-            labels = prediction.labels
-            if postprocess:
-                from segloop.segment.morphology import postprocess_labels
-
-                labels = postprocess_labels(labels, spacing_mm=image.spacing, **postprocess)
-            params = {
-                "model_id": model.id,
-                "tta_flips": list(getattr(infer_config, "tta_flips", ())),
-                "passes": prediction.passes,
-                "postprocess": postprocess or {},
-            }
-            version = store_tool_labels(
-                project,
-                case,
-                labels.astype(schema.dtype),
-                source="pseudo",
-                classes=schema.names,
-                tool=f"model {model.id}",
-                params=params,
-                author=author,
-                allow_empty=True,
-            )
-            records.append(
-                project.write_prediction(
-                    case.case_id,
-                    model.id,
-                    PredictionArrays(prediction.probabilities, prediction.entropy, prediction.disagreement),
-                    label_version_id=version.id,
-                    params=params,
-                )
-            )
-        job.report("predict", len(cases), len(cases), f"predicted {len(cases)} cases")
-        job.result = {"model": model.id, "predictions": [r.id for r in records]}
-    return records
+    batch = predict_batch(
+        project,
+        case_ids,
+        unlabeled=unlabeled,
+        model_id=model_id,
+        infer_config=infer_config,
+        postprocess=postprocess,
+        device=device,
+        author=author,
+        again=again,
+        on_progress=on_progress,
+    )
+    return list(batch.records)

@@ -33,7 +33,6 @@ from segloop.core.provenance import parse_source
 from segloop.core.volume import Volume
 from segloop.errors import (
     ConflictError,
-    GeometryMismatchError,
     InvalidInputError,
     NotFoundError,
     StoreIntegrityError,
