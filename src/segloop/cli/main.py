@@ -312,11 +312,24 @@ def train_command(
     batch_size: BatchSizeOption = None,
     network: NetworkOption = None,
     features: FeaturesOption = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Training processes (torch.distributed: gloo on the CPU, one GPU each with cuda);"
+            " --batch-size is the global batch. Under torchrun: 1 or the launcher's count."
+        ),
+    ] = 1,
 ) -> None:
     """Train a network on every labelled case (ignore voxels teach nothing)."""
     from segloop.cli.output import console, job_progress
     from segloop.errors import ConflictError, LabelValueError, NotFoundError
-    from segloop.loop.training import parse_features, resume_training, train_config, train_project
+    from segloop.loop.training import (
+        parse_features,
+        reports_here,
+        resume_training,
+        train_config,
+        train_project,
+    )
     from segloop.store import Project
 
     opened = Project.open(project)
@@ -334,7 +347,12 @@ def train_command(
             }
             with hint(ConflictError, _RESUME_HINT), hint(NotFoundError, "train without --resume"):
                 model = resume_training(
-                    opened, asked=asked, device=device, on_progress=on_progress, author=current_user()
+                    opened,
+                    asked=asked,
+                    device=device,
+                    on_progress=on_progress,
+                    author=current_user(),
+                    nproc=nproc,
                 )
         else:
             with (
@@ -350,7 +368,10 @@ def train_command(
                     include_pseudo=include_pseudo,
                     on_progress=on_progress,
                     author=current_user(),
+                    nproc=nproc,
                 )
+    if not reports_here():  # a torchrun rank other than 0: rank 0 prints
+        return
     dice = model.metrics.get("best_mean_dice")
     console.print(
         f"model {model.id}: {model.metrics.get('epochs')} epochs, best validation Dice"

@@ -671,56 +671,70 @@ class PatchSampler:
         start = centre - int(self.rng.integers(size))
         return min(max(start, 0), max(extent - size, 0)) if extent >= size else (extent - size) // 2
 
-    def _extract(
-        self,
-        prepared: PreparedCase,
-        centre: tuple[int, int, int],
-        image_out: np.ndarray,
-        label_out: np.ndarray,
-    ) -> None:
-        """Copy the patch around ``centre`` into the buffers (padding: the case's pad value, ignore)."""
-        image, labels = prepared.case.image, prepared.case.labels
+    def _placement(self, prepared: PreparedCase, centre: tuple[int, int, int]) -> tuple[tuple, tuple]:
+        """Where the patch around ``centre`` comes from in the case and goes to in the patch."""
         source, target = [], []
         for axis in range(3):
             if self.config.dims == 2 and axis == self.slice_axis:
                 source.append(centre[axis])
                 continue
             size = self.patch_size[self.plane_axes.index(axis)]
-            extent = image.shape[axis]
+            extent = prepared.case.image.shape[axis]
             start = self._window(centre[axis], size, extent)
             lo, hi = max(start, 0), min(start + size, extent)
             source.append(slice(lo, hi))
             target.append(slice(lo - start, hi - start))
-        source, target = tuple(source), tuple(target)
+        return tuple(source), tuple(target)
+
+    def _extract(
+        self,
+        prepared: PreparedCase,
+        placement: tuple[tuple, tuple],
+        image_out: np.ndarray,
+        label_out: np.ndarray,
+    ) -> None:
+        """Copy the placed patch into the buffers (padding: the case's pad value, ignore)."""
+        source, target = placement
         image_out.fill(prepared.intensity.pad_value)
         label_out.fill(self.n_classes)
-        image_out[target] = image[source]
-        label_out[target] = labels[source]  # type: ignore[index]
+        image_out[target] = prepared.case.image[source]
+        label_out[target] = prepared.case.labels[source]  # type: ignore[index]
 
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch.
+    def sample(self, part: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch, or part ``(rank, parts)`` of it (a process of a distributed run).
+
+        Every part draws the random numbers of the whole batch (``config.batch_size`` samples), so
+        the generators of all parts stay equal and the parts of one call, concatenated in rank
+        order, are the batch one process would draw; only the part's own samples are read.
 
         Returns:
-            ``images``: ``(B, 1, *patch)`` float32, normalised; ``labels``: ``(B, *patch)`` int64 with
-            ignored voxels (and padding) = ``n_classes``.
+            ``images``: ``(b, 1, *patch)`` float32, normalised; ``labels``: ``(b, *patch)`` int64 with
+            ignored voxels (and padding) = ``n_classes``; ``b = batch_size / parts``.
         """
+        rank, parts = part
         batch = self.config.batch_size
-        images = np.empty((batch, 1, *self.patch_size), dtype=np.float32)
-        labels = np.empty((batch, *self.patch_size), dtype=np.uint8 if self.n_classes <= 255 else np.int32)
-        params = np.empty((4, batch), dtype=np.float64)
+        share = batch // parts
+        mine = range(rank * share, (rank + 1) * share)
+        images = np.empty((share, 1, *self.patch_size), dtype=np.float32)
+        labels = np.empty((share, *self.patch_size), dtype=np.uint8 if self.n_classes <= 255 else np.int32)
+        params = np.empty((4, share), dtype=np.float64)
         for b in range(batch):
             prepared = self.cases[int(self.rng.integers(len(self.cases)))]
-            self._extract(prepared, self._centre(prepared), images[b, 0], labels[b])
+            placement = self._placement(prepared, self._centre(prepared))
+            flips = [dim for dim in self.flip_dims if self.rng.random() < 0.5]
+            if b not in mine:
+                continue
+            i = b - mine.start
+            self._extract(prepared, placement, images[i, 0], labels[i])
             p = prepared.intensity
-            params[:, b] = (p.low, p.high, p.shift, p.scale)
-            for dim in self.flip_dims:
-                if self.rng.random() < 0.5:
-                    images[b, 0] = np.flip(images[b, 0], dim).copy()
-                    labels[b] = np.flip(labels[b], dim).copy()
+            params[:, i] = (p.low, p.high, p.shift, p.scale)
+            for dim in flips:
+                images[i, 0] = np.flip(images[i, 0], dim).copy()
+                labels[i] = np.flip(labels[i], dim).copy()
         tensor = normalize_intensity(torch.from_numpy(images), *(torch.from_numpy(row) for row in params))
         if self.config.intensity_augmentation:
-            scale = self.rng.uniform(0.9, 1.1, batch).astype(np.float32)
-            shift = self.rng.uniform(-0.1, 0.1, batch).astype(np.float32)
+            scale = self.rng.uniform(0.9, 1.1, batch).astype(np.float32)[mine.start : mine.stop]
+            shift = self.rng.uniform(-0.1, 0.1, batch).astype(np.float32)[mine.start : mine.stop]
             shape = (-1,) + (1,) * (tensor.ndim - 1)
             tensor.mul_(torch.from_numpy(scale).reshape(shape)).add_(torch.from_numpy(shift).reshape(shape))
         return tensor, torch.from_numpy(labels).long()

@@ -10,9 +10,16 @@
   out of the Dice mean: its Dice would be ~0 whatever the network does (a constant with no useful
   gradient); its false positives are still penalised by the cross-entropy. A batch with no
   foreground class gets a Dice term of 0.
+
+Both terms are ratios of sums over the batch (cross-entropy sum / annotated voxels; per class
+intersection, predicted and reference sizes). With ``combine`` those sums are added over the
+processes of a distributed run before the ratios are taken, so the loss is the loss of the whole
+global batch, not a mean of per-process losses (`segloop.engine.distributed.sum_across_ranks`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
@@ -28,6 +35,7 @@ def dice_ce_loss(
     dice_weight: float = 1.0,
     ce_weight: float = 1.0,
     smooth: float = 1e-5,
+    combine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Cross-entropy + (1 - soft Dice), both over not-ignored voxels only.
 
@@ -38,6 +46,8 @@ def dice_ce_loss(
         dice_weight: weight of the Dice term.
         ce_weight: weight of the cross-entropy term.
         smooth: added to the Dice numerator and denominator.
+        combine: maps this batch's sums, a vector ``[ce_sum, annotated, intersection (C),
+            predicted (C), reference (C)]``, to those of the global batch (None: this batch is all).
 
     Returns:
         A scalar tensor. Changing ``labels`` only where they equal ``ignore_index`` (or changing
@@ -53,10 +63,10 @@ def dice_ce_loss(
     labels = labels.long()
     mask = labels != ignore_index
     n_annotated = int(mask.sum())
-    if n_annotated == 0:
+    if n_annotated == 0 and combine is None:
         return logits.sum() * 0.0
     log_probabilities = F.log_softmax(logits.float(), dim=1)
-    ce = F.nll_loss(log_probabilities, labels, ignore_index=ignore_index, reduction="sum") / n_annotated
+    ce_sum = F.nll_loss(log_probabilities, labels, ignore_index=ignore_index, reduction="sum")
     probabilities = log_probabilities.exp()
     flat = probabilities.flatten(2)  # (B, C, V)
     if n_annotated == labels.numel():
@@ -74,6 +84,17 @@ def dice_ce_loss(
         0, targets, true_class
     )
     reference = torch.bincount(targets, minlength=n_classes).to(flat.dtype)
+    if combine is None:
+        ce = ce_sum / n_annotated
+    else:
+        count = torch.tensor([float(n_annotated)], dtype=flat.dtype, device=flat.device)
+        sums = combine(
+            torch.cat([ce_sum.reshape(1).to(flat.dtype), count, intersection, predicted, reference])
+        )
+        if float(sums[1].detach()) == 0.0:  # no annotated voxel in the global batch
+            return logits.sum() * 0.0
+        ce = sums[0] / sums[1]
+        intersection, predicted, reference = sums[2:].reshape(3, n_classes).unbind(0)
     dice = (2.0 * intersection + smooth) / (predicted + reference + smooth)
     present = reference[1:] > 0
     dice_loss = 1.0 - dice[1:][present].mean() if bool(present.any()) else logits.sum() * 0.0

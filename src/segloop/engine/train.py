@@ -13,6 +13,17 @@ Stopping: at ``config.epochs`` or when the next step plus the final validation w
 resumed run counts the time of the killed one). On CPU the run is deterministic given the seed
 when it stops by epochs; with a time budget the step count and learning-rate schedule follow the
 wall clock, so two runs differ.
+
+Several processes (``nproc``, or a group started by ``torchrun``; `segloop.engine.distributed`)
+train one network with DistributedDataParallel. ``batch_size`` stays the *global* batch: each
+rank draws the random numbers of the whole batch and reads only its share of it (the union is
+what one process draws), the loss adds its sums over the ranks before dividing (the loss of the
+whole batch), so a run with N processes follows the run with one up to float rounding, and a
+run may be resumed with another process count. Two things still differ per rank: batch-norm
+statistics on the CPU (each rank normalises its share; CUDA uses SyncBatchNorm) and dropout
+masks. Rank 0 alone validates (its result is broadcast), writes the checkpoint (the others
+wait at a barrier) and reports progress; it decides when the time budget ends and broadcasts
+that decision before every step, so all ranks run the same steps.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segloop.engine import distributed
 from segloop.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -49,6 +61,7 @@ from segloop.engine.data import (
     resolve_slice_axis,
 )
 from segloop.engine.device import available_cpu_threads, resolve_device
+from segloop.engine.distributed import Group
 from segloop.engine.infer import argmax_classes, predict_mean_probabilities
 from segloop.engine.losses import dice_ce_loss
 from segloop.engine.networks import build_network, size_divisor
@@ -78,7 +91,8 @@ class TrainResult:
         best_dice_per_class: class value -> validation Dice at ``best_epoch`` (NaN: in no case).
         stopped_by: ``"epochs"`` or ``"time"``.
         elapsed_s: wall time of the run in seconds (a resumed run includes the killed one's).
-        samples_per_s: training throughput of this call (slices or patches per second, steps only).
+        samples_per_s: training throughput of this call (slices or patches per second, steps only;
+            all processes together).
         unseen_classes: classes with no voxel in any training case (the network cannot learn them).
         history: one dict per epoch (loss, val_dice, val_dice_per_class, seconds).
     """
@@ -204,6 +218,11 @@ class _Parts:
     scaler: torch.amp.GradScaler | None  # only with AMP on CUDA
     sampler: PatchSampler
     device: torch.device
+    group: Group = field(default_factory=Group)
+    trainer: torch.nn.Module | None = None  # what steps call: the network, or its DDP wrapper
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (self.trainer or self.network)(images)
 
 
 @dataclass
@@ -287,11 +306,22 @@ def _planes_along(prepared: PreparedCase, axis: int) -> PreparedCase:
 
 
 def _build_parts(
-    resolved: TrainConfig, prepared: Sequence[PreparedCase], n_classes: int, device: torch.device
+    resolved: TrainConfig,
+    prepared: Sequence[PreparedCase],
+    n_classes: int,
+    device: torch.device,
+    group: Group,
 ) -> _Parts:
-    """Fresh network (seeded), AdamW, AMP scaler (CUDA only) and sampler."""
+    """Fresh network (seeded), AdamW, AMP scaler (CUDA only), sampler; DDP in a group of 2+."""
     torch.manual_seed(resolved.seed)
     network = build_network(resolved, _IN_CHANNELS, n_classes).to(device)
+    trainer = None
+    if group.distributed:
+        if device.type == "cuda":  # batch statistics of the global batch (SyncBatchNorm needs a GPU)
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        trainer = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = torch.optim.AdamW(
         network.parameters(),
         lr=resolved.learning_rate,
@@ -307,7 +337,7 @@ def _build_parts(
         slice_axis=resolved.slice_axis,  # type: ignore[arg-type]
         seed=resolved.seed,
     )
-    return _Parts(network, optimizer, scaler, sampler, device)
+    return _Parts(network, optimizer, scaler, sampler, device, group, trainer)
 
 
 def _restore(payload: dict[str, Any], parts: _Parts) -> _Progress:
@@ -336,14 +366,19 @@ def _train_step(parts: _Parts, n_classes: int, learning_rate: float) -> tuple[fl
     """One optimiser step on a sampled batch; its loss and batch size."""
     for group in parts.optimizer.param_groups:
         group["lr"] = learning_rate
-    images, labels = parts.sampler.sample()
+    group = parts.group
+    images, labels = parts.sampler.sample((group.rank, group.world_size))
     images = images.to(parts.device, non_blocking=True)
     labels = labels.to(parts.device, non_blocking=True)
     parts.optimizer.zero_grad(set_to_none=True)
     autocast = torch.autocast("cuda", dtype=torch.float16) if parts.scaler else contextlib.nullcontext()
     with autocast:
-        logits = parts.network(images)
-    loss = dice_ce_loss(logits, labels, ignore_index=n_classes)
+        logits = parts.forward(images)
+    if group.distributed:  # the loss of the global batch; x world size: DDP averages the gradients
+        whole = dice_ce_loss(logits, labels, ignore_index=n_classes, combine=distributed.sum_across_ranks)
+        loss = whole * group.world_size
+    else:
+        loss = whole = dice_ce_loss(logits, labels, ignore_index=n_classes)
     if parts.scaler is not None:
         parts.scaler.scale(loss).backward()
         parts.scaler.step(parts.optimizer)
@@ -351,7 +386,7 @@ def _train_step(parts: _Parts, n_classes: int, learning_rate: float) -> tuple[fl
     else:
         loss.backward()
         parts.optimizer.step()
-    return float(loss.detach()), int(images.shape[0])
+    return float(whole.detach()), int(images.shape[0]) * group.world_size
 
 
 def _validation_work(config: TrainConfig, val_cases: Sequence[Case]) -> float:
@@ -373,6 +408,7 @@ def train(
     init_weights: str | os.PathLike | None = None,
     resume: bool = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    nproc: int = 1,
 ) -> TrainResult:
     """Train a segmentation network on labelled cases (ignore voxels teach nothing).
 
@@ -389,48 +425,118 @@ def train(
             (`segloop.engine.weights`); its architecture and classes must match.
         resume: continue the run in ``checkpoint_path`` if it exists (same settings, except
             `RESUMABLE_CHANGES`); start fresh when there is none yet.
-        on_progress: called with a dict after every step (``phase="train"``) and epoch
+        on_progress: called (on rank 0 only) with a dict after every step (``phase="train"``) and epoch
             (``phase="epoch"``, after its checkpoint): epoch (0-based index of the epoch running or
             just finished), epochs, step (optimiser steps so far), epoch_step, steps_per_epoch, loss
             (this step's, or the epoch's mean), lr, val_dice, best_dice, elapsed_s, eta_s (None
             until the first step is timed).
+        nproc: processes to train with (1: this one). With 2+ this call spawns them
+            (`segloop.engine.distributed.spawn`: gloo on the CPU, one GPU each with CUDA) and
+            returns rank 0's result; ``batch_size`` is the global batch, split evenly. Inside a
+            group started elsewhere (``torchrun``) every rank calls `train` and the group's size
+            counts (``nproc`` must be 1 or that size).
 
     Returns:
         A `TrainResult`.
 
     Raises:
         LabelValueError: no training cases or no annotated foreground at all.
-        InvalidInputError: CUDA asked for without a GPU, incompatible ``init_weights``.
+        InvalidInputError: CUDA asked for without a GPU, incompatible ``init_weights``, an
+            ``nproc`` the run cannot use (`segloop.engine.distributed.check_nproc`).
         CorruptFileError: ``init_weights`` or the checkpoint is not a segloop checkpoint.
         ConflictError: resuming a checkpoint written with other settings.
     """
     started = time.perf_counter()
     target = resolve_device(device)
     _check_cases(train_cases, val_cases, n_classes)
-    checkpoint_path = Path(checkpoint_path)
-    with _torch_threads(config.num_threads or available_cpu_threads()):
+    group = distributed.current_group()
+    if group.distributed and nproc not in (1, group.world_size):
+        msg = (
+            f"nproc={nproc} inside a group of {group.world_size} processes: expected 1 or {group.world_size}"
+        )
+        raise InvalidInputError(msg)
+    size = group.world_size if group.distributed else nproc
+    distributed.check_nproc(size, target, cases=len(train_cases), batch_size=config.batch_size)
+    run = _Run(config, n_classes, Path(checkpoint_path), init_weights, resume)
+    if size > 1 and not group.distributed:
+        since = time.time() - (time.perf_counter() - started)  # the budget counts the workers' start
+        return distributed.spawn(
+            _train_rank, nproc, target, (run, train_cases, val_cases, target, since), on_message=on_progress
+        )
+    return _train_in_group(run, train_cases, val_cases, target, group, on_progress, started)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one training run is asked to do (the arguments of `train` every rank gets)."""
+
+    config: TrainConfig
+    n_classes: int
+    checkpoint_path: Path
+    init_weights: str | os.PathLike | None
+    resume: bool
+
+
+def _train_rank(
+    run: _Run,
+    train_cases: Sequence[Case],
+    val_cases: Sequence[Case],
+    device: torch.device,
+    since: float,
+    send: Callable[[Any], None],
+) -> TrainResult:
+    """One spawned process of a run (``since``: its `time.time` start); rank 0 sends the progress."""
+    group = distributed.current_group()
+    on_progress = send if group.is_writer else None
+    started = time.perf_counter() - (time.time() - since)
+    return _train_in_group(run, train_cases, val_cases, device, group, on_progress, started)
+
+
+def _start_state(run: _Run, resolved: TrainConfig, parts: _Parts) -> _Progress:
+    """Load the checkpoint to resume (every rank reads the same file) or the initial weights."""
+    if run.resume and run.checkpoint_path.exists():
+        payload = read_checkpoint(run.checkpoint_path, map_location=parts.device)
+        check_compatible(
+            payload, resolved, in_channels=_IN_CHANNELS, n_classes=run.n_classes, source=run.checkpoint_path
+        )
+        _check_resumable(payload, run.config, run.checkpoint_path)
+        return _restore(payload, parts)
+    if run.init_weights is not None:
+        state = read_initial_weights(
+            run.init_weights,
+            resolved,
+            n_classes=run.n_classes,
+            in_channels=_IN_CHANNELS,
+            map_location=parts.device,
+        )
+        try:
+            parts.network.load_state_dict(state)
+        except RuntimeError as error:  # tensors of other shapes under the right names
+            msg = (
+                f"weights {run.init_weights} do not fit this network:"
+                " expected a checkpoint of the same architecture"
+            )
+            raise InvalidInputError(msg) from error
+    return _Progress()
+
+
+def _train_in_group(
+    run: _Run,
+    train_cases: Sequence[Case],
+    val_cases: Sequence[Case],
+    device: torch.device,
+    group: Group,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    started: float,
+) -> TrainResult:
+    """The run on this process, one rank of ``group`` (alone: a group of one)."""
+    config, n_classes, checkpoint_path = run.config, run.n_classes, run.checkpoint_path
+    target = distributed.rank_device(device, group)
+    threads = config.num_threads or max(1, available_cpu_threads() // group.local_world_size)
+    with _torch_threads(threads):
         prepared, resolved, unseen = _prepare(config, train_cases, n_classes)
-        parts = _build_parts(resolved, prepared, n_classes, target)
-        progress = _Progress()
-        if resume and checkpoint_path.exists():
-            payload = read_checkpoint(checkpoint_path, map_location=target)
-            check_compatible(
-                payload, resolved, in_channels=_IN_CHANNELS, n_classes=n_classes, source=checkpoint_path
-            )
-            _check_resumable(payload, config, checkpoint_path)
-            progress = _restore(payload, parts)
-        elif init_weights is not None:
-            state = read_initial_weights(
-                init_weights, resolved, n_classes=n_classes, in_channels=_IN_CHANNELS, map_location=target
-            )
-            try:
-                parts.network.load_state_dict(state)
-            except RuntimeError as error:  # tensors of other shapes under the right names
-                msg = (
-                    f"weights {init_weights} do not fit this network:"
-                    " expected a checkpoint of the same architecture"
-                )
-                raise InvalidInputError(msg) from error
+        parts = _build_parts(resolved, prepared, n_classes, target, group)
+        progress = _start_state(run, resolved, parts)
         clock = _Clock(
             config,
             started=started,
@@ -441,6 +547,9 @@ def train(
         total_steps = steps_per_epoch * config.epochs if config.epochs is not None else None
         val_dice: float | None = progress.history[-1]["val_dice"] if progress.history else None
         samples_run, train_seconds, stopped_by = 0, 0.0, "epochs"
+
+        def fits_another_step() -> bool:  # rank 0's clock decides for all
+            return distributed.agree(clock.fits_another_step(), group)
 
         def report(phase: str, epoch_index: int, epoch_step: int, loss: float) -> None:
             if on_progress is None:
@@ -471,16 +580,22 @@ def train(
                 }
             )
 
-        while (config.epochs is None or progress.epoch < config.epochs) and clock.fits_another_step():
+        while (config.epochs is None or progress.epoch < config.epochs) and fits_another_step():
             parts.network.train()
             losses: list[float] = []
             epoch_started = time.perf_counter()
             for epoch_step in range(steps_per_epoch):
-                if not clock.fits_another_step():
+                tick = time.perf_counter()
+                go, rate = distributed.from_writer(
+                    (
+                        float(clock.fits_another_step()),
+                        _learning_rate(config, progress.step, total_steps, clock.elapsed()),
+                    ),
+                    group,
+                )
+                if not go:
                     stopped_by = "time"
                     break
-                tick = time.perf_counter()
-                rate = _learning_rate(config, progress.step, total_steps, clock.elapsed())
                 loss, batch = _train_step(parts, n_classes, rate)
                 losses.append(loss)
                 progress.step += 1
@@ -493,21 +608,27 @@ def train(
                 break
             tick = time.perf_counter()
             per_class: dict[int, float] = {}
-            if val_cases:
-                val_dice, per_class = _validate(parts.network, val_cases, resolved, n_classes, target)
+            if val_cases:  # on rank 0, the others get its result
+                scores = (
+                    _validate(parts.network, val_cases, resolved, n_classes, target)
+                    if group.is_writer
+                    else None
+                )
+                val_dice, per_class = distributed.share(scores, group)
                 clock.validation_s = time.perf_counter() - tick
             improved = val_dice is not None and (
                 progress.best_metric is None or val_dice > progress.best_metric
             )
-            if progress.best_state is None or not val_cases or improved:
+            if progress.best_epoch < 0 or not val_cases or improved:
                 progress.best_metric, progress.best_epoch, progress.best_per_class = (
                     val_dice,
                     progress.epoch,
                     per_class,
                 )
-                progress.best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in parts.network.state_dict().items()
-                }
+                if group.is_writer:  # the one that writes them
+                    progress.best_state = {
+                        k: v.detach().to("cpu", copy=True) for k, v in parts.network.state_dict().items()
+                    }
             progress.history.append(
                 {
                     "epoch": progress.epoch,
@@ -521,22 +642,24 @@ def train(
             )
             progress.epoch += 1
             if config.epochs is None or progress.epoch < config.epochs:
-                stopped_by = "epochs" if clock.fits_another_step() else "time"
+                stopped_by = "epochs" if fits_another_step() else "time"
             finished = stopped_by == "time" or (config.epochs is not None and progress.epoch >= config.epochs)
-            _write(
-                checkpoint_path,
-                resolved,
-                config,
-                n_classes,
-                parts,
-                progress,
-                clock.elapsed(),
-                finished=finished,
-            )
+            if group.is_writer:
+                _write(
+                    checkpoint_path,
+                    resolved,
+                    config,
+                    n_classes,
+                    parts,
+                    progress,
+                    clock.elapsed(),
+                    finished=finished,
+                )
+            distributed.barrier(group)  # the checkpoint is complete before any rank goes on
             report("epoch", progress.epoch - 1, len(losses), float(np.mean(losses)))
             if stopped_by == "time":
                 break
-        if progress.best_state is None:
+        if progress.best_epoch < 0:
             msg = (
                 f"the time budget ({config.time_budget_min} min) ended before one training step:"
                 " raise time_budget_min or lower the work per step"

@@ -35,6 +35,7 @@ __all__ = [
     "parse_features",
     "parse_patch_size",
     "predict_cases",
+    "reports_here",
     "resume_training",
     "run_setting_differences",
     "stored_prediction_labels",
@@ -208,11 +209,16 @@ def train_project(
     round_number: int | None = None,
     on_progress: ProgressCallback | None = None,
     author: str,
+    nproc: int = 1,
 ) -> ModelRecord:
     """Train a new model on every labelled case and record it.
 
     The model row stores the config, ``include_pseudo`` and ``init_weights`` when the run starts,
     so an interrupted run resumes with exactly these settings (`resume_training`).
+
+    With ``nproc`` 2+ this process records the run and spawns the training processes
+    (`segloop.engine.train.train`). Started by ``torchrun`` (every rank calls this), the ranks
+    join the launcher's group: rank 0 records the run and reports, the others only train.
 
     Args:
         project: the open project.
@@ -228,14 +234,16 @@ def train_project(
             in optimiser steps; metrics ``epoch``, ``loss``, ``lr``, ``val_dice``, ``best_dice``,
             ``elapsed_s``, ``eta_s``).
         author: who started it.
+        nproc: training processes (``batch_size`` is the global batch, split over them).
 
     Raises:
         LabelValueError: no labelled case.
         InvalidInputError: an unknown mode; ``init_weights`` is not a checkpoint of this network
-            and schema (checked before anything is recorded).
+            and schema; an ``nproc`` the run cannot use (all checked before anything is recorded).
         NotFoundError: continual training without a finished model or initial weights.
     """
     from segloop.engine.data import split_cases
+    from segloop.engine.distributed import join_launched, share
     from segloop.engine.weights import read_initial_weights
 
     if mode not in MODES:
@@ -257,23 +265,57 @@ def train_project(
         read_initial_weights(init_weights, config, n_classes=project.config.schema.ignore_index)
     by_id = {case.case_id: case for case in cases}
     train_ids, val_ids = split_cases(list(by_id), config)
-    record = project.start_model(
-        author=author,
-        mode=mode,
-        parent_id=parent.id if parent else None,
-        config={
-            **config.to_dict(),
-            "include_pseudo": include_pseudo,
-            "init_weights": str(init_weights) if init_weights is not None else None,
-        },
-        label_version_ids=seen,
-        train_case_ids=train_ids,
-        val_case_ids=val_ids,
-        round_number=round_number,
-    )
-    return _run_training(
-        project, record, config, by_id, resume=False, device=device, on_progress=on_progress, author=author
-    )
+    _check_processes(nproc, device, config, train_ids)
+    with join_launched(device) as group:  # under torchrun rank 0 records the run, the others learn it
+        record = share(
+            project.start_model(
+                author=author,
+                mode=mode,
+                parent_id=parent.id if parent else None,
+                config={
+                    **config.to_dict(),
+                    "include_pseudo": include_pseudo,
+                    "init_weights": str(init_weights) if init_weights is not None else None,
+                },
+                label_version_ids=seen,
+                train_case_ids=train_ids,
+                val_case_ids=val_ids,
+                round_number=round_number,
+            )
+            if group.is_writer
+            else None,
+            group,
+        )
+        return _run_training(
+            project,
+            record,
+            config,
+            by_id,
+            resume=False,
+            device=device,
+            on_progress=on_progress,
+            author=author,
+            nproc=nproc,
+        )
+
+
+def reports_here() -> bool:
+    """False on a torchrun rank other than 0: it trains its share while rank 0 records and reports."""
+    from segloop.engine.distributed import launched_rank
+
+    return launched_rank() in (None, 0)
+
+
+def _check_processes(nproc: int, device: str, config: Any, train_ids: Sequence[str]) -> None:
+    """Refuse an ``nproc`` the run cannot use before anything is recorded (a torchrun group counts)."""
+    from segloop.engine.device import resolve_device
+    from segloop.engine.distributed import check_nproc, launched_size
+
+    size = launched_size() or nproc
+    if launched_size() is not None and nproc not in (1, size):
+        msg = f"nproc={nproc} under a launcher of {size} processes: expected 1 or {size}"
+        raise InvalidInputError(msg)
+    check_nproc(size, resolve_device(device), cases=len(train_ids), batch_size=config.batch_size)
 
 
 def resume_training(
@@ -283,10 +325,13 @@ def resume_training(
     device: str = "auto",
     on_progress: ProgressCallback | None = None,
     author: str,
+    nproc: int = 1,
 ) -> ModelRecord:
     """Continue the newest interrupted (``running``) training run with the settings it started with.
 
-    A run killed before its first checkpoint starts again from scratch, with those settings.
+    A run killed before its first checkpoint starts again from scratch, with those settings. The
+    process count is not a setting of the run: a run of 2 processes may resume with 1 or 4 (every
+    rank loads the same checkpoint; see `segloop.engine.train`).
 
     Args:
         project: the open project.
@@ -295,6 +340,7 @@ def resume_training(
         device: ``auto``, ``cpu`` or ``cuda`` (any: not a setting of the run).
         on_progress: receives the job's `Progress` events (as `train_project`).
         author: who resumes it.
+        nproc: training processes (as `train_project`; any: not a setting of the run).
 
     Raises:
         NotFoundError: no interrupted run.
@@ -328,8 +374,17 @@ def resume_training(
             " label any more; start a new run"
         )
         raise ConflictError(msg)
+    _check_processes(nproc, device, config, record.train_case_ids)
     return _run_training(
-        project, record, config, by_id, resume=True, device=device, on_progress=on_progress, author=author
+        project,
+        record,
+        config,
+        by_id,
+        resume=True,
+        device=device,
+        on_progress=on_progress,
+        author=author,
+        nproc=nproc,
     )
 
 
@@ -374,12 +429,17 @@ def _run_training(
     device: str,
     on_progress: ProgressCallback | None,
     author: str,
+    nproc: int,
 ) -> ModelRecord:
     """Train the recorded run ``record`` and finish its row (``done``, or ``failed`` on an error).
 
     A refusal (`ConflictError`: the checkpoint was written with other settings) and an interrupt
-    leave the run ``running``, so it can be resumed.
+    leave the run ``running``, so it can be resumed. Under torchrun only rank 0 writes the job
+    and the model row; another rank trains its share and returns ``record`` as it was.
     """
+    from functools import partial
+
+    from segloop.engine.distributed import join_launched
     from segloop.engine.train import train
 
     schema = project.config.schema
@@ -388,26 +448,32 @@ def _run_training(
     start_from = (
         Path(stored_weights) if stored_weights else (project.root / parent.checkpoint if parent else None)
     )
+    run = partial(
+        train,
+        config,
+        [by_id[i] for i in record.train_case_ids],
+        [by_id[i] for i in record.val_case_ids],
+        n_classes=schema.ignore_index,
+        device=device,
+        checkpoint_path=project.root / record.checkpoint,
+        init_weights=start_from,
+        resume=resume,
+        nproc=nproc,
+    )
     params = {"model": record.id, "resume": resume}
-    with run_job(project, "train", author=author, params=params, on_progress=on_progress) as job:
-        try:
-            result = train(
-                config,
-                [by_id[i] for i in record.train_case_ids],
-                [by_id[i] for i in record.val_case_ids],
-                n_classes=schema.ignore_index,
-                device=device,
-                checkpoint_path=project.root / record.checkpoint,
-                init_weights=start_from,
-                resume=resume,
-                on_progress=lambda event: _report_training(job, event),
-            )
-        except (KeyboardInterrupt, ConflictError):
-            raise  # the run stays `running`: it can be resumed
-        except Exception:
-            project.finish_model(record.id, status="failed", metrics={}, config=record.config)
-            raise
-        job.result = {"model": record.id, "epochs": result.epochs, "best_mean_dice": result.best_metric}
+    with join_launched(device) as group:
+        if not group.is_writer:
+            run()
+            return record
+        with run_job(project, "train", author=author, params=params, on_progress=on_progress) as job:
+            try:
+                result = run(on_progress=lambda event: _report_training(job, event))
+            except (KeyboardInterrupt, ConflictError):
+                raise  # the run stays `running`: it can be resumed
+            except Exception:
+                project.finish_model(record.id, status="failed", metrics={}, config=record.config)
+                raise
+            job.result = {"model": record.id, "epochs": result.epochs, "best_mean_dice": result.best_metric}
     metrics = {
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
@@ -416,6 +482,7 @@ def _run_training(
         "stopped_by": result.stopped_by,
         "elapsed_s": result.elapsed_s,
         "samples_per_s": result.samples_per_s,
+        "processes": group.world_size if group.distributed else nproc,
         "unseen_classes": [schema.name_of(k) for k in result.unseen_classes if k > 0],
     }
     run_settings = {k: record.config.get(k) for k in RUN_SETTINGS}
