@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,9 @@ def test_openkbp_init_add_status_show_export(run_cli, openkbp, tmp_path):
     assert "added 34 cases (34 with original labels)" in result.out
 
     status = run_cli("status", project)
-    assert status.code == 0 and "34 cases" in status.out and "openkbp_pt_4" in status.out
+    assert status.code == 0 and "34 cases" in status.out and "openkbp_pt_4" not in status.out  # a summary
+    table = run_cli("status", project, "--cases", "openkbp_pt_4")
+    assert table.code == 0 and "openkbp_pt_4" in table.out and "1 cases" in table.out
 
     show = run_cli("show", project, "openkbp_pt_4")
     assert show.code == 0 and "original" in show.out and "segloop add" in show.out
@@ -110,8 +113,9 @@ def test_totalsegmentator_dicom_series_and_nifti_with_pseudo_labels(run_cli, tot
     liver = list(classes.values()).index("liver") + 1
     assert 40 < image[labels == liver].mean() < 200
     assert image[labels == 0].mean() < -300
-    status = run_cli("status", project)
-    assert "pseudo 117/117" in status.out
+    status = run_cli("status", project, "--class", "liver,spleen")  # 117 classes: rows, not columns
+    assert status.code == 0 and re.search(r"liver\s+│\s+2\s+│", status.out) and "kidney" not in status.out
+    assert "pseudo 117/117" in run_cli("status", project, "--table").out
 
 
 def test_a_dicom_folder_with_two_series_is_refused(run_cli, totalseg, tmp_path):

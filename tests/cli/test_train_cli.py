@@ -56,14 +56,14 @@ def test_environment_failures_are_one_line_and_bugs_keep_their_traceback(run_cli
     def read_only(*_args, **_kwargs):
         raise PermissionError(13, "Permission denied", str(project.root / "objects"))
 
-    monkeypatch.setattr(segloop.loop.cases, "summarize_cases", read_only)
+    monkeypatch.setattr(segloop.loop.cases, "summarize_project", read_only)
     result = run_cli("status", project.root)
     assert result.code == 1 and result.err == f"error: Permission denied: {project.root / 'objects'}\n"
 
     def bug(*_args, **_kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(segloop.loop.cases, "summarize_cases", bug)
+    monkeypatch.setattr(segloop.loop.cases, "summarize_project", bug)
     with pytest.raises(ZeroDivisionError):
         run_cli("status", project.root)
 

@@ -133,27 +133,91 @@ def add(
         console.print(f"[yellow]label files with no matching image: {shown}[/yellow]")
 
 
+ClassesOption = Annotated[
+    str | None,
+    typer.Option("--class", help="Only these classes (comma-separated names).", show_default=False),
+]
+LimitOption = Annotated[int, typer.Option(help="At most this many rows (0: all).", min=0)]
+
+
 @app.command()
-def status(project: ProjectArg) -> None:
-    """Cases, and which source decides each class."""
-    from segloop.cli.output import print_rounds, print_status, print_unfinished_jobs
-    from segloop.loop.cases import summarize_cases
+def status(
+    project: ProjectArg,
+    table: Annotated[bool, typer.Option("--table", help="One row per case instead of the summary.")] = False,
+    cases: Annotated[
+        str | None,
+        typer.Option(
+            help="Table of these cases (comma-separated ids or glob patterns, e.g. 'liver_*').",
+            show_default=False,
+        ),
+    ] = None,
+    classes: ClassesOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Table of the cases where some shown class is decided by one of these sources"
+            " (original, revised, sparse, draft, pseudo, none).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: LimitOption = 50,
+) -> None:
+    """The project in counts: per class the cases each source decides, rounds, queue, jobs.
+
+    With --table (or --cases, --source) one row per case instead: per class the deciding source.
+    --class keeps only those classes (summary rows, table columns, and what --source looks at).
+    """
+    from segloop.cli.output import print_case_table, print_summary
+    from segloop.loop.cases import (
+        list_case_table,
+        parse_class_filter,
+        parse_source_filter,
+        summarize_project,
+    )
     from segloop.store import Project
+    from segloop.store.overview import CaseSelection
 
     opened = Project.open(project)
-    print_status(opened, summarize_cases(opened))
-    print_rounds(opened)
-    print_unfinished_jobs(opened)
+    shown = parse_class_filter(opened, classes)
+    sources = parse_source_filter(source)
+    if not (table or cases or sources):
+        print_summary(opened, summarize_project(opened, classes=shown))
+        return
+    selection = CaseSelection(ids=tuple(split_list(cases)), classes=shown, sources=sources)
+    print_case_table(list_case_table(opened, selection, limit=limit or None))
 
 
 @app.command()
-def show(project: ProjectArg, case: CaseArg) -> None:
-    """A case's images and label versions (source, classes, author, tool, parent, time)."""
+def show(
+    project: ProjectArg,
+    case: CaseArg,
+    classes: ClassesOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="Only versions of these sources (comma-separated).", show_default=False),
+    ] = None,
+    limit: LimitOption = 50,
+) -> None:
+    """A case's images and label versions (source, classes, author, tool, parent, time).
+
+    --class keeps the versions annotating one of those classes, --source those of these sources;
+    --limit shows the newest of them.
+    """
     from segloop.cli.output import print_case
+    from segloop.core.provenance import parse_source
+    from segloop.loop.cases import filter_versions, parse_class_filter
     from segloop.store import Project
 
     opened = Project.open(project)
-    print_case(opened, opened.get_case(case), opened.list_label_versions(case))
+    record = opened.get_case(case)
+    sources = [parse_source(name).value for name in split_list(source)]
+    versions, matched = filter_versions(
+        opened.list_label_versions(case),
+        classes=parse_class_filter(opened, classes),
+        sources=sources,
+        limit=limit or None,
+    )
+    print_case(opened, record, versions, matched=matched)
 
 
 @app.command()
@@ -650,9 +714,10 @@ from segloop.cli.corrections import correct_command, next_command, patches_app  
 app.command("next")(next_command)
 app.command("correct")(correct_command)
 app.add_typer(patches_app, name="patches")
-from segloop.cli.store import fsck_command  # noqa: E402
+from segloop.cli.store import fsck_command, migrate_command  # noqa: E402
 
 app.command("fsck")(fsck_command)
+app.command("migrate")(migrate_command)
 from segloop.cli.server import serve_command, user_app  # noqa: E402
 
 app.command("serve")(serve_command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +14,9 @@ from rich.table import Table
 
 from segloop.core.geometry import spacing_from_affine
 from segloop.core.volume import Volume
-from segloop.loop.cases import CaseSummary
+from segloop.loop.cases import SUMMARY_SOURCES, CaseTable, ProjectSummary
 from segloop.store import CaseRecord, LabelVersionRecord, Progress, Project
+from segloop.store.overview import NO_SOURCE
 
 console = Console()
 
@@ -46,10 +48,36 @@ def print_schema(project: Project) -> None:
     console.print(table)
 
 
-def print_status(project: Project, summaries: Sequence[CaseSummary]) -> None:
-    """One row per case; per class the deciding source (letters), or counts for large schemas."""
-    names = project.config.schema.names
-    table = Table(title=f"{project.config.name}: {len(summaries)} cases")
+def print_summary(project: Project, summary: ProjectSummary) -> None:
+    """`segloop status`: classes (rows) by deciding source (columns), rounds, queue head, jobs."""
+    table = Table(
+        title=f"{summary.name}: {summary.n_cases} cases, {summary.n_versions} label versions"
+        " (cases by the source deciding each class)"
+    )
+    table.add_column("class", no_wrap=True)
+    columns = [s for s in SUMMARY_SOURCES if any(row[s] for row in summary.sources.values())]
+    columns = columns or [NO_SOURCE]
+    for source in columns:
+        table.add_column(f"[{_SOURCE_STYLE.get(source, 'dim')}]{source}[/]", justify="right")
+    for name, row in summary.sources.items():
+        table.add_row(name, *(str(row[s]) if row[s] else "[dim]0[/]" for s in columns))
+    console.print(table)
+    _print_rounds(summary.rounds, summary.n_rounds)
+    if summary.queue:
+        head = ", ".join(
+            f"{case_id}" + (f" ({entry.score:g})" if entry.score is not None else "")
+            for case_id, entry in summary.queue
+        )
+        strategy = summary.queue[0][1].strategy
+        console.print(f"queue ({strategy}, {summary.queue_length} cases): {head}")
+    _print_jobs(summary.jobs)
+    console.print("[dim]per case: segloop status PROJECT --table (--cases, --class, --source, --limit)[/dim]")
+
+
+def print_case_table(page: CaseTable) -> None:
+    """One row per case; per shown class the deciding source (letters), or counts for many classes."""
+    names = page.classes
+    table = Table(title=f"{page.total} cases")
     table.add_column("case", no_wrap=True)
     table.add_column("shape", no_wrap=True)
     table.add_column("spacing (mm)")
@@ -60,7 +88,7 @@ def print_status(project: Project, summaries: Sequence[CaseSummary]) -> None:
     else:
         for name in names:
             table.add_column(name, justify="center")
-    for summary in summaries:
+    for summary in page.rows:
         row = [
             summary.case_id,
             "x".join(map(str, summary.shape)),
@@ -68,10 +96,7 @@ def print_status(project: Project, summaries: Sequence[CaseSummary]) -> None:
             str(summary.n_versions),
         ]
         if wide:
-            counts: dict[str, int] = {}
-            for source in summary.class_sources.values():
-                if source:
-                    counts[source] = counts.get(source, 0) + 1
+            counts = Counter(s for s in summary.class_sources.values() if s)
             row.append(", ".join(f"{s} {n}/{len(names)}" for s, n in counts.items()) or "-")
         else:
             row += [
@@ -80,6 +105,8 @@ def print_status(project: Project, summaries: Sequence[CaseSummary]) -> None:
             ]
         table.add_row(*row)
     console.print(table)
+    if page.total > len(page.rows):
+        console.print(f"… {page.total - len(page.rows)} more cases (--limit 0 shows all)")
     if not wide:
         console.print(
             "  "
@@ -94,8 +121,10 @@ def _fmt_classes(classes: Sequence[str], schema_names: Sequence[str]) -> str:
     return ", ".join(classes)
 
 
-def print_case(project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord]) -> None:
-    """A case's images and its label versions."""
+def print_case(
+    project: Project, case: CaseRecord, versions: Sequence[LabelVersionRecord], *, matched: int | None = None
+) -> None:
+    """A case's images and its label versions (``matched``: how many the filters kept, if more shown)."""
     spacing = spacing_from_affine(case.affine)
     console.print(
         f"[bold]{case.case_id}[/bold]  {'x'.join(map(str, case.shape))} voxels,"
@@ -122,6 +151,8 @@ def print_case(project: Project, case: CaseRecord, versions: Sequence[LabelVersi
             v.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     console.print(table)
+    if matched is not None and matched > len(versions):
+        console.print(f"… {matched - len(versions)} older versions (--limit 0 shows all)")
 
 
 def print_volume_info(path: Path, volume: Volume) -> None:
@@ -231,11 +262,10 @@ def print_evaluation(records: Sequence[Any]) -> None:
     )
 
 
-def print_unfinished_jobs(project: Project) -> None:
+def _print_jobs(unfinished: Sequence[Any]) -> None:
     """Jobs that are running, or were interrupted (their process died or was stopped), newest last."""
     from segloop.store import JobStatus
 
-    unfinished = [j for j in project.list_jobs() if j.status in (JobStatus.RUNNING, JobStatus.INTERRUPTED)]
     for job in unfinished[-5:]:
         progress = job.progress
         where = f", at {progress.stage} {progress.done}/{progress.total or '?'}" if progress else ""
@@ -251,10 +281,16 @@ def print_unfinished_jobs(project: Project) -> None:
 def print_rounds(project: Project) -> None:
     """One row per round: cases by label source, model and its scores, the correction queue."""
     rounds = project.list_rounds()
+    _print_rounds(rounds, len(rounds))
+
+
+def _print_rounds(rounds: Sequence[Any], total: int) -> None:
+    """The rounds table of ``rounds`` (the newest of ``total``)."""
     if not rounds:
         return
+    shown = f"the last {len(rounds)} of {total} rounds" if total > len(rounds) else "rounds"
     table = Table(
-        title="rounds (cases by source: O original, R revised, S sparse, D draft, P pseudo, U unlabeled)"
+        title=f"{shown} (cases by source: O original, R revised, S sparse, D draft, P pseudo, U unlabeled)"
     )
     for column in ("round", "status", "mode", "model", "cases", "val Dice", "eval Dice", "queue"):
         table.add_column(

@@ -27,12 +27,14 @@ from segloop.exchange.values import remap_labels
 from segloop.io import read_volume, supported_suffixes, write_volume
 from segloop.loop.imports import ImportBatch, ImportReport, file_params, run_import
 from segloop.loop.labels import compute_effective_label, count_voxels, label_volume, read_schema_labels
-from segloop.store import JobRecord, Project, ProjectConfig, RoundRecord
+from segloop.store import JobRecord, LabelVersionRecord, Project, ProjectConfig, RoundRecord
 from segloop.store.integrity import hash_path
 from segloop.store.overview import NO_SOURCE, CaseOverview, CaseSelection
 
 __all__ = [
+    "PAGE_ORDERS",
     "SUMMARY_SOURCES",
+    "CasePage",
     "CaseSummary",
     "CaseTable",
     "ImportReport",
@@ -41,8 +43,10 @@ __all__ = [
     "case_summary",
     "count_case_sources",
     "export_label",
+    "filter_versions",
     "import_cases",
     "init_project",
+    "list_case_page",
     "list_case_table",
     "parse_class_filter",
     "parse_source_filter",
@@ -583,6 +587,94 @@ def list_case_table(
     return CaseTable(rows, total, shown)
 
 
+#: The orders of `list_case_page`: the store's, and those of the newest recorded ranking.
+PAGE_ORDERS = ("added", "id", "versions", "rank", "uncertainty")
+
+
+@dataclass(frozen=True)
+class CasePage:
+    """A page of the dashboard's case list.
+
+    Attributes:
+        rows: ``(CaseSummary, RankedEntry or None)`` per case: its sources and its place in the
+            newest recorded ranking.
+        total: cases the selection keeps.
+    """
+
+    rows: tuple[tuple[CaseSummary, Any], ...]
+    total: int
+
+
+def list_case_page(
+    project: Project,
+    selection: CaseSelection = CaseSelection(),  # noqa: B008 (frozen: a safe default)
+    *,
+    order: str = "added",
+    descending: bool = False,
+    offset: int = 0,
+    limit: int = 200,
+) -> CasePage:
+    """A page of cases in ``order``: a constant number of queries (no per-case query).
+
+    ``rank`` and ``uncertainty`` follow the newest recorded ranking (`read_latest_ranking`);
+    cases it does not rank (or scores None) come last in the order they were added, whatever
+    the direction.
+
+    Raises:
+        InvalidInputError: an unknown order, or a negative offset or limit.
+    """
+    from segloop.loop.review import read_latest_ranking
+
+    if order not in PAGE_ORDERS:
+        msg = f"unknown case order {order!r}: expected one of {', '.join(PAGE_ORDERS)}"
+        raise InvalidInputError(msg)
+    if offset < 0 or limit < 0:
+        msg = f"offset and limit must be >= 0; got {offset} and {limit}"
+        raise InvalidInputError(msg)
+    ranking = read_latest_ranking(project)
+    if order in ("rank", "uncertainty"):
+        total, ids = _ranked_page(project, selection, ranking, order, descending, offset, limit)
+    else:
+        total, ids = project.select_case_ids(
+            selection, order=order, descending=descending, offset=offset, limit=limit
+        )
+    shown = tuple(project.config.schema.names if selection.classes is None else selection.classes)
+    rows = tuple((case_summary(o, shown), ranking.get(o.case_id)) for o in project.list_case_overviews(ids))
+    return CasePage(rows, total)
+
+
+def _ranked_page(
+    project: Project,
+    selection: CaseSelection,
+    ranking: Mapping[str, Any],
+    order: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[int, list[str]]:
+    """``(total, page of ids)`` in the ranking's order (module `list_case_page`)."""
+    if order == "rank":
+        ranked = list(ranking)
+    else:
+        scored = [(case_id, e.score) for case_id, e in ranking.items() if e.score is not None]
+        ranked = [case_id for case_id, _ in sorted(scored, key=lambda item: item[1])]
+    if descending:
+        ranked.reverse()
+    end = offset + limit
+    if selection == CaseSelection():
+        total = project.count_cases()
+        if end <= len(ranked):  # the first pages of a ranked project: no listing of every case
+            return total, ranked[offset:end]
+        matching = project.list_case_ids()
+    else:
+        total, matching = project.select_case_ids(selection)
+        wanted = set(matching)
+        ranked = [case_id for case_id in ranked if case_id in wanted]
+    placed = set(ranked)
+    ordered = ranked + [case_id for case_id in matching if case_id not in placed]
+    return total, ordered[offset:end]
+
+
 def case_summary(overview: CaseOverview, classes: Sequence[str]) -> CaseSummary:
     """The `CaseSummary` of a stored `CaseOverview`, for ``classes``."""
     return CaseSummary(
@@ -592,6 +684,35 @@ def case_summary(overview: CaseOverview, classes: Sequence[str]) -> CaseSummary:
         overview.n_versions,
         {name: overview.class_sources.get(name) for name in classes},
     )
+
+
+def filter_versions(
+    versions: Sequence[LabelVersionRecord],
+    *,
+    classes: Sequence[str] | None = None,
+    sources: Sequence[str] = (),
+    limit: int | None = None,
+) -> tuple[list[LabelVersionRecord], int]:
+    """The versions `segloop show` lists: ``(newest that match, oldest first; how many matched)``.
+
+    Args:
+        versions: a case's versions, oldest first.
+        classes: keep versions annotating one of these classes (None: any).
+        sources: keep versions of these sources (empty: any).
+        limit: keep the newest ``limit`` of the matching ones (None: all).
+
+    Example:
+        >>> filter_versions([], classes=["liver"], limit=3)
+        ([], 0)
+    """
+    wanted = set(classes or ())
+    matched = [
+        v
+        for v in versions
+        if (classes is None or wanted & set(v.classes)) and (not sources or v.source in sources)
+    ]
+    shown = matched if limit is None else matched[len(matched) - limit :] if limit else []
+    return shown, len(matched)
 
 
 def export_label(

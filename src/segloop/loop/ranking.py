@@ -371,14 +371,14 @@ def list_candidate_cases(project: Project) -> list[tuple[str, tuple[str, ...]]]:
     Returns:
         ``[(case_id, class_names), ...]`` in project order (rules in the module docstring).
     """
-    names = project.config.schema.names
-    grouped = list_versions_by_case(project)
+    names = tuple(project.config.schema.names)
+    reviewed = project.list_reviewed_classes()  # the store keeps `_human_classes`'s rule per class
     candidates = []
-    for case in project.list_cases():
-        human = _human_classes(grouped.get(case.case_id, []))
-        open_classes = tuple(n for n in names if n not in human)
+    for case_id in project.list_case_ids():
+        human = reviewed.get(case_id)
+        open_classes = names if human is None else tuple(n for n in names if n not in human)
         if open_classes:
-            candidates.append((case.case_id, open_classes))
+            candidates.append((case_id, open_classes))
     return candidates
 
 

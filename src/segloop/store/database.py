@@ -65,7 +65,9 @@ __all__ = [
     "label_versions",
     "metadata",
     "migrate",
+    "migrate_in",
     "models",
+    "one_line",
     "parse_database_url",
     "patches",
     "predictions",
@@ -301,6 +303,12 @@ INDEXES = (
     Index("ix_jobs_status", jobs.c.status),
     Index("ix_events_kind_id", events.c.kind, events.c.id),
     Index("ix_class_decisions_class_source", class_decisions.c.class_name, class_decisions.c.source),
+    Index(
+        "ix_class_decisions_reviewed",
+        class_decisions.c.reviewed,
+        class_decisions.c.case_pk,
+        class_decisions.c.class_name,
+    ),
 )
 
 #: The manifest keys of a ``patch-extracted`` event that became columns of `patches`.
@@ -481,7 +489,8 @@ def utc_now() -> datetime:
 
 
 def parse_database_url(url: str) -> URL:
-    """A database URL, checked: parseable and not an in-memory SQLite database.
+    """A database URL, checked: parseable and not an in-memory SQLite database (``postgresql://``
+    means psycopg 3: ``postgresql+psycopg://``).
 
     Raises:
         InvalidInputError: ``url`` is not a SQLAlchemy URL, or it names an in-memory database
@@ -492,6 +501,8 @@ def parse_database_url(url: str) -> URL:
     except (ArgumentError, ValueError) as error:
         msg = f"database URL {url!r} is not a SQLAlchemy URL (expected e.g. sqlite:////path/segloop.db)"
         raise InvalidInputError(msg) from error
+    if parsed.drivername == "postgresql":  # SQLAlchemy's default driver would be psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         msg = f"database URL {url!r} names an in-memory database, which keeps nothing: expected a file"
         raise InvalidInputError(msg)
@@ -633,15 +644,24 @@ def migrate(engine: Engine) -> int:
     if found == SCHEMA_VERSION:
         return found
     with write_transaction(engine) as connection:
-        schema_info.create(connection, checkfirst=True)
-        found = connection.execute(select(schema_info.c.version)).scalar()
-        if found is None:
-            connection.execute(schema_info.insert().values(version=0))
-            found = 0
-        check_schema_version(found)
-        for version in range(found, SCHEMA_VERSION):
-            MIGRATIONS[version](connection)
-        connection.execute(schema_info.update().values(version=SCHEMA_VERSION))
+        return migrate_in(connection)
+
+
+def migrate_in(connection: Connection) -> int:
+    """`migrate` inside the caller's write transaction (an empty database gets the whole schema).
+
+    Raises:
+        ConflictError: the database was made by a newer segloop.
+    """
+    schema_info.create(connection, checkfirst=True)
+    found = connection.execute(select(schema_info.c.version)).scalar()
+    if found is None:
+        connection.execute(schema_info.insert().values(version=0))
+        found = 0
+    check_schema_version(found)
+    for version in range(found, SCHEMA_VERSION):
+        MIGRATIONS[version](connection)
+    connection.execute(schema_info.update().values(version=SCHEMA_VERSION))
     return int(found)
 
 

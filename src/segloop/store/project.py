@@ -5,9 +5,11 @@ project's files: label objects, images (verified against their recorded SHA-256 
 predictions, patches and jobs are written and read only through `Project`.
 
 The database is the project's own ``segloop.db`` unless the *user* names another one (the
-``database_url`` argument or the ``SEGLOOP_DATABASE_URL`` environment variable); a project file
-never does. Opening writes nothing unless the database needs a migration, so a read-only project
-can be opened and read.
+``database_url`` argument or the ``SEGLOOP_DATABASE_URL`` environment variable), or the PostgreSQL
+database `segloop migrate` moved the project to (recorded in ``segloop.toml``, used once the user
+trusts it: `segloop.store.config.is_trusted_database`); a project file alone never chooses it.
+Opening writes nothing unless the database needs a migration, so a read-only project can be opened
+and read.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import socket
 import zipfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, Table, func, select, true
 from sqlalchemy.engine import URL, Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -39,7 +41,7 @@ from segloop.errors import (
 )
 from segloop.io import read_volume
 from segloop.io.atomic import atomic_file, process_alive
-from segloop.store.config import CONFIG_NAME, ProjectConfig, read_config, write_config
+from segloop.store.config import CONFIG_NAME, ProjectConfig, is_trusted_database, read_config, write_config
 from segloop.store.database import (
     DATABASE_URL_VARIABLE,
     SCHEMA_VERSION,
@@ -152,11 +154,12 @@ class Project:
         if (root / CONFIG_NAME).exists():
             msg = f"{root} is already a segloop project ({CONFIG_NAME} exists): choose a new folder"
             raise ConflictError(msg)
-        engine = connect(_database_url(root, database_url))
+        engine = connect(resolve_database_url(root, database_url))
         root.mkdir(parents=True, exist_ok=True)
         for folder in ("objects", "models", "reports"):
             (root / folder).mkdir(exist_ok=True)
         migrate(engine)
+        config = replace(config, database_url="")  # another project's database is not this one's
         write_config(config, root / CONFIG_NAME)
         return cls(root, config, engine)
 
@@ -167,20 +170,21 @@ class Project:
         Args:
             root: the project folder.
             database_url: a SQLAlchemy URL chosen by the user (default: ``SEGLOOP_DATABASE_URL``,
-                else ``root/segloop.db``).
+                else the database ``segloop.toml`` records if the user trusts it, else
+                ``root/segloop.db``).
 
         Raises:
             NotFoundError: ``root`` holds no project.
             StoreIntegrityError: its database is missing, not a database, or damaged.
             ConflictError: the database needs a migration but cannot be written, or was made by a
-                newer segloop.
+                newer segloop, or ``segloop.toml`` records a database this user does not trust.
         """
         root = Path(root)
         if not (root / CONFIG_NAME).is_file():
             msg = f"{root} is not a segloop project: expected {root / CONFIG_NAME}"
             raise NotFoundError(msg)
         config = read_config(root / CONFIG_NAME)
-        url = _database_url(root, database_url)
+        url = resolve_database_url(root, database_url, config.database_url)
         database_file = sqlite_path(url)
         if database_file is not None and not database_file.is_file():
             raise StoreIntegrityError(_missing_database_message(root, database_file))
@@ -375,6 +379,19 @@ class Project:
         with self.engine.connect() as connection:
             total = connection.execute(select(func.count()).select_from(cases).where(where)).scalar()
             return int(total or 0), list(connection.execute(query).scalars())
+
+    def list_reviewed_classes(self) -> dict[str, frozenset[str]]:
+        """Per case id, the classes a person reviewed for the whole case (cases with none absent)."""
+        query = (
+            select(cases.c.case_id, class_decisions.c.class_name)
+            .join(cases, class_decisions.c.case_pk == cases.c.id)
+            .where(class_decisions.c.reviewed == true())
+        )
+        found: dict[str, set[str]] = {}
+        with self.engine.connect() as connection:
+            for case_id, name in connection.execute(query):
+                found.setdefault(case_id, set()).add(name)
+        return {case_id: frozenset(names) for case_id, names in found.items()}
 
     def list_case_overviews(self, case_ids: Sequence[str]) -> list[CaseOverview]:
         """A `CaseOverview` of each case in ``case_ids`` (in that order; unknown ids are skipped).
@@ -1365,11 +1382,25 @@ def _is_row_id(value: int) -> bool:
     return -(2**63) <= int(value) < 2**63
 
 
-def _database_url(root: Path, database_url: str | None) -> URL:
-    """The user's URL (argument, else ``SEGLOOP_DATABASE_URL``), else the project's ``segloop.db``."""
+def resolve_database_url(root: Path, database_url: str | None, recorded: str = "") -> URL:
+    """The user's URL (argument, else ``SEGLOOP_DATABASE_URL``), else the ``recorded`` one (of
+    ``segloop.toml``) if the user trusts it, else the project's ``segloop.db``.
+
+    Raises:
+        ConflictError: ``recorded`` is a database the user has not trusted for ``root``.
+    """
     given = database_url or os.environ.get(DATABASE_URL_VARIABLE, "")
     if given:
         return parse_database_url(given)
+    if recorded:
+        if not is_trusted_database(root, recorded):
+            msg = (
+                f"{root}'s database moved to {recorded} ({CONFIG_NAME} [database] url), which you have not"
+                f" trusted for this folder: run `segloop migrate {root} --to {recorded}` to trust it"
+                f" (it copies nothing then), or set {DATABASE_URL_VARIABLE}"
+            )
+            raise ConflictError(msg)
+        return parse_database_url(recorded)
     return URL.create("sqlite", database=str((root / DATABASE_NAME).resolve()))
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from segloop.core.geometry import spacing_from_affine
 from segloop.errors import ConflictError, NotFoundError
-from segloop.loop.cases import summarize_cases
+from segloop.loop.cases import list_case_page
 from segloop.loop.corrections import CorrectionResult, apply_label
 from segloop.loop.labels import editable_label, prefetch_effective_label
 from segloop.loop.ranking import rank_cases
@@ -26,7 +26,6 @@ from segloop.loop.review import (
     SliceIndex,
     approve_label,
     most_uncertain_slice,
-    read_latest_ranking,
 )
 from segloop.server.codec import preview_volume, volume_to_nifti_gz
 from segloop.server.deps import AppSettings, Author, OpenProject
@@ -43,6 +42,7 @@ from segloop.server.routes.common import (
     version_json,
 )
 from segloop.store import CaseRecord, Project
+from segloop.store.overview import CaseSelection
 
 __all__ = ["router"]
 
@@ -132,33 +132,64 @@ def get_project(project: OpenProject, settings: AppSettings, author: Author) -> 
         "window": [float(window[0]), float(window[1])] if window else None,
         "classes": [{"value": c.index, "name": c.name, "color": list(c.color)} for c in schema.classes],
         "ignore_value": schema.ignore_index,
-        "n_cases": len(project.list_case_ids()),
+        "n_cases": project.count_cases(),
         "author": author,
         "sign_in_required": settings.sign_in_required,
     }
 
 
+#: The largest page of `GET /api/cases`.
+MAX_PAGE = 1000
+
+
 @router.get("/api/cases")
-def list_cases(project: OpenProject, request: Request, author: Author) -> dict[str, Any]:
-    """Every case with its grid, label sources, place in the newest ranking and who edits it."""
-    ranking = read_latest_ranking(project)
+def list_cases(
+    project: OpenProject,
+    request: Request,
+    author: Author,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 200,
+    sort: Annotated[
+        str, Query(max_length=32, description="added, id, versions, rank or uncertainty; -key: descending")
+    ] = "added",
+    text: Annotated[
+        str,
+        Query(alias="filter", max_length=256, description="words the case id (or an editor) must contain"),
+    ] = "",
+) -> dict[str, Any]:
+    """A page of cases with their grid, label sources, place in the newest ranking and who edits them.
+
+    ``total`` counts the cases the filter keeps; a page holds at most ``limit`` of them from ``offset``.
+    """
     editing = _presence(request).editors()
-    rows = []
-    for summary in summarize_cases(project):
-        ranked = ranking.get(summary.case_id)
-        rows.append(
-            {
-                "id": summary.case_id,
-                "shape": list(summary.shape),
-                "spacing": list(summary.spacing),
-                "n_versions": summary.n_versions,
-                "sources": summary.class_sources,
-                "rank": ranked.rank if ranked else None,
-                "uncertainty": ranked.score if ranked else None,
-                "editing": editing.get(summary.case_id, []),
-            }
-        )
-    return {"cases": rows}
+    words = tuple(text.lower().split())
+    also = tuple(
+        case_id
+        for case_id, names in editing.items()
+        if all(w in f"{case_id} {' '.join(names)}".lower() for w in words)
+    )
+    page = list_case_page(
+        project,
+        CaseSelection(words=words, also_ids=also if words else ()),
+        order=sort.removeprefix("-"),
+        descending=sort.startswith("-"),
+        offset=offset,
+        limit=limit,
+    )
+    rows = [
+        {
+            "id": summary.case_id,
+            "shape": list(summary.shape),
+            "spacing": list(summary.spacing),
+            "n_versions": summary.n_versions,
+            "sources": summary.class_sources,
+            "rank": ranked.rank if ranked else None,
+            "uncertainty": ranked.score if ranked else None,
+            "editing": editing.get(summary.case_id, []),
+        }
+        for summary, ranked in page.rows
+    ]
+    return {"cases": rows, "total": page.total, "offset": offset, "limit": limit, "sort": sort}
 
 
 @router.get("/api/next")

@@ -2,7 +2,8 @@
 // next case to correct, the rounds and the report's plots, and the jobs (start, follow live, cancel, resume).
 //
 // Plain DOM, no framework: rows are built once per load into a DocumentFragment, then sorting and filtering
-// only reorder or hide them (1,000 cases render in a few milliseconds).
+// only reorder or hide them (1,000 cases render in a few milliseconds). A project of more than PAGE_SIZE
+// cases is paged: the server sorts and filters (`GET /api/cases?offset=&limit=&sort=&filter=`).
 // `window.__dashboard` tells tests and benchmarks where the page stands: {ready, cases, rendered, fetchMs,
 // renderMs (building and laying out the table), loadedAt (performance.now() when the table was done)}.
 
@@ -20,6 +21,10 @@ const PLOTS = [
   ['uncertainty_vs_dice.png', 'Uncertainty vs Dice'],
 ];
 const REFRESH_MS = 20_000;
+/** Cases fetched at once; a project with more is paged by the server. */
+const PAGE_SIZE = 200;
+/** The server's name of a column's sort key (routes/cases.py). */
+const SORT_KEYS = { n_versions: 'versions' };
 /** Numbers of any scale (an uncertainty score, a Dice) with three significant digits. */
 const SIGNIFICANT = new Intl.NumberFormat('en', { maximumSignificantDigits: 3 });
 
@@ -28,6 +33,8 @@ const state = {
   rows: [], // [{c: case JSON, tr: HTMLTableRowElement, text: lower-case search text}]
   sort: { key: 'rank', dir: 1 },
   filter: '',
+  page: { offset: 0, total: 0, complete: true }, // complete: every case is loaded (sorted and filtered here)
+  filterTimer: null,
   followed: new Map(), // job id -> AbortController
   jobs: new Map(), // job id -> element
 };
@@ -167,7 +174,7 @@ function layoutRows() {
   const words = state.filter.toLowerCase().split(/\s+/).filter(Boolean);
   const fragment = document.createDocumentFragment();
   let shown = 0;
-  for (const row of [...state.rows].sort(compareCases)) {
+  for (const row of state.page.complete ? [...state.rows].sort(compareCases) : state.rows) {
     const keep = words.every((word) => row.text.includes(word));
     row.tr.hidden = !keep;
     shown += keep;
@@ -179,15 +186,32 @@ function layoutRows() {
     th.setAttribute('aria-sort', sorted ? (state.sort.dir > 0 ? 'ascending' : 'descending') : 'none');
   }
   const total = state.rows.length;
-  $('case-count').textContent = shown === total ? `(${total})` : `(${shown} of ${total})`;
+  const { offset, total: all, complete } = state.page;
+  $('case-count').textContent = !complete
+    ? `(${shown ? offset + 1 : 0}–${offset + shown} of ${all})`
+    : shown === total ? `(${total})` : `(${shown} of ${total})`;
+  $('page-prev').classList.toggle('hidden', complete);
+  $('page-next').classList.toggle('hidden', complete);
+  $('page-prev').disabled = offset === 0;
+  $('page-next').disabled = offset + total >= all;
   status.rendered = shown;
   return performance.now() - started;
 }
 
 async function loadCases() {
   const started = performance.now();
-  const { cases } = await api('/api/cases');
+  const { key, dir } = state.sort;
+  const params = new URLSearchParams({
+    offset: String(state.page.offset),
+    limit: String(PAGE_SIZE),
+    sort: `${dir > 0 ? '' : '-'}${SORT_KEYS[key] || key}`,
+  });
+  const filtered = !state.page.complete && state.filter.trim() !== '';
+  if (filtered) params.set('filter', state.filter);
+  const { cases, total } = await api(`/api/cases?${params}`);
   const fetched = performance.now();
+  state.page.total = total;
+  state.page.complete = !filtered && state.page.offset === 0 && cases.length >= total;
   const classes = state.project.classes;
   const first = !state.rows.length;
   if (first) renderCasesHead(classes);
@@ -205,7 +229,14 @@ async function loadCases() {
 
 function sortBy(key) {
   state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : 1 };
-  layoutRows();
+  if (state.page.complete) layoutRows();
+  else turnPage(0);
+}
+
+/** Load the page of cases from ``offset`` (a paged project). */
+function turnPage(offset) {
+  state.page.offset = Math.max(0, offset);
+  loadCases().catch((error) => fail(error, 'Listing the cases'));
 }
 
 async function nextCase() {
@@ -472,8 +503,14 @@ function wire() {
   $('next-case').addEventListener('click', nextCase);
   $('filter').addEventListener('input', (event) => {
     state.filter = event.target.value;
-    layoutRows();
+    if (state.page.complete) layoutRows();
+    else {
+      clearTimeout(state.filterTimer);
+      state.filterTimer = setTimeout(() => turnPage(0), 250);
+    }
   });
+  $('page-prev').addEventListener('click', () => turnPage(state.page.offset - PAGE_SIZE));
+  $('page-next').addEventListener('click', () => turnPage(state.page.offset + PAGE_SIZE));
   $('cases-head').addEventListener('click', (event) => {
     const th = event.target.closest('th.sortable');
     if (th) sortBy(th.dataset.key);

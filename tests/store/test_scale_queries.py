@@ -1,0 +1,163 @@
+"""The store's queries for large projects: `class_decisions` (kept and backfilled), selections, pages.
+
+What the SQL says is checked against the Python rules it replaces (`summarize_cases`, the ranking's
+`_human_classes`), so the two cannot drift; query counts prove that no listing asks once per case.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, inspect
+
+from segloop.errors import ConflictError, InvalidInputError
+from segloop.loop.cases import count_case_sources, list_case_table, summarize_cases, summarize_project
+from segloop.loop.ranking import _human_classes, list_candidate_cases
+from segloop.store import Project
+from segloop.store.database import INDEXES, SCHEMA_VERSION, read_schema_version
+from segloop.store.overview import CaseSelection, glob_to_like
+from tests.store.many_cases import CLASSES, add_random_cases, make_many_cases_project
+
+
+@pytest.fixture
+def many(tmp_path) -> Project:
+    """60 cases with 0..3 random versions each (every source, class subsets, patch merges)."""
+    return make_many_cases_project(tmp_path / "p", 60, seed=3)
+
+
+def _stored_rules(project: Project) -> tuple[dict, dict]:
+    """Per case, what `class_decisions` says: deciding sources and reviewed classes."""
+    overviews = project.list_case_overviews(project.list_case_ids())
+    return (
+        {o.case_id: o.class_sources for o in overviews},
+        {o.case_id: set(o.reviewed) for o in overviews},
+    )
+
+
+def _python_rules(project: Project) -> tuple[dict, dict]:
+    """The same from every version, by the Python rules (`summarize_cases`, `_human_classes`)."""
+    sources = {
+        s.case_id: {n: v for n, v in s.class_sources.items() if v is not None}
+        for s in summarize_cases(project)
+    }
+    versions: dict[str, list] = {case_id: [] for case_id in sources}
+    for version in project.list_label_versions():
+        versions[version.case_id].append(version)
+    return sources, {case_id: _human_classes(found) for case_id, found in versions.items()}
+
+
+def test_class_decisions_follow_every_insert_as_the_python_rules_say(many):
+    assert _stored_rules(many) == _python_rules(many)
+    by_python = count_case_sources(summarize_cases(many), CLASSES)
+    assert summarize_project(many).sources == by_python
+    assert sum(by_python["liver"].values()) == 60 and by_python["liver"]["none"] > 0
+    assert {s for row in by_python.values() for s, n in row.items() if n} >= {"original", "pseudo", "none"}
+
+
+def test_the_candidates_of_the_ranking_are_the_cases_a_person_has_not_reviewed_fully(many):
+    _, reviewed = _python_rules(many)
+    expected = [
+        (case_id, tuple(n for n in CLASSES if n not in reviewed[case_id]))
+        for case_id in many.list_case_ids()
+        if not set(CLASSES) <= reviewed[case_id]
+    ]
+    assert list_candidate_cases(many) == expected and len(expected) < 60
+
+
+def test_migration_6_backfills_class_decisions_of_a_schema_5_project(tmp_path):
+    project = make_many_cases_project(tmp_path / "p", 30, seed=5)
+    before = (_stored_rules(project), summarize_project(project).sources)
+    with project.engine.begin() as connection:
+        for index in INDEXES:
+            connection.exec_driver_sql(f"DROP INDEX {index.name}")
+        connection.exec_driver_sql("DROP TABLE class_decisions")
+        connection.exec_driver_sql("UPDATE schema_info SET version = 5")
+    project.engine.dispose()
+    assert read_schema_version(project.engine) == 5 == SCHEMA_VERSION - 1
+    reopened = Project.open(project.root)
+    assert read_schema_version(reopened.engine) == SCHEMA_VERSION
+    assert (_stored_rules(reopened), summarize_project(reopened).sources) == before
+    assert _stored_rules(reopened) == _python_rules(reopened)
+    names = {
+        i["name"]
+        for t in ("label_versions", "jobs", "events")
+        for i in inspect(reopened.engine).get_indexes(t)
+    }
+    assert {"ix_label_versions_case_pk", "ix_jobs_status", "ix_events_kind_id"} <= names
+
+
+def test_selections_match_ids_globs_words_and_deciding_sources(many):
+    def ids(selection: CaseSelection, **options) -> tuple[int, list[str]]:
+        return many.select_case_ids(selection, **options)
+
+    assert ids(CaseSelection(ids=("case0003", "case001?")))[1] == [
+        "case0003",
+        *[f"case001{i}" for i in range(10)],
+    ]
+    assert ids(CaseSelection(ids=("CASE*",)))[0] == 0  # globs are case-sensitive
+    assert ids(CaseSelection(words=("SE005",)))[1] == [f"case005{i}" for i in range(10)]
+    assert ids(CaseSelection(words=("0001", "case")), limit=1)[1] == ["case0001"]
+    assert ids(CaseSelection(words=("nothing",), also_ids=("case0007",)))[1] == ["case0007"]
+    stored, _ = _stored_rules(many)
+    pseudo_liver = [c for c, s in stored.items() if s.get("liver") == "pseudo"]
+    none_liver = [c for c, s in stored.items() if "liver" not in s]
+    assert ids(CaseSelection(classes=("liver",), sources=("pseudo",)))[1] == pseudo_liver
+    assert ids(CaseSelection(classes=("liver",), sources=("none",)))[1] == none_liver
+    both = ids(CaseSelection(classes=("liver",), sources=("pseudo", "none")))
+    assert both == (len(pseudo_liver) + len(none_liver), sorted(pseudo_liver + none_liver))
+    anything = [c for c, s in stored.items() if "pseudo" in s.values()]
+    assert ids(CaseSelection(sources=("pseudo",)))[1] == anything
+    assert glob_to_like("a_b*") == "a\\_b%"
+
+
+def test_pages_count_every_selected_case_and_order_by_id_or_versions(many):
+    total, page = many.select_case_ids(order="id", descending=True, offset=5, limit=3)
+    assert (total, page) == (60, ["case0054", "case0053", "case0052"])
+    counts = {s.case_id: s.n_versions for s in summarize_cases(many)}
+    _, by_versions = many.select_case_ids(order="versions", descending=True)
+    assert [counts[c] for c in by_versions] == sorted(counts.values(), reverse=True)
+    with pytest.raises(InvalidInputError, match="unknown case order 'size': expected one of added, id"):
+        many.select_case_ids(order="size")
+    table = list_case_table(many, CaseSelection(classes=("spleen",)), offset=58, limit=10)
+    assert table.total == 60 and [r.case_id for r in table.rows] == ["case0058", "case0059"]
+    assert all(set(r.class_sources) == {"spleen"} for r in table.rows)
+
+
+@contextmanager
+def counting_queries(project: Project):
+    """A list that fills with the statements ``project``'s engine sends while the block runs."""
+    statements: list[str] = []
+
+    def count(_connection, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(project.engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(project.engine, "before_cursor_execute", count)
+
+
+def test_summaries_and_pages_ask_a_constant_number_of_queries(tmp_path):
+    project = make_many_cases_project(tmp_path / "p", 5, seed=3)
+    asked = []
+    for more in (0, 50):
+        add_random_cases(project, more, first=project.count_cases(), seed=more)
+        with counting_queries(project) as statements:
+            summarize_project(project)
+            list_case_table(project, CaseSelection(sources=("pseudo", "none")), limit=None)
+            list_candidate_cases(project)
+        asked.append(len(statements))
+    assert project.count_cases() == 55 and asked[0] == asked[1] < 30  # BEGINs included
+
+
+def test_a_batch_with_a_repeated_case_id_is_refused_before_anything_is_stored(tmp_path):
+    project = make_many_cases_project(tmp_path / "p", 2)
+    case = project.get_case("case0000")
+    from segloop.store import NewCase
+
+    twice = [NewCase("x", case.shape, case.affine, "int16", case.images, "ann")] * 2
+    with pytest.raises(ConflictError, match="duplicate case ids in one batch: x"):
+        project.add_cases(twice)
+    assert project.count_cases() == 2
