@@ -1,7 +1,7 @@
 """The store's tests run on both engines: each test of this folder once on SQLite (the project's
 ``segloop.db``) and once on PostgreSQL (a fresh database of the session's cluster, named by
 ``SEGLOOP_DATABASE_URL`` as a user would), except those marked ``sqlite_only`` (tests of the SQLite
-file itself: missing, corrupt, read-only, its WAL).
+file itself: missing, corrupt, read-only, its WAL) or ``postgresql_only``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ ENGINES = ("sqlite", "postgresql")
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_engine" in metafunc.fixturenames:
-        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
-        metafunc.parametrize("store_engine", ENGINES[:1] if sqlite_only else ENGINES, indirect=True)
+        marked = {name for name in ENGINES if metafunc.definition.get_closest_marker(f"{name}_only")}
+        metafunc.parametrize("store_engine", sorted(marked) or ENGINES, indirect=True)
 
 
 @pytest.fixture(autouse=True)

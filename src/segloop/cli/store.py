@@ -1,6 +1,7 @@
-"""The store's commands: `segloop fsck`.
+"""The store's commands: `segloop fsck`, `segloop migrate`.
 
-Registered in `segloop.cli.main`; parses, calls `segloop.store.check_project`, prints a table.
+Registered in `segloop.cli.main`; they parse, call `segloop.store` (`check_project`,
+`segloop.store.copy.migrate_project`) and print the outcome.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["fsck_command"]
+__all__ = ["fsck_command", "migrate_command"]
 
 ProjectArg = Annotated[Path, typer.Argument(help="Project folder.", show_default=False)]
 
@@ -25,11 +26,13 @@ def fsck_command(project: ProjectArg) -> None:
     from segloop.cli.output import console
     from segloop.store import Project, check_project
 
-    report = check_project(Project.open(project))
+    opened = Project.open(project)
+    report = check_project(opened)
     checked = (
         f"{report.objects_checked} label objects, {report.images_checked} images,"
         f" {report.predictions_checked} predictions"
     )
+    console.print(f"database: {opened.engine.url.render_as_string(hide_password=True)}", soft_wrap=True)
     if report.ok:
         console.print(f"{project}: checked {checked}: no problems")
         return
@@ -40,3 +43,41 @@ def fsck_command(project: ProjectArg) -> None:
         table.add_row(problem.kind, problem.subject, problem.detail)
     console.print(table)
     raise typer.Exit(1)
+
+
+def migrate_command(
+    project: ProjectArg,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="An empty PostgreSQL database: postgresql+psycopg://user@host[:port]/db (no password in"
+            " the URL: ~/.pgpass or PGPASSWORD).",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Copy a project's SQLite database into an empty PostgreSQL database, verified, and use it from now on.
+
+    Every row and id is copied and compared (row counts and a SHA-256 per table); then segloop.toml
+    records the database (SEGLOOP_DATABASE_URL still overrides it) and your ~/.config/segloop/databases.toml
+    trusts it for this folder. The SQLite file is left as it was. Another person of a shared project
+    runs the same command once: nothing is copied then, the database is only trusted for them.
+    """
+    from segloop.cli.output import console
+    from segloop.store.copy import migrate_project
+
+    report = migrate_project(project, to)
+    if not report.rows:
+        console.print(f"{project} uses {report.destination} already: trusted for you ({report.trusted_in})")
+        return
+    console.print(
+        f"copied {sum(report.rows.values())} rows of {len(report.rows)} tables from {report.source} to"
+        f" {report.destination}, verified (row counts and SHA-256 of every table equal)",
+        soft_wrap=True,
+    )
+    console.print(
+        f"{project} uses {report.destination} from now on (segloop.toml [database] url, trusted in"
+        f" {report.trusted_in}); {project / 'segloop.db'} is left as it was",
+        soft_wrap=True,
+    )
