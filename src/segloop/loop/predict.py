@@ -396,6 +396,8 @@ def _check_executor(executor: str, scheduler: str | None, workers: int | None, c
     if commit_every < 1:
         msg = f"commit_every must be at least 1; got {commit_every}"
         raise InvalidInputError(msg)
+    if executor == "dask":
+        _distributed()
 
 
 def _check_model(plan: PredictionPlan, checkpoint: bytes, device: str) -> None:
@@ -479,18 +481,24 @@ def _executor_results(
             client.cancel(futures)
 
 
-@contextmanager
-def _dask_client(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, Callable[..., Any]]]:
-    """A `distributed.Client` of ``scheduler``, or of a LocalCluster of ``workers`` processes."""
+def _distributed() -> Any:
+    """The ``distributed`` module (Dask's), or `MissingDependencyError` naming the ``scale`` extra."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        import distributed
     except ImportError as error:
         missing = error.name or error
         msg = f'the dask executor needs the scale extra ({missing} is missing): pip install "segloop[scale]"'
         raise MissingDependencyError(msg) from error
+    return distributed
+
+
+@contextmanager
+def _dask_client(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, Callable[..., Any]]]:
+    """A `distributed.Client` of ``scheduler``, or of a LocalCluster of ``workers`` processes."""
+    distributed = _distributed()
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+            client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
         except (OSError, ValueError) as error:
             msg = (
                 f"cannot reach the Dask scheduler {scheduler!r} ({str(error).splitlines()[0]}): expected a"
@@ -498,9 +506,9 @@ def _dask_client(scheduler: str | None, workers: int | None) -> Iterator[tuple[A
             )
             raise NotFoundError(msg) from error
         with client:
-            yield client, as_completed
+            yield client, distributed.as_completed
         return
-    cluster = LocalCluster(
+    cluster = distributed.LocalCluster(
         n_workers=workers or _cores(),
         processes=True,
         threads_per_worker=1,
@@ -508,8 +516,8 @@ def _dask_client(scheduler: str | None, workers: int | None) -> Iterator[tuple[A
         # one torch/BLAS thread per worker process: N workers on N cores do not oversubscribe
         env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
     )
-    with cluster, Client(cluster) as client:
-        yield client, as_completed
+    with cluster, distributed.Client(cluster) as client:
+        yield client, distributed.as_completed
 
 
 def _cores() -> int:
