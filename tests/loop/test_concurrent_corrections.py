@@ -1,7 +1,8 @@
 """Corrections and patch merges saved at once by several processes: one wins, nothing is lost.
 
 Each test starts real processes (fork) that wait at a barrier and then run the same `segloop`
-command at the same moment, as two people pressing "save" together would (issue 18 #5, #6).
+command at the same moment, as two people pressing "save" together would (issue 18 #5, #6). Each
+runs on SQLite and on PostgreSQL (issue 17: several annotators at once on one server).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from segloop.loop.labels import compute_effective_label
 from segloop.loop.patches import extract_patches, merge_patches
 from segloop.loop.tool_exports import export_for_tool
 from segloop.loop.tools import store_tool_labels
-from segloop.store import Project
+from segloop.store import DATABASE_URL_VARIABLE, Project
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 
 SHAPE = (24, 24, 12)
@@ -33,8 +34,13 @@ fork = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def project(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def project(request, tmp_path, monkeypatch):
+    """Three phantoms with pseudo labels, in SQLite or in a fresh PostgreSQL database (named by
+    ``SEGLOOP_DATABASE_URL``, which the processes inherit)."""
+    monkeypatch.delenv(DATABASE_URL_VARIABLE, raising=False)
+    if request.param == "postgresql":
+        monkeypatch.setenv(DATABASE_URL_VARIABLE, request.getfixturevalue("postgres_url"))
     project = init_project(tmp_path / "proj", PHANTOM_CLASSES)
     images = []
     for seed, case_id in enumerate(CASES):
@@ -112,6 +118,24 @@ def test_corrections_of_one_export_saved_at_once_one_wins(project, tmp_path):
     assert len(revised(project, "c0")) == 1
     labels = effective(project, "c0")
     assert sum(labels[v] == SPLEEN for v in voxels) == 1  # the winner's edit, and it was not lost
+
+
+@fork
+def test_four_annotators_on_three_cases_at_once_lose_nothing(project, tmp_path):
+    """Two people correct one export of c0, two others c1 and c2: three versions, one refusal."""
+    people = [("c0", (1, 1, 1)), ("c0", (3, 3, 1)), ("c1", (2, 2, 1)), ("c2", (2, 2, 1))]
+    commands = []
+    for number, (case_id, voxel) in enumerate(people):
+        out = tmp_path / f"person{number}"
+        export_for_tool(project, case_id, "slicer", out)
+        add_spleen(out / "corrections" / "Add_spleen1.nrrd", voxel, SHAPE, project.get_case(case_id).affine)
+        commands.append(["correct", project.root, case_id, "--corrections-dir", out / "corrections"])
+    results = run_at_once(*commands)
+    assert sorted(code for code, _ in results) == [0, 0, 0, 1], results
+    assert [len(revised(project, case_id)) for case_id in CASES] == [1, 1, 1]
+    for case_id, voxel in people[2:]:
+        assert effective(project, case_id)[voxel] == SPLEEN  # the other cases' edits are all kept
+    assert sum(effective(project, "c0")[voxel] == SPLEEN for _, voxel in people[:2]) == 1
 
 
 def _extract(project, out, case_id, center):
