@@ -1,0 +1,59 @@
+"""`segloop train --nproc N`: 2 processes record one model that loads and predicts; resume; bad counts."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+from segloop.loop.tools import read_case_image
+from segloop.loop.training import train_project
+from segloop.store import Project
+from tests.loop.conftest import phantom_project, tiny_config
+
+
+@pytest.fixture
+def project(tmp_path):
+    return phantom_project(tmp_path, n_cases=4, n_labeled=3)
+
+
+@pytest.mark.slow
+def test_an_interrupted_two_process_run_resumes_and_records_a_model_that_predicts(run_cli, project):
+    from segloop.engine.infer import load_model, predict
+
+    def interrupt(event):
+        if event.metrics.get("epoch") == 1:
+            raise KeyboardInterrupt  # the workers are terminated with this process
+
+    config = tiny_config(epochs=3, batch_size=4, validation_fraction=0.2)  # 2 training cases
+    with pytest.raises(KeyboardInterrupt):
+        train_project(project, config, device="cpu", nproc=2, on_progress=interrupt, author="t")
+    assert [m.status for m in Project.open(project.root).list_models()] == ["running"]
+    resumed = run_cli("train", project.root, "--resume", "--nproc", "2", "--device", "cpu")
+    assert resumed.code == 0, resumed.err
+    assert "model 1: 3 epochs" in resumed.out
+    opened = Project.open(project.root)
+    [model] = opened.list_models()
+    assert (model.status, model.metrics["epochs"], model.metrics["processes"]) == ("done", 3, 2)
+    assert model.metrics["samples_per_s"] > 0 and model.config["batch_size"] == 4  # the global batch
+    # one row per run and per job: written by this process alone, never by a worker
+    assert [(j.kind, j.status) for j in opened.list_jobs()] == [("train", "interrupted"), ("train", "done")]
+    trained = load_model(project.root / model.checkpoint, "cpu")
+    image = read_case_image(opened, opened.get_case("c3"))
+    prediction = predict(trained.network, image.array, image.spacing, trained.config, device=trained.device)
+    assert prediction.labels.shape == image.array.shape
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("--nproc", "0"), "expected a whole number of processes >= 1"),
+        (("--nproc", "4"), "4 processes for 2 training cases"),  # 3 labelled: 2 train, 1 validates
+        (("--nproc", "2", "--batch-size", "3"), "a batch of 3 does not split over 2 processes"),
+    ],
+)
+def test_a_process_count_the_run_cannot_use_is_one_line(run_cli, project, options, expected):
+    result = run_cli("train", project.root, "--epochs", "1", "--device", "cpu", *options)
+    assert result.code == 1 and result.err.startswith("error: ") and result.err.count("\n") == 1
+    assert expected in result.err
+    assert Project.open(project.root).list_models() == [] and Project.open(project.root).list_jobs() == []
