@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml Makefile $(WEB)/package-lock.json
 	@# MONAI Label's client for tests/server/test_monailabel_client.py; its dependencies would pull a CUDA torch
 	$(PY) -m pip install --quiet --no-deps monailabel==0.8.5
 	@# Debian packages when missing: npm for the editor's NiiVue, chromium for the browser tests
-	@# (Playwright drives Debian's chromium in place; never `playwright install`)
+	@# (Playwright drives Debian's chromium in place; never `playwright install`), postgresql for the
+	@# store's tests on PostgreSQL (they start a throwaway cluster with its initdb/pg_ctl)
 	PKGS="$$(command -v npm >/dev/null || echo npm) $$(command -v chromium >/dev/null || echo chromium)"; \
+	  PKGS="$$PKGS $$(command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql)"; \
 	  if [ -n "$$(echo $$PKGS)" ]; then SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update && $$SUDO apt-get install -y $$PKGS; fi
 	@# the editor's front-end packages, pinned by the lock file; served by segloop itself (no network later)

@@ -172,9 +172,11 @@ class _Cluster:
         import tempfile
 
         self.bindir = bindir
-        self.folder = Path(tempfile.mkdtemp(prefix="segloop-pg-"))
+        root = os.geteuid() == 0
+        # as root: in /tmp, which the postgres user can reach (a $TMPDIR under /root it could not)
+        self.folder = Path(tempfile.mkdtemp(prefix="segloop-pg-", dir="/tmp" if root else None))
         self.as_owner: list[str] = []
-        if os.geteuid() == 0:  # the server refuses to run as root
+        if root:  # the server refuses to run as root
             import shutil
 
             self.as_owner = ["runuser", "-u", "postgres", "--"]
