@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from segloop.errors import StoreIntegrityError
 from segloop.loop.cases import init_project
-from segloop.store import ImageRecord, NewCase, Project
+from segloop.store import ImageRecord, JobStatus, NewCase, Project
 from segloop.store.database import events, write_transaction
 from segloop.synthetic import PHANTOM_CLASSES
 
@@ -90,3 +90,13 @@ def test_a_bare_postgresql_url_means_psycopg(tmp_path):
 
     assert parse_database_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert parse_database_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+
+
+def test_a_failed_job_keeps_the_start_of_a_very_long_error(tmp_path):
+    """PostgreSQL enforces String lengths (SQLite does not): the store cuts ``jobs.error`` to its column."""
+    project = init_project(tmp_path / "p", PHANTOM_CLASSES)
+    job = project.start_job("train", author="t")
+    error = "no labelled case among " + ", ".join(f"case_{n}" for n in range(2000))
+    project.finish_job(job.id, status=JobStatus.FAILED, error=error)
+    stored = project.get_job(job.id).error
+    assert len(stored) == 4096 and error.startswith(stored)

@@ -1108,7 +1108,7 @@ class Project:
                 .values(
                     status=status.value,
                     result=dict(result or {}),
-                    error=error,
+                    error=None if error is None else error[: jobs.c.error.type.length],  # as PostgreSQL must
                     finished_at=now,
                     updated_at=now,
                 )
