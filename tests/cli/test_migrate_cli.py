@@ -92,7 +92,7 @@ def test_migrate_copies_everything_and_the_project_uses_postgresql(project, post
     before, files = _records(project), snapshot_project(project.root)
     result = run_cli("migrate", project.root, "--to", postgres_url)
     assert result.code == 0, result.err
-    assert "verified" in result.out and "left as it was" in result.out
+    assert "verified" in result.out and "left as it was" in result.out and "[database] url" in result.out
     assert f'url = "{postgres_url}"' in (project.root / "segloop.toml").read_text()
     assert snapshot_project(project.root) == files  # the SQLite file and the objects are untouched
     opened = Project.open(project.root)

@@ -32,7 +32,8 @@ def fsck_command(project: ProjectArg) -> None:
         f"{report.objects_checked} label objects, {report.images_checked} images,"
         f" {report.predictions_checked} predictions"
     )
-    console.print(f"database: {opened.engine.url.render_as_string(hide_password=True)}", soft_wrap=True)
+    shown = opened.engine.url.render_as_string(hide_password=True)
+    console.print(f"database: {shown}", soft_wrap=True, markup=False)
     if report.ok:
         console.print(f"{project}: checked {checked}: no problems")
         return
@@ -69,15 +70,21 @@ def migrate_command(
 
     report = migrate_project(project, to)
     if not report.rows:
-        console.print(f"{project} uses {report.destination} already: trusted for you ({report.trusted_in})")
+        console.print(
+            f"{project} uses {report.destination} already: trusted for you ({report.trusted_in})",
+            soft_wrap=True,
+            markup=False,
+        )
         return
     console.print(
         f"copied {sum(report.rows.values())} rows of {len(report.rows)} tables from {report.source} to"
         f" {report.destination}, verified (row counts and SHA-256 of every table equal)",
         soft_wrap=True,
+        markup=False,
     )
     console.print(
         f"{project} uses {report.destination} from now on (segloop.toml [database] url, trusted in"
         f" {report.trusted_in}); {project / 'segloop.db'} is left as it was",
         soft_wrap=True,
+        markup=False,
     )

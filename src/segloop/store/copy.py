@@ -104,15 +104,14 @@ def table_digest(connection: Connection, table: Table) -> tuple[int, str]:
     return len(hashes), hashlib.sha256(b"".join(hashes)).hexdigest()
 
 
-def _check_empty(destination: Engine) -> None:
+def _check_empty(connection: Connection) -> None:
     """Refuse a destination that holds any table (a segloop project, or anything else)."""
-    shown = destination.url.render_as_string(hide_password=True)
-    found = read_schema_version(destination)  # a one-line error when unreachable
-    if found is not None:
+    shown = connection.engine.url.render_as_string(hide_password=True)
+    names = inspect(connection).get_table_names()
+    if schema_info.name in names:
+        found = connection.execute(select(schema_info.c.version)).scalar()
         msg = f"{shown} holds a segloop project already (schema {found}): expected an empty database"
         raise ConflictError(msg)
-    with destination.connect() as connection:
-        names = inspect(connection).get_table_names()
     if names:
         msg = f"{shown} is not empty (tables {', '.join(sorted(names)[:5])}): expected an empty database"
         raise ConflictError(msg)
@@ -168,8 +167,9 @@ def copy_database(source: Connection, destination: Engine) -> dict[str, int]:
         StoreIntegrityError: the copy differs from the source (the destination is left as it is,
             for inspection), or ``destination`` cannot be reached.
     """
-    _check_empty(destination)
+    read_schema_version(destination)  # a one-line error when it cannot be reached
     with write_transaction(destination) as connection:
+        _check_empty(connection)  # under the write lock: two migrations into one database cannot both copy
         migrate_in(connection)
         copied = _copy_rows(source, connection)
         if connection.dialect.name == "postgresql":
