@@ -1,6 +1,9 @@
-"""`segloop train --nproc N`: 2 processes record one model that loads and predicts; resume; bad counts."""
+"""`segloop train --nproc N` and under torchrun: one model, recorded once, that predicts; bad counts."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +14,8 @@ from segloop.loop.training import train_project
 from segloop.store import Project
 from tests.loop.conftest import phantom_project, tiny_config
 
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+
 
 @pytest.fixture
 def project(tmp_path):
@@ -18,7 +23,7 @@ def project(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_interrupted_two_process_run_resumes_and_records_a_model_that_predicts(run_cli, project):
+def test_an_interrupted_two_process_run_resumes_under_torchrun_and_records_a_model_that_predicts(project):
     from segloop.engine.infer import load_model, predict
 
     def interrupt(event):
@@ -29,14 +34,21 @@ def test_an_interrupted_two_process_run_resumes_and_records_a_model_that_predict
     with pytest.raises(KeyboardInterrupt):
         train_project(project, config, device="cpu", nproc=2, on_progress=interrupt, author="t")
     assert [m.status for m in Project.open(project.root).list_models()] == ["running"]
-    resumed = run_cli("train", project.root, "--resume", "--nproc", "2", "--device", "cpu")
-    assert resumed.code == 0, resumed.err
-    assert "model 1: 3 epochs" in resumed.out
+    # resumed by torchrun: each of its 2 processes runs `segloop train`, rank 0 records and prints
+    resumed = subprocess.run(
+        [*TORCHRUN, "-m", "segloop.cli.main", "train", str(project.root), "--resume", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("model 1: 3 epochs") == 1
     opened = Project.open(project.root)
     [model] = opened.list_models()
     assert (model.status, model.metrics["epochs"], model.metrics["processes"]) == ("done", 3, 2)
     assert model.metrics["samples_per_s"] > 0 and model.config["batch_size"] == 4  # the global batch
-    # one row per run and per job: written by this process alone, never by a worker
+    # one row per run and per job: written by the parent, then by rank 0 alone
     assert [(j.kind, j.status) for j in opened.list_jobs()] == [("train", "interrupted"), ("train", "done")]
     trained = load_model(project.root / model.checkpoint, "cpu")
     image = read_case_image(opened, opened.get_case("c3"))

@@ -138,3 +138,30 @@ def test_one_process_is_a_group_of_one(cases, tmp_path):
     with pytest.raises(InvalidInputError, match="nproc=0"):
         train(CONFIG, cases, n_classes=N_CLASSES, device="cpu", checkpoint_path=tmp_path / "a.pt", nproc=0)
     assert not (tmp_path / "a.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        (
+            {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "29500"},
+            (1, 2),
+        ),
+        (
+            {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "29500"},
+            None,
+        ),
+        (
+            {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "h"},
+            None,
+        ),  # no port: not launched
+    ],
+)
+def test_a_launcher_is_recognised_by_its_environment(monkeypatch, environment, expected):
+    from segloop.engine.distributed import LAUNCH_VARIABLES, launched_rank, launched_size
+
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert (None if launched_size() is None else (launched_rank(), launched_size())) == expected
