@@ -222,6 +222,7 @@ class _Parts:
     trainer: torch.nn.Module | None = None  # what steps call: the network, or its DDP wrapper
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of a training batch (through DDP in a group: its gradients are averaged)."""
         return (self.trainer or self.network)(images)
 
 
@@ -363,9 +364,9 @@ def _restore(payload: dict[str, Any], parts: _Parts) -> _Progress:
 
 
 def _train_step(parts: _Parts, n_classes: int, learning_rate: float) -> tuple[float, int]:
-    """One optimiser step on a sampled batch; its loss and batch size."""
-    for group in parts.optimizer.param_groups:
-        group["lr"] = learning_rate
+    """One optimiser step on this rank's share of a sampled batch; the global batch's loss and size."""
+    for param_group in parts.optimizer.param_groups:
+        param_group["lr"] = learning_rate
     group = parts.group
     images, labels = parts.sampler.sample((group.rank, group.world_size))
     images = images.to(parts.device, non_blocking=True)
