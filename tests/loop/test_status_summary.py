@@ -104,9 +104,7 @@ def test_show_keeps_the_newest_versions_of_the_asked_classes_and_sources(project
 
 def test_pages_follow_the_newest_ranking_with_unranked_cases_last(project):
     assert [s.case_id for s, _ in list_case_page(project, order="rank").rows] == ["c0", "c1", "c2", "c3"]
-    project.log_event(
-        "served", "ann", {"strategy": "uncertainty", "cases": ["c3"], "ranking": [["c3", 5.0], ["c1", 2.0]]}
-    )
+    project.record_ranking("ann", {"strategy": "uncertainty", "cases": ["c3"]}, [("c3", 5.0), ("c1", 2.0)])
     page = list_case_page(project, order="rank", limit=3)
     assert page.total == 4 and [(s.case_id, r and r.rank) for s, r in page.rows] == [
         ("c3", 1),

@@ -42,9 +42,7 @@ def test_the_filter_finds_cases_by_their_editors(client):
 
 def test_the_rank_order_follows_the_newest_recorded_ranking(client):
     project = client.app.state.project
-    project.log_event(
-        "served", "ann", {"strategy": "random", "cases": ["c3"], "ranking": [["c3", None], ["c1", None]]}
-    )
+    project.record_ranking("ann", {"strategy": "random", "cases": ["c3"]}, [("c3", None), ("c1", None)])
     rows = client.get("/api/cases?sort=rank&limit=3").json()["cases"]
     assert [(r["id"], r["rank"]) for r in rows] == [("c3", 1), ("c1", 2), ("c0", None)]
 

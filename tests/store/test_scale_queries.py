@@ -68,10 +68,15 @@ def test_the_candidates_of_the_ranking_are_the_cases_a_person_has_not_reviewed_f
 def test_migration_6_backfills_class_decisions_of_a_schema_5_project(tmp_path):
     project = make_many_cases_project(tmp_path / "p", 30, seed=5)
     before = (_stored_rules(project), summarize_project(project).sources)
+    project.log_event(
+        "served", "ann", {"cases": ["case0001"], "ranking": [["case0002", 3.0], ["case0001", 1.0]]}
+    )
+    project.log_event("served", "ann", {"cases": ["case0009", "case0004"]})  # schema 5: the newest ranking
     with project.engine.begin() as connection:
         for index in INDEXES:
             connection.exec_driver_sql(f"DROP INDEX {index.name}")
         connection.exec_driver_sql("DROP TABLE class_decisions")
+        connection.exec_driver_sql("DROP TABLE ranking_entries")
         connection.exec_driver_sql("UPDATE schema_info SET version = 5")
     project.engine.dispose()
     assert read_schema_version(project.engine) == 5 == SCHEMA_VERSION - 1
@@ -79,6 +84,8 @@ def test_migration_6_backfills_class_decisions_of_a_schema_5_project(tmp_path):
     assert read_schema_version(reopened.engine) == SCHEMA_VERSION
     assert (_stored_rules(reopened), summarize_project(reopened).sources) == before
     assert _stored_rules(reopened) == _python_rules(reopened)
+    newest = reopened.find_latest_ranking()
+    assert reopened.list_ranking(newest) == (2, [(1, "case0009", None), (2, "case0004", None)])
     names = {
         i["name"]
         for t in ("label_versions", "jobs", "events")
@@ -161,3 +168,20 @@ def test_a_batch_with_a_repeated_case_id_is_refused_before_anything_is_stored(tm
     with pytest.raises(ConflictError, match="duplicate case ids in one batch: x"):
         project.add_cases(twice)
     assert project.count_cases() == 2
+
+
+def test_a_recorded_ranking_orders_pages_and_answers_for_a_page_of_cases(many):
+    event_id = many.record_ranking(
+        "ann", {"strategy": "test"}, [("case0005", 1.5), ("case0002", None), ("case0009", 9.0)]
+    )
+    assert many.find_latest_ranking() == event_id
+    assert many.list_ranking(event_id, offset=1, limit=1) == (3, [(2, "case0002", None)])
+    assert many.find_ranked(event_id, ["case0009", "case0000"]) == {"case0009": (3, 9.0)}
+    _, by_rank = many.select_case_ids(order="rank", limit=4, ranking=event_id)
+    assert by_rank == ["case0005", "case0002", "case0009", "case0000"]
+    _, by_score = many.select_case_ids(order="score", descending=True, limit=3, ranking=event_id)
+    assert by_score == ["case0009", "case0005", "case0000"]  # scores None and unranked cases last
+    total, chosen = many.select_case_ids(
+        CaseSelection(ids=("case000?",)), order="rank", ranking=event_id, offset=2
+    )
+    assert (total, chosen[:2]) == (10, ["case0009", "case0000"])

@@ -514,17 +514,17 @@ def summarize_project(
         last_rounds: how many of the newest rounds to keep.
         queue_head: how many cases of the newest ranking to keep.
     """
-    from segloop.loop.review import read_latest_ranking
+    from segloop.loop.review import RankedEntry, ranking_strategy
 
     n_cases = project.count_cases()
     rows = tuple(project.config.schema.names if classes is None else classes)
     rounds = project.list_rounds()
-    ranking = read_latest_ranking(project)
-    head = []
-    for case_id, entry in ranking.items():
-        if len(head) >= queue_head:
-            break
-        head.append((case_id, entry))
+    event_id = project.find_latest_ranking()
+    queue_length, head = 0, []
+    if event_id is not None:
+        strategy = ranking_strategy(project, event_id)
+        queue_length, entries = project.list_ranking(event_id, limit=queue_head)
+        head = [(case_id, RankedEntry(rank, score, strategy)) for rank, case_id, score in entries]
     return ProjectSummary(
         name=project.config.name,
         n_cases=n_cases,
@@ -533,7 +533,7 @@ def summarize_project(
         rounds=tuple(rounds[-last_rounds:]) if last_rounds > 0 else (),
         n_rounds=len(rounds),
         queue=tuple(head),
-        queue_length=len(ranking),
+        queue_length=queue_length,
         jobs=tuple(project.list_unfinished_jobs()),
     )
 
@@ -614,16 +614,16 @@ def list_case_page(
     offset: int = 0,
     limit: int = 200,
 ) -> CasePage:
-    """A page of cases in ``order``: a constant number of queries (no per-case query).
+    """A page of cases in ``order`` with their place in the newest recorded ranking.
 
-    ``rank`` and ``uncertainty`` follow the newest recorded ranking (`read_latest_ranking`);
-    cases it does not rank (or scores None) come last in the order they were added, whatever
-    the direction.
+    A constant number of queries whatever the project's size. ``rank`` and ``uncertainty`` (the
+    score) follow the newest recorded ranking; cases it does not rank (or scores None) come last
+    in the order they were added, whatever the direction.
 
     Raises:
         InvalidInputError: an unknown order, or a negative offset or limit.
     """
-    from segloop.loop.review import read_latest_ranking
+    from segloop.loop.review import RankedEntry, ranking_strategy
 
     if order not in PAGE_ORDERS:
         msg = f"unknown case order {order!r}: expected one of {', '.join(PAGE_ORDERS)}"
@@ -631,48 +631,26 @@ def list_case_page(
     if offset < 0 or limit < 0:
         msg = f"offset and limit must be >= 0; got {offset} and {limit}"
         raise InvalidInputError(msg)
-    ranking = read_latest_ranking(project)
-    if order in ("rank", "uncertainty"):
-        total, ids = _ranked_page(project, selection, ranking, order, descending, offset, limit)
-    else:
-        total, ids = project.select_case_ids(
-            selection, order=order, descending=descending, offset=offset, limit=limit
-        )
+    event_id = project.find_latest_ranking()
+    total, ids = project.select_case_ids(
+        selection,
+        order="score" if order == "uncertainty" else order,
+        descending=descending,
+        offset=offset,
+        limit=limit,
+        ranking=event_id,
+    )
+    ranked: dict[str, tuple[int, float | None]] = {}
+    strategy = ""
+    if event_id is not None and ids:
+        ranked = project.find_ranked(event_id, ids)
+        strategy = ranking_strategy(project, event_id)
     shown = tuple(project.config.schema.names if selection.classes is None else selection.classes)
-    rows = tuple((case_summary(o, shown), ranking.get(o.case_id)) for o in project.list_case_overviews(ids))
+    rows = tuple(
+        (case_summary(o, shown), RankedEntry(*ranked[o.case_id], strategy) if o.case_id in ranked else None)
+        for o in project.list_case_overviews(ids)
+    )
     return CasePage(rows, total)
-
-
-def _ranked_page(
-    project: Project,
-    selection: CaseSelection,
-    ranking: Mapping[str, Any],
-    order: str,
-    descending: bool,
-    offset: int,
-    limit: int,
-) -> tuple[int, list[str]]:
-    """``(total, page of ids)`` in the ranking's order (module `list_case_page`)."""
-    if order == "rank":
-        ranked = list(ranking)
-    else:
-        scored = [(case_id, e.score) for case_id, e in ranking.items() if e.score is not None]
-        ranked = [case_id for case_id, _ in sorted(scored, key=lambda item: item[1])]
-    if descending:
-        ranked.reverse()
-    end = offset + limit
-    if selection == CaseSelection():
-        total = project.count_cases()
-        if end <= len(ranked):  # the first pages of a ranked project: no listing of every case
-            return total, ranked[offset:end]
-        matching = project.list_case_ids()
-    else:
-        total, matching = project.select_case_ids(selection)
-        wanted = set(matching)
-        ranked = [case_id for case_id in ranked if case_id in wanted]
-    placed = set(ranked)
-    ordered = ranked + [case_id for case_id in matching if case_id not in placed]
-    return total, ordered[offset:end]
 
 
 def case_summary(overview: CaseOverview, classes: Sequence[str]) -> CaseSummary:

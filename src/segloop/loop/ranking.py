@@ -601,7 +601,8 @@ def get_strategy(name: str) -> Strategy:
 def _in_order(candidates: Sequence[Candidate], order: Sequence[str], count: int | None) -> list[RankedCase]:
     """The candidates as unscored `RankedCase`s in the case-id ``order``, numbered."""
     classes = dict(candidates)
-    return _numbered([RankedCase(0, case_id, None, classes[case_id]) for case_id in order], count)
+    chosen = order[:count] if count is not None else order
+    return [RankedCase(rank, case_id, None, classes[case_id]) for rank, case_id in enumerate(chosen, start=1)]
 
 
 def _numbered(rows: Sequence[RankedCase], count: int | None) -> list[RankedCase]:
@@ -625,8 +626,8 @@ def rank_cases(
         strategy: a name in `STRATEGIES` (``uncertainty``, ``random``, ``least-recent``).
         count: how many to return (None: all candidates).
         seed: the ``random`` strategy's seed.
-        record: log a ``served`` event with the returned cases (``cases``) and the whole ranking
-            (``ranking``: ``[case id, score]`` rows, rank 1 first), which dashboards show.
+        record: log a ``served`` event with the returned cases (``cases``) and record the whole
+            ranking with it (`Project.record_ranking`), which dashboards show.
         author: who asked (the event's actor).
 
     Returns:
@@ -642,14 +643,14 @@ def rank_cases(
     if count is not None and count < 0:
         msg = f"the number of cases must be >= 0; got {count}"
         raise InvalidInputError(msg)
-    if not project.list_case_ids():
+    if not project.count_cases():
         msg = f"no case in project {project.root.name}: add images first"
         raise NotFoundError(msg)
     ranking = chosen.rank(project, list_candidate_cases(project), count=None, seed=seed)
     ranked = ranking[:count] if count is not None else ranking
     if record and ranked:
         detail = {"cases": [r.case_id for r in ranked], "strategy": strategy, "seed": seed}
-        project.log_event("served", author, {**detail, "ranking": [[r.case_id, r.score] for r in ranking]})
+        project.record_ranking(author, detail, [(r.case_id, r.score) for r in ranking])
     return ranked
 
 

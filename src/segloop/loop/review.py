@@ -4,9 +4,9 @@ Shared by every face that puts a case in front of a person (the server's editor,
 
 - `most_uncertain_slice`: the axial slice a viewer should open on (most entropy of the newest
   prediction);
-- `read_latest_ranking`: rank and score of each case in the newest recorded ranking (the ``served``
-  event `segloop.loop.ranking.rank_cases` logs), so that a list of cases shows them without ranking
-  again;
+- `read_latest_ranking`: rank and score of each case in the newest recorded ranking (the ranking
+  `segloop.loop.ranking.rank_cases` records with its ``served`` event), so that a list of cases
+  shows them without ranking again;
 - `list_versions_since`: what was stored after the version a person worked from (a conflict's
   explanation);
 - `approve_label`: store the effective label, as shown, as the human revision of some classes.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -34,6 +33,7 @@ __all__ = [
     "approve_label",
     "list_versions_since",
     "most_uncertain_slice",
+    "ranking_strategy",
     "read_latest_ranking",
 ]
 
@@ -83,9 +83,8 @@ class RankedEntry:
     strategy: str
 
 
-#: The rankings read last, by (database, ``served`` event id and time): events are never changed, and a
-#: ranking of 100,000 cases takes longer to parse than a dashboard's page may.
-_RANKINGS: dict[tuple[Any, ...], dict[str, RankedEntry]] = {}
+#: The rankings read last, by (database, ``served`` event id): a recorded ranking never changes.
+_RANKINGS: dict[tuple[str, int], dict[str, RankedEntry]] = {}
 _RANKINGS_LOCK = threading.Lock()
 _RANKINGS_KEPT = 4
 
@@ -93,32 +92,31 @@ _RANKINGS_KEPT = 4
 def read_latest_ranking(project: Project) -> dict[str, RankedEntry]:
     """``{case id: RankedEntry}`` of the newest ranking `rank_cases` recorded, rank 1 first (empty: none).
 
-    Reads the newest ``served`` event: its whole ``ranking`` when recorded, else (older
-    events) the served cases in order, without scores. Nothing is ranked again; a ranking read
-    before is not parsed again (do not modify the result).
+    Nothing is ranked again; a ranking read before is not read again (do not modify the result).
+    A page of cases or the head of the queue need not read it whole: `Project.find_ranked`,
+    `Project.list_ranking`.
     """
-    stamp = project.find_latest_event_stamp("served")
-    if stamp is None:
+    event_id = project.find_latest_ranking()
+    if event_id is None:
         return {}
-    key = (project.engine.url.render_as_string(hide_password=False), *stamp)
+    key = (project.engine.url.render_as_string(hide_password=False), event_id)
     with _RANKINGS_LOCK:
         if key in _RANKINGS:
             return _RANKINGS[key]
-    event = project.find_latest_event("served")
-    if event is None:  # pragma: no cover - events are never deleted
-        return {}
-    detail = event.detail
-    strategy = str(detail.get("strategy", ""))
-    rows = detail.get("ranking") or [[case_id, None] for case_id in detail.get("cases", [])]
-    ranking = {
-        str(case_id): RankedEntry(rank, None if score is None else float(score), strategy)
-        for rank, (case_id, score) in enumerate(rows, start=1)
-    }
+    strategy = ranking_strategy(project, event_id)
+    _, rows = project.list_ranking(event_id)
+    ranking = {case_id: RankedEntry(rank, score, strategy) for rank, case_id, score in rows}
     with _RANKINGS_LOCK:
         while len(_RANKINGS) >= _RANKINGS_KEPT:
             _RANKINGS.pop(next(iter(_RANKINGS)))
-        _RANKINGS[(key[0], event.id, event.at)] = ranking
+        _RANKINGS[key] = ranking
     return ranking
+
+
+def ranking_strategy(project: Project, event_id: int) -> str:
+    """The strategy that made the ranking recorded with the ``served`` event ``event_id`` ("" if unknown)."""
+    found = project.find_event(event_id)
+    return "" if found is None else str(found.detail.get("strategy", ""))
 
 
 def list_versions_since(

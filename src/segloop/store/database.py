@@ -71,6 +71,7 @@ __all__ = [
     "parse_database_url",
     "patches",
     "predictions",
+    "ranking_entries",
     "read_schema_version",
     "record_class_decisions",
     "rounds",
@@ -293,6 +294,17 @@ class_decisions = Table(
     Column("reviewed", Boolean, nullable=False),
 )
 
+#: The rankings `segloop.loop.ranking.rank_cases` records (schema 6): one row per ranked case of a
+#: ``served`` event, rank 1 first (a case id, not a key: a ranking is a record of what was said).
+ranking_entries = Table(
+    "ranking_entries",
+    metadata,
+    Column("event_id", Integer, ForeignKey("events.id"), primary_key=True),
+    Column("rank", Integer, primary_key=True),
+    Column("case_id", String(255), nullable=False),
+    Column("score", Float, nullable=True),
+)
+
 #: Indexes of the queries that grow with the project (schema 6): a case's rows, the jobs still
 #: running, the newest event of a kind, the summary's counts.
 INDEXES = (
@@ -303,6 +315,8 @@ INDEXES = (
     Index("ix_jobs_status", jobs.c.status),
     Index("ix_events_kind_id", events.c.kind, events.c.id),
     Index("ix_class_decisions_class_source", class_decisions.c.class_name, class_decisions.c.source),
+    Index("ix_ranking_entries_event_case", ranking_entries.c.event_id, ranking_entries.c.case_id),
+    Index("ix_ranking_entries_event_score", ranking_entries.c.event_id, ranking_entries.c.score),
     Index(
         "ix_class_decisions_reviewed",
         class_decisions.c.reviewed,
@@ -376,11 +390,23 @@ def _add_users_and_drafts(connection: Connection) -> None:
 
 
 def _add_class_decisions_and_indexes(connection: Connection) -> None:
-    """Version 6: `class_decisions` (filled from every stored label version) and `INDEXES`."""
-    class_decisions.create(connection, checkfirst=True)
+    """Version 6: `class_decisions` (from every label version), `ranking_entries` (of the newest
+    ranking: older ones stay in their events' detail) and `INDEXES`."""
+    for table in (class_decisions, ranking_entries):
+        table.create(connection, checkfirst=True)
     for index in INDEXES:
         index.create(connection, checkfirst=True)
     backfill_class_decisions(connection)
+    query = select(events).where(events.c.kind == "served").order_by(events.c.id.desc()).limit(1)
+    newest = connection.execute(query).first()
+    if newest is not None:
+        rows = newest.detail.get("ranking") or [[case_id, None] for case_id in newest.detail.get("cases", [])]
+        entries = [
+            {"event_id": newest.id, "rank": rank, "case_id": str(case_id), "score": score}
+            for rank, (case_id, score) in enumerate(rows, start=1)
+        ]
+        if entries:
+            connection.execute(ranking_entries.insert(), entries)
 
 
 def is_whole_case_review(source: str, params: Mapping[str, Any]) -> bool:

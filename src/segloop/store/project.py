@@ -21,12 +21,11 @@ import zipfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine, Table, func, select, true
+from sqlalchemy import Engine, Table, bindparam, func, select, true
 from sqlalchemy.engine import URL, Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -61,6 +60,7 @@ from segloop.store.database import (
     parse_database_url,
     patches,
     predictions,
+    ranking_entries,
     read_schema_version,
     record_class_decisions,
     rounds,
@@ -154,7 +154,10 @@ class Project:
         if (root / CONFIG_NAME).exists():
             msg = f"{root} is already a segloop project ({CONFIG_NAME} exists): choose a new folder"
             raise ConflictError(msg)
-        engine = connect(resolve_database_url(root, database_url))
+        url = resolve_database_url(root, database_url)
+        engine = connect(url)
+        if sqlite_path(url) is None:
+            read_schema_version(engine)  # a server that cannot be used: one line, and no folder made
         root.mkdir(parents=True, exist_ok=True)
         for folder in ("objects", "models", "reports"):
             (root / folder).mkdir(exist_ok=True)
@@ -350,35 +353,110 @@ class Project:
         descending: bool = False,
         offset: int = 0,
         limit: int | None = None,
+        ranking: int | None = None,
     ) -> tuple[int, list[str]]:
         """``(cases selected, a page of their ids)``: two queries whatever the project's size.
 
         Args:
             selection: which cases (`CaseSelection`).
-            order: ``added`` (the order cases were added), ``id`` (case id) or ``versions``
-                (number of label versions; ties in added order).
+            order: ``added`` (the order cases were added), ``id`` (case id), ``versions``
+                (number of label versions), ``rank`` or ``score`` (in the ranking of event
+                ``ranking``: cases it does not rank, or scores None, last whatever the direction);
+                ties in added order.
             descending: reverse the order.
             offset: ids skipped.
             limit: at most this many ids (None: all).
+            ranking: the ``served`` event whose ranking ``rank`` and ``score`` follow (None: none).
 
         Raises:
             InvalidInputError: an unknown order.
         """
         where = selection_clause(selection, self.config.schema.names, self.engine.dialect.name)
+        ranked = ranking_entries.alias("ranked")
         keys = {
             "added": cases.c.id,
             "id": cases.c.case_id,
             "versions": select(func.count()).where(label_versions.c.case_pk == cases.c.id).scalar_subquery(),
+            "rank": ranked.c.rank,
+            "score": ranked.c.score,
         }
         if order not in keys:
             msg = f"unknown case order {order!r}: expected one of {', '.join(keys)}"
             raise InvalidInputError(msg)
-        key = keys[order].desc() if descending else keys[order]
+        key = keys[order]
         tie = cases.c.id.desc() if descending else cases.c.id
-        query = select(cases.c.case_id).where(where).order_by(key, tie).offset(offset).limit(limit)
+        query = select(cases.c.case_id).where(where)
+        if order in ("rank", "score"):
+            joined = (ranked.c.case_id == cases.c.case_id) & (ranked.c.event_id == (ranking or 0))
+            query = select(cases.c.case_id).select_from(cases.outerjoin(ranked, joined)).where(where)
+            query = query.order_by(key.is_(None), key.desc() if descending else key, cases.c.id)
+        else:
+            query = query.order_by(key.desc() if descending else key, tie)
         with self.engine.connect() as connection:
-            total = connection.execute(select(func.count()).select_from(cases).where(where)).scalar()
-            return int(total or 0), list(connection.execute(query).scalars())
+            counted = connection.execute(select(func.count()).select_from(cases).where(where)).scalar()
+            total = int(counted or 0)
+            if order in ("rank", "score") and ranking is not None and not descending:
+                return total, _ranked_first(connection, where, ranking, order, offset, limit)
+            return total, list(connection.execute(query.offset(offset).limit(limit)).scalars())
+
+    # -- recorded rankings --------------------------------------------------------------------
+
+    def record_ranking(self, actor: str, detail: dict[str, Any], ranking: Sequence[tuple[str, Any]]) -> int:
+        """Log a ``served`` event and its ranking (``(case id, score or None)``, rank 1 first) at once.
+
+        Returns:
+            The event's id.
+        """
+        with write_transaction(self.engine) as connection:
+            event_id = int(
+                connection.execute(
+                    events.insert().values(at=utc_now(), kind="served", actor=actor, detail=detail)
+                ).inserted_primary_key[0]
+            )
+            rows = [
+                {"event_id": event_id, "rank": rank, "case_id": case_id, "score": score}
+                for rank, (case_id, score) in enumerate(ranking, start=1)
+            ]
+            for start in range(0, len(rows), 10_000):
+                connection.execute(ranking_entries.insert(), rows[start : start + 10_000])
+        return event_id
+
+    def find_latest_ranking(self) -> int | None:
+        """The ``served`` event of the newest recorded ranking, or None."""
+        with self.engine.connect() as connection:
+            found = connection.execute(select(func.max(ranking_entries.c.event_id))).scalar()
+        return None if found is None else int(found)
+
+    def list_ranking(
+        self, event_id: int, *, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, list[tuple[int, str, float | None]]]:
+        """``(cases ranked, (rank, case id, score) rows from rank offset + 1)`` of a recorded ranking."""
+        of_event = ranking_entries.c.event_id == event_id
+        query = (
+            select(ranking_entries.c.rank, ranking_entries.c.case_id, ranking_entries.c.score)
+            .where(of_event)
+            .order_by(ranking_entries.c.rank)
+            .offset(offset)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            total = connection.execute(select(func.count()).where(of_event)).scalar()
+            rows = [(int(r), c, None if s is None else float(s)) for r, c, s in connection.execute(query)]
+        return int(total or 0), rows
+
+    def find_ranked(self, event_id: int, case_ids: Sequence[str]) -> dict[str, tuple[int, float | None]]:
+        """``{case id: (rank, score)}`` of the cases of ``case_ids`` a recorded ranking holds."""
+        query = select(ranking_entries.c.case_id, ranking_entries.c.rank, ranking_entries.c.score).where(
+            (ranking_entries.c.event_id == event_id)
+            & ranking_entries.c.case_id.in_(bindparam("ids", expanding=True))
+        )
+        found: dict[str, tuple[int, float | None]] = {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(case_ids), 500):
+                chunk = {"ids": list(case_ids[start : start + 500])}
+                for case_id, rank, score in connection.execute(query, chunk):
+                    found[case_id] = (int(rank), None if score is None else float(score))
+        return found
 
     def list_reviewed_classes(self) -> dict[str, frozenset[str]]:
         """Per case id, the classes a person reviewed for the whole case (cases with none absent)."""
@@ -396,30 +474,32 @@ class Project:
     def list_case_overviews(self, case_ids: Sequence[str]) -> list[CaseOverview]:
         """A `CaseOverview` of each case in ``case_ids`` (in that order; unknown ids are skipped).
 
-        Three queries whatever the number of cases (meant for a page of a listing).
+        Three queries per 500 cases (meant for a page of a listing).
         """
         wanted = list(dict.fromkeys(case_ids))
+        pks = bindparam("pks", expanding=True)
+        count_query = (
+            select(label_versions.c.case_pk, func.count())
+            .where(label_versions.c.case_pk.in_(pks))
+            .group_by(label_versions.c.case_pk)
+        )
+        decision_query = select(
+            class_decisions.c.case_pk,
+            class_decisions.c.class_name,
+            class_decisions.c.source,
+            class_decisions.c.reviewed,
+        ).where(class_decisions.c.case_pk.in_(pks))
+        case_query = select(cases.c.id, cases.c.case_id, cases.c.shape, cases.c.affine).where(
+            cases.c.case_id.in_(bindparam("ids", expanding=True))
+        )
         rows, counts, decided = [], {}, {}
         with self.engine.connect() as connection:
             for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                found = connection.execute(
-                    select(cases.c.id, cases.c.case_id, cases.c.shape, cases.c.affine).where(
-                        cases.c.case_id.in_(chunk)
-                    )
-                ).all()
-                pks = [row.id for row in found]
+                found = connection.execute(case_query, {"ids": wanted[start : start + 500]}).all()
+                chunk = [row.id for row in found]
                 rows += found
-                counts |= dict(
-                    connection.execute(
-                        select(label_versions.c.case_pk, func.count())
-                        .where(label_versions.c.case_pk.in_(pks))
-                        .group_by(label_versions.c.case_pk)
-                    ).all()
-                )
-                for row in connection.execute(
-                    select(class_decisions).where(class_decisions.c.case_pk.in_(pks))
-                ):
+                counts |= dict(connection.execute(count_query, {"pks": chunk}).all())
+                for row in connection.execute(decision_query, {"pks": chunk}):
                     decided.setdefault(row.case_pk, []).append(row)
         by_id = {row.case_id: row for row in rows}
         return [
@@ -688,12 +768,11 @@ class Project:
             row = connection.execute(query).first()
         return None if row is None else _from_row(EventRecord, row)
 
-    def find_latest_event_stamp(self, kind: str) -> tuple[int, datetime] | None:
-        """``(id, time)`` of the newest journal entry of ``kind`` (its detail not read), or None."""
-        query = select(events.c.id, events.c.at).where(events.c.kind == kind).order_by(events.c.id.desc())
+    def find_event(self, event_id: int) -> EventRecord | None:
+        """The journal entry ``event_id``, or None."""
         with self.engine.connect() as connection:
-            found = connection.execute(query.limit(1)).first()
-        return None if found is None else (int(found.id), found.at)
+            row = connection.execute(select(events).where(events.c.id == event_id)).first()
+        return None if row is None else _from_row(EventRecord, row)
 
     def list_unfinished_jobs(self) -> list[JobRecord]:
         """Jobs stored as running (those whose process died read as ``interrupted``) or interrupted."""
@@ -1436,6 +1515,37 @@ def _case_record(row: Row, images: Sequence[Row]) -> CaseRecord:
         affine=np.asarray(row.affine),
         images=tuple(_from_row(ImageRecord, image) for image in images),
     )
+
+
+def _ranked_first(
+    connection: Connection, where: Any, event_id: int, order: str, offset: int, limit: int | None
+) -> list[str]:
+    """`Project.select_case_ids`'s ascending ``rank`` / ``score`` page, read along the ranking's index.
+
+    The ranked cases (a score: for ``score``) come first, from the index of `ranking_entries`, so
+    the first pages of a ranking of 100,000 cases read a page's rows, not every case; the others
+    follow in the order they were added.
+    """
+    entries = ranking_entries.c
+    key = entries.rank if order == "rank" else entries.score
+    ranked = (
+        select(cases.c.case_id)
+        .select_from(ranking_entries.join(cases, entries.case_id == cases.c.case_id))
+        .where(where & (entries.event_id == event_id) & key.is_not(None))
+    )
+    page = list(connection.execute(ranked.order_by(key, cases.c.id).offset(offset).limit(limit)).scalars())
+    if limit is not None and len(page) == limit:
+        return page
+    n_ranked = int(connection.execute(select(func.count()).select_from(ranked.subquery())).scalar() or 0)
+    placed = select(entries.case_id).where((entries.event_id == event_id) & key.is_not(None))
+    rest = (
+        select(cases.c.case_id)
+        .where(where & cases.c.case_id.not_in(placed))
+        .order_by(cases.c.id)
+        .offset(max(0, offset - n_ranked))
+        .limit(None if limit is None else limit - len(page))
+    )
+    return page + list(connection.execute(rest).scalars())
 
 
 def _case_overview(row: Row, n_versions: int, decided: Sequence[Row]) -> CaseOverview:
