@@ -247,21 +247,54 @@ def postgres_server() -> Iterator[str]:
         cluster.stop()
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """The URL of a fresh, empty database on `postgres_server` (dropped after the test on a given server)."""
+@contextlib.contextmanager
+def _database(server_url: str, prefix: str, template: str = "") -> Iterator[str]:
+    """A new database on the server of ``server_url`` (a copy of ``template``); its URL.
+
+    Dropped afterwards on a server given by ``SEGLOOP_TEST_POSTGRES_URL`` (a throwaway cluster is
+    removed whole at the end of the session).
+    """
     import os
     import uuid
 
     import psycopg
     from sqlalchemy.engine import make_url
 
-    server = make_url(postgres_server)
-    name = f"segloop_test_{uuid.uuid4().hex[:16]}"
+    server = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     yield server.set(database=name).render_as_string(hide_password=False)
-    if os.environ.get(TEST_POSTGRES_VARIABLE):  # a throwaway cluster is removed whole at the end
+    if os.environ.get(TEST_POSTGRES_VARIABLE):
         with psycopg.connect(dsn, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """The URL of a fresh, empty database on `postgres_server`."""
+    with _database(postgres_server, "segloop_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: str) -> Iterator[str]:
+    """The name of a database holding the schema of an empty project, made once per session."""
+    from sqlalchemy.engine import make_url
+
+    from segloop.store.database import connect, migrate
+
+    with _database(postgres_server, "segloop_template") as url:
+        engine = connect(url)
+        migrate(engine)
+        engine.dispose()  # a template must have no connection when it is copied
+        yield str(make_url(url).database)
+
+
+@pytest.fixture
+def postgres_project_url(postgres_server: str, postgres_template: str) -> Iterator[str]:
+    """The URL of a fresh database holding the schema of an empty project (what `Project.create`
+    makes of an empty one, copied from `postgres_template`: 0.07 s instead of 0.3 s a test)."""
+    with _database(postgres_server, "segloop_test", template=postgres_template) as url:
+        yield url

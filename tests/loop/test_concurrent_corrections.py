@@ -40,7 +40,7 @@ def project(request, tmp_path, monkeypatch):
     ``SEGLOOP_DATABASE_URL``, which the processes inherit)."""
     monkeypatch.delenv(DATABASE_URL_VARIABLE, raising=False)
     if request.param == "postgresql":
-        monkeypatch.setenv(DATABASE_URL_VARIABLE, request.getfixturevalue("postgres_url"))
+        monkeypatch.setenv(DATABASE_URL_VARIABLE, request.getfixturevalue("postgres_project_url"))
     project = init_project(tmp_path / "proj", PHANTOM_CLASSES)
     images = []
     for seed, case_id in enumerate(CASES):

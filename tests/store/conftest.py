@@ -24,7 +24,7 @@ def store_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     """The engine of this run of the test; on PostgreSQL every project of the test lives in one fresh
     database (``SEGLOOP_DATABASE_URL``; `Project.create` and `Project.open` read it)."""
     if request.param == "postgresql":
-        monkeypatch.setenv(DATABASE_URL_VARIABLE, request.getfixturevalue("postgres_url"))
+        monkeypatch.setenv(DATABASE_URL_VARIABLE, request.getfixturevalue("postgres_project_url"))
     else:
         monkeypatch.delenv(DATABASE_URL_VARIABLE, raising=False)
     return request.param

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from segloop.errors import StoreIntegrityError
 from segloop.loop.cases import init_project
-from segloop.store import ImageRecord, JobStatus, NewCase, Project
+from segloop.store import DATABASE_URL_VARIABLE, ImageRecord, JobStatus, NewCase, Project
 from segloop.store.database import events, write_transaction
 from segloop.synthetic import PHANTOM_CLASSES
 
@@ -68,9 +68,9 @@ def test_a_second_writer_waits_and_then_sees_the_first(tmp_path):
 
 @pytest.mark.postgresql_only
 @pytest.mark.parametrize("problem", ["unreachable", "missing database", "wrong role"])
-def test_a_server_that_cannot_be_used_is_one_line_without_the_password(tmp_path, problem, postgres_url):
+def test_a_server_that_cannot_be_used_is_one_line_without_the_password(tmp_path, problem):
     project = init_project(tmp_path / "p", PHANTOM_CLASSES)
-    given = make_url(postgres_url).set(password="s3cret-word")
+    given = make_url(os.environ[DATABASE_URL_VARIABLE]).set(password="s3cret-word")
     url = {
         "unreachable": given.set(host="127.0.0.1", port=_free_port()),
         "missing database": given.set(database="segloop_no_such_database"),
@@ -82,7 +82,7 @@ def test_a_server_that_cannot_be_used_is_one_line_without_the_password(tmp_path,
     assert "\n" not in message and "s3cret-word" not in message and "***" in message
     with pytest.raises(StoreIntegrityError):
         Project.create(tmp_path / "new", project.config, database_url=url)
-    assert os.environ["SEGLOOP_DATABASE_URL"] == postgres_url
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_bare_postgresql_url_means_psycopg(tmp_path):
