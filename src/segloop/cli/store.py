@@ -60,10 +60,13 @@ def migrate_command(
 ) -> None:
     """Copy a project's SQLite database into an empty PostgreSQL database, verified, and use it from now on.
 
-    Every row and id is copied and compared (row counts and a SHA-256 per table); then segloop.toml
-    records the database (SEGLOOP_DATABASE_URL still overrides it) and your ~/.config/segloop/databases.toml
-    trusts it for this folder. The SQLite file is left as it was. Another person of a shared project
-    runs the same command once: nothing is copied then, the database is only trusted for them.
+    Every row and id is copied, then compared: row counts and a SHA-256 per table.
+
+    segloop.toml then records the database (SEGLOOP_DATABASE_URL still overrides it).
+
+    Your ~/.config/segloop/databases.toml trusts it for this folder; the SQLite file is left as it was.
+
+    Others of a shared project run the same command once: it copies nothing then, it trusts.
     """
     from segloop.cli.output import console
     from segloop.store.copy import migrate_project
