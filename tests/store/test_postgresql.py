@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
-from segloop.errors import StoreIntegrityError
+from segloop.errors import NotFoundError, StoreIntegrityError
 from segloop.loop.cases import init_project
 from segloop.store import DATABASE_URL_VARIABLE, ImageRecord, JobStatus, NewCase, Project
 from segloop.store.database import events, write_transaction
@@ -100,3 +100,12 @@ def test_a_failed_job_keeps_the_start_of_a_very_long_error(tmp_path):
     project.finish_job(job.id, status=JobStatus.FAILED, error=error)
     stored = project.get_job(job.id).error
     assert len(stored) == 4096 and error.startswith(stored)
+
+
+def test_an_id_beyond_the_id_columns_names_no_row(tmp_path):
+    """Ids from requests: PostgreSQL refuses a 64-bit number compared with a 32-bit id column."""
+    project = init_project(tmp_path / "p", PHANTOM_CLASSES)
+    for number in (2**31, 2**40, 2**63 - 1, 2**64):
+        for find in (project.get_label_version, project.get_job, project.get_model):
+            with pytest.raises(NotFoundError):
+                find(number)  # before, on PostgreSQL: DataError (integer out of range)

@@ -1457,8 +1457,9 @@ class Project:
 
 
 def _is_row_id(value: int) -> bool:
-    """Whether ``value`` fits a database id (64-bit signed); a larger one, from a request, names no row."""
-    return -(2**63) <= int(value) < 2**63
+    """Whether ``value`` fits a database id (the tables' ``Integer``: 32-bit signed, which PostgreSQL
+    enforces in a query too); a larger one, from a request, names no row."""
+    return -(2**31) <= int(value) < 2**31
 
 
 def resolve_database_url(root: Path, database_url: str | None, recorded: str = "") -> URL:
