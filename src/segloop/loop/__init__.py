@@ -6,13 +6,14 @@ Errors come by kind (`segloop.errors`): not found, conflict, invalid input.
 
 | module | use cases |
 | --- | --- |
-| `cases` | `init_project`, `import_cases` (files → cases, all or none), `summarize_cases` |
+| `cases` | `init_project`, `import_cases` (all or none), `summarize_project`, `list_case_page` (paged) |
 | `imports` | the one import pipeline (`ImportBatch`, `run_import`, `ImportReport`) every import uses |
 | `labels` | effective labels (assembly), `select_versions` (the sources a consumer gets) |
 | `tools` | `run(project, case, request)`: `Threshold`, `Grow`, `Interpolate`, ...; `TOOLS` |
 | `corrections` | `apply(project, case, Corrections(add, remove, ignore), parent=...)`, `apply_label` |
 | `patches` | `extract_patches`, `merge_patch_corrections` (arrays), `merge_patches` (folders) |
 | `training` | `train_config`, `train_project`, `resume_training`, `predict_cases` |
+| `predict` | `predict_batch`: one task per case, local or on Dask, recorded in batches, once per model |
 | `evaluation` | `evaluate_model`, `summarize_evaluations` |
 | `ranking` | `rank_cases(strategy=...)`, `STRATEGIES` (`uncertainty`, `random`, `least-recent`) |
 | `rounds` | `run_round`: train → predict → evaluate → rank, recorded as round N |
@@ -36,6 +37,7 @@ __all__ = [
     "jobs",
     "labels",
     "patches",
+    "predict",
     "ranking",
     "report",
     "rounds",
