@@ -24,16 +24,20 @@ def project(tmp_path):
 
 @pytest.mark.slow
 def test_an_interrupted_two_process_run_resumes_under_torchrun_and_records_a_model_that_predicts(project):
+    from segloop.engine.checkpoint import read_checkpoint
     from segloop.engine.infer import load_model, predict
 
     def interrupt(event):
         if event.metrics.get("epoch") == 1:
             raise KeyboardInterrupt  # the workers are terminated with this process
 
-    config = tiny_config(epochs=3, batch_size=4, validation_fraction=0.2)  # 2 training cases
+    config = tiny_config(epochs=8, batch_size=4, validation_fraction=0.2)  # 2 training cases
     with pytest.raises(KeyboardInterrupt):
         train_project(project, config, device="cpu", nproc=2, on_progress=interrupt, author="t")
-    assert [m.status for m in Project.open(project.root).list_models()] == ["running"]
+    [running] = Project.open(project.root).list_models()
+    # the workers run ahead of their progress events: usually some epochs are left, on a busy machine none
+    stopped_at = read_checkpoint(project.root / running.checkpoint)["epoch"]
+    assert running.status == "running" and stopped_at >= 1
     # resumed by torchrun: each of its 2 processes runs `segloop train`, rank 0 records and prints
     resumed = subprocess.run(
         [*TORCHRUN, "-m", "segloop.cli.main", "train", str(project.root), "--resume", "--device", "cpu"],
@@ -43,11 +47,12 @@ def test_an_interrupted_two_process_run_resumes_under_torchrun_and_records_a_mod
         check=False,
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.count("model 1: 3 epochs") == 1
+    assert resumed.stdout.count("model 1: 8 epochs") == 1
     opened = Project.open(project.root)
     [model] = opened.list_models()
-    assert (model.status, model.metrics["epochs"], model.metrics["processes"]) == ("done", 3, 2)
-    assert model.metrics["samples_per_s"] > 0 and model.config["batch_size"] == 4  # the global batch
+    assert (model.status, model.metrics["epochs"], model.metrics["processes"]) == ("done", 8, 2)
+    assert (model.metrics["samples_per_s"] > 0) == (stopped_at < 8)  # the resumed processes trained
+    assert model.config["batch_size"] == 4  # the global batch
     # one row per run and per job: written by the parent, then by rank 0 alone
     assert [(j.kind, j.status) for j in opened.list_jobs()] == [("train", "interrupted"), ("train", "done")]
     trained = load_model(project.root / model.checkpoint, "cpu")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import pickle
 import queue as queues
@@ -262,27 +263,47 @@ def spawn(
         start_method="spawn",
     )
     outcome: dict[str, Any] = {}
-    try:
-        done = False
-        while not done:
-            try:
-                done = processes.join(timeout=_POLL_S)
-            except ProcessException:
-                _drain(messages, outcome, on_message)
-                if "error" in outcome:
-                    raise outcome["error"] from None
-                raise
-            _drain(messages, outcome, on_message)
-    finally:
-        for process in processes.processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes.processes:
-            process.join()
-        messages.close()
+    # torch logs "terminating process N" when it stops the others after a failure: the error says why
+    with _quieter(logging.getLogger(ProcessException.__module__)):
+        try:
+            _wait(processes, messages, outcome, on_message)
+        finally:
+            for process in processes.processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes.processes:
+                process.join()
+            messages.close()
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("result")
+
+
+def _wait(
+    processes: Any, messages: Any, outcome: dict[str, Any], on_message: Callable[[Any], None] | None
+) -> None:
+    """Pass the workers' messages on until all have ended; a failed worker's error is raised."""
+    done = False
+    while not done:
+        try:
+            done = processes.join(timeout=_POLL_S)
+        except ProcessException:
+            _drain(messages, outcome, on_message)
+            if "error" in outcome:
+                raise outcome["error"] from None
+            raise
+        _drain(messages, outcome, on_message)
+
+
+@contextlib.contextmanager
+def _quieter(logger: logging.Logger) -> Iterator[None]:
+    """Only errors from ``logger`` within the block."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _drain(messages: Any, outcome: dict[str, Any], on_message: Callable[[Any], None] | None) -> None:
