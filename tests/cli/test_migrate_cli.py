@@ -14,9 +14,9 @@ from sqlalchemy.engine import make_url
 import segloop.store.copy as copy_module
 from segloop.errors import ConflictError
 from segloop.loop.tools import store_tool_labels
-from segloop.store import DATABASE_URL_VARIABLE, PredictionArrays, Project
+from segloop.store import DATABASE_URL_VARIABLE, NewPatch, PredictionArrays, Project
 from segloop.store.config import trusted_databases_path
-from segloop.store.database import SCHEMA_VERSION, cases, connect, events, schema_info
+from segloop.store.database import SCHEMA_VERSION, cases, connect, events, metadata, schema_info
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 from tests.conftest import make_phantom_project, snapshot_project
 
@@ -54,6 +54,10 @@ def project(tmp_path) -> Project:
     project.finish_job(job.id, result={"model": model.id})
     project.add_user("ann", "a" * 64)
     project.save_draft("c0", "ann", truth, parent=1)
+    project.record_ranking("ann", {"strategy": "entropy"}, [("c2", 0.75), ("c1", None)])
+    project.add_patches([NewPatch("c0_p1", "c0", (0, 0, 0), (8, 8, 8), 1, 1, (1,), "b" * 64, "c" * 64,
+                                  np.eye(4), "ann", {"centre": [4, 4, 4]})])  # fmt: skip
+    project.read_image("c1")  # its hash cached (file_hashes)
     project.engine.dispose()
     return project
 
@@ -82,6 +86,10 @@ def _records(project: Project) -> dict[str, list]:
     }
 
 
+def _data_tables():
+    return [table for table in metadata.sorted_tables if table is not schema_info]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -95,6 +103,13 @@ def test_migrate_copies_everything_and_the_project_uses_postgresql(project, post
     assert "verified" in result.out and "left as it was" in result.out and "[database] url" in result.out
     assert f'url = "{postgres_url}"' in (project.root / "segloop.toml").read_text()
     assert snapshot_project(project.root) == files  # the SQLite file and the objects are untouched
+    with connect(postgres_url).connect() as connection:
+        empty = [
+            t.name
+            for t in _data_tables()
+            if not connection.execute(select(func.count()).select_from(t)).scalar()
+        ]
+    assert empty == []  # the fixture wrote a row in every table, and every table was copied
     opened = Project.open(project.root)
     assert opened.engine.dialect.name == "postgresql" and _records(opened) == before
     assert opened.read_prediction("c2").probabilities.shape == (5, *SHAPE)
