@@ -208,3 +208,12 @@ def test_a_copy_that_differs_is_an_error_and_is_left_for_inspection(
     with connect(postgres_url).connect() as connection:
         assert connection.execute(select(func.count()).select_from(cases)).scalar() == 3
         assert connection.execute(select(events.c.id).where(events.c.id == 1)).first() is None
+
+
+def test_an_empty_postgresql_database_named_for_a_sqlite_project_says_how_to_migrate(
+    project, postgres_url, run_cli, monkeypatch
+):
+    monkeypatch.setenv(DATABASE_URL_VARIABLE, postgres_url)
+    result = run_cli("status", project.root)
+    assert result.code == 1 and "holds no segloop project" in result.err, result.err
+    assert f"segloop migrate {project.root} --to URL" in result.err and result.err.count("\n") == 1

@@ -199,6 +199,8 @@ class Project:
         if found is None:
             shown = url.render_as_string(hide_password=True)
             msg = f"the database {shown} of {root} holds no segloop project: restore the project's database"
+            if database_file is None and (root / DATABASE_NAME).is_file():
+                msg += f" (or, to move {root / DATABASE_NAME} there: segloop migrate {root} --to URL)"
             raise StoreIntegrityError(msg)
         check_schema_version(found)
         if found < SCHEMA_VERSION:
@@ -1488,7 +1490,8 @@ def _missing_database_message(root: Path, database_file: Path) -> str:
     objects = sum(1 for _ in (root / "objects").glob("*/*.nii.gz"))
     return (
         f"the project database {database_file} is missing while {root} holds a project"
-        f" ({objects} label objects in objects/): restore the database from a backup"
+        f" ({objects} label objects in objects/): restore the database from a backup (or name the"
+        f" project's database, e.g. on PostgreSQL, by {DATABASE_URL_VARIABLE})"
     )
 
 
