@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -61,6 +62,7 @@ def test_a_second_writer_waits_and_then_sees_the_first(tmp_path):
         with project.engine.connect() as observer:
             while not observer.execute(waiting).scalar():  # until the second writer queues
                 assert second.is_alive()
+                time.sleep(0.01)
     second.join(timeout=60)
     seen = sorted(event.detail["seen"] for event in project.list_events("probe"))
     assert seen == [0, 1]  # before (READ COMMITTED alone): [0, 0], the second check missed the first write
