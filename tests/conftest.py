@@ -165,23 +165,49 @@ def _free_port() -> int:
 
 
 class _Cluster:
-    """A PostgreSQL cluster in a temporary folder, run by ``postgres`` when this process is root."""
+    """A PostgreSQL cluster in a temporary folder, run by ``postgres`` when this process is root.
 
-    def __init__(self, bindir: Path) -> None:
+    The folder names the test process that owns it (``owner.pid``): a cluster whose process died
+    without its teardown (a killed xdist worker, ``kill -9``) is stopped and removed by the next one.
+    """
+
+    PREFIX = "segloop-pg-"
+
+    def __init__(self, bindir: Path, folder: Path | None = None) -> None:
         import os
         import tempfile
 
         self.bindir = bindir
         root = os.geteuid() == 0
         # as root: in /tmp, which the postgres user can reach (a $TMPDIR under /root it could not)
-        self.folder = Path(tempfile.mkdtemp(prefix="segloop-pg-", dir="/tmp" if root else None))
-        self.as_owner: list[str] = []
-        if root:  # the server refuses to run as root
+        self.base = Path("/tmp" if root else tempfile.gettempdir())
+        self.as_owner = ["runuser", "-u", "postgres", "--"] if root else []  # postgres refuses root
+        self.port = 0
+        if folder is not None:
+            self.folder = folder
+            return
+        self.folder = Path(tempfile.mkdtemp(prefix=self.PREFIX, dir=self.base))
+        (self.folder / "owner.pid").write_text(str(os.getpid()))
+        if root:
             import shutil
 
-            self.as_owner = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.folder, "postgres", "postgres")
-        self.port = 0
+
+    def remove_orphans(self) -> None:
+        """Stop and remove the clusters of test processes that are gone."""
+        import os
+
+        for folder in self.base.glob(f"{self.PREFIX}*"):
+            try:
+                os.kill(int((folder / "owner.pid").read_text()), 0)
+                continue  # its process runs (or another user's: PermissionError)
+            except ProcessLookupError:
+                pass  # gone
+            except (OSError, ValueError):
+                continue  # no owner recorded: not ours to judge
+            orphan = _Cluster(self.bindir, folder)
+            orphan.port = 1  # stop it if it runs
+            orphan.stop()
 
     def _run(self, *args: object) -> None:
         import subprocess
@@ -241,6 +267,7 @@ def postgres_server() -> Iterator[str]:
             pytest.fail(f"{reason}, and {REQUIRE_POSTGRES_VARIABLE}=1 requires it", pytrace=False)
         pytest.skip(reason)
     cluster = _Cluster(bindir)
+    cluster.remove_orphans()
     try:
         yield cluster.start()
     finally:
