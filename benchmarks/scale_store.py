@@ -120,7 +120,7 @@ def build_store(root: Path, n_cases: int, url: str | None, *, seed: int = 0) -> 
                 connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {last})"))
         backfill_class_decisions(connection)
         order = (rng.permutation(n_cases) + 1).tolist()
-        detail = {"cases": [f"case{order[0]:06d}"], "strategy": "uncertainty", "seed": 0}
+        detail = {"cases": [f"case{order[0]:06d}"], "strategy": "uncertainty", "seed": 0, "ranked": n_cases}
         served = connection.execute(
             events.insert().values(at=now, kind="served", actor="bench", detail=detail)
         )
@@ -146,7 +146,7 @@ def open_or_build(n_cases: int, work: Path, postgres: str | None) -> Any:
 
     root = work / f"store_{n_cases}"
     url = _postgres_database(postgres, f"segloop_scale_{n_cases}") if postgres else None
-    marker = root / f"complete_schema6{'_pg' if url else ''}"
+    marker = root / f"complete_schema6b{'_pg' if url else ''}"
     if marker.exists():
         project = Project.open(root, database_url=url)
         if project.count_cases() == n_cases:
@@ -159,6 +159,9 @@ def open_or_build(n_cases: int, work: Path, postgres: str | None) -> Any:
         _postgres_database(postgres, f"segloop_scale_{n_cases}", fresh=True)
     started = time.perf_counter()
     project = build_store(root, n_cases, url)
+    if url:  # as autovacuum would after a bulk load: planner statistics, visibility map
+        with project.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
     marker.touch()
     print(f"  built the {n_cases}-case store in {time.perf_counter() - started:.1f} s", flush=True)
     return project

@@ -185,6 +185,7 @@ def test_uncertainty_strategy_ranks_by_flagged_voxels_not_by_time(project):
         "cases": ["c1", "c2", "c0"],
         "strategy": "uncertainty",
         "seed": 0,
+        "ranked": 3,
     }
     recorded = project.list_ranking(served[0].id)
     assert recorded == (3, [(r.rank, r.case_id, r.score) for r in first])

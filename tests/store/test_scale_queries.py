@@ -76,6 +76,7 @@ def test_migration_6_backfills_class_decisions_of_a_schema_5_project(tmp_path):
         for index in INDEXES:
             connection.exec_driver_sql(f"DROP INDEX {index.name}")
         connection.exec_driver_sql("DROP TABLE class_decisions")
+        connection.exec_driver_sql("DROP TABLE class_source_counts")
         connection.exec_driver_sql("DROP TABLE ranking_entries")
         connection.exec_driver_sql("UPDATE schema_info SET version = 5")
     project.engine.dispose()

@@ -11,6 +11,7 @@ check and the write it guards are atomic.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ __all__ = [
     "case_images",
     "cases",
     "class_decisions",
+    "class_source_counts",
     "connect",
     "drafts",
     "evaluations",
@@ -294,6 +296,16 @@ class_decisions = Table(
     Column("reviewed", Boolean, nullable=False),
 )
 
+#: Per class and deciding source, how many cases `class_decisions` holds (schema 6): kept with it,
+#: so `segloop status` counts without reading a row per case.
+class_source_counts = Table(
+    "class_source_counts",
+    metadata,
+    Column("class_name", String(255), primary_key=True),
+    Column("source", String(16), primary_key=True),
+    Column("cases", Integer, nullable=False),
+)
+
 #: The rankings `segloop.loop.ranking.rank_cases` records (schema 6): one row per ranked case of a
 #: ``served`` event, rank 1 first (a case id, not a key: a ranking is a record of what was said).
 ranking_entries = Table(
@@ -392,7 +404,7 @@ def _add_users_and_drafts(connection: Connection) -> None:
 def _add_class_decisions_and_indexes(connection: Connection) -> None:
     """Version 6: `class_decisions` (from every label version), `ranking_entries` (of the newest
     ranking: older ones stay in their events' detail) and `INDEXES`."""
-    for table in (class_decisions, ranking_entries):
+    for table in (class_decisions, class_source_counts, ranking_entries):
         table.create(connection, checkfirst=True)
     for index in INDEXES:
         index.create(connection, checkfirst=True)
@@ -431,10 +443,9 @@ def record_class_decisions(
     classes: Sequence[str],
     params: Mapping[str, Any],
 ) -> None:
-    """Update `class_decisions` for a label version just inserted (in its transaction).
+    """Update `class_decisions` and `class_source_counts` for a label version just inserted.
 
-    Two statements whatever the number of classes, plus one update per class the version takes
-    over (none for a version its case's classes outrank).
+    Runs in the version's write transaction: a few statements per class the version annotates.
     """
     if not classes:
         return
@@ -443,13 +454,17 @@ def record_class_decisions(
         (class_decisions.c.case_pk == case_pk) & class_decisions.c.class_name.in_(list(classes))
     )
     known = {row.class_name: row for row in connection.execute(query)}
+    counted: Counter[tuple[str, str]] = Counter()
     for name in dict.fromkeys(classes):
         row = known.get(name)
         if row is None:
+            counted[name, source] += 1
             continue
         values: dict[str, Any] = {"reviewed": row.reviewed or reviewed}
         if _decides(source, row.source):
             values |= {"source": source, "label_version_id": version_id}
+            counted[name, row.source] -= 1
+            counted[name, source] += 1
         if values != {"reviewed": row.reviewed}:
             connection.execute(
                 class_decisions.update()
@@ -469,10 +484,25 @@ def record_class_decisions(
     ]
     if new:
         connection.execute(class_decisions.insert(), new)
+    _add_to_counts(connection, counted)
+
+
+def _add_to_counts(connection: Connection, deltas: Mapping[tuple[str, str], int]) -> None:
+    """Add ``{(class, source): cases}`` to `class_source_counts` (rows in one order: no deadlock)."""
+    for (name, source), delta in sorted(deltas.items()):
+        if delta == 0:
+            continue
+        key = (class_source_counts.c.class_name == name) & (class_source_counts.c.source == source)
+        updated = connection.execute(
+            class_source_counts.update().where(key).values(cases=class_source_counts.c.cases + delta)
+        )
+        if updated.rowcount == 0:
+            row = {"class_name": name, "source": source, "cases": delta}
+            connection.execute(class_source_counts.insert().values(**row))
 
 
 def backfill_class_decisions(connection: Connection, *, batch_rows: int = 10_000) -> None:
-    """Rebuild `class_decisions` from every stored label version (oldest first), in bulk."""
+    """Rebuild `class_decisions` and `class_source_counts` from every label version (oldest first)."""
     decided: dict[tuple[int, str], dict[str, Any]] = {}
     query = select(
         label_versions.c.id, label_versions.c.case_pk, label_versions.c.source,
@@ -492,9 +522,11 @@ def backfill_class_decisions(connection: Connection, *, batch_rows: int = 10_000
             if _decides(version.source, row["source"]):
                 row |= {"source": version.source, "label_version_id": version.id}
     connection.execute(class_decisions.delete())
+    connection.execute(class_source_counts.delete())
     rows = list(decided.values())
     for start in range(0, len(rows), batch_rows):
         connection.execute(class_decisions.insert(), rows[start : start + batch_rows])
+    _add_to_counts(connection, Counter((row["class_name"], row["source"]) for row in rows))
 
 
 #: Ordered migrations: entry N brings a database from version N to N + 1.

@@ -48,6 +48,7 @@ from segloop.store.database import (
     cases,
     check_schema_version,
     class_decisions,
+    class_source_counts,
     connect,
     drafts,
     evaluations,
@@ -340,12 +341,10 @@ class Project:
             return int(connection.execute(select(func.count()).select_from(label_versions)).scalar() or 0)
 
     def count_class_sources(self) -> dict[tuple[str, str], int]:
-        """``{(class name, deciding source): cases}`` over the whole project (one ``GROUP BY``)."""
-        query = select(class_decisions.c.class_name, class_decisions.c.source, func.count()).group_by(
-            class_decisions.c.class_name, class_decisions.c.source
-        )
+        """``{(class name, deciding source): cases}`` over the whole project (kept counts: one small read)."""
+        query = select(class_source_counts).where(class_source_counts.c.cases > 0)
         with self.engine.connect() as connection:
-            return {(name, source): int(n) for name, source, n in connection.execute(query)}
+            return {(row.class_name, row.source): int(row.cases) for row in connection.execute(query)}
 
     def select_case_ids(
         self,
@@ -406,9 +405,12 @@ class Project:
     def record_ranking(self, actor: str, detail: dict[str, Any], ranking: Sequence[tuple[str, Any]]) -> int:
         """Log a ``served`` event and its ranking (``(case id, score or None)``, rank 1 first) at once.
 
+        The event's detail gets the ranking's length (``ranked``).
+
         Returns:
             The event's id.
         """
+        detail = {**detail, "ranked": len(ranking)}
         with write_transaction(self.engine) as connection:
             event_id = int(
                 connection.execute(
@@ -442,7 +444,10 @@ class Project:
             .limit(limit)
         )
         with self.engine.connect() as connection:
-            total = connection.execute(select(func.count()).where(of_event)).scalar()
+            detail = connection.execute(select(events.c.detail).where(events.c.id == event_id)).scalar()
+            total = (detail or {}).get("ranked")
+            if total is None:  # recorded before its length was (the migration's backfill)
+                total = connection.execute(select(func.count()).where(of_event)).scalar()
             rows = [(int(r), c, None if s is None else float(s)) for r, c, s in connection.execute(query)]
         return int(total or 0), rows
 
