@@ -51,7 +51,7 @@ def test_openkbp_init_add_status_show_export(run_cli, openkbp, tmp_path):
     status = run_cli("status", project)
     assert status.code == 0 and "34 cases" in status.out and "openkbp_pt_4" not in status.out  # a summary
     table = run_cli("status", project, "--cases", "openkbp_pt_4")
-    assert table.code == 0 and "openkbp_pt_4" in table.out and "1 cases" in table.out
+    assert table.code == 0 and "openkbp_pt_4" in table.out and table.out.splitlines()[0].strip() == "1 case"
 
     show = run_cli("show", project, "openkbp_pt_4")
     assert show.code == 0 and "original" in show.out and "segloop add" in show.out

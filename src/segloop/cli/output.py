@@ -50,9 +50,10 @@ def print_schema(project: Project) -> None:
 
 def print_summary(project: Project, summary: ProjectSummary) -> None:
     """`segloop status`: classes (rows) by deciding source (columns), rounds, queue head, jobs."""
+    counts = f"{_count(summary.n_cases, 'case')}, {_count(summary.n_versions, 'label version')}"
     table = Table(
-        title=f"{summary.name}: {summary.n_cases} cases, {summary.n_versions} label versions"
-        " (cases by the source deciding each class)"
+        title=f"{summary.name}: {counts}",
+        caption="cases by the source that decides each class (its most trusted label version)",
     )
     table.add_column("class", no_wrap=True)
     columns = [s for s in SUMMARY_SOURCES if any(row[s] for row in summary.sources.values())]
@@ -77,7 +78,7 @@ def print_summary(project: Project, summary: ProjectSummary) -> None:
 def print_case_table(page: CaseTable) -> None:
     """One row per case; per shown class the deciding source (letters), or counts for many classes."""
     names = page.classes
-    table = Table(title=f"{page.total} cases")
+    table = Table(title=_count(page.total, "case"))
     table.add_column("case", no_wrap=True)
     table.add_column("shape", no_wrap=True)
     table.add_column("spacing (mm)")
@@ -106,13 +107,18 @@ def print_case_table(page: CaseTable) -> None:
         table.add_row(*row)
     console.print(table)
     if page.total > len(page.rows):
-        console.print(f"… {page.total - len(page.rows)} more cases (--limit 0 shows all)")
+        console.print(f"… {_count(page.total - len(page.rows), 'more case')} (--limit 0 shows all)")
     if not wide:
         console.print(
             "  "
             + "  ".join(f"[{style}]{s[0].upper()}[/] {s}" for s, style in _SOURCE_STYLE.items())
             + "  [dim]-[/] not annotated"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    """``3 cases``, ``1 case``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _fmt_classes(classes: Sequence[str], schema_names: Sequence[str]) -> str:
@@ -152,7 +158,7 @@ def print_case(
         )
     console.print(table)
     if matched is not None and matched > len(versions):
-        console.print(f"… {matched - len(versions)} older versions (--limit 0 shows all)")
+        console.print(f"… {_count(matched - len(versions), 'older version')} (--limit 0 shows all)")
 
 
 def print_volume_info(path: Path, volume: Volume) -> None:
