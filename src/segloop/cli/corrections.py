@@ -96,8 +96,24 @@ def correct_command(
     force: Annotated[
         bool, typer.Option("--force", help="Apply even if the case changed since it was exported.")
     ] = False,
+    reviewed_slices: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these slices were reviewed, e.g. 10:13 (slices 10-12) or 10:13,40; training"
+            " learns the correction there only (default: the whole case)."
+        ),
+    ] = None,
+    axis: Annotated[
+        int | None, typer.Option(help="Voxel axis of --reviewed-slices (default: the case's axial one).")
+    ] = None,
+    reviewed_box: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only this box was reviewed: i0:i1,j0:j1,k0:k1 voxels, ':' a whole axis (repeatable)."
+        ),
+    ] = None,
 ) -> None:
-    """Store a person's correction of a case as a revised label version."""
+    """Store a person's correction of a case (or of the part they reviewed) as a revised label version."""
     from segloop.cli.output import console
     from segloop.loop import corrections as use_case
     from segloop.store import Project
@@ -110,6 +126,9 @@ def correct_command(
         )
         raise InvalidInputError(msg)
     opened = Project.open(project)
+    region = use_case.reviewed_region(
+        opened.get_case(case), slices=reviewed_slices, axis=axis, boxes=reviewed_box or ()
+    )
     stale = "export it again and redo the correction there, or pass --force to apply it to the current label"
     if label is not None:
         labels, names, provenance = use_case.read_corrected_label(opened, case, label)
@@ -117,7 +136,7 @@ def correct_command(
         with hint(ConflictError, stale):
             result = use_case.apply_label(
                 opened, case, labels, split_list(classes) or names, parent=parent, force=force,
-                author=current_user(), provenance=provenance,
+                author=current_user(), provenance=provenance, region=region,
             )  # fmt: skip
     else:
         found, files = use_case.read_correction_files(
@@ -128,7 +147,7 @@ def correct_command(
         with hint(ConflictError, stale):
             result = use_case.apply(
                 opened, case, found, parent=parent, force=force, author=current_user(),
-                provenance={"files": [f.describe() for f in files]},
+                provenance={"files": [f.describe() for f in files]}, region=region,
             )  # fmt: skip
     for warning in result.warnings:
         console.print(f"[yellow]{warning}[/yellow]")
@@ -141,7 +160,16 @@ def correct_command(
         console.print(
             f"stored label version {version.id}: revised, {', '.join(version.classes) or 'ignore only'},"
             f" {result.changed_voxels} voxels changed, parent {version.parent_id}"
+            + (f", reviewed {_shown_region(region)} only" if region else "")
         )
+
+
+def _shown_region(region: tuple) -> str:
+    """``[0:4, 0:5, 10:13]`` per box: the voxel ranges a person reviewed."""
+    return " + ".join(
+        "[" + ", ".join(f"{o}:{o + n}" for o, n in zip(box.offset, box.size, strict=True)) + "]"
+        for box in region
+    )
 
 
 @patches_app.command("extract")

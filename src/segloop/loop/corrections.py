@@ -10,6 +10,11 @@ the version it corrects:
   `segloop.core.corrections`). The version annotates only the classes the masks changed (and
   those the person says they reviewed), plus *ignore* where the person marked it.
 
+A correction may cover part of a case (``region``: slices, a box; `reviewed_region` reads them
+as typed): the version then speaks only there (its *coverage*, recorded in ``params["coverage"]``
+as patch merges do, and read by assembly). Outside, the case keeps what its other versions say,
+so training learns only what the person reviewed (`segloop.core.assembly`).
+
 Both take ``parent``: the id of the case's newest label version when the person read the label
 they corrected (`Project.find_head`, or the id of the version a previous call returned; None: the
 case had none). If the case has a newer version by the time the correction is stored, someone else
@@ -53,8 +58,8 @@ from typing import Any
 import numpy as np
 
 from segloop.core.assembly import Assembly
-from segloop.core.corrections import merge_corrections, parse_correction_name
-from segloop.core.geometry import align_to_grid, embed_in_grid
+from segloop.core.corrections import PatchBox, coverage_mask, merge_corrections, parse_correction_name
+from segloop.core.geometry import align_to_grid, axis_of_plane, embed_in_grid
 from segloop.core.labels import LabelSchema
 from segloop.core.names import path_inside
 from segloop.core.provenance import Source
@@ -82,14 +87,18 @@ __all__ = [
     "check_corrections",
     "check_parent",
     "choose_parent",
+    "coverage_params",
     "find_export_parent",
     "list_correction_files",
     "name_correction_files",
     "original_class_values",
+    "parse_box",
+    "parse_slice_ranges",
     "read_corrected_label",
     "read_correction_files",
     "read_correction_masks",
     "read_current_label",
+    "reviewed_region",
     "stage_revised",
 ]
 
@@ -236,6 +245,108 @@ def check_corrections(
         )
     ignore = _mask_on(corrections.ignore, shape, "ignore")
     return CheckedCorrections(add, remove, remove_by_class, ignore, frozenset(reviewed))
+
+
+# -- the reviewed region -------------------------------------------------------------------------
+
+
+def _parse_range(text: str, length: int, what: str) -> tuple[int, int]:
+    """``"a:b"`` (half-open; ``a`` or ``b`` omitted: the axis' start or end) or ``"a"`` (one index)."""
+    start, colon, stop = text.strip().partition(":")
+    try:
+        lo = int(start) if start.strip() else 0
+        hi = (int(stop) if stop.strip() else length) if colon else lo + 1
+    except ValueError:
+        lo, hi = -1, -1
+    if not 0 <= lo < hi <= length:
+        msg = f"{what} {text.strip()!r}: expected a range a:b with 0 <= a < b <= {length} (the grid's size)"
+        raise InvalidInputError(msg)
+    return lo, hi
+
+
+def parse_slice_ranges(text: str, axis: int, shape: Sequence[int]) -> list[PatchBox]:
+    """Reviewed slices typed as ``"10:13"`` (slices 10, 11 and 12) or ``"10:13,40"``: whole-slice boxes.
+
+    Args:
+        text: comma-separated half-open ranges ``a:b`` or single slice indices along ``axis``.
+        axis: the voxel axis the slices are taken along (0, 1 or 2).
+        shape: the case's ``(I, J, K)``.
+
+    Raises:
+        InvalidInputError: an axis other than 0-2, or a range outside the grid.
+
+    Examples:
+        >>> parse_slice_ranges("10:13", 2, (4, 5, 20))
+        [PatchBox(offset=(0, 0, 10), size=(4, 5, 3))]
+    """
+    if axis not in (0, 1, 2):
+        msg = f"slice axis {axis}: expected 0, 1 or 2"
+        raise InvalidInputError(msg)
+    boxes = []
+    for part in text.split(","):
+        lo, hi = _parse_range(part, int(shape[axis]), f"slices along axis {axis}")
+        offset, size = [0, 0, 0], [int(n) for n in shape]
+        offset[axis], size[axis] = lo, hi - lo
+        boxes.append(PatchBox(tuple(offset), tuple(size)))  # type: ignore[arg-type]
+    return boxes
+
+
+def parse_box(text: str, shape: Sequence[int]) -> PatchBox:
+    """A reviewed box typed as ``"i0:i1,j0:j1,k0:k1"`` (half-open voxel ranges; ``:`` a whole axis).
+
+    Raises:
+        InvalidInputError: not three ranges, or one outside the grid.
+
+    Examples:
+        >>> parse_box("2:6,:,10:13", (8, 5, 20))
+        PatchBox(offset=(2, 0, 10), size=(4, 5, 3))
+    """
+    parts = text.split(",")
+    if len(parts) != 3:
+        msg = f"box {text!r}: expected three ranges i0:i1,j0:j1,k0:k1"
+        raise InvalidInputError(msg)
+    ranges = [
+        _parse_range(part, int(n), f"box axis {axis}")
+        for axis, (part, n) in enumerate(zip(parts, shape, strict=True))
+    ]
+    return PatchBox(tuple(lo for lo, _ in ranges), tuple(hi - lo for lo, hi in ranges))  # type: ignore[arg-type]
+
+
+def reviewed_region(
+    case: CaseRecord, *, slices: str | None = None, axis: int | None = None, boxes: Sequence[str] = ()
+) -> tuple[PatchBox, ...] | None:
+    """The part of a case a person reviewed, as typed on a face: slice ranges and/or boxes (their union).
+
+    Args:
+        case: the case (its grid and, for ``axis`` None, its axial axis).
+        slices: `parse_slice_ranges` text.
+        axis: the voxel axis of ``slices`` (default: the case's axial one, as people review).
+        boxes: `parse_box` texts.
+
+    Returns:
+        The boxes, or None when nothing is given (the whole case was reviewed).
+
+    Raises:
+        InvalidInputError: a range outside the grid; ``axis`` without ``slices``.
+    """
+    if axis is not None and slices is None:
+        msg = "a slice axis was given without reviewed slices: expected both, or neither"
+        raise InvalidInputError(msg)
+    region = [parse_box(text, case.shape) for text in boxes]
+    if slices is not None:
+        chosen = axis_of_plane(case.affine, "axial") if axis is None else axis
+        region += parse_slice_ranges(slices, chosen, case.shape)
+    return tuple(region) or None
+
+
+def coverage_params(region: Sequence[PatchBox]) -> list[dict[str, Any]]:
+    """A region as a version's ``params["coverage"]`` (`segloop.core.corrections.coverage_from_params`)."""
+    return [{"offset": list(box.offset), "size": list(box.size), "border_voxels": 0} for box in region]
+
+
+def _region_mask(region: Sequence[PatchBox] | None, shape: Sequence[int]) -> np.ndarray | None:
+    """``(I, J, K)`` bool of ``region`` on a grid; None for the whole case."""
+    return None if region is None else coverage_mask([(box, 0) for box in region], shape)
 
 
 # -- correction files (adapters for the faces) -----------------------------------------------------
@@ -689,6 +800,7 @@ def apply_label(
     force: bool = False,
     provenance: Mapping[str, Any] | None = None,
     tool: str = "correct-label",
+    region: Sequence[PatchBox] | None = None,
 ) -> CorrectionResult:
     """Store a whole corrected label of a case as a ``revised`` version.
 
@@ -706,6 +818,9 @@ def apply_label(
         force: store it even if the case changed since ``parent``.
         provenance: more parameters to record (e.g. the file and its SHA-256).
         tool: recorded on the version (what made the label: an editor, an approval).
+        region: the part of the case the person reviewed (boxes on its grid, `reviewed_region`);
+            None: all of it. The version holds ``labels`` there and *ignore* elsewhere, and
+            speaks only there (module docstring).
 
     Raises:
         GeometryMismatchError: ``labels`` is not on the case's grid.
@@ -724,6 +839,11 @@ def apply_label(
     annotated = tuple(class_names) if class_names else schema.names
     current = read_current_label(project, case)
     shown = current[1].editable_labels if current[1] is not None else current[2]
+    covered = _region_mask(region, case.shape)
+    differs = labels != shown
+    if covered is not None:
+        differs &= covered
+        labels = np.where(covered, labels, np.asarray(schema.ignore_index, labels.dtype))
     key = compute_label_key(labels)
     return _store_revision(
         project,
@@ -731,14 +851,32 @@ def apply_label(
         labels,
         classes=annotated,
         current=current,
-        changed=int(np.count_nonzero(labels != shown)),
+        changed=int(np.count_nonzero(differs)),
         tool=tool,
         parent=parent,
         force=force,
-        params={"labels_sha256": key, **(provenance or {})},
+        params={"labels_sha256": key, **_coverage_entry(region), **(provenance or {})},
         author=author,
         labels_key=key,
     )
+
+
+def _coverage_entry(region: Sequence[PatchBox] | None) -> dict[str, Any]:
+    return {} if region is None else {"coverage": coverage_params(region)}
+
+
+def _check_inside(masks: CheckedCorrections, covered: np.ndarray) -> None:
+    """Refuse corrections painted outside the reviewed region (nothing is stored)."""
+    named = [("add", masks.add != 0), ("remove", masks.remove), ("ignore", masks.ignore)]
+    named += [(f"remove of class {value}", mask) for value, mask in masks.remove_by_class.items()]
+    for what, mask in named:
+        outside = int(np.count_nonzero(mask & ~covered))
+        if outside:
+            msg = (
+                f"the {what} mask marks {outside} voxels outside the reviewed region: expected"
+                " corrections inside it (or a region that holds them); nothing was stored"
+            )
+            raise InvalidInputError(msg)
 
 
 def apply(
@@ -750,6 +888,7 @@ def apply(
     author: str,
     force: bool = False,
     provenance: Mapping[str, Any] | None = None,
+    region: Sequence[PatchBox] | None = None,
 ) -> CorrectionResult:
     """Merge add / remove / ignore masks on the case's grid into its current effective label.
 
@@ -761,13 +900,16 @@ def apply(
         author: recorded on the version.
         force: apply them even if the case changed since ``parent``.
         provenance: more parameters to record (e.g. the files the masks came from).
+        region: the part of the case the person reviewed (boxes on its grid, `reviewed_region`);
+            None: all of it. The version annotates its classes there only (*ignore* elsewhere),
+            so training learns nothing new outside (module docstring).
 
     Returns:
         The `CorrectionResult`; no version when the masks change nothing.
 
     Raises:
         GeometryMismatchError: a mask is not on the case's grid.
-        InvalidInputError: no mask and no class given.
+        InvalidInputError: no mask and no class given; a mask marks voxels outside ``region``.
         ConflictError: the case changed since ``parent`` (without ``force``).
     """
     if corrections.is_empty():
@@ -776,6 +918,9 @@ def apply(
     schema = project.config.schema
     case = project.get_case(case_id)
     masks = check_corrections(corrections, schema, case.shape)
+    covered = _region_mask(region, case.shape)
+    if covered is not None:
+        _check_inside(masks, covered)
     versions, assembly, current = read_current_label(project, case)
     merged = masks.apply(current, schema.ignore_index)
     touched = {c for c in range(1, len(schema.classes) + 1) if np.any((current == c) != (merged == c))}
@@ -786,6 +931,8 @@ def apply(
     for value in sorted(touched):
         labels[merged == value] = value
     labels[masks.ignore] = schema.ignore_index
+    if covered is not None:
+        labels[~covered] = schema.ignore_index
     return _store_revision(
         project,
         case,
@@ -799,6 +946,7 @@ def apply(
         params={
             "class": corrections.class_name,
             "corrections_sha256": corrections.digest(),
+            **_coverage_entry(region),
             **(provenance or {}),
         },
         author=author,
