@@ -59,14 +59,19 @@ class LabelSchema:
 
     Args:
         classes: classes with indices 1..N in order.
+        pairs: left-right pairs of class names (e.g. ``("RightParotid", "LeftParotid")``) that a
+            left-right mirror of an image swaps; each class in one pair at most.
 
     Examples:
         >>> schema = LabelSchema.from_names(["liver", "spleen"])
         >>> schema.index_of("spleen"), schema.ignore_index
         (2, 3)
+        >>> LabelSchema.from_names(["lung_r", "lung_l"], pairs=[("lung_r", "lung_l")]).pair_indices()
+        ((1, 2),)
     """
 
     classes: tuple[LabelClass, ...]
+    pairs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -90,9 +95,36 @@ class LabelSchema:
         if duplicates:
             msg = f"class names must be unique; repeated: {', '.join(duplicates)}"
             raise InvalidInputError(msg)
+        self._check_pairs(names)
+
+    def _check_pairs(self, names: list[str]) -> None:
+        """Each pair: two different known classes; no class in two pairs (one-line errors)."""
+        paired: list[str] = []
+        for pair in self.pairs:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] != pair[1]):
+                msg = f"class pair {pair!r} is not valid: expected two different class names"
+                raise InvalidInputError(msg)
+            unknown = [n for n in pair if n not in names]
+            if unknown:
+                msg = (
+                    f"class pair {pair!r} names unknown class {unknown[0]!r}:"
+                    f" expected some of {', '.join(names)}"
+                )
+                raise UnknownClassError(msg)
+            twice = [n for n in pair if n in paired]
+            if twice:
+                msg = f"class {twice[0]!r} is in two pairs: expected each class in one pair at most"
+                raise InvalidInputError(msg)
+            paired.extend(pair)
 
     @classmethod
-    def from_names(cls, names: Sequence[str], colors: Sequence[Sequence[int]] | None = None) -> LabelSchema:
+    def from_names(
+        cls,
+        names: Sequence[str],
+        colors: Sequence[Sequence[int]] | None = None,
+        *,
+        pairs: Iterable[Sequence[str]] = (),
+    ) -> LabelSchema:
         """Build a schema from class names (indices 1..N); colours default to a distinct palette."""
         colors = colors or [_PALETTE[i % len(_PALETTE)] for i in range(len(names))]
         if len(colors) != len(names):
@@ -102,8 +134,20 @@ class LabelSchema:
             tuple(
                 LabelClass(i, name.strip(), tuple(int(c) for c in color))  # type: ignore[arg-type]
                 for i, (name, color) in enumerate(zip(names, colors, strict=True), start=1)
-            )
+            ),
+            tuple(tuple(pair) for pair in pairs),  # type: ignore[misc]
         )
+
+    def pair_indices(self) -> tuple[tuple[int, int], ...]:
+        """The ``pairs`` as label values (for `segloop.engine.config.TrainConfig.mirror_pairs`)."""
+        return tuple((self.index_of(a), self.index_of(b)) for a, b in self.pairs)
+
+    def partner_of(self, name: str) -> str | None:
+        """The class paired with ``name``, or None."""
+        for a, b in self.pairs:
+            if name in (a, b):
+                return b if name == a else a
+        return None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -163,20 +207,41 @@ class LabelSchema:
             raise LabelValueError(msg)
 
     def to_records(self) -> list[dict]:
-        """Plain data for `segloop.toml`: ``[{"index", "name", "color"}, ...]``."""
-        return [{"index": c.index, "name": c.name, "color": list(c.color)} for c in self.classes]
+        """Plain data for `segloop.toml`: ``[{"index", "name", "color"[, "pair"]}, ...]``.
+
+        Both classes of a pair name their partner under ``"pair"``.
+        """
+        records = []
+        for c in self.classes:
+            record: dict = {"index": c.index, "name": c.name, "color": list(c.color)}
+            partner = self.partner_of(c.name)
+            if partner is not None:
+                record["pair"] = partner
+            records.append(record)
+        return records
 
     @classmethod
     def from_records(cls, records: Sequence[dict]) -> LabelSchema:
-        """Inverse of `to_records`."""
+        """Inverse of `to_records`; a ``"pair"`` on either or both classes of a pair declares it.
+
+        Raises:
+            InvalidInputError: a record without index, name and color; a pair naming an unknown
+                class (`UnknownClassError`) or a class in two pairs.
+        """
         try:
             ordered = sorted(records, key=lambda r: int(r["index"]))
-            return cls(
-                tuple(
-                    LabelClass(int(r["index"]), str(r["name"]), tuple(int(c) for c in r["color"]))  # type: ignore[arg-type]
-                    for r in ordered
-                )
+            classes = tuple(
+                LabelClass(int(r["index"]), str(r["name"]), tuple(int(c) for c in r["color"]))  # type: ignore[arg-type]
+                for r in ordered
             )
+            position = {str(r["name"]): int(r["index"]) for r in ordered}
+            declared = [(str(r["name"]), str(r["pair"])) for r in ordered if "pair" in r]
         except (KeyError, TypeError, ValueError) as error:
             msg = f"label records must have index, name and color; got {records!r} ({error})"
             raise InvalidInputError(msg) from error
+        pairs: list[tuple[str, str]] = []
+        for pair in declared:  # in index order; a pair declared from both sides counts once
+            ordered_pair = tuple(sorted(pair, key=lambda n: position.get(n, len(position) + 1)))
+            if ordered_pair not in pairs:
+                pairs.append(ordered_pair)  # type: ignore[arg-type]
+        return cls(classes, tuple(pairs))

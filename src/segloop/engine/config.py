@@ -42,6 +42,19 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _check_pairs(pairs: Any) -> None:
+    """``pairs``: distinct class values >= 1, two per pair, no value in two pairs."""
+    if not isinstance(pairs, tuple) or not all(
+        isinstance(p, tuple) and len(p) == 2 and all(_is_int(v) and v >= 1 for v in p) and p[0] != p[1]
+        for p in pairs
+    ):
+        _fail("mirror_pairs", pairs, "pairs of two different class values >= 1, e.g. ((3, 4),)")
+    values = [v for pair in pairs for v in pair]
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        _fail("mirror_pairs", pairs, f"each class in one pair at most (repeated: {repeated})")
+
+
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build a frozen config from plain data, turning lists back into tuples; unknown keys fail."""
     if not isinstance(data, dict):
@@ -118,7 +131,24 @@ class TrainConfig:
             (used by `segloop.engine.data.split_cases`).
         validation_case_ids: explicit validation cases (overrides ``validation_fraction``).
         flip_axes: array axes along which training samples are flipped at random (default none:
-            a left-right flip swaps left and right organs).
+            a left-right flip swaps left and right organs unless ``mirror_pairs`` says which).
+        lateral_axis: the array axis closest to the patient's left-right axis (RAS x; from the
+            affine, `segloop.core.geometry.axis_of_plane` with ``"sagittal"``), or None. A flip
+            along it, in training (``flip_axes``) or test-time augmentation
+            (`InferConfig.tta_flips`), swaps the classes of ``mirror_pairs``.
+        mirror_pairs: pairs of class values that a left-right flip swaps, e.g. ``((3, 4),)`` for
+            right / left parotid (`segloop.core.labels.LabelSchema.pair_indices`). Empty: a flip
+            along ``lateral_axis`` mirrors the image without swapping any class.
+        context_slices: 2D only: the ``k`` neighbouring slices on each side of a slice given to the
+            network as extra channels (2.5D input, ``2k + 1`` channels, neighbours beyond the
+            volume's ends repeat the end slice), in training and in prediction. 0: one slice.
+        spatial_augmentation: probability that a training sample is rotated (uniform ±15°) and
+            scaled (uniform 0.85-1.15) in its plane (2D) or about the slice axis (3D); images
+            interpolate linearly, labels take the nearest label; voxels brought in from outside
+            the sample are padding and ignore. 0: off.
+        average_last: validate and keep the mean of the weights at the end of the last
+            ``average_last`` epochs (batch-norm statistics averaged too) instead of the last
+            epoch's weights; 1: off. The window restarts when a run is resumed.
         intensity_augmentation: random scale (±10 %) and shift (±0.1) of normalised intensities.
         amp: mixed precision (bfloat16/float16 autocast); used only on CUDA.
         num_threads: CPU threads for torch; None: every core this process may use.
@@ -147,6 +177,11 @@ class TrainConfig:
     validation_fraction: float = 0.2
     validation_case_ids: tuple[str, ...] | None = None
     flip_axes: tuple[int, ...] = ()
+    lateral_axis: int | None = None
+    mirror_pairs: tuple[tuple[int, int], ...] = ()
+    context_slices: int = 0
+    spatial_augmentation: float = 0.0
+    average_last: int = 1
     intensity_augmentation: bool = True
     amp: bool = True
     num_threads: int | None = None
@@ -242,6 +277,27 @@ class TrainConfig:
             _fail("flip_axes", self.flip_axes, "distinct array axes among 0, 1, 2")
         if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
             _fail("num_threads", self.num_threads, "None or an int >= 1")
+        self._check_mirroring_and_context()
+
+    def _check_mirroring_and_context(self) -> None:
+        if self.lateral_axis is not None and self.lateral_axis not in (0, 1, 2):
+            _fail("lateral_axis", self.lateral_axis, "None, 0, 1 or 2")
+        _check_pairs(self.mirror_pairs)
+        if self.mirror_pairs and self.lateral_axis is None:
+            _fail("lateral_axis", None, "the left-right array axis (0, 1 or 2) when mirror_pairs are given")
+        if not _is_int(self.context_slices) or not 0 <= self.context_slices <= 8:
+            _fail("context_slices", self.context_slices, "an int in 0..8")
+        if self.context_slices and self.dims != 2:
+            _fail("context_slices", self.context_slices, "0 for dims=3 (neighbouring slices are 2D input)")
+        if not _is_number(self.spatial_augmentation) or not 0.0 <= self.spatial_augmentation <= 1.0:
+            _fail("spatial_augmentation", self.spatial_augmentation, "a probability in [0, 1]")
+        if not _is_int(self.average_last) or self.average_last < 1:
+            _fail("average_last", self.average_last, "an int >= 1 (1: no averaging)")
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the network's input: ``2 * context_slices + 1`` (one image channel)."""
+        return 2 * self.context_slices + 1
 
     @property
     def normalization(self) -> str:
@@ -277,7 +333,9 @@ class InferConfig:
 
     Args:
         tta_flips: array axes to mirror for test-time augmentation; every combination of them is
-            predicted (2^n passes) and the probabilities averaged. ``()``: no TTA.
+            predicted (2^n passes) and the probabilities averaged. ``()``: no TTA. A pass
+            mirrored along the model's `TrainConfig.lateral_axis` has its ``mirror_pairs``'
+            probabilities swapped back before the average.
         mc_dropout_samples: forward passes with dropout switched on (only the dropout modules;
             batch-norm statistics stay frozen); 0: off. Needs a model trained with dropout > 0.
         overlap: sliding-window overlap of 3D patches, in [0, 1).

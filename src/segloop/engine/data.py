@@ -42,13 +42,16 @@ __all__ = [
     "PreparedCase",
     "compress_case",
     "compute_intensity_parameters",
+    "context_indices",
     "normalize_intensity",
     "prepare_case",
     "resample_image",
     "resample_labels",
     "resolve_patch_size",
     "resolve_slice_axis",
+    "spatial_transform",
     "split_cases",
+    "swap_table",
 ]
 
 # At most this many voxel positions are kept per class (and for "any annotated voxel") per case:
@@ -604,13 +607,121 @@ def split_cases(case_ids: Sequence[str], config: TrainConfig) -> tuple[list[str]
     return [i for i in ids if i not in chosen], [i for i in ids if i in chosen]
 
 
+def context_indices(centres: np.ndarray | int, k: int, extent: int) -> np.ndarray:
+    """Slice indices of 2.5D input: ``k`` neighbours on each side, the volume's end slices repeated.
+
+    Args:
+        centres: slice index or array of them (any shape).
+        k: neighbours on each side (`TrainConfig.context_slices`).
+        extent: number of slices.
+
+    Returns:
+        ``(*centres.shape, 2k + 1)`` int64 indices in ``0..extent-1``.
+
+    Examples:
+        >>> context_indices(np.array([0, 4]), 1, 5).tolist()
+        [[0, 0, 1], [3, 4, 4]]
+    """
+    offsets = np.arange(-k, k + 1)
+    return np.clip(np.asarray(centres, dtype=np.int64)[..., None] + offsets, 0, extent - 1)
+
+
+def swap_table(size: int, pairs: Sequence[Sequence[int]]) -> np.ndarray:
+    """``table[v]``: the value a left-right mirror makes of value ``v`` (paired classes swapped).
+
+    Args:
+        size: number of values (``n_classes + 1`` for labels with ignore, ``n_classes`` for
+            probability channels).
+        pairs: class value pairs (`TrainConfig.mirror_pairs`), each value below ``size``.
+
+    Raises:
+        InvalidInputError: a value of a pair outside ``0..size-1``.
+
+    Examples:
+        >>> swap_table(5, [(1, 3)]).tolist()
+        [0, 3, 2, 1, 4]
+    """
+    table = np.arange(size)
+    for a, b in pairs:
+        if not (0 < a < size and 0 < b < size):
+            msg = f"mirror pair {(a, b)} is not a pair of classes: expected values in 1..{size - 1}"
+            raise InvalidInputError(msg)
+        table[a], table[b] = b, a
+    return table
+
+
+#: spatial augmentation ranges: rotation in degrees (uniform ±), scale factor (uniform)
+ROTATION_DEGREES = 15.0
+SCALE_RANGE = (0.85, 1.15)
+
+
+def spatial_transform(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    angles_deg: Sequence[float],
+    scales: Sequence[float],
+    *,
+    pad_values: torch.Tensor,
+    ignore_index: int,
+    plane: tuple[int, int] = (0, 1),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate and scale samples in a plane of their spatial dims (``grid_sample`` on the batch).
+
+    A scale above 1 enlarges the content. Rotation is in voxel units (a non-square patch is not
+    sheared). Voxels that come from outside a sample get its pad value and the ignore label.
+
+    Args:
+        images: ``(B, C, *spatial)`` float32 (2 or 3 spatial dims), interpolated linearly.
+        labels: ``(B, *spatial)`` integer labels, nearest neighbour (values stay valid labels).
+        angles_deg: B rotation angles in degrees.
+        scales: B scale factors.
+        pad_values: ``(B,)`` image value of padding per sample.
+        ignore_index: the label of voxels from outside.
+        plane: the two spatial dims (0-based, of ``spatial``) the rotation acts in.
+
+    Returns:
+        New ``images`` and ``labels`` tensors of the same shapes and dtypes.
+    """
+    spatial = images.shape[2:]
+    n = len(spatial)
+    batch = images.shape[0]
+    half = torch.tensor([s / 2.0 for s in spatial], dtype=torch.float64)
+    matrices = torch.eye(n, dtype=torch.float64).repeat(batch, 1, 1)
+    radians = torch.deg2rad(torch.as_tensor(angles_deg, dtype=torch.float64))
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    p, q = plane
+    matrices[:, p, p], matrices[:, p, q], matrices[:, q, p], matrices[:, q, q] = cos, -sin, sin, cos
+    matrices /= torch.as_tensor(scales, dtype=torch.float64).reshape(-1, 1, 1)
+    # in normalised coordinates: D^-1 M D with D = half-sizes (voxel units), axes reversed (x first)
+    normalised = matrices * half.reshape(1, 1, n) / half.reshape(1, n, 1)
+    order = list(range(n - 1, -1, -1))
+    theta = torch.zeros(batch, n, n + 1, dtype=torch.float32)
+    theta[:, :, :n] = normalised[:, order][:, :, order].float()
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    shift = pad_values.to(images.dtype).reshape((-1,) + (1,) * (images.ndim - 1))
+    moved = torch.nn.functional.grid_sample(
+        images - shift, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    codes = (labels.to(torch.float32) + 1.0).unsqueeze(1)  # 0 = came from outside
+    moved_codes = (
+        torch.nn.functional.grid_sample(
+            codes, grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )[:, 0]
+        .round()
+        .long()
+    )
+    new_labels = torch.where(moved_codes == 0, ignore_index, moved_codes - 1).to(labels.dtype)
+    return moved + shift, new_labels
+
+
 class PatchSampler:
     """Draws training batches from prepared cases (2D slices or 3D patches).
 
     Args:
         cases: prepared training cases (at least one with an annotated voxel).
         config: uses ``dims``, ``batch_size``, ``foreground_ratio``, ``flip_axes``,
-            ``intensity_augmentation``.
+            ``lateral_axis`` and ``mirror_pairs`` (a flip along the lateral axis swaps the paired
+            labels), ``context_slices``, ``spatial_augmentation``, ``intensity_augmentation``.
         n_classes: output classes with background (ignore value ``n_classes``).
         patch_size: resolved patch (2 sizes for 2D in the order of the in-plane axes, 3 for 3D).
         slice_axis: the array axis 2D slices are taken along (unused for 3D).
@@ -642,6 +753,11 @@ class PatchSampler:
         self.flip_dims = tuple(
             self.plane_axes.index(a) for a in config.flip_axes if a in self.plane_axes
         )  # positions within the patch's spatial dims
+        lateral = config.lateral_axis
+        self.lateral_dim = self.plane_axes.index(lateral) if lateral in self.plane_axes else None
+        self.swap = swap_table(n_classes + 1, config.mirror_pairs) if config.mirror_pairs else None
+        self.channels = config.in_channels
+        self.rotation_plane = (0, 1) if config.dims == 2 else tuple(a for a in range(3) if a != slice_axis)
 
     @property
     def state(self) -> dict:
@@ -693,12 +809,24 @@ class PatchSampler:
         image_out: np.ndarray,
         label_out: np.ndarray,
     ) -> None:
-        """Copy the placed patch into the buffers (padding: the case's pad value, ignore)."""
+        """Copy the placed patch into the buffers (padding: the case's pad value, ignore).
+
+        ``image_out`` is ``(C, *patch)``: with context slices (2D), channel ``c`` holds slice
+        ``centre + c - k`` (clamped to the volume), read in one block of planes.
+        """
         source, target = placement
         image_out.fill(prepared.intensity.pad_value)
         label_out.fill(self.n_classes)
-        image_out[target] = prepared.case.image[source]
         label_out[target] = prepared.case.labels[source]  # type: ignore[index]
+        if self.channels == 1:
+            image_out[0][target] = prepared.case.image[source]
+            return
+        axis, extent = self.slice_axis, prepared.case.image.shape[self.slice_axis]
+        indices = context_indices(source[axis], self.config.context_slices, extent)
+        low = int(indices[0])
+        block = (*source[:axis], slice(low, int(indices[-1]) + 1), *source[axis + 1 :])
+        planes = np.moveaxis(prepared.case.image[block], axis, 0)  # (planes, *in-plane)
+        image_out[(slice(None), *target)] = planes[indices - low]
 
     def sample(self, part: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch, or part ``(rank, parts)`` of it (a process of a distributed run).
@@ -708,16 +836,18 @@ class PatchSampler:
         order, are the batch one process would draw; only the part's own samples are read.
 
         Returns:
-            ``images``: ``(b, 1, *patch)`` float32, normalised; ``labels``: ``(b, *patch)`` int64 with
-            ignored voxels (and padding) = ``n_classes``; ``b = batch_size / parts``.
+            ``images``: ``(b, C, *patch)`` float32, normalised (``C = 2 * context_slices + 1``);
+            ``labels``: ``(b, *patch)`` int64 with ignored voxels (and padding) = ``n_classes``;
+            ``b = batch_size / parts``.
         """
         rank, parts = part
         batch = self.config.batch_size
         share = batch // parts
         mine = range(rank * share, (rank + 1) * share)
-        images = np.empty((share, 1, *self.patch_size), dtype=np.float32)
+        images = np.empty((share, self.channels, *self.patch_size), dtype=np.float32)
         labels = np.empty((share, *self.patch_size), dtype=np.uint8 if self.n_classes <= 255 else np.int32)
         params = np.empty((4, share), dtype=np.float64)
+        pads = np.empty(share, dtype=np.float64)
         for b in range(batch):
             prepared = self.cases[int(self.rng.integers(len(self.cases)))]
             placement = self._placement(prepared, self._centre(prepared))
@@ -725,16 +855,48 @@ class PatchSampler:
             if b not in mine:
                 continue
             i = b - mine.start
-            self._extract(prepared, placement, images[i, 0], labels[i])
+            self._extract(prepared, placement, images[i], labels[i])
             p = prepared.intensity
             params[:, i] = (p.low, p.high, p.shift, p.scale)
+            pads[i] = p.pad_value
             for dim in flips:
-                images[i, 0] = np.flip(images[i, 0], dim).copy()
+                images[i] = np.flip(images[i], dim + 1).copy()
                 labels[i] = np.flip(labels[i], dim).copy()
+            if self.swap is not None and self.lateral_dim in flips:
+                labels[i] = self.swap[labels[i]]
         tensor = normalize_intensity(torch.from_numpy(images), *(torch.from_numpy(row) for row in params))
+        label_tensor = torch.from_numpy(labels).long()
+        if self.config.spatial_augmentation > 0:
+            tensor, label_tensor = self._spatial(tensor, label_tensor, params, pads, mine)
         if self.config.intensity_augmentation:
             scale = self.rng.uniform(0.9, 1.1, batch).astype(np.float32)[mine.start : mine.stop]
             shift = self.rng.uniform(-0.1, 0.1, batch).astype(np.float32)[mine.start : mine.stop]
             shape = (-1,) + (1,) * (tensor.ndim - 1)
             tensor.mul_(torch.from_numpy(scale).reshape(shape)).add_(torch.from_numpy(shift).reshape(shape))
-        return tensor, torch.from_numpy(labels).long()
+        return tensor, label_tensor
+
+    def _spatial(
+        self, images: torch.Tensor, labels: torch.Tensor, params: np.ndarray, pads: np.ndarray, mine: range
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate and scale a random share of the batch (draws for the whole batch, as `sample`)."""
+        batch = self.config.batch_size
+        chosen = self.rng.random(batch) < self.config.spatial_augmentation
+        angles = self.rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES, batch)
+        scales = self.rng.uniform(*SCALE_RANGE, batch)
+        picked = np.flatnonzero(chosen[mine.start : mine.stop])
+        if not picked.size:
+            return images, labels
+        low, high, shift, scale = params[:, picked]
+        normalised_pads = (np.clip(pads[picked], low, high) - shift) * scale
+        index = torch.from_numpy(picked)
+        moved_images, moved_labels = spatial_transform(
+            images[index],
+            labels[index],
+            angles[mine.start : mine.stop][picked],
+            scales[mine.start : mine.stop][picked],
+            pad_values=torch.from_numpy(normalised_pads),
+            ignore_index=self.n_classes,
+            plane=self.rotation_plane,  # type: ignore[arg-type]
+        )
+        images[index], labels[index] = moved_images, moved_labels
+        return images, labels

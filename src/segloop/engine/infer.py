@@ -19,7 +19,13 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from segloop.engine.checkpoint import read_checkpoint
 from segloop.engine.config import InferConfig, TrainConfig
-from segloop.engine.data import compute_intensity_parameters, normalize_intensity, resample_image
+from segloop.engine.data import (
+    compute_intensity_parameters,
+    context_indices,
+    normalize_intensity,
+    resample_image,
+    swap_table,
+)
 from segloop.engine.device import resolve_device
 from segloop.engine.networks import build_network, size_divisor
 from segloop.engine.uncertainty import voxel_entropy
@@ -186,11 +192,21 @@ class _Passes:
     n_classes: int
 
 
+def _unmirror(run: _Passes, logits: torch.Tensor, flips: tuple[int, ...]) -> torch.Tensor:
+    """Logits of a pass mirrored along the lateral axis with the paired classes swapped back."""
+    config = run.config
+    if not config.mirror_pairs or config.lateral_axis not in flips:
+        return logits
+    order = torch.from_numpy(swap_table(run.n_classes, config.mirror_pairs)).to(logits.device)
+    return logits.index_select(1, order)
+
+
 def _forward_slices(run: _Passes, volume: torch.Tensor, flips: tuple[int, ...]) -> torch.Tensor:
     """Softmax probabilities ``(C, I, J, K)`` of a 2D network, slice by slice along the slice axis.
 
     The work runs slice-major (contiguous ``(S, H, W)`` slices, a contiguous ``(C, S, H, W)``
-    output); the result is that buffer seen as ``(C, I, J, K)`` (a permuted view, no copy).
+    output); the result is that buffer seen as ``(C, I, J, K)`` (a permuted view, no copy). With
+    ``context_slices`` k, each slice's input holds its k neighbours on each side as channels.
     """
     network, config, device = run.network, run.config, run.device
     batch_size = run.infer_config.batch_size
@@ -203,8 +219,13 @@ def _forward_slices(run: _Passes, volume: torch.Tensor, flips: tuple[int, ...]) 
     plane_axes = [a for a in range(3) if a != axis]
     dims = tuple(2 + plane_axes.index(a) for a in flips if a in plane_axes)
     out = torch.empty((run.n_classes, *slices.shape), dtype=torch.float32)  # (C, S, H, W)
-    for start in range(0, slices.shape[0], batch_size):
-        batch = slices[start : start + batch_size].unsqueeze(1).to(device)
+    count, k = slices.shape[0], config.context_slices
+    for start in range(0, count, batch_size):
+        if k:
+            centres = np.arange(start, min(start + batch_size, count))
+            batch = slices[torch.from_numpy(context_indices(centres, k, count))].to(device)
+        else:
+            batch = slices[start : start + batch_size].unsqueeze(1).to(device)
         if pad_h or pad_w:
             batch = F.pad(batch, padding, value=run.pad_value)
         if dims:
@@ -212,7 +233,7 @@ def _forward_slices(run: _Passes, volume: torch.Tensor, flips: tuple[int, ...]) 
         with _autocast(config, device):
             logits = network(batch)
         if dims:
-            logits = logits.flip(dims)
+            logits = _unmirror(run, logits.flip(dims), flips)
         probabilities = torch.softmax(logits.float(), dim=1)
         if pad_h or pad_w:
             probabilities = probabilities[
@@ -241,7 +262,7 @@ def _forward_patches(run: _Passes, volume: torch.Tensor, flips: tuple[int, ...])
             cval=run.pad_value,
         )
     if dims:
-        logits = logits.flip(dims)
+        logits = _unmirror(run, logits.flip(dims), flips)
     return torch.softmax(logits[0].float(), dim=0).cpu()
 
 

@@ -14,7 +14,7 @@ from monai.networks.nets import DynUNet, SwinUNETR, UNet
 from segloop.engine.config import TrainConfig
 from segloop.errors import InvalidInputError
 
-__all__ = ["build_network", "size_divisor"]
+__all__ = ["average_states", "build_network", "size_divisor"]
 
 
 def _unet(config: TrainConfig, in_channels: int, n_classes: int) -> torch.nn.Module:
@@ -96,3 +96,28 @@ def size_divisor(config: TrainConfig) -> int:
     least 2 voxels along an axis at the deepest level, so 64 and more in practice).
     """
     return 32 if config.network == "swinunetr" else 2 ** (len(config.features) - 1)
+
+
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts of one architecture (integer buffers: the last one's).
+
+    Args:
+        states: at least one state dict, all with the same keys and shapes (e.g. the weights at the
+            end of the last epochs; batch-norm running statistics are averaged like weights, the
+            integer ``num_batches_tracked`` counters are taken from the last state).
+
+    Returns:
+        A new state dict (tensors on the device and in the dtype of the inputs).
+
+    Examples:
+        >>> average_states([{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}])["w"].tolist()
+        [2.0, 4.0]
+    """
+    if not states:
+        msg = "average_states needs at least one state dict; got none"
+        raise InvalidInputError(msg)
+    last = states[-1]
+    return {
+        name: torch.stack([s[name] for s in states]).mean(0) if value.is_floating_point() else value.clone()
+        for name, value in last.items()
+    }

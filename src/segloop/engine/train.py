@@ -28,7 +28,9 @@ that decision before every step, so all ranks run the same steps.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -64,7 +66,7 @@ from segloop.engine.device import available_cpu_threads, resolve_device
 from segloop.engine.distributed import Group
 from segloop.engine.infer import argmax_classes, predict_mean_probabilities
 from segloop.engine.losses import dice_ce_loss
-from segloop.engine.networks import build_network, size_divisor
+from segloop.engine.networks import average_states, build_network, size_divisor
 from segloop.engine.weights import read_initial_weights
 from segloop.errors import ConflictError, InvalidInputError, LabelValueError
 from segloop.metrics import dice_per_class
@@ -73,7 +75,6 @@ __all__ = ["TrainResult", "train"]
 
 #: Config fields a resumed run may change (everything else must match the checkpoint).
 RESUMABLE_CHANGES = ("epochs", "time_budget_min", "num_threads")
-_IN_CHANNELS = 1
 _POLY_EXPONENT = 0.9
 
 
@@ -226,6 +227,28 @@ class _Parts:
         return (self.trainer or self.network)(images)
 
 
+class _WeightWindow:
+    """The network to validate and keep: itself, or the mean of its last epochs' weights.
+
+    Args:
+        size: `TrainConfig.average_last` (1: no averaging).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.states: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=size)
+        self.shadow: torch.nn.Module | None = None
+
+    def evaluated(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``network``, or (averaging) a copy holding the mean of the last epochs' weights, this one's too."""
+        if self.states.maxlen == 1:
+            return network
+        self.states.append({k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()})
+        if self.shadow is None:
+            self.shadow = copy.deepcopy(network)
+        self.shadow.load_state_dict(average_states(list(self.states)))
+        return self.shadow
+
+
 @dataclass
 class _Progress:
     """What a checkpoint carries over between runs: counters, history and the best weights."""
@@ -315,7 +338,7 @@ def _build_parts(
 ) -> _Parts:
     """Fresh network (seeded), AdamW, AMP scaler (CUDA only), sampler; DDP in a group of 2+."""
     torch.manual_seed(resolved.seed)
-    network = build_network(resolved, _IN_CHANNELS, n_classes).to(device)
+    network = build_network(resolved, resolved.in_channels, n_classes).to(device)
     trainer = None
     if group.distributed:
         if device.type == "cuda":  # batch statistics of the global batch (SyncBatchNorm needs a GPU)
@@ -498,7 +521,11 @@ def _start_state(run: _Run, resolved: TrainConfig, parts: _Parts) -> _Progress:
     if run.resume and run.checkpoint_path.exists():
         payload = read_checkpoint(run.checkpoint_path, map_location=parts.device)
         check_compatible(
-            payload, resolved, in_channels=_IN_CHANNELS, n_classes=run.n_classes, source=run.checkpoint_path
+            payload,
+            resolved,
+            in_channels=resolved.in_channels,
+            n_classes=run.n_classes,
+            source=run.checkpoint_path,
         )
         _check_resumable(payload, run.config, run.checkpoint_path)
         return _restore(payload, parts)
@@ -507,7 +534,7 @@ def _start_state(run: _Run, resolved: TrainConfig, parts: _Parts) -> _Progress:
             run.init_weights,
             resolved,
             n_classes=run.n_classes,
-            in_channels=_IN_CHANNELS,
+            in_channels=resolved.in_channels,
             map_location=parts.device,
         )
         try:
@@ -581,6 +608,7 @@ def _train_in_group(
                 }
             )
 
+        window = _WeightWindow(config.average_last)
         while (config.epochs is None or progress.epoch < config.epochs) and fits_another_step():
             parts.network.train()
             losses: list[float] = []
@@ -608,10 +636,11 @@ def _train_in_group(
                 stopped_by = "time"
                 break
             tick = time.perf_counter()
+            kept = window.evaluated(parts.network) if group.is_writer else parts.network
             per_class: dict[int, float] = {}
             if val_cases:  # on rank 0, the others get its result
                 scores = (
-                    _validate(parts.network, val_cases, resolved, n_classes, target)
+                    _validate(kept, val_cases, resolved, n_classes, target)
                     if group.is_writer
                     else None
                 )
@@ -628,7 +657,7 @@ def _train_in_group(
                 )
                 if group.is_writer:  # the one that writes them
                     progress.best_state = {
-                        k: v.detach().to("cpu", copy=True) for k, v in parts.network.state_dict().items()
+                        k: v.detach().to("cpu", copy=True) for k, v in kept.state_dict().items()
                     }
             progress.history.append(
                 {
@@ -701,7 +730,7 @@ def _write(
         "version": CHECKPOINT_VERSION,
         "config": resolved.to_dict(),
         "requested_config": requested.to_dict(),
-        "in_channels": _IN_CHANNELS,
+        "in_channels": resolved.in_channels,
         "n_classes": n_classes,
         "model_state": {k: v.detach().cpu() for k, v in parts.network.state_dict().items()},
         "best_state": progress.best_state,
