@@ -36,6 +36,7 @@ __all__ = [
     "compute_effective_label",
     "count_voxels",
     "editable_label",
+    "label_layers",
     "prefetch_effective_label",
     "read_schema_labels",
     "remember_labels",
@@ -258,7 +259,24 @@ def _assemble(
 ) -> Assembly:
     """`assemble_labels` of ``versions`` (not empty); ``cached``: their arrays through the cache."""
     schema = project.config.schema
-    layers = [
+    layers = label_layers(project, case, versions, cached=cached)
+    return assemble_labels(layers, n_classes=len(schema.classes), ignore_index=schema.ignore_index)
+
+
+def label_layers(
+    project: Project,
+    case: CaseRecord,
+    versions: Sequence[LabelVersionRecord],
+    *,
+    cached: bool = False,
+) -> list[LabelLayer]:
+    """The `LabelLayer` of each version (its array, source, class values and coverage), in order.
+
+    For a consumer that changes what a version speaks for before assembling (training on the
+    confident voxels of pseudo labels only); ``cached``: arrays through the cache (read-only).
+    """
+    schema = project.config.schema
+    return [
         LabelLayer(
             _read_labels(project, v) if cached else project.read_labels(v),
             v.source,
@@ -268,7 +286,6 @@ def _assemble(
         )
         for v in versions
     ]
-    return assemble_labels(layers, n_classes=len(schema.classes), ignore_index=schema.ignore_index)
 
 
 def prefetch_effective_label(project: Project, case: CaseRecord) -> threading.Thread:

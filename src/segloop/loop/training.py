@@ -16,25 +16,31 @@ from typing import Any
 
 import numpy as np
 
+from segloop.core.assembly import LabelLayer, assemble_labels
 from segloop.core.geometry import axis_of_plane
 from segloop.core.provenance import HUMAN_SOURCES, Source
 from segloop.core.windowing import parse_window
 from segloop.errors import ConflictError, InvalidInputError, LabelValueError, NotFoundError
 from segloop.loop.jobs import JobReporter, ProgressCallback, run_job
-from segloop.loop.labels import compute_effective_label, select_versions
+from segloop.loop.labels import label_layers, select_versions
 from segloop.loop.tools import read_case_image
-from segloop.store import JobRecord, JobStatus, ModelRecord, PredictionRecord, Project
+from segloop.store import JobRecord, JobStatus, LabelVersionRecord, ModelRecord, PredictionRecord, Project
 
 __all__ = [
+    "DEFAULT_PSEUDO_ENTROPY",
     "MODES",
+    "PSEUDO_POLICIES",
     "RUN_SETTINGS",
     "axial_slice_axis",
+    "choose_cases",
     "collect_labeled_cases",
+    "confident_pseudo_masks",
     "find_prediction_job",
     "finished_model",
     "parse_features",
     "parse_patch_size",
     "predict_cases",
+    "pseudo_policy",
     "reports_here",
     "resume_training",
     "run_setting_differences",
@@ -46,20 +52,102 @@ __all__ = [
 
 MODES = ("full", "continual")
 #: What a model row's config holds beside the `TrainConfig` fields: settings of the run itself.
-RUN_SETTINGS = ("include_pseudo", "init_weights")
+RUN_SETTINGS = ("include_pseudo", "pseudo_entropy", "train_count", "val_count", "init_weights")
+#: Which pseudo-label voxels training learns from (`pseudo_policy`): none, all, or the confident ones.
+PSEUDO_POLICIES = ("none", "all", "confident")
+#: The normalised prediction entropy (0-1) below which a pseudo-label voxel is confident.
+DEFAULT_PSEUDO_ENTROPY = 0.1
 #: Training settings as people name them (``segloop round --minutes``, a server job's params) and
 #: the `TrainConfig` field each sets; every other setting is named as its field.
 SETTING_ALIASES = {"minutes": "time_budget_min", "val_cases": "validation_case_ids"}
 
 
-def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> tuple[list[Any], list[int]]:
-    """Engine `Case`s of every case with an effective label that is not all *ignore*.
+def pseudo_policy(include_pseudo: bool | str | None) -> str:
+    """The pseudo-label policy, one of `PSEUDO_POLICIES`, of a flag or a name (False/None: none, True: all).
+
+    Raises:
+        InvalidInputError: another value.
+
+    Examples:
+        >>> pseudo_policy(True), pseudo_policy(None), pseudo_policy("confident")
+        ('all', 'none', 'confident')
+    """
+    if include_pseudo is None or isinstance(include_pseudo, bool):
+        return "all" if include_pseudo else "none"
+    if include_pseudo not in PSEUDO_POLICIES:
+        msg = f"include pseudo labels {include_pseudo!r}: expected one of {', '.join(PSEUDO_POLICIES)}"
+        raise InvalidInputError(msg)
+    return str(include_pseudo)
+
+
+def confident_pseudo_masks(
+    project: Project, versions: Sequence[LabelVersionRecord], threshold: float
+) -> dict[int, np.ndarray]:
+    """Where each ``pseudo`` version of a model's prediction is confident: its stored entropy < ``threshold``.
+
+    A pseudo version without a stored prediction (imported, such as TotalSegmentator's), or
+    whose model predicted the case again since, has no entropy of its own and gets no mask.
 
     Args:
         project: the open project.
-        include_pseudo: also learn from ``pseudo`` versions (model predictions, or labels imported
-            as pseudo such as TotalSegmentator's). Off by default: a loop that trains on its own
-            predictions learns its own mistakes; classes decided only by pseudo labels are ignored.
+        versions: label versions of one case (others than ``pseudo`` are passed over).
+        threshold: normalised entropy (0-1, `segloop.engine.uncertainty.voxel_entropy`).
+
+    Returns:
+        Version id -> ``(I, J, K)`` bool, True where the prediction's entropy is below ``threshold``.
+    """
+    if not 0.0 < threshold <= 1.0:
+        msg = f"pseudo-label entropy threshold {threshold}: expected a number in (0, 1]"
+        raise InvalidInputError(msg)
+    masks: dict[int, np.ndarray] = {}
+    pseudo = [v for v in versions if v.source == Source.PSEUDO]
+    if not pseudo:
+        return masks
+    newest: dict[int, PredictionRecord] = {}  # model -> its newest prediction of the case
+    for record in project.list_predictions(pseudo[0].case_id):
+        newest[record.model_id] = record
+    for record in newest.values():
+        if record.label_version_id in {v.id for v in pseudo}:
+            entropy = project.read_prediction(record.case_id, record.model_id).entropy
+            masks[record.label_version_id] = entropy < threshold
+    return masks
+
+
+def _confident_layers(layers: Sequence[LabelLayer], masks: dict[int, np.ndarray]) -> list[LabelLayer]:
+    """The layers with each pseudo one speaking only where ``masks`` says (none without a mask)."""
+    from dataclasses import replace
+
+    kept = []
+    for layer in layers:
+        if layer.source != Source.PSEUDO:
+            kept.append(layer)
+        elif layer.version_id in masks:
+            mask = masks[layer.version_id]
+            kept.append(replace(layer, coverage=mask if layer.coverage is None else mask & layer.coverage))
+    return kept
+
+
+def collect_labeled_cases(
+    project: Project,
+    *,
+    include_pseudo: bool | str = False,
+    pseudo_entropy: float = DEFAULT_PSEUDO_ENTROPY,
+) -> tuple[list[Any], list[int]]:
+    """Engine `Case`s of every case with an effective label that is not all *ignore*.
+
+    A version that covers part of its case (`segloop.loop.corrections` ``region``) teaches
+    there only: outside, voxels that no learned version speaks for are *ignore*.
+
+    Args:
+        project: the open project.
+        include_pseudo: learn from ``pseudo`` versions (model predictions, or labels imported as
+            pseudo such as TotalSegmentator's), a `pseudo_policy`: ``none`` (False, the default:
+            a loop that trains on its own predictions learns its own mistakes; classes decided
+            only by pseudo labels are ignored), ``all`` (True) or ``confident`` (only the voxels
+            of a prediction whose stored entropy is below ``pseudo_entropy``, the rest ignored:
+            self-training; `confident_pseudo_masks`). Human versions win over pseudo ones in
+            every policy (assembly).
+        pseudo_entropy: the ``confident`` policy's threshold (normalised entropy, 0-1).
 
     Returns:
         ``(cases, label_version_ids)``: the cases (image in its stored dtype, image and labels
@@ -68,7 +156,9 @@ def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> 
     """
     from segloop.engine.data import Case, compress_case
 
-    sources = set(Source) if include_pseudo else HUMAN_SOURCES
+    policy = pseudo_policy(include_pseudo)
+    schema = project.config.schema
+    sources = HUMAN_SOURCES if policy == "none" else set(Source)
     versions_by_case: dict[str, list] = {}
     for version in select_versions(project.list_label_versions(), sources):
         versions_by_case.setdefault(version.case_id, []).append(version)
@@ -77,16 +167,21 @@ def collect_labeled_cases(project: Project, *, include_pseudo: bool = False) -> 
         versions = versions_by_case.get(case.case_id)
         if not versions:
             continue
-        assembly = compute_effective_label(project, case, versions)
-        if assembly is None or assembly.ignore_mask.all():
+        layers = label_layers(project, case, versions)
+        if policy == "confident":
+            layers = _confident_layers(layers, confident_pseudo_masks(project, versions, pseudo_entropy))
+        if not layers:
+            continue
+        assembly = assemble_labels(layers, n_classes=len(schema.classes), ignore_index=schema.ignore_index)
+        if assembly.ignore_mask.all():
             continue
         image = read_case_image(project, case)
         # compressed at once: the raw arrays of all cases never exist together (the memory peak);
         # in axial planes, the ones 2D training reads by default (`axial_slice_axis`)
         engine_case = Case(case.case_id, image.array, assembly.labels, image.spacing)
         cases.append(compress_case(engine_case, axis_of_plane(case.affine, "axial")))
-        del image, assembly
-        seen.extend(v.id for v in versions)
+        seen.extend(layer.version_id for layer in layers)
+        del image, assembly, layers
     return cases, seen
 
 
@@ -198,6 +293,53 @@ def _normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return normalized
 
 
+def choose_cases(
+    case_ids: Sequence[str],
+    config: Any,
+    *,
+    train_count: int | None = None,
+    val_count: int | None = None,
+) -> tuple[list[str], list[str]]:
+    """Training and validation case ids of a run (seed 004's numbers of training and validation images).
+
+    Validation: ``val_count`` cases drawn with ``config.seed`` (the draw of
+    `segloop.engine.data.split_cases`), else the config's ids or seeded fraction. Training: the
+    other cases, or ``train_count`` of them drawn with ``config.seed``. Both keep ``case_ids``' order.
+
+    Raises:
+        InvalidInputError: a count the labelled cases cannot give (at least one training case),
+            or ``val_count`` with the config's explicit validation ids.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> config = SimpleNamespace(seed=2, validation_case_ids=None)
+        >>> choose_cases(["a", "b", "c", "d", "e"], config, train_count=2, val_count=1)
+        (['a', 'd'], ['c'])
+    """
+    from segloop.engine.data import split_cases
+
+    ids = list(case_ids)
+    if val_count is None:
+        train_ids, val_ids = split_cases(ids, config)
+    else:
+        if config.validation_case_ids is not None:
+            msg = "a number of validation cases and validation case ids: expected one of them"
+            raise InvalidInputError(msg)
+        if not 0 <= val_count < len(ids):
+            msg = f"{val_count} validation cases of {len(ids)} labelled: expected 0 to {len(ids) - 1}"
+            raise InvalidInputError(msg)
+        chosen = {ids[i] for i in np.random.default_rng(config.seed).permutation(len(ids))[:val_count]}
+        train_ids, val_ids = [i for i in ids if i not in chosen], [i for i in ids if i in chosen]
+    if train_count is not None:
+        if not 1 <= train_count <= len(train_ids):
+            msg = f"{train_count} training cases: expected 1 to {len(train_ids)} (labelled, not validating)"
+            raise InvalidInputError(msg)
+        order = np.random.default_rng([config.seed, 1]).permutation(len(train_ids))[:train_count]
+        kept = {train_ids[i] for i in order}
+        train_ids = [i for i in train_ids if i in kept]
+    return train_ids, val_ids
+
+
 def train_project(
     project: Project,
     config: Any,
@@ -205,15 +347,18 @@ def train_project(
     mode: str = "full",
     device: str = "auto",
     init_weights: Path | None = None,
-    include_pseudo: bool = False,
+    include_pseudo: bool | str = False,
+    pseudo_entropy: float = DEFAULT_PSEUDO_ENTROPY,
+    train_count: int | None = None,
+    val_count: int | None = None,
     round_number: int | None = None,
     on_progress: ProgressCallback | None = None,
     author: str,
     nproc: int = 1,
 ) -> ModelRecord:
-    """Train a new model on every labelled case and record it.
+    """Train a new model on every labelled case (or ``train_count`` of them) and record it.
 
-    The model row stores the config, ``include_pseudo`` and ``init_weights`` when the run starts,
+    The model row stores the config and the run's settings (`RUN_SETTINGS`) when the run starts,
     so an interrupted run resumes with exactly these settings (`resume_training`).
 
     With ``nproc`` 2+ this process records the run and spawns the training processes
@@ -228,7 +373,13 @@ def train_project(
             ``init_weights``, and train on all current labels — the old ones are the replay).
         device: ``auto``, ``cpu`` or ``cuda``.
         init_weights: a local checkpoint to start from (continual training from elsewhere).
-        include_pseudo: also learn from ``pseudo`` versions (see `collect_labeled_cases`).
+        include_pseudo: which ``pseudo`` voxels to learn from: ``none`` (False), ``all`` (True)
+            or ``confident`` (see `collect_labeled_cases`).
+        pseudo_entropy: the ``confident`` policy's entropy threshold (0-1).
+        train_count: train on this many of the labelled cases not validating, drawn with the
+            config's seed (`choose_cases`); None: all of them.
+        val_count: validate on this many labelled cases drawn with the config's seed; None: the
+            config's ``validation_case_ids`` or ``validation_fraction``.
         round_number: the loop round this model belongs to, if any.
         on_progress: receives the training job's `Progress` events (stage ``train``; done/total
             in optimiser steps; metrics ``epoch``, ``loss``, ``lr``, ``val_dice``, ``best_dice``,
@@ -242,7 +393,6 @@ def train_project(
             and schema; an ``nproc`` the run cannot use (all checked before anything is recorded).
         NotFoundError: continual training without a finished model or initial weights.
     """
-    from segloop.engine.data import split_cases
     from segloop.engine.distributed import join_launched, share
     from segloop.engine.weights import read_initial_weights
 
@@ -251,10 +401,11 @@ def train_project(
         raise InvalidInputError(msg)
     if config.dims == 2 and config.slice_axis is None and project.list_case_ids():
         config = config.replace(slice_axis=axial_slice_axis([c.affine for c in project.list_cases()]))
-    cases, seen = collect_labeled_cases(project, include_pseudo=include_pseudo)
+    policy = pseudo_policy(include_pseudo)
+    cases, seen = collect_labeled_cases(project, include_pseudo=policy, pseudo_entropy=pseudo_entropy)
     if not cases:
         msg = "no labelled case to train on: expected a case with a human label" + (
-            "" if include_pseudo else " (pseudo labels were left out)"
+            " (pseudo labels were left out)" if policy == "none" else ""
         )
         raise LabelValueError(msg)
     parent = project.find_latest_model() if mode == "continual" and init_weights is None else None
@@ -264,7 +415,7 @@ def train_project(
     if init_weights is not None:  # a bad file is refused before a model row exists
         read_initial_weights(init_weights, config, n_classes=project.config.schema.ignore_index)
     by_id = {case.case_id: case for case in cases}
-    train_ids, val_ids = split_cases(list(by_id), config)
+    train_ids, val_ids = choose_cases(list(by_id), config, train_count=train_count, val_count=val_count)
     _check_processes(nproc, device, config, train_ids)
     with join_launched(device) as group:  # under torchrun rank 0 records the run, the others learn it
         record = share(
@@ -274,7 +425,10 @@ def train_project(
                 parent_id=parent.id if parent else None,
                 config={
                     **config.to_dict(),
-                    "include_pseudo": include_pseudo,
+                    "include_pseudo": policy,
+                    "pseudo_entropy": pseudo_entropy if policy == "confident" else None,
+                    "train_count": train_count,
+                    "val_count": val_count,
                     "init_weights": str(init_weights) if init_weights is not None else None,
                 },
                 label_version_ids=seen,
@@ -336,7 +490,7 @@ def resume_training(
     Args:
         project: the open project.
         asked: settings the caller gave explicitly (`TrainConfig` fields as for `train_config`,
-            and ``mode``, ``include_pseudo``, ``init_weights``); each must equal the run's.
+            ``mode`` and the `RUN_SETTINGS`); each must equal the run's.
         device: ``auto``, ``cpu`` or ``cuda`` (any: not a setting of the run).
         on_progress: receives the job's `Progress` events (as `train_project`).
         author: who resumes it.
@@ -362,10 +516,13 @@ def resume_training(
         )
         raise ConflictError(msg)
     stored = dict(record.config)
-    include_pseudo = bool(stored.pop("include_pseudo", False))
-    stored.pop("init_weights", None)
+    run = {name: stored.pop(name, None) for name in RUN_SETTINGS}
     config = TrainConfig.from_dict(stored)
-    cases, _ = collect_labeled_cases(project, include_pseudo=include_pseudo)
+    cases, _ = collect_labeled_cases(
+        project,
+        include_pseudo=pseudo_policy(run["include_pseudo"]),
+        pseudo_entropy=run["pseudo_entropy"] or DEFAULT_PSEUDO_ENTROPY,
+    )
     by_id = {case.case_id: case for case in cases}
     missing = [case_id for case_id in [*record.train_case_ids, *record.val_case_ids] if case_id not in by_id]
     if missing:
@@ -404,6 +561,8 @@ def run_setting_differences(record: ModelRecord, asked: Mapping[str, Any]) -> li
                 continue
         elif name == "init_weights":
             theirs, value = record.config.get("init_weights"), str(value)
+        elif name == "include_pseudo":  # a run recorded before the policies stored a flag
+            theirs, value = pseudo_policy(record.config.get(name)), pseudo_policy(value)
         else:
             theirs = record.config.get(name)
         if _plain(theirs) != _plain(value):
