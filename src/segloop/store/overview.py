@@ -81,7 +81,7 @@ def _id_clause(text: str, dialect: str) -> ColumnElement[bool]:
     if "*" not in text and "?" not in text:
         return cases.c.case_id == text
     if dialect == "sqlite":  # LIKE ignores case in SQLite; GLOB is glob itself ([ taken literally)
-        return cases.c.case_id.op("GLOB")(text.replace("[", "[[]"))
+        return cases.c.case_id.op("GLOB", is_comparison=True)(text.replace("[", "[[]"))
     return cases.c.case_id.like(glob_to_like(text), escape=_LIKE_ESCAPE)
 
 

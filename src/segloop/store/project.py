@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine, Table, bindparam, func, select, true
+from sqlalchemy import Engine, Table, and_, bindparam, func, select, true
 from sqlalchemy.engine import URL, Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -1540,7 +1540,7 @@ def _ranked_first(
     ranked = (
         select(cases.c.case_id)
         .select_from(ranking_entries.join(cases, entries.case_id == cases.c.case_id))
-        .where(where & (entries.event_id == event_id) & key.is_not(None))
+        .where(and_(where, entries.event_id == event_id, key.is_not(None)))
     )
     page = list(connection.execute(ranked.order_by(key, cases.c.id).offset(offset).limit(limit)).scalars())
     if limit is not None and len(page) == limit:
@@ -1549,7 +1549,7 @@ def _ranked_first(
     placed = select(entries.case_id).where((entries.event_id == event_id) & key.is_not(None))
     rest = (
         select(cases.c.case_id)
-        .where(where & cases.c.case_id.not_in(placed))
+        .where(and_(where, cases.c.case_id.not_in(placed)))
         .order_by(cases.c.id)
         .offset(max(0, offset - n_ranked))
         .limit(None if limit is None else limit - len(page))
