@@ -288,7 +288,9 @@ def export(
 
 
 DimsOption = Annotated[int | None, typer.Option(help="2: slice-wise network; 3: patch-wise (default 2).")]
-EpochsOption = Annotated[int | None, typer.Option(help="Number of epochs (default 50).")]
+EpochsOption = Annotated[
+    int | None, typer.Option(help="Number of epochs (default 50; --minutes may stop it earlier).")
+]
 MinutesOption = Annotated[
     float | None, typer.Option(help="Wall-time budget, validation included (default 10).")
 ]
@@ -303,8 +305,18 @@ WindowOption = Annotated[
 ValCasesOption = Annotated[
     str | None, typer.Option(help="Validation cases, comma separated (default: a seeded 20 %).")
 ]
+#: The pseudo-label policies (`segloop.loop.training.PSEUDO_POLICIES`, written out: building the help
+#: imports no numpy; a test keeps them equal) and the one a bare ``--include-pseudo`` means (the old flag).
+PSEUDO_CHOICES = ("none", "all", "confident")
+BARE_INCLUDE_PSEUDO = "all"
 IncludePseudoOption = Annotated[
-    bool, typer.Option("--include-pseudo", help="Also learn from pseudo labels (model predictions).")
+    str | None,
+    typer.Option(
+        "--include-pseudo",
+        help="Learn from pseudo labels (model predictions): none (default), all (also the bare"
+        " --include-pseudo) or confident (the voxels whose prediction entropy < --pseudo-entropy,"
+        " the rest ignored). Human labels win in each.",
+    ),
 ]
 PatchSizeOption = Annotated[
     str | None,
@@ -333,6 +345,7 @@ def _training_settings(
     *,
     patch_size: str | None = None,
     batch_size: int | None = None,
+    slice_axis: int | None = None,
 ) -> dict[str, Any]:
     """The training options as `TrainConfig` field names (None: not given on the command line)."""
     from segloop.loop.training import parse_patch_size, training_settings
@@ -347,8 +360,30 @@ def _training_settings(
             "val_cases": split_list(val_cases) or None,
             "patch_size": parse_patch_size(patch_size) if patch_size is not None else None,
             "batch_size": batch_size,
+            "slice_axis": slice_axis,
         }
     )
+
+
+def with_flag_values(args: list[str]) -> list[str]:
+    """Command-line ``args`` with a bare ``--include-pseudo`` (not followed by one of `PSEUDO_CHOICES`)
+    spelled ``--include-pseudo=all``: the option was a flag before it took a policy.
+
+    Examples:
+        >>> with_flag_values(["train", "p", "--include-pseudo", "--minutes", "1"])
+        ['train', 'p', '--include-pseudo=all', '--minutes', '1']
+        >>> with_flag_values(["train", "--include-pseudo", "confident", "p"])
+        ['train', '--include-pseudo', 'confident', 'p']
+    """
+    result = list(args)
+    for index, arg in enumerate(result):
+        if arg == "--":
+            break
+        if arg == "--include-pseudo" and (
+            index + 1 == len(result) or result[index + 1] not in PSEUDO_CHOICES
+        ):
+            result[index] = f"--include-pseudo={BARE_INCLUDE_PSEUDO}"
+    return result
 
 
 @app.command("train")
@@ -371,7 +406,29 @@ def train_command(
     seed: SeedOption = None,
     window: WindowOption = None,
     val_cases: ValCasesOption = None,
-    include_pseudo: IncludePseudoOption = False,
+    include_pseudo: IncludePseudoOption = None,
+    pseudo_entropy: Annotated[
+        float | None,
+        typer.Option(
+            help="--include-pseudo confident: learn pseudo voxels of entropy (0-1) below it (default 0.1)."
+        ),
+    ] = None,
+    train_count: Annotated[
+        int | None,
+        typer.Option(
+            help="Train on this many labelled cases, drawn with --seed (default: all not validating)."
+        ),
+    ] = None,
+    val_count: Annotated[
+        int | None,
+        typer.Option(
+            help="Validate on this many labelled cases, drawn with --seed (default: a seeded 20 %)."
+        ),
+    ] = None,
+    slice_axis: Annotated[
+        int | None,
+        typer.Option(help="2D: the voxel axis to slice along, 0, 1 or 2 (default: the axial one)."),
+    ] = None,
     patch_size: PatchSizeOption = None,
     batch_size: BatchSizeOption = None,
     network: NetworkOption = None,
@@ -384,7 +441,12 @@ def train_command(
         ),
     ] = 1,
 ) -> None:
-    """Train a network on every labelled case (ignore voxels teach nothing)."""
+    """Train a network on every labelled case (ignore voxels teach nothing).
+
+    Seed 004's per-run parameters: --epochs (default 50), --train-count and --val-count (default:
+    every labelled case, a seeded 20 % validating), --seed (default 0). Each epoch the progress
+    shows the validation Dice and reports/training/model-ID/preview.png shows one validation slice.
+    """
     from segloop.cli.output import console, job_progress
     from segloop.errors import ConflictError, LabelValueError, NotFoundError
     from segloop.loop.training import (
@@ -398,17 +460,19 @@ def train_command(
 
     opened = Project.open(project)
     settings = _training_settings(
-        dims, epochs, minutes, seed, window, val_cases, patch_size=patch_size, batch_size=batch_size
-    )
+        dims, epochs, minutes, seed, window, val_cases, patch_size=patch_size, batch_size=batch_size,
+        slice_axis=slice_axis,
+    )  # fmt: skip
     settings |= {"network": network, "features": parse_features(features) if features else None}
+    run_settings = {
+        "include_pseudo": include_pseudo,
+        "pseudo_entropy": pseudo_entropy,
+        "train_count": train_count,
+        "val_count": val_count,
+    }
     with job_progress() as on_progress:
         if resume:
-            asked = {
-                **settings,
-                "mode": mode,
-                "include_pseudo": include_pseudo or None,
-                "init_weights": init_weights,
-            }
+            asked = {**settings, **run_settings, "mode": mode, "init_weights": init_weights}
             with hint(ConflictError, _RESUME_HINT), hint(NotFoundError, "train without --resume"):
                 model = resume_training(
                     opened,
@@ -429,7 +493,10 @@ def train_command(
                     mode=mode or "full",
                     device=device,
                     init_weights=init_weights,
-                    include_pseudo=include_pseudo,
+                    include_pseudo=include_pseudo or False,
+                    pseudo_entropy=pseudo_entropy,
+                    train_count=train_count,
+                    val_count=val_count,
                     on_progress=on_progress,
                     author=current_user(),
                     nproc=nproc,
@@ -560,7 +627,7 @@ def round_command(
     seed: SeedOption = None,
     window: WindowOption = None,
     val_cases: ValCasesOption = None,
-    include_pseudo: IncludePseudoOption = False,
+    include_pseudo: IncludePseudoOption = None,
 ) -> None:
     """One round: train -> predict unlabelled -> evaluate -> rank -> report (resumes if killed)."""
     from segloop.cli.output import console, job_progress, print_rounds
@@ -582,7 +649,7 @@ def round_command(
             mode=mode,
             strategy=strategy,
             n_next=n,
-            include_pseudo=include_pseudo,
+            include_pseudo=include_pseudo or False,
             device=device,
             author=current_user(),
             on_step=lambda text: console.print(f"[bold]>[/bold] {text}"),
@@ -776,7 +843,7 @@ def main() -> None:
     Any other exception is a bug and keeps its traceback.
     """
     try:
-        app()
+        app(args=with_flag_values(sys.argv[1:]))
     except SegloopError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         message = with_store_hint(message)

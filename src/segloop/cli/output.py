@@ -183,8 +183,9 @@ def print_volume_info(path: Path, volume: Volume) -> None:
 def job_progress() -> Iterator[Callable[[Progress], None]]:
     """A rich progress bar fed by a job's `Progress` events.
 
-    Training (stage ``train``) shows the epoch, loss, best validation Dice and the time left (the
-    bar runs over elapsed + estimated seconds); other stages (``predict``) count their units.
+    Training (stage ``train``) shows the epoch, loss, the last epoch's validation Dice and the best
+    one, and the time left (the bar runs over elapsed + estimated seconds); other stages
+    (``predict``) count their units.
     """
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as ProgressBar
@@ -206,8 +207,10 @@ def job_progress() -> Iterator[Callable[[Progress], None]]:
         if event.stage == "train":
             eta, elapsed = metrics.get("eta_s"), metrics.get("elapsed_s", 0.0)
             status = f"loss {metrics['loss']:.3f}" if "loss" in metrics else ""
-            if "best_dice" in metrics:
-                status += f"  best val Dice {metrics['best_dice']:.3f}"
+            if metrics.get("val_dice") is not None:
+                status += f"  val Dice {metrics['val_dice']:.3f}"
+            if metrics.get("best_dice") is not None:
+                status += f" (best {metrics['best_dice']:.3f})"
             bar.update(
                 task,
                 description=event.message or "training",

@@ -71,7 +71,7 @@ from segloop.engine.weights import read_initial_weights
 from segloop.errors import ConflictError, InvalidInputError, LabelValueError
 from segloop.metrics import dice_per_class
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["PreviewSlice", "TrainResult", "train"]
 
 #: Config fields a resumed run may change (everything else must match the checkpoint).
 RESUMABLE_CHANGES = ("epochs", "time_budget_min", "num_threads")
@@ -112,6 +112,48 @@ class TrainResult:
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class PreviewSlice:
+    """One slice of the first validation case after an epoch's validation: the live preview.
+
+    Attributes:
+        case_id: the validation case.
+        axis: the voxel axis the slice is taken along (the 2D slice axis; 3D: the last axis).
+        index: the slice's index along ``axis``, the one with most reference foreground.
+        image: ``(H, W)`` float32 image values as the case holds them (before normalisation).
+        prediction: ``(H, W)`` the epoch's predicted class values.
+        reference: ``(H, W)`` the reference class values (``n_classes``: ignore).
+        epoch: the epoch (0-based) it shows.
+        val_dice: that epoch's mean validation Dice (None: no class scored).
+    """
+
+    case_id: str
+    axis: int
+    index: int
+    image: np.ndarray
+    prediction: np.ndarray
+    reference: np.ndarray
+    epoch: int = 0
+    val_dice: float | None = None
+
+
+def _preview_slice(
+    case: Case, prediction: np.ndarray, reference: np.ndarray, axis: int, n_classes: int
+) -> PreviewSlice:
+    """The slice along ``axis`` with the most reference foreground (no forward pass: already predicted)."""
+    other = tuple(a for a in range(3) if a != axis)
+    index = int(np.argmax(np.count_nonzero((reference > 0) & (reference < n_classes), axis=other)))
+    image = np.take(np.asarray(case.image), index, axis=axis).astype(np.float32)
+    return PreviewSlice(
+        case.case_id,
+        axis,
+        index,
+        image,
+        np.take(prediction, index, axis=axis),
+        np.take(reference, index, axis=axis),
+    )
+
+
 @contextlib.contextmanager
 def _torch_threads(count: int) -> Iterator[None]:
     previous = torch.get_num_threads()
@@ -148,8 +190,9 @@ def _validate(
     config: TrainConfig,
     n_classes: int,
     device: torch.device,
-) -> tuple[float | None, dict[int, float]]:
-    """Mean over classes of the per-class Dice averaged over cases (NaN cases skipped).
+) -> tuple[float | None, dict[int, float], PreviewSlice]:
+    """Mean over classes of the per-class Dice averaged over cases (NaN cases skipped), and the
+    first case's `PreviewSlice` (cut from the prediction already made: no extra forward pass).
 
     3D validation uses non-overlapping windows: about 3x cheaper than the default overlap of the
     final prediction, and good enough to pick the best epoch. Compressed cases are decompressed
@@ -159,7 +202,7 @@ def _validate(
         infer_config = InferConfig(batch_size=max(config.batch_size, 8))
     else:
         infer_config = InferConfig(batch_size=max(config.batch_size, 2), overlap=0.0)
-    scores = []
+    scores, preview = [], None
     for case in cases:
         probabilities, _, _ = predict_mean_probabilities(
             network,
@@ -172,7 +215,11 @@ def _validate(
         )
         labels = argmax_classes(probabilities).numpy()
         del probabilities
-        scores.append(dice_per_class(labels, np.asarray(case.labels), n_classes))
+        reference = np.asarray(case.labels)
+        scores.append(dice_per_class(labels, reference, n_classes))
+        if preview is None:
+            axis = config.slice_axis if config.dims == 2 and config.slice_axis is not None else 2
+            preview = _preview_slice(case, labels, reference, axis, n_classes)
     table = np.asarray(scores, dtype=np.float64)
     per_class = {}
     for index in range(n_classes - 1):
@@ -181,7 +228,8 @@ def _validate(
             float(np.mean(column[~np.isnan(column)])) if np.any(~np.isnan(column)) else math.nan
         )
     values = [v for v in per_class.values() if not math.isnan(v)]
-    return (float(np.mean(values)) if values else None), per_class
+    mean = float(np.mean(values)) if values else None
+    return mean, per_class, dataclasses.replace(preview, val_dice=mean)  # type: ignore[arg-type]
 
 
 def _check_cases(train_cases: Sequence[Case], val_cases: Sequence[Case], n_classes: int) -> None:
@@ -453,7 +501,8 @@ def train(
             (``phase="epoch"``, after its checkpoint): epoch (0-based index of the epoch running or
             just finished), epochs, step (optimiser steps so far), epoch_step, steps_per_epoch, loss
             (this step's, or the epoch's mean), lr, val_dice, best_dice, elapsed_s, eta_s (None
-            until the first step is timed).
+            until the first step is timed); an epoch's dict also holds ``preview``, the
+            `PreviewSlice` of its validation (None without validation cases).
         nproc: processes to train with (1: this one). With 2+ this call spawns them
             (`segloop.engine.distributed.spawn`: gloo on the CPU, one GPU each with CUDA) and
             returns rank 0's result; ``batch_size`` is the global batch, split evenly. Inside a
@@ -579,9 +628,12 @@ def _train_in_group(
         def fits_another_step() -> bool:  # rank 0's clock decides for all
             return distributed.agree(clock.fits_another_step(), group)
 
-        def report(phase: str, epoch_index: int, epoch_step: int, loss: float) -> None:
+        def report(
+            phase: str, epoch_index: int, epoch_step: int, loss: float, preview: PreviewSlice | None = None
+        ) -> None:
             if on_progress is None:
                 return
+            shown = {"preview": preview} if phase == "epoch" else {}
             left = []
             if clock.step_s is not None and total_steps is not None:
                 validations = (config.epochs - progress.epoch) if val_cases else 0  # type: ignore[operator]
@@ -605,6 +657,7 @@ def _train_in_group(
                     "best_dice": progress.best_metric,
                     "elapsed_s": clock.elapsed(),
                     "eta_s": min(left) if left else None,
+                    **shown,
                 }
             )
 
@@ -638,13 +691,12 @@ def _train_in_group(
             tick = time.perf_counter()
             kept = window.evaluated(parts.network) if group.is_writer else parts.network
             per_class: dict[int, float] = {}
-            if val_cases:  # on rank 0, the others get its result
-                scores = (
-                    _validate(kept, val_cases, resolved, n_classes, target)
-                    if group.is_writer
-                    else None
-                )
-                val_dice, per_class = distributed.share(scores, group)
+            preview = None
+            if val_cases:  # on rank 0, the others get its scores
+                scores = _validate(kept, val_cases, resolved, n_classes, target) if group.is_writer else None
+                if scores is not None:
+                    preview = dataclasses.replace(scores[2], epoch=progress.epoch)
+                val_dice, per_class = distributed.share(scores[:2] if scores is not None else None, group)
                 clock.validation_s = time.perf_counter() - tick
             improved = val_dice is not None and (
                 progress.best_metric is None or val_dice > progress.best_metric
@@ -686,7 +738,7 @@ def _train_in_group(
                     finished=finished,
                 )
             distributed.barrier(group)  # the checkpoint is complete before any rank goes on
-            report("epoch", progress.epoch - 1, len(losses), float(np.mean(losses)))
+            report("epoch", progress.epoch - 1, len(losses), float(np.mean(losses)), preview)
             if stopped_by == "time":
                 break
         if progress.best_epoch < 0:

@@ -7,7 +7,10 @@
 - ``sources_per_round.png``: cases by the most trusted source of their labels, per round;
 - ``uncertainty_vs_dice.png``: per evaluated case, mean voxel entropy vs mean Dice;
 - ``overlay_<case>.png``: the top-ranked cases of the last round — image, predicted label outline
-  and entropy on the slice with the most uncertainty.
+  and entropy on the slice with the most uncertainty;
+- the newest training run's live preview (`write_training_preview`: one validation slice,
+  reference and predicted outlines, rewritten after every epoch under
+  ``reports/training/model-<id>/preview.png``), linked from wherever the report is written.
 
 Plots use matplotlib's object API (``Figure``; no pyplot state, no display needed).
 """
@@ -15,6 +18,7 @@ Plots use matplotlib's object API (``Figure``; no pyplot state, no display neede
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ import numpy as np
 from segloop.io.atomic import atomic_file
 from segloop.store import Project, RoundRecord
 
-__all__ = ["write_report"]
+__all__ = ["outline_panel", "training_preview_path", "write_report", "write_training_preview"]
 
 _SOURCE_COLOURS = {
     "original": "#1b7837",
@@ -172,6 +176,100 @@ def plot_case_overlay(project: Project, case_id: str, path: Path) -> bool:
     return True
 
 
+def training_preview_path(project: Project, model_id: int) -> Path:
+    """Where a training run's live preview PNG lies: ``<project>/reports/training/model-<id>/preview.png``."""
+    return project.root / "reports" / "training" / f"model-{model_id}" / "preview.png"
+
+
+def _outline(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """``labels``' shape, bool: class voxels (1..n_classes-1) with a 4-neighbour of another value."""
+    padded = np.pad(labels, 1, mode="edge")
+    centre = padded[1:-1, 1:-1]
+    edge = (
+        (centre != padded[:-2, 1:-1])
+        | (centre != padded[2:, 1:-1])
+        | (centre != padded[1:-1, :-2])
+        | (centre != padded[1:-1, 2:])
+    )
+    return edge & (labels > 0) & (labels < n_classes)
+
+
+def outline_panel(
+    image: np.ndarray,
+    labels: np.ndarray,
+    colours: np.ndarray,
+    window: tuple[float, float],
+) -> np.ndarray:
+    """An RGB picture of a slice with its labels' outlines in class colours; *ignore* shown dimmed.
+
+    Args:
+        image: ``(H, W)`` image values.
+        labels: ``(H, W)`` class values; ``len(colours)`` is the ignore value.
+        colours: ``(n_classes, 3)`` uint8, one row per value (row 0, background, unused).
+        window: the grey-value range shown from black to white.
+
+    Returns:
+        ``(W, H, 3)`` uint8, rows the second in-plane axis from the top down (as
+        `plot_case_overlay` shows a slice, origin at the bottom).
+
+    Examples:
+        >>> square, red = np.pad(np.ones((2, 2), int), 1), np.array([[0, 0, 0], [255, 0, 0]])
+        >>> panel = outline_panel(np.zeros((4, 4)), square, red, (0.0, 1.0))
+        >>> panel.shape, panel[1, 1].tolist(), panel[0, 0].tolist()
+        ((4, 4, 3), [255, 0, 0], [0, 0, 0])
+    """
+    low, high = window
+    grey = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0.0, 1.0) * 255.0
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    n_classes = len(colours)
+    rgb[labels == n_classes] *= 0.5  # ignore: nothing to learn or score there
+    edge = _outline(labels, n_classes)
+    rgb[edge] = colours[labels[edge]]
+    return np.flipud(np.transpose(rgb.astype(np.uint8), (1, 0, 2)))
+
+
+def write_training_preview(project: Project, model_id: int, preview: Any) -> Path:
+    """Write (atomically replace) a training run's live preview PNG (`training_preview_path`).
+
+    Reference and predicted outlines on one validation slice, side by side, titled with the
+    epoch and its validation Dice: a picture of two small panels, no extra prediction (about a
+    tenth of a second).
+
+    Args:
+        project: the open project (its schema's colours, its CT window).
+        model_id: the training run's model.
+        preview: a `segloop.engine.train.PreviewSlice`.
+
+    Returns:
+        The PNG's path.
+    """
+    from matplotlib.figure import Figure
+
+    schema = project.config.schema
+    colours = np.array([(0, 0, 0), *(c.color for c in schema.classes)], dtype=np.uint8)
+    window = _display_window(preview.image, project)
+    figure = Figure(figsize=(8, 4.3))
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03)
+    dice = "-" if preview.val_dice is None else f"{preview.val_dice:.3f}"
+    titles = (
+        f"{preview.case_id} slice {preview.index} of axis {preview.axis}: reference",
+        f"epoch {preview.epoch + 1}: prediction (val. Dice {dice})",
+    )
+    for axes, labels, title in zip(
+        figure.subplots(1, 2), (preview.reference, preview.prediction), titles, strict=True
+    ):
+        axes.imshow(
+            outline_panel(preview.image, np.asarray(labels), colours, window), interpolation="nearest"
+        )
+        axes.set_title(title, fontsize=9)
+        axes.set_axis_off()
+    path = training_preview_path(project, model_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, overwrite=True) as temporary:
+        figure.savefig(temporary, format="png", dpi=80)
+    return path
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -180,6 +278,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _preview_section(project: Project, out: Path) -> list[str]:
+    """The newest training run's live preview, linked relative to the report (none: no section)."""
+    for model in reversed(project.list_models()):
+        path = training_preview_path(project, model.id)
+        if path.is_file():
+            link = html.escape(Path(os.path.relpath(path, out)).as_posix())
+            return [
+                f"<h2>Training preview: model {model.id} ({html.escape(model.status)})</h2>",
+                f'<img src="{link}" alt="validation slice of model {model.id}">',
+            ]
+    return []
 
 
 def write_report(project: Project, out_dir: Path | None = None) -> Path:
@@ -244,6 +355,7 @@ def write_report(project: Project, out_dir: Path | None = None) -> Path:
                 )
         if overlays:
             sections += [f"<h2>Top-ranked cases of round {rounds[-1].number}</h2>", *overlays]
+    sections += _preview_section(project, out)
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"

@@ -9,6 +9,7 @@ plus an uncertainty file (float16 probabilities and entropy) under ``predictions
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,8 @@ __all__ = [
     "train_project",
     "training_settings",
 ]
+
+_LOG = logging.getLogger(__name__)
 
 MODES = ("full", "continual")
 #: What a model row's config holds beside the `TrainConfig` fields: settings of the run itself.
@@ -348,7 +351,7 @@ def train_project(
     device: str = "auto",
     init_weights: Path | None = None,
     include_pseudo: bool | str = False,
-    pseudo_entropy: float = DEFAULT_PSEUDO_ENTROPY,
+    pseudo_entropy: float | None = None,
     train_count: int | None = None,
     val_count: int | None = None,
     round_number: int | None = None,
@@ -375,7 +378,8 @@ def train_project(
         init_weights: a local checkpoint to start from (continual training from elsewhere).
         include_pseudo: which ``pseudo`` voxels to learn from: ``none`` (False), ``all`` (True)
             or ``confident`` (see `collect_labeled_cases`).
-        pseudo_entropy: the ``confident`` policy's entropy threshold (0-1).
+        pseudo_entropy: the ``confident`` policy's entropy threshold (0-1; None:
+            `DEFAULT_PSEUDO_ENTROPY`).
         train_count: train on this many of the labelled cases not validating, drawn with the
             config's seed (`choose_cases`); None: all of them.
         val_count: validate on this many labelled cases drawn with the config's seed; None: the
@@ -389,8 +393,10 @@ def train_project(
 
     Raises:
         LabelValueError: no labelled case.
-        InvalidInputError: an unknown mode; ``init_weights`` is not a checkpoint of this network
-            and schema; an ``nproc`` the run cannot use (all checked before anything is recorded).
+        InvalidInputError: an unknown mode or pseudo policy; ``pseudo_entropy`` without the
+            ``confident`` policy; case counts the labelled cases cannot give; ``init_weights`` is
+            not a checkpoint of this network and schema; an ``nproc`` the run cannot use (all
+            checked before anything is recorded).
         NotFoundError: continual training without a finished model or initial weights.
     """
     from segloop.engine.distributed import join_launched, share
@@ -402,7 +408,14 @@ def train_project(
     if config.dims == 2 and config.slice_axis is None and project.list_case_ids():
         config = config.replace(slice_axis=axial_slice_axis([c.affine for c in project.list_cases()]))
     policy = pseudo_policy(include_pseudo)
-    cases, seen = collect_labeled_cases(project, include_pseudo=policy, pseudo_entropy=pseudo_entropy)
+    if pseudo_entropy is not None and policy != "confident":
+        msg = f"a pseudo-label entropy threshold with pseudo labels {policy!r}: expected the confident policy"
+        raise InvalidInputError(msg)
+    if policy == "confident" and pseudo_entropy is None:
+        pseudo_entropy = DEFAULT_PSEUDO_ENTROPY
+    cases, seen = collect_labeled_cases(
+        project, include_pseudo=policy, pseudo_entropy=pseudo_entropy or DEFAULT_PSEUDO_ENTROPY
+    )
     if not cases:
         msg = "no labelled case to train on: expected a case with a human label" + (
             " (pseudo labels were left out)" if policy == "none" else ""
@@ -426,7 +439,7 @@ def train_project(
                 config={
                     **config.to_dict(),
                     "include_pseudo": policy,
-                    "pseudo_entropy": pseudo_entropy if policy == "confident" else None,
+                    "pseudo_entropy": pseudo_entropy,
                     "train_count": train_count,
                     "val_count": val_count,
                     "init_weights": str(init_weights) if init_weights is not None else None,
@@ -626,7 +639,7 @@ def _run_training(
             return record
         with run_job(project, "train", author=author, params=params, on_progress=on_progress) as job:
             try:
-                result = run(on_progress=lambda event: _report_training(job, event))
+                result = run(on_progress=lambda event: _report_training(project, record.id, job, event))
             except (KeyboardInterrupt, ConflictError):
                 raise  # the run stays `running`: it can be resumed
             except Exception:
@@ -654,8 +667,16 @@ def _run_training(
     return project.get_model(record.id)
 
 
-def _report_training(job: JobReporter, event: dict[str, Any]) -> None:
-    """One engine progress dict (`segloop.engine.train.train`) as the job's `Progress`."""
+def _report_training(project: Project, model_id: int, job: JobReporter, event: dict[str, Any]) -> None:
+    """One engine progress dict (`segloop.engine.train.train`) as the job's `Progress`; an epoch's
+    validation slice as the run's live preview (`segloop.loop.report.write_training_preview`)."""
+    if event.get("preview") is not None:
+        from segloop.loop.report import write_training_preview
+
+        try:
+            write_training_preview(project, model_id, event["preview"])
+        except OSError as error:  # a preview is a convenience: the run goes on without it
+            _LOG.warning("the training preview of model %s was not written: %s", model_id, error)
     epochs = event.get("epochs")
     total = event["steps_per_epoch"] * epochs if epochs is not None else None
     message = f"epoch {event['epoch'] + 1}" + (f"/{epochs}" if epochs is not None else "")

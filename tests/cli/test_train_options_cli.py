@@ -1,0 +1,128 @@
+"""`segloop train`'s per-run options (seed 004), pseudo-label policies, the live preview, and
+`segloop correct --reviewed-slices/--reviewed-box`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from segloop.cli.main import PSEUDO_CHOICES, with_flag_values
+from segloop.core import Volume
+from segloop.io import write_volume
+from segloop.loop.report import training_preview_path
+from segloop.loop.training import PSEUDO_POLICIES
+from segloop.store import Project
+from tests.loop.conftest import phantom_project
+
+TINY = (
+    "--features",
+    "8,16",
+    "--batch-size",
+    "2",
+    "--patch-size",
+    "16,16",
+    "--epochs",
+    "1",
+    "--device",
+    "cpu",
+)
+
+
+@pytest.fixture
+def project(tmp_path):
+    return phantom_project(tmp_path, n_cases=4, n_labeled=4)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The arguments `segloop train` passes to `train_project` (nothing is trained)."""
+    import segloop.loop.training
+
+    calls = []
+
+    def fake(project, config, **kwargs):
+        calls.append({"config": config, **kwargs})
+        raise SystemExit(0)
+
+    monkeypatch.setattr(segloop.loop.training, "train_project", fake)
+    return calls
+
+
+def test_the_cli_lists_the_pseudo_policies_of_the_loop():
+    assert PSEUDO_CHOICES == PSEUDO_POLICIES
+
+
+@pytest.mark.parametrize(
+    ("args", "policy", "entropy"),
+    [
+        ((), False, None),
+        (("--include-pseudo",), "all", None),  # the old flag, last
+        (("--include-pseudo", "--minutes", "1"), "all", None),  # the old flag, then an option
+        (("--include-pseudo", "confident", "--pseudo-entropy", "0.2"), "confident", 0.2),
+        (("--include-pseudo=none",), "none", None),
+    ],
+)
+def test_include_pseudo_takes_a_policy_or_stands_alone(run_cli, project, captured, args, policy, entropy):
+    assert run_cli("train", project.root, *args).code == 0
+    [call] = captured
+    assert (call["include_pseudo"], call["pseudo_entropy"]) == (policy, entropy)
+
+
+def test_a_bare_include_pseudo_before_the_project_is_the_old_flag():
+    assert with_flag_values(["train", "--include-pseudo", "p"]) == ["train", "--include-pseudo=all", "p"]
+    assert with_flag_values(["x", "--", "--include-pseudo"]) == ["x", "--", "--include-pseudo"]
+
+
+@pytest.mark.slow
+def test_seed_004_options_reach_the_run_and_the_preview_the_report(run_cli, project):
+    result = run_cli(
+        "train", project.root, *TINY, "--train-count", "2", "--val-count", "1", "--seed", "2",
+        "--slice-axis", "1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    [model] = Project.open(project.root).list_models()
+    assert (len(model.train_case_ids), len(model.val_case_ids)) == (2, 1)
+    assert not set(model.train_case_ids) & set(model.val_case_ids)
+    assert (model.config["seed"], model.config["slice_axis"], model.metrics["epochs"]) == (2, 1, 1)
+    assert (model.config["train_count"], model.config["val_count"]) == (2, 1)
+    assert model.config["include_pseudo"] == "none"
+    preview = training_preview_path(project, model.id)
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(preview.parent.glob(".*"))  # replaced atomically: no temporary left
+    assert run_cli("report", project.root).code == 0
+    assert f'src="training/model-{model.id}/preview.png"' in (project.root / "reports/index.html").read_text()
+    help_text = run_cli("train", "--help").out
+    for default in ("default 50", "default 0", "default: all not validating", "default: the axial one"):
+        assert default in " ".join(help_text.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--val-count", "4"), "4 validation cases of 4 labelled: expected 0 to 3"),
+        (("--train-count", "9", "--val-count", "1"), "9 training cases: expected 1 to 3"),
+        (("--slice-axis", "3"), "slice_axis"),
+        (("--pseudo-entropy", "0.2"), "expected the confident policy"),
+        (("--include-pseudo=sometimes",), "expected one of none, all, confident"),
+    ],
+)
+def test_bad_run_options_are_one_line_and_record_nothing(run_cli, project, args, expected):
+    result = run_cli("train", project.root, *TINY, *args)
+    assert result.code != 0 and expected in " ".join(result.err.split()), result.err
+    assert Project.open(project.root).list_models() == []
+
+
+def test_correct_stores_the_reviewed_slices_as_the_versions_coverage(run_cli, project, tmp_path):
+    case = project.get_case("c0")
+    mask = np.zeros(case.shape, dtype=np.uint8)
+    mask[4:8, 4:8, 6] = 1
+    add = write_volume(Volume(mask, case.affine), tmp_path / "Add_liver.nii.gz")
+    result = run_cli("correct", project.root, "c0", "--add", add, "--reviewed-slices", "5:8", "--axis", "2")
+    assert result.code == 0, result.err
+    assert "reviewed [0:32, 0:32, 5:8] only" in " ".join(result.out.split())
+    version = Project.open(project.root).list_label_versions("c0")[-1]
+    assert version.params["coverage"] == [{"offset": [0, 0, 5], "size": [32, 32, 3], "border_voxels": 0}]
+    outside = run_cli("correct", project.root, "c0", "--add", add, "--reviewed-box", "0:32,0:32,0:99")
+    assert outside.code == 1 and outside.err.count("\n") == 1 and "0 <= a < b <= 16" in outside.err
