@@ -42,10 +42,10 @@ def test_latest_ranking_is_the_newest_served_event_whole(project):
     ranking = read_latest_ranking(project)
     assert sorted(ranking) == ["c1", "c2"] and {e.rank for e in ranking.values()} == {1, 2}
     assert all(e.strategy == "random" and e.score is None for e in ranking.values())
-    project.log_event(
-        "served", "old", {"cases": ["c2"], "strategy": "uncertainty", "seed": 0}
-    )  # older format
-    assert read_latest_ranking(project) == {"c2": RankedEntry(1, None, "uncertainty")}
+    project.record_ranking("bo", {"cases": ["c2"], "strategy": "uncertainty"}, [("c2", 4.0)])
+    assert read_latest_ranking(project) == {"c2": RankedEntry(1, 4.0, "uncertainty")}
+    # a ranking kept in its event's detail (schema 5) is read once the migration moved it to rows:
+    # tests/store/test_scale_queries.py::test_migration_6_backfills_class_decisions_of_a_schema_5_project
 
 
 def test_versions_since_a_parent(project):
