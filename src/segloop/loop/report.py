@@ -228,7 +228,9 @@ def outline_panel(
     return np.flipud(np.transpose(rgb.astype(np.uint8), (1, 0, 2)))
 
 
-def write_training_preview(project: Project, model_id: int, preview: Any) -> Path:
+def write_training_preview(
+    project: Project, model_id: int, preview: Any, *, window: Sequence[float] | None = None
+) -> Path:
     """Write (atomically replace) a training run's live preview PNG (`training_preview_path`).
 
     Reference and predicted outlines on one validation slice, side by side, titled with the
@@ -239,6 +241,8 @@ def write_training_preview(project: Project, model_id: int, preview: Any) -> Pat
         project: the open project (its schema's colours, its CT window).
         model_id: the training run's model.
         preview: a `segloop.engine.train.PreviewSlice`.
+        window: the run's CT window ``(width, level)`` in stored units (what the network saw);
+            None: the project's (`_display_window`).
 
     Returns:
         The PNG's path.
@@ -247,7 +251,11 @@ def write_training_preview(project: Project, model_id: int, preview: Any) -> Pat
 
     schema = project.config.schema
     colours = np.array([(0, 0, 0), *(c.color for c in schema.classes)], dtype=np.uint8)
-    window = _display_window(preview.image, project)
+    shown = (
+        _display_window(preview.image, project)
+        if window is None or project.config.modality != "CT"
+        else (window[1] - window[0] / 2, window[1] + window[0] / 2)
+    )
     figure = Figure(figsize=(8, 4.3))
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03)
     dice = "-" if preview.val_dice is None else f"{preview.val_dice:.3f}"
@@ -258,9 +266,7 @@ def write_training_preview(project: Project, model_id: int, preview: Any) -> Pat
     for axes, labels, title in zip(
         figure.subplots(1, 2), (preview.reference, preview.prediction), titles, strict=True
     ):
-        axes.imshow(
-            outline_panel(preview.image, np.asarray(labels), colours, window), interpolation="nearest"
-        )
+        axes.imshow(outline_panel(preview.image, np.asarray(labels), colours, shown), interpolation="nearest")
         axes.set_title(title, fontsize=9)
         axes.set_axis_off()
     path = training_preview_path(project, model_id)

@@ -639,7 +639,9 @@ def _run_training(
             return record
         with run_job(project, "train", author=author, params=params, on_progress=on_progress) as job:
             try:
-                result = run(on_progress=lambda event: _report_training(project, record.id, job, event))
+                result = run(
+                    on_progress=lambda event: _report_training(project, record.id, config.window, job, event)
+                )
             except (KeyboardInterrupt, ConflictError):
                 raise  # the run stays `running`: it can be resumed
             except Exception:
@@ -667,14 +669,16 @@ def _run_training(
     return project.get_model(record.id)
 
 
-def _report_training(project: Project, model_id: int, job: JobReporter, event: dict[str, Any]) -> None:
+def _report_training(
+    project: Project, model_id: int, window: Sequence[float], job: JobReporter, event: dict[str, Any]
+) -> None:
     """One engine progress dict (`segloop.engine.train.train`) as the job's `Progress`; an epoch's
     validation slice as the run's live preview (`segloop.loop.report.write_training_preview`)."""
     if event.get("preview") is not None:
         from segloop.loop.report import write_training_preview
 
         try:
-            write_training_preview(project, model_id, event["preview"])
+            write_training_preview(project, model_id, event["preview"], window=window)
         except OSError as error:  # a preview is a convenience: the run goes on without it
             _LOG.warning("the training preview of model %s was not written: %s", model_id, error)
     epochs = event.get("epochs")
