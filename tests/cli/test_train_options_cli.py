@@ -90,9 +90,9 @@ def test_seed_004_options_reach_the_run_and_the_preview_the_report(run_cli, proj
     assert model.config["include_pseudo"] == "none"
     preview = training_preview_path(project, model.id)
     assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(preview.parent.glob(".*"))  # replaced atomically: no temporary left
+    assert not list(preview.parent.glob(".tmp-*"))  # replaced atomically: no temporary left
     assert run_cli("report", project.root).code == 0
-    assert f'src="training/model-{model.id}/preview.png"' in (project.root / "reports/index.html").read_text()
+    assert f'src="training_model-{model.id}.png"' in (project.root / "reports/index.html").read_text()
     help_text = run_cli("train", "--help").out
     for default in ("default 50", "default 0", "default: all not validating", "default: the axial one"):
         assert default in " ".join(help_text.split())

@@ -445,7 +445,7 @@ def train_command(
 
     Seed 004's per-run parameters: --epochs (default 50), --train-count and --val-count (default:
     every labelled case, a seeded 20 % validating), --seed (default 0). Each epoch the progress
-    shows the validation Dice and reports/training/model-ID/preview.png shows one validation slice.
+    shows the validation Dice and reports/training_model-ID.png shows one validation slice.
     """
     from segloop.cli.output import console, job_progress
     from segloop.errors import ConflictError, LabelValueError, NotFoundError

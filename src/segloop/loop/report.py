@@ -9,8 +9,9 @@
 - ``overlay_<case>.png``: the top-ranked cases of the last round — image, predicted label outline
   and entropy on the slice with the most uncertainty;
 - the newest training run's live preview (`write_training_preview`: one validation slice,
-  reference and predicted outlines, rewritten after every epoch under
-  ``reports/training/model-<id>/preview.png``), linked from wherever the report is written.
+  reference and predicted outlines, rewritten after every epoch as
+  ``reports/training_model-<id>.png``, which the server's report route serves too), linked from
+  wherever the report is written.
 
 Plots use matplotlib's object API (``Figure``; no pyplot state, no display needed).
 """
@@ -177,8 +178,8 @@ def plot_case_overlay(project: Project, case_id: str, path: Path) -> bool:
 
 
 def training_preview_path(project: Project, model_id: int) -> Path:
-    """Where a training run's live preview PNG lies: ``<project>/reports/training/model-<id>/preview.png``."""
-    return project.root / "reports" / "training" / f"model-{model_id}" / "preview.png"
+    """Where a training run's live preview PNG lies: ``<project>/reports/training_model-<id>.png``."""
+    return project.root / "reports" / f"training_model-{model_id}.png"
 
 
 def _outline(labels: np.ndarray, n_classes: int) -> np.ndarray:
