@@ -84,7 +84,7 @@ def test_a_killed_client_is_finished_by_a_rerun_with_every_case_predicted_once(r
 
     rerun = run_cli(*args)  # the same on the local executor: one idempotency for both
     assert rerun.code == 0, rerun.err
-    assert f"predicted {6 - committed} cases; skipped {committed} it had predicted already" in rerun.out
+    assert f"model 1 predicted {6 - committed} cases, skipped {committed} done before" in rerun.out
     unlabeled = [f"c{i}" for i in range(2, 8)]
     reopened = Project.open(project.root)
     assert Counter(p.case_id for p in reopened.list_predictions()) == dict.fromkeys(unlabeled, 1)

@@ -571,10 +571,9 @@ def predict_command(
             f"{record.case_id}: pseudo version {record.label_version_id},"
             f" mean entropy {record.mean_entropy:.4f}"
         )
-    skipped = f"; skipped {len(batch.skipped)} it had predicted already (--again predicts them)"
-    console.print(
-        f"model {batch.model_id} predicted {len(batch.records)} cases{skipped if batch.skipped else ''}"
-    )
+    done = len(batch.skipped)
+    skipped = f", skipped {done} done before (--again: predict them too)" if done else ""
+    console.print(f"model {batch.model_id} predicted {len(batch.records)} cases{skipped}")
 
 
 @app.command()
