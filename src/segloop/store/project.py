@@ -363,7 +363,7 @@ class Project:
             order: ``added`` (the order cases were added), ``id`` (case id), ``versions``
                 (number of label versions), ``rank`` or ``score`` (in the ranking of event
                 ``ranking``: cases it does not rank, or scores None, last whatever the direction);
-                ties in added order.
+                ties in added order (of scores: by rank).
             descending: reverse the order.
             offset: ids skipped.
             limit: at most this many ids (None: all).
@@ -1542,7 +1542,10 @@ def _ranked_first(
         .select_from(ranking_entries.join(cases, entries.case_id == cases.c.case_id))
         .where(and_(where, entries.event_id == event_id, key.is_not(None)))
     )
-    page = list(connection.execute(ranked.order_by(key, cases.c.id).offset(offset).limit(limit)).scalars())
+    # rank is unique within a ranking (ties of score by rank): the index gives the order itself, even
+    # while the planner's statistics do not know the newest ranking yet (PostgreSQL)
+    order = (key,) if order == "rank" else (key, entries.rank)
+    page = list(connection.execute(ranked.order_by(*order).offset(offset).limit(limit)).scalars())
     if limit is not None and len(page) == limit:
         return page
     n_ranked = int(connection.execute(select(func.count()).select_from(ranked.subquery())).scalar() or 0)
