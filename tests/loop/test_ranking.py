@@ -219,7 +219,7 @@ def test_random_is_seeded_and_least_recent_rotates(project):
 def test_strategies_are_a_registry_of_one_protocol(project, monkeypatch):
     from segloop.loop import ranking
 
-    assert list(ranking.STRATEGIES) == ["uncertainty", "random", "least-recent"]
+    assert list(ranking.STRATEGIES) == ["uncertainty", "gain-per-cost", "random", "least-recent"]
 
     class Reversed:
         def rank(self, project, candidates, *, count, seed):

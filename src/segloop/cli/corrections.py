@@ -39,7 +39,9 @@ def _voxel(text: str) -> tuple[int, int, int]:
 def next_command(
     project: ProjectArg,
     n: Annotated[int, typer.Option("-n", "--count", help="How many cases to list.")] = 5,
-    strategy: Annotated[str, typer.Option(help="uncertainty, random or least-recent.")] = "uncertainty",
+    strategy: Annotated[
+        str, typer.Option(help="uncertainty, gain-per-cost, random or least-recent.")
+    ] = "uncertainty",
     out: Annotated[Path | None, typer.Option(help="Write the list as CSV (rank,case,score,classes).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
     record: Annotated[

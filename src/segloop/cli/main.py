@@ -608,7 +608,7 @@ def evaluate(
 
 #: The names of `segloop.loop.ranking.STRATEGIES` for --help (written out: building the help must not
 #: import the ranking's numpy/scipy; a test keeps it equal to the registry, which checks every name).
-STRATEGY_HELP = "Ranking: uncertainty, random or least-recent."
+STRATEGY_HELP = "Ranking: uncertainty, gain-per-cost, random or least-recent."
 
 
 @app.command("round")
@@ -796,8 +796,10 @@ def environment_failure(error: BaseException) -> str | None:
     These are not bugs and not bad arguments, and no command can prevent them: a file or folder
     the process may not read or write (a read-only project, a full disk: `OSError`), and a
     database SQLite cannot use (locked by another process, corrupt, not a database:
-    ``sqlite3.OperationalError`` / ``sqlite3.DatabaseError``, or SQLAlchemy's wrappers of those).
-    SQLAlchemy's other errors (integrity, programming) are bugs and are not caught.
+    ``sqlite3.OperationalError`` / ``sqlite3.DatabaseError``, or SQLAlchemy's wrappers of those)
+    or a PostgreSQL server that went away or kept the write lock too long
+    (``psycopg.OperationalError``). SQLAlchemy's other errors (integrity, programming) are bugs
+    and are not caught.
     """
     if isinstance(error, OSError):
         where = f": {error.filename}" if error.filename else ""
@@ -810,6 +812,9 @@ def environment_failure(error: BaseException) -> str | None:
         error = getattr(error, "orig", None) or error
     if type(error) in (sqlite3.OperationalError, sqlite3.DatabaseError):
         return f"the project database cannot be used ({error})"
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(error, psycopg.OperationalError):
+        return f"the project database cannot be used ({' '.join(str(error).split())})"
     return None
 
 

@@ -15,7 +15,7 @@ Errors come by kind (`segloop.errors`): not found, conflict, invalid input.
 | `training` | `train_config`, `train_project`, `resume_training`, `predict_cases` |
 | `predict` | `predict_batch`: one task per case, local or on Dask, recorded in batches, once per model |
 | `evaluation` | `evaluate_model`, `summarize_evaluations` |
-| `ranking` | `rank_cases(strategy=...)`, `STRATEGIES` (`uncertainty`, `random`, `least-recent`) |
+| `ranking` | `rank_cases(strategy=...)`, `STRATEGIES` (`uncertainty`, `gain-per-cost`, `random`, ...) |
 | `rounds` | `run_round`: train → predict → evaluate → rank, recorded as round N |
 | `jobs` | `run_job`: long work as a job row with typed `Progress` events |
 | `tool_exports` | `export_for_tool` (3D Slicer, ITK-SNAP, MITK) |

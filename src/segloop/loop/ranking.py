@@ -13,6 +13,11 @@ Strategies:
   flagged voxels), then by their entropy mass.
   The order really is by uncertainty: the time a case was last served plays no part (MONAI
   Label's epistemic strategy re-sorts its top-k by time; this one does not).
+- ``gain-per-cost`` — expected gain per second of correction (`GainPerCostStrategy`): the
+  attention of each case's flagged voxels (the maps above) divided by what reviewing and fixing
+  them costs with the simulated annotator's `segloop.loop.simulate.CostModel` (so ranking and
+  simulation count alike), ordered greedily with a diversity penalty so one round does not queue
+  near-duplicates; each row names the flagged slices (``detail["regions"]``) to review first.
 - ``least-recent`` — cases never served first, then the one served longest ago (each call of
   `rank_cases` with ``record=True`` logs a ``served`` event).
 - ``random`` — a seeded permutation (same seed, same order).
@@ -43,7 +48,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -52,11 +57,12 @@ import numpy as np
 from scipy import ndimage
 
 from segloop.core.corrections import PatchBox, patch_box
-from segloop.core.geometry import bounding_box
+from segloop.core.geometry import axis_of_plane, bounding_box
 from segloop.core.provenance import REFERENCE_SOURCES
 from segloop.core.volume import Volume
 from segloop.errors import GeometryMismatchError, InvalidInputError, NotFoundError
 from segloop.io.atomic import atomic_file
+from segloop.loop.simulate import CostModel
 from segloop.metrics import binary_entropy
 from segloop.store import LabelVersionRecord, PredictionRecord, Project
 
@@ -65,6 +71,8 @@ __all__ = [
     "Candidate",
     "CaseAttention",
     "ClassScore",
+    "CorrectionEstimate",
+    "GainPerCostStrategy",
     "LeastRecentStrategy",
     "RandomStrategy",
     "RankedCase",
@@ -72,7 +80,10 @@ __all__ = [
     "UncertaintyStrategy",
     "attention_volume",
     "compute_attention",
+    "estimate_case",
+    "estimate_correction",
     "find_attention_centers",
+    "flagged_regions",
     "get_strategy",
     "list_candidate_cases",
     "list_versions_by_case",
@@ -81,6 +92,8 @@ __all__ = [
     "order_random",
     "rank_cases",
     "score_case",
+    "select_diverse",
+    "slice_regions",
     "write_priority_csv",
 ]
 
@@ -414,6 +427,25 @@ def score_case(
     Returns:
         ``(attention, model_id)`` of the newest prediction, or None.
     """
+    inputs = _read_attention_inputs(project, case_id, classes, max_models, versions)
+    if inputs is None:
+        return None
+    arrays, values, options, model_id = inputs
+    return compute_attention(arrays, values, **options), model_id
+
+
+def _read_attention_inputs(
+    project: Project,
+    case_id: str,
+    classes: Sequence[str] | None,
+    max_models: int,
+    versions: Sequence[LabelVersionRecord] | None,
+) -> tuple[list[np.ndarray], list[int], dict, int] | None:
+    """What `compute_attention` needs for a case (`score_case`'s arguments), or None without prediction.
+
+    Returns:
+        ``(probabilities, class values, keyword arguments, newest model id)``.
+    """
     records = project.list_predictions(case_id)
     if not records:
         return None
@@ -430,13 +462,8 @@ def score_case(
     stored = [project.read_prediction(case_id, r.model_id) for r in chosen]
     shape = stored[0].probabilities.shape
     arrays = [s.probabilities for s in stored if s.probabilities.shape == shape]
-    attention = compute_attention(
-        arrays,
-        schema.indices_of(classes),
-        pass_disagreement=stored[0].disagreement,
-        exclude=_reviewed_boxes(versions, case.shape),
-    )
-    return attention, chosen[0].model_id
+    options = {"pass_disagreement": stored[0].disagreement, "exclude": _reviewed_boxes(versions, case.shape)}
+    return arrays, schema.indices_of(classes), options, chosen[0].model_id
 
 
 def attention_volume(project: Project, case_id: str, *, classes: Sequence[str] | None = None) -> Volume:
@@ -578,9 +605,273 @@ class LeastRecentStrategy:
         return _in_order(candidates, order, count)
 
 
+# -- gain per cost -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorrectionEstimate:
+    """What correcting a case's flagged regions should gain, and cost (`estimate_correction`).
+
+    Attributes:
+        gain: attention (entropy + disagreement in bits) summed over the flagged voxels of every
+            scored class: the uncertainty a correction would remove.
+        seconds: `CostModel` seconds to open the case, look at each flagged class slice and fix
+            each flagged blob (one stroke per 2D connected region of a class on a slice).
+        class_slices: slices looked at, counted once per class flagged on them.
+        strokes: flagged blobs (2D connected regions per class and slice).
+        slices: the slice indices along ``axis`` where some class is flagged (what to review).
+        axis: the voxel axis of ``slices`` (the case's axial one).
+    """
+
+    gain: float
+    seconds: float
+    class_slices: int
+    strokes: int
+    slices: tuple[int, ...]
+    axis: int
+
+    @property
+    def gain_per_second(self) -> float:
+        """``gain / seconds`` (0 when nothing is flagged)."""
+        return self.gain / self.seconds if self.seconds > 0 else 0.0
+
+
+def estimate_correction(
+    flagged_by_class: Mapping[int, np.ndarray],
+    gain: float,
+    axis: int,
+    cost: CostModel,
+) -> CorrectionEstimate:
+    """Price the review of a case's flagged voxels with the simulated annotator's `CostModel`.
+
+    The person opens the case once (``seconds_per_case``), looks at each class on each slice where
+    it is flagged (``seconds_per_reviewed_slice``), and fixes each flagged blob with one stroke
+    (``seconds_per_stroke``): an upper bound, as a flagged blob may turn out right. The same
+    constants price what `SimulatedAnnotator` really does, so ranking and simulation count alike.
+
+    Args:
+        flagged_by_class: class value -> ``(I, J, K)`` bool flagged voxels of that class.
+        gain: the case's attention (`CaseAttention` attention summed over classes).
+        axis: the voxel axis a person scrolls along.
+        cost: the cost model.
+
+    Examples:
+        >>> f = np.zeros((8, 8, 4), bool); f[1:3, 1:3, 1] = True; f[5:7, 5:7, 1] = True
+        >>> e = estimate_correction({1: f}, 4.0, 2, CostModel(seconds_per_case=10.0))
+        >>> e.class_slices, e.strokes, e.seconds, e.slices
+        (1, 2, 18.0, (1,))
+    """
+    structure = np.zeros((3, 3, 3), dtype=bool)  # 2D 8-connectivity within each slice of ``axis``
+    index: list[slice | int] = [slice(None)] * 3
+    index[axis] = 1
+    structure[tuple(index)] = True
+    other = tuple(a for a in range(3) if a != axis)
+    class_slices, strokes, union = 0, 0, set()
+    for flagged in flagged_by_class.values():
+        present = np.flatnonzero(flagged.any(axis=other))
+        if present.size == 0:
+            continue
+        class_slices += int(present.size)
+        strokes += int(ndimage.label(flagged, structure=structure)[1])
+        union.update(present.tolist())
+    seconds = (
+        cost.seconds_per_case
+        + class_slices * cost.seconds_per_reviewed_slice
+        + strokes * cost.seconds_per_stroke
+    )
+    return CorrectionEstimate(float(gain), float(seconds), class_slices, strokes, tuple(sorted(union)), axis)
+
+
+def slice_regions(slices: Sequence[int], axis: int, shape: Sequence[int]) -> tuple[PatchBox, ...]:
+    """Whole-slice boxes covering ``slices`` along ``axis``, one per run of consecutive slices.
+
+    Examples:
+        >>> slice_regions([3, 4, 5, 9], 2, (4, 4, 12))
+        (PatchBox(offset=(0, 0, 3), size=(4, 4, 3)), PatchBox(offset=(0, 0, 9), size=(4, 4, 1)))
+    """
+    boxes = []
+    ordered = sorted({int(k) for k in slices})
+    runs: list[list[int]] = []
+    for k in ordered:
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    for run in runs:
+        offset, size = [0, 0, 0], [int(n) for n in shape]
+        offset[axis], size[axis] = run[0], len(run)
+        boxes.append(PatchBox(tuple(offset), tuple(size)))  # type: ignore[arg-type]
+    return tuple(boxes)
+
+
+def select_diverse(scores: np.ndarray, profiles: np.ndarray, weight: float) -> list[tuple[int, float]]:
+    """Greedy order: each pick maximises ``score * (1 - weight * similarity to the closest pick)``.
+
+    Args:
+        scores: ``(N,)`` non-negative scores (gain per second), in the order that breaks ties.
+        profiles: ``(N, F)`` feature rows (class-uncertainty profiles); similarity is their cosine,
+            0 for an all-zero row.
+        weight: 0 (plain order by score) to 1 (a duplicate of a picked case scores 0).
+
+    Returns:
+        ``(index, adjusted score)`` for every row, in pick order; the adjusted scores never rise
+        (penalties only grow), so they read as the ranking's scores.
+
+    Examples:
+        >>> p = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+        >>> [i for i, _ in select_diverse(np.array([3.0, 2.9, 2.0]), p, 0.5)]
+        [0, 2, 1]
+    """
+    count = len(scores)
+    norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+    unit = np.divide(profiles, norms, out=np.zeros_like(profiles, dtype=float), where=norms > 0)
+    closest = np.zeros(count)
+    left = np.ones(count, dtype=bool)
+    order = []
+    for _ in range(count):
+        adjusted = np.where(left, scores * (1.0 - weight * closest), -np.inf)
+        pick = int(np.argmax(adjusted))  # the first of equals: the given order breaks ties
+        order.append((pick, float(adjusted[pick])))
+        left[pick] = False
+        closest = np.maximum(closest, np.clip(unit @ unit[pick], 0.0, 1.0))
+    return order
+
+
+def estimate_case(
+    project: Project,
+    case_id: str,
+    *,
+    classes: Sequence[str] | None = None,
+    cost: CostModel | None = None,
+    max_models: int = 3,
+    versions: Sequence[LabelVersionRecord] | None = None,
+) -> tuple[CorrectionEstimate, tuple[ClassScore, ...], int] | None:
+    """A case's `CorrectionEstimate` from its stored predictions, or None if it has none.
+
+    Each class's flagged voxels come from `compute_attention` (the ``uncertainty`` strategy's
+    maps), one class at a time so that each is priced on its own slices.
+
+    Returns:
+        ``(estimate, class scores most attention first, newest model id)``.
+    """
+    inputs = _read_attention_inputs(project, case_id, classes, max_models, versions)
+    if inputs is None:
+        return None
+    arrays, values, options, model_id = inputs
+    axis = axis_of_plane(project.get_case(case_id).affine, "axial")
+    flagged_by_class, scores = {}, []
+    for value in values:
+        attention = compute_attention(arrays, [value], **options)
+        scores.extend(attention.classes)
+        if attention.score:
+            flagged_by_class[value] = attention.flagged
+    scores.sort(key=lambda c: (-c.attention, -c.entropy_mass, c.value))
+    gain = sum(c.attention for c in scores)
+    estimate = estimate_correction(flagged_by_class, gain, axis, cost or CostModel())
+    return estimate, tuple(scores), model_id
+
+
+def flagged_regions(
+    project: Project, case_id: str, *, classes: Sequence[str] | None = None
+) -> tuple[PatchBox, ...]:
+    """The whole slices where some class of a case is flagged (what a person reviews first).
+
+    Args:
+        project: the open project.
+        case_id: the case.
+        classes: class names scored (default: those no person has decided).
+
+    Returns:
+        Whole-slice boxes along the case's axial axis (`slice_regions`); empty when nothing is
+        flagged or the case has no prediction.
+    """
+    result = estimate_case(project, case_id, classes=classes)
+    if result is None:
+        return ()
+    estimate = result[0]
+    return slice_regions(estimate.slices, estimate.axis, project.get_case(case_id).shape)
+
+
+@dataclass(frozen=True)
+class GainPerCostStrategy:
+    """Expected gain per second of correction, spread over unlike cases.
+
+    A case's score is the attention of its flagged voxels (the ``uncertainty`` strategy's maps)
+    divided by the seconds a person needs to review and fix them (`estimate_correction` with the
+    simulated annotator's `CostModel`): a cheap uncertain case beats a costly, slightly more
+    uncertain one. The order is then chosen greedily (`select_diverse`): a case whose
+    class-uncertainty profile (its attention per class) resembles an already-picked one's is
+    penalised by ``diversity`` times their cosine similarity, so one round does not queue
+    near-duplicates. Each row's ``detail`` holds the estimate and the flagged ``regions``
+    (whole-slice boxes: where to look); cases without a prediction follow, unscored.
+
+    Attributes:
+        cost: the cost model (the simulated annotator's defaults).
+        diversity: the penalty weight in [0, 1] (0: order by gain per second alone).
+        max_models: how many models' newest predictions are compared for disagreement.
+    """
+
+    cost: CostModel = field(default_factory=CostModel)
+    diversity: float = 0.5
+    max_models: int = 3
+
+    def rank(
+        self, project: Project, candidates: Sequence[Candidate], *, count: int | None, seed: int
+    ) -> list[RankedCase]:
+        """Scored cases in `select_diverse` order (score: the adjusted gain per second); unscored last."""
+        schema = project.config.schema
+        grouped = list_versions_by_case(project)
+        rows, unscored, profiles = [], [], []
+        for case_id, open_classes in candidates:
+            result = estimate_case(
+                project,
+                case_id,
+                classes=open_classes,
+                cost=self.cost,
+                max_models=self.max_models,
+                versions=grouped.get(case_id, []),
+            )
+            if result is None:
+                unscored.append(RankedCase(0, case_id, None, open_classes, None, "no prediction"))
+                continue
+            estimate, scores, model_id = result
+            shape = project.get_case(case_id).shape
+            regions = slice_regions(estimate.slices, estimate.axis, shape)
+            profile = np.zeros(len(schema.classes) + 1)
+            for c in scores:
+                profile[c.value] = c.attention
+            profiles.append(profile)
+            detail = {
+                "gain": estimate.gain,
+                "seconds": estimate.seconds,
+                "class_slices": estimate.class_slices,
+                "strokes": estimate.strokes,
+                "axis": estimate.axis,
+                "regions": [{"offset": list(b.offset), "size": list(b.size)} for b in regions],
+            }
+            entropy_mass = sum(c.entropy_mass for c in scores)
+            note = f"{estimate.gain:.1f} bits / {estimate.seconds:.0f} s"
+            classes = tuple(schema.name_of(c.value) for c in scores)
+            row = RankedCase(0, case_id, estimate.gain_per_second, classes, model_id, note, detail)
+            rows.append(dataclasses.replace(row, attention=estimate.gain, entropy_mass=entropy_mass))
+        # ties (e.g. nothing flagged anywhere) by entropy mass per second, then project order
+        by_score = sorted(
+            range(len(rows)),
+            key=lambda i: (-(rows[i].score or 0.0), -rows[i].entropy_mass / rows[i].detail["seconds"]),
+        )
+        picks = select_diverse(
+            np.array([rows[i].score or 0.0 for i in by_score]),
+            np.array([profiles[i] for i in by_score]).reshape(len(by_score), -1),
+            self.diversity,
+        )
+        ordered = [dataclasses.replace(rows[by_score[i]], score=adjusted) for i, adjusted in picks]
+        return _numbered([*ordered, *unscored], count)
+
+
 #: The ranking strategies by name: every face lists these names.
 STRATEGIES: dict[str, Strategy] = {
     "uncertainty": UncertaintyStrategy(),
+    "gain-per-cost": GainPerCostStrategy(),
     "random": RandomStrategy(),
     "least-recent": LeastRecentStrategy(),
 }
@@ -623,7 +914,8 @@ def rank_cases(
 
     Args:
         project: the open project.
-        strategy: a name in `STRATEGIES` (``uncertainty``, ``random``, ``least-recent``).
+        strategy: a name in `STRATEGIES` (``uncertainty``, ``gain-per-cost``, ``random``,
+            ``least-recent``).
         count: how many to return (None: all candidates).
         seed: the ``random`` strategy's seed.
         record: log a ``served`` event with the returned cases (``cases``) and record the whole

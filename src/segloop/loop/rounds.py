@@ -55,6 +55,14 @@ def count_cases_by_source(project: Project) -> dict[str, int]:
     return counts
 
 
+def _queue_item(row: Any) -> dict[str, Any]:
+    """A ranked case as the rank stage records it (with the flagged ``regions`` a strategy names)."""
+    item = {"case": row.case_id, "score": row.score, "classes": list(row.classes)}
+    if "regions" in row.detail:
+        item["regions"] = row.detail["regions"]
+    return item
+
+
 def _current_round(project: Project, mode: str) -> tuple[RoundRecord, bool]:
     """The running round (resumed) or a new one numbered after the last."""
     rounds = project.list_rounds()
@@ -181,7 +189,7 @@ def run_round(
             step("rank", f"ranked the next {len(ranked)} cases to correct ({strategy}): {queue}")
             stages["rank"] = {
                 "strategy": strategy,
-                "queue": [{"case": r.case_id, "score": r.score, "classes": list(r.classes)} for r in ranked],
+                "queue": [_queue_item(r) for r in ranked],
             }
             project.record_round_stage(number, "rank", stages["rank"])
 

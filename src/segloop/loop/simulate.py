@@ -10,7 +10,9 @@ The annotator holds reference labels *outside* the project and submits only what
 - **corrections** of what the ranking picked: the person scrolls through the predicted class,
   and on each slice where the prediction is visibly wrong paints what is missing and erases what
   is extra (`segloop.loop.corrections.apply`, as ``segloop correct CASE --add A --remove R
-  --class C`` does): a ``revised`` version.
+  --class C`` does): a ``revised`` version. With ``review="flagged"`` the person looks only at
+  the slices the ranking flagged (`segloop.loop.ranking.flagged_regions`) and the version covers
+  exactly those slices (``--reviewed-slices``); with ``review="whole"`` at every slice of the case.
 
 Effort is counted the way a person spends it (`Effort`), priced by a `CostModel`. The engine only
 ever sees the submitted label versions; the reference arrays never enter the project, and nothing
@@ -26,14 +28,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from segloop.core.corrections import PatchBox, coverage_mask
 from segloop.core.geometry import axis_of_plane
 from segloop.core.volume import Volume
+from segloop.errors import InvalidInputError
 from segloop.loop import corrections, tools
 from segloop.loop.labels import compute_effective_label
 from segloop.segment.contours import make_polygon_document, mask_to_polygons
 from segloop.store import LabelVersionRecord, Project
 
 __all__ = [
+    "REVIEWS",
     "CostModel",
     "Effort",
     "SimulatedAnnotator",
@@ -49,6 +54,13 @@ __all__ = [
 class CostModel:
     """Seconds a person spends per action (assumptions; calibrate with a stopwatch for your tools).
 
+    The same constants price the simulated person's work (`SimulatedAnnotator`) and the ranking's
+    estimate of a correction (`segloop.loop.ranking.estimate_correction`, strategy
+    ``gain-per-cost``), so what the ranking expects and what the simulation counts agree. They are
+    this module's assumptions, kept since the first effort benchmark (``benchmarks/effort.py``);
+    ``seconds_per_case`` was added with the cost-aware ranking: without a price for opening a case,
+    gain per second would favour cases with a single flagged voxel.
+
     Attributes:
         seconds_per_contour_point: placing one polygon vertex (AnatomySketch / Slicer / ITK-SNAP
             polygon tools: click on the organ's edge).
@@ -58,12 +70,15 @@ class CostModel:
         polygon_tolerance_voxels: how far a clicked outline may stray from the true edge (the
             Douglas-Peucker tolerance that turns a traced outline into the vertices a person
             clicks).
+        seconds_per_case: opening a case to correct it (loading, windowing, finding the organs);
+            counted once per case reviewed, not for a sparse start or contouring from scratch.
     """
 
     seconds_per_contour_point: float = 1.5
     seconds_per_reviewed_slice: float = 2.0
     seconds_per_stroke: float = 3.0
     polygon_tolerance_voxels: float = 1.0
+    seconds_per_case: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,7 @@ class Effort:
         strokes: brush / eraser strokes.
         voxels_changed: voxels whose label the submitted work changed.
         seconds: the time estimate of the cost model.
+        cases_opened: cases opened for review.
     """
 
     slices_drawn: int = 0
@@ -87,6 +103,7 @@ class Effort:
     strokes: int = 0
     voxels_changed: int = 0
     seconds: float = 0.0
+    cases_opened: int = 0
 
     def __add__(self, other: Effort) -> Effort:
         return Effort(
@@ -257,14 +274,27 @@ class SimulatedAnnotator:
         )
 
     def correct_class(
-        self, project: Project, case_id: str, class_name: str
+        self,
+        project: Project,
+        case_id: str,
+        class_name: str,
+        *,
+        region: Sequence[PatchBox] | None = None,
     ) -> tuple[LabelVersionRecord | None, Effort]:
         """Review one class of a case's current label and fix the visibly wrong slices.
 
-        The person looks at every slice where the class is predicted or truly present, and on
-        slices whose error exceeds the tolerance paints the missing voxels (Add) and erases the
-        extra ones (Remove), priced by `_slice_fix_cost`; the result is exactly the reference on
-        the fixed slices, and the prediction elsewhere.
+        The person looks at every slice where the class is predicted or truly present (inside
+        ``region`` only, when given), and on slices whose error exceeds the tolerance paints the
+        missing voxels (Add) and erases the extra ones (Remove), priced by `_slice_fix_cost`; the
+        result is exactly the reference on the fixed slices, and the prediction elsewhere.
+
+        Args:
+            project: the open project.
+            case_id: the case.
+            class_name: the class reviewed.
+            region: the part of the case reviewed (boxes on its grid, e.g. the ranking's flagged
+                slices, `segloop.loop.ranking.flagged_regions`); None: the whole case. The
+                version's coverage is exactly ``region`` (`segloop.loop.corrections.apply`).
 
         Returns:
             The ``revised`` version of the class (also when nothing needed fixing: the person
@@ -278,6 +308,9 @@ class SimulatedAnnotator:
         assembly = compute_effective_label(project, case, versions) if versions else None
         current = np.zeros(case.shape, bool) if assembly is None else assembly.labels == value
         truth = self._reference(case_id) == value
+        if region is not None:  # what lies outside the region is not looked at
+            inside = coverage_mask([(box, 0) for box in region], case.shape)
+            current, truth = current & inside, truth & inside
         other = tuple(a for a in range(3) if a != axis)
         reviewed = np.flatnonzero((current | truth).any(axis=other))
         add = np.zeros(case.shape, bool)
@@ -308,9 +341,37 @@ class SimulatedAnnotator:
             corrections.Corrections(add=add, remove=remove, class_name=class_name),
             parent=versions[-1].id if versions else None,
             author=self.author,
+            region=region,
         )
         self.log.append((case_id, f"correct {class_name}", effort))
         return result.version, effort
+
+    def review_case(
+        self,
+        project: Project,
+        case_id: str,
+        classes: Sequence[str],
+        *,
+        region: Sequence[PatchBox] | None = None,
+    ) -> Effort:
+        """Open a case and correct ``classes`` in order (`correct_class`), in ``region`` or everywhere.
+
+        Opening costs ``seconds_per_case`` once. An empty ``region`` (nothing flagged) is not
+        opened at all: nothing is stored and nothing spent.
+
+        Returns:
+            The effort spent on the case (opening included).
+        """
+        if region is not None and not region:
+            return Effort()
+        effort = Effort(cases_opened=1, seconds=self.cost.seconds_per_case)
+        self.log.append((case_id, "open", effort))
+        for class_name in classes:
+            effort += self.correct_class(project, case_id, class_name, region=region)[1]
+        return effort
+
+
+REVIEWS = ("whole", "flagged")
 
 
 @dataclass(frozen=True)
@@ -373,6 +434,7 @@ def run_simulated_loop(
     corrections_per_round: int,
     mode: str = "continual",
     strategy: str = "uncertainty",
+    review: str = "whole",
     slices_per_class: int = 7,
     device: str = "auto",
     on_step: Callable[[str], None] = lambda _: None,
@@ -392,15 +454,21 @@ def run_simulated_loop(
         corrections_per_round: cases corrected (every class not yet decided by a person, those
             the ranking points at first) after each round but the last.
         mode: ``continual`` or ``full`` training.
-        strategy: ``uncertainty``, ``random`` or ``least-recent`` ranking.
+        strategy: a ranking strategy (`segloop.loop.ranking.STRATEGIES`).
+        review: ``whole`` (every slice of every open class of a queued case) or ``flagged`` (only
+            the slices the ranking flagged: the queue's ``regions``, else
+            `segloop.loop.ranking.flagged_regions`; a case with nothing flagged is skipped).
         slices_per_class: contoured slices per class of a sparse start.
         device: ``auto``, ``cpu`` or ``cuda``.
         on_step: receives one line per step.
         on_progress: the engine's training progress callback.
     """
-    from segloop.loop.ranking import list_candidate_cases
+    from segloop.loop.ranking import flagged_regions, list_candidate_cases
     from segloop.loop.rounds import run_round
 
+    if review not in REVIEWS:
+        msg = f"unknown review {review!r}: expected one of {', '.join(REVIEWS)}"
+        raise InvalidInputError(msg)
     for case_id in start_cases:
         _, effort = annotator.annotate_sparse(project, case_id, slices_per_class=slices_per_class)
         on_step(f"{case_id}: sparse start, {effort.slices_drawn} slices, {effort.contour_points} points")
@@ -438,7 +506,15 @@ def run_simulated_loop(
             # the classes the ranking points at first, then the case's other open classes: a
             # person who opens a case reviews every class not yet confirmed
             rest = [c for c in open_classes.get(item["case"], ()) if c not in item["classes"]]
-            for class_name in [*item["classes"], *rest]:
-                annotator.correct_class(project, item["case"], class_name)
-            on_step(f"corrected {item['case']} ({', '.join([*item['classes'], *rest])})")
+            region = None
+            if review == "flagged":
+                stored = item.get("regions")
+                region = (
+                    flagged_regions(project, item["case"])
+                    if stored is None
+                    else tuple(PatchBox(tuple(b["offset"]), tuple(b["size"])) for b in stored)
+                )
+            spent = annotator.review_case(project, item["case"], [*item["classes"], *rest], region=region)
+            where = "whole case" if region is None else f"{len(region)} flagged slice runs"
+            on_step(f"corrected {item['case']} ({where}, {spent.seconds:.0f} s)")
     return results

@@ -1,0 +1,120 @@
+"""Gain-per-cost ranking: the cost estimate, cheap uncertain cases first, near-duplicates spread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segloop.io import write_volume
+from segloop.loop.cases import import_cases, init_project
+from segloop.loop.ranking import (
+    STRATEGIES,
+    GainPerCostStrategy,
+    estimate_correction,
+    flagged_regions,
+    list_candidate_cases,
+    rank_cases,
+    select_diverse,
+    slice_regions,
+)
+from segloop.loop.simulate import CostModel
+from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+from tests.loop.test_ranking import add_prediction, blur_block, confident, start_model
+
+SHAPE = (32, 32, 16)
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = init_project(tmp_path / "proj", PHANTOM_CLASSES)
+    images = [
+        write_volume(make_ct_phantom(SHAPE, seed=seed).image, tmp_path / "data" / f"c{seed}.nii.gz")
+        for seed in range(4)
+    ]
+    import_cases(project, images)
+    return project
+
+
+def uncertain(project, value: int, box: tuple[slice, ...]) -> np.ndarray:
+    """Probabilities: background everywhere, class ``value`` at p = 0.5 inside ``box`` (1 bit a voxel)."""
+    return blur_block(confident(np.zeros(SHAPE, np.uint8), project.config.schema.ignore_index), value, box)
+
+
+def test_the_estimate_prices_slices_looked_at_and_blobs_fixed_with_the_cost_model():
+    cost = CostModel()
+    liver = np.zeros(SHAPE, bool)
+    liver[2:8, 2:8, 3:6] = True  # one blob on each of 3 slices
+    liver[20:26, 20:26, 4] = True  # a second blob on slice 4
+    spleen = np.zeros(SHAPE, bool)
+    spleen[10:15, 10:15, 9:11] = True
+    estimate = estimate_correction({1: liver, 2: spleen}, 100.0, 2, cost)
+    assert (estimate.class_slices, estimate.strokes) == (3 + 2, 4 + 2)
+    assert estimate.slices == (3, 4, 5, 9, 10) and estimate.axis == 2
+    expected = cost.seconds_per_case + 5 * cost.seconds_per_reviewed_slice + 6 * cost.seconds_per_stroke
+    assert estimate.seconds == pytest.approx(expected) == pytest.approx(20 + 10 + 18)
+    assert estimate.gain_per_second == pytest.approx(100.0 / expected)
+    nothing = estimate_correction({}, 0.0, 2, cost)
+    assert nothing.seconds == cost.seconds_per_case and nothing.gain_per_second == 0.0
+
+
+def test_slice_regions_are_whole_slices_per_run():
+    boxes = slice_regions([7, 5, 6, 12], 2, SHAPE)
+    assert [(b.offset, b.size) for b in boxes] == [((0, 0, 5), (32, 32, 3)), ((0, 0, 12), (32, 32, 1))]
+    assert slice_regions([], 2, SHAPE) == ()
+
+
+def test_diversity_spreads_duplicates_and_weight_zero_orders_by_score():
+    profiles = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.0, 0.0]])
+    scores = np.array([3.0, 2.9, 2.0, 0.0])
+    assert [i for i, _ in select_diverse(scores, profiles, 0.0)] == [0, 1, 2, 3]
+    picks = select_diverse(scores, profiles, 0.5)
+    assert [i for i, _ in picks] == [0, 2, 1, 3]
+    adjusted = [a for _, a in picks]
+    assert adjusted == sorted(adjusted, reverse=True) and adjusted[0] == 3.0
+
+
+def test_a_cheap_uncertain_case_beats_a_costly_slightly_more_uncertain_one(project):
+    model = start_model(project)
+    # c0: 12 x 12 x 5 uncertain voxels on 5 slices (720 bits); c1: 7 x 7 x 16 on every slice (784 bits)
+    add_prediction(
+        project, "c0", uncertain(project, 1, (slice(2, 14), slice(2, 14), slice(5, 10))), model_id=model
+    )
+    add_prediction(
+        project, "c1", uncertain(project, 1, (slice(2, 9), slice(2, 9), slice(0, 16))), model_id=model
+    )
+    by_uncertainty = rank_cases(project, strategy="uncertainty", count=2, record=False)
+    assert [r.case_id for r in by_uncertainty] == ["c1", "c0"]
+    ranked = rank_cases(project, strategy="gain-per-cost", record=False)
+    assert [r.case_id for r in ranked] == ["c0", "c1", "c2", "c3"]  # unpredicted cases last, unscored
+    assert ranked[2].score is None and ranked[2].note == "no prediction"
+    cost = CostModel()
+    first = ranked[0]
+    assert first.detail["gain"] == pytest.approx(720.0, rel=1e-3)
+    assert first.detail["seconds"] == pytest.approx(cost.seconds_per_case + 5 * 2.0 + 5 * 3.0)
+    assert first.score == pytest.approx(720.0 / first.detail["seconds"], rel=1e-3)
+    assert first.detail["regions"] == [{"offset": [0, 0, 5], "size": [32, 32, 5]}]
+    assert first.classes == ("liver",)
+    assert [(b.offset, b.size) for b in flagged_regions(project, "c0")] == [((0, 0, 5), (32, 32, 5))]
+    assert flagged_regions(project, "c2") == ()
+
+
+def test_near_duplicates_are_spread_and_the_ranking_is_recorded(project):
+    model = start_model(project)
+    liver = (slice(2, 14), slice(2, 14), slice(5, 10))
+    add_prediction(project, "c0", uncertain(project, 1, liver), model_id=model)
+    add_prediction(project, "c1", uncertain(project, 1, liver), model_id=model)  # a near-duplicate of c0
+    add_prediction(
+        project, "c2", uncertain(project, 2, (slice(2, 12), slice(2, 12), slice(5, 10))), model_id=model
+    )
+    add_prediction(
+        project, "c3", uncertain(project, 3, (slice(2, 7), slice(2, 7), slice(2, 14))), model_id=model
+    )
+    candidates = list_candidate_cases(project)
+    plain = GainPerCostStrategy(diversity=0.0).rank(project, candidates, count=None, seed=0)
+    assert [r.case_id for r in plain] == ["c0", "c1", "c2", "c3"]
+    spread = rank_cases(project, strategy="gain-per-cost", count=3, author="me")
+    assert [r.case_id for r in spread] == ["c0", "c2", "c1"]
+    assert isinstance(STRATEGIES["gain-per-cost"], GainPerCostStrategy)
+    served = project.list_events("served")
+    assert served[-1].detail["strategy"] == "gain-per-cost"
+    assert project.list_ranking(served[-1].id)[1][:3] == [(r.rank, r.case_id, r.score) for r in spread]
