@@ -15,11 +15,21 @@ Parts (each prints its numbers; ``--only`` picks some):
 - ``predict``: seconds per volume of ``segloop.engine.infer.predict`` (probabilities, labels,
   entropy) vs plain MONAI producing the same outputs (``sliding_window_inference`` for 3D,
   ``SliceInferer`` for 2D) on the same model; ratio = MONAI / segloop (target >= 1.0).
+- ``ablation`` (not in the default parts): the accuracy ideas of the 2D config, each trained for
+  ``--minutes`` on ``--train-cases`` cases with every seed of ``--seeds`` (one subprocess a run,
+  seeds outer, ideas inner, so drift of the machine's load hits every idea alike), scored on the
+  4 validation cases by ``predict`` with the idea's TTA: a table of mean Dice (± half the range
+  over seeds), its change vs the baseline of the same run, Dice per organ and samples/s.
+  ``--ideas`` picks ideas (`IDEAS`); ``--config key=value`` (repeated; values JSON) adds one
+  idea named ``custom`` (an `InferConfig` key such as ``tta_flips=[1]`` sets its prediction).
+- ``precision`` (not in the default parts): training steps/s of the 2D UNet in float32, bfloat16
+  autocast and channels-last on the CPU (about 30 s).
 
 Run from the repository root (the CPU load of the machine is printed with every part, since
 other work on a shared machine slows every number down):
 
     .venv/bin/python benchmarks/engine.py [--only train,memory,throughput,predict] [--minutes 10]
+    .venv/bin/python benchmarks/engine.py --only ablation --minutes 12 --seeds 0,1 [--ideas a,b]
 """
 
 from __future__ import annotations
@@ -48,6 +58,25 @@ N_CLASSES = len(ORGANS) + 1
 # OpenKBP stores CT numbers as HU + 1024; soft-tissue window W400 / L40 HU in stored units.
 WINDOW = (400.0, 40.0 + 1024.0)
 PARTS = ("train", "memory", "throughput", "predict")
+EXTRA_PARTS = ("ablation", "precision")
+# OpenKBP's grids: array axis 1 runs right-left (RAS x; axis_of_plane(affine, "sagittal") == 1 for
+# every case), axis 2 is axial. Parotids: 3 right, 4 left.
+LATERAL_AXIS = 1
+PAROTIDS = (3, 4)
+_MIRROR = {"flip_axes": [LATERAL_AXIS], "lateral_axis": LATERAL_AXIS, "mirror_pairs": [list(PAROTIDS)]}
+#: idea -> TrainConfig changes (plus InferConfig keys) over `base_config`; "baseline" is the reference
+IDEAS: dict[str, dict] = {
+    "baseline": {},
+    "context1": {"context_slices": 1},
+    "context2": {"context_slices": 2},
+    "mirror": {**_MIRROR, "tta_flips": [LATERAL_AXIS]},
+    "mirror_train_only": _MIRROR,
+    "spatial": {"spatial_augmentation": 0.3},
+    "foreground0.9": {"foreground_ratio": 0.9},
+    "foreground0.33": {"foreground_ratio": 0.33},
+    "average3": {"average_last": 3},
+    "combined": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "spatial_augmentation": 0.3},
+}
 
 
 def load_load() -> str:
@@ -452,9 +481,189 @@ def part_predict(threads: int, out: Path, repeats: int = 7) -> None:
         )
 
 
+def split_changes(changes: dict) -> tuple[dict, dict]:
+    """An idea's changes as (TrainConfig changes, InferConfig fields), lists turned to tuples."""
+    from dataclasses import fields
+
+    from segloop.engine.config import InferConfig
+
+    def plain(value):
+        return tuple(plain(v) for v in value) if isinstance(value, list) else value
+
+    infer_keys = {f.name for f in fields(InferConfig)}
+    train = {k: plain(v) for k, v in changes.items() if k not in infer_keys}
+    infer = {k: plain(v) for k, v in changes.items() if k in infer_keys}
+    return train, infer
+
+
+def run_ablation(spec: dict) -> dict:
+    """Train one idea with one seed (in this process) and score the best model with ``predict``."""
+    from segloop.engine.config import InferConfig
+    from segloop.engine.infer import load_model, predict
+    from segloop.engine.train import train
+    from segloop.metrics import dice_per_class
+
+    train_changes, infer_changes = split_changes(spec["changes"])
+    config = base_config(2, spec["minutes"]).replace(
+        seed=spec["seed"], num_threads=spec["threads"], **train_changes
+    )
+    train_cases = [load_case(c, compress=True) for c in list_cases("train-pats")[: spec["train_cases"]]]
+    val_cases = [load_case(c, compress=True) for c in list_cases("validation-pats")]
+    checkpoint = Path(spec["out"]) / f"ablation_{spec['idea']}_{spec['seed']}.pt"
+    result = train(
+        config, train_cases, val_cases, n_classes=N_CLASSES, device="cpu", checkpoint_path=checkpoint
+    )
+    model = load_model(checkpoint, "cpu")
+    infer_config = InferConfig(batch_size=16, **infer_changes)
+    tick = time.perf_counter()
+    scores = []
+    for case in val_cases:
+        prediction = predict(
+            model.network, np.asarray(case.image), case.spacing, model.config, infer_config, device="cpu"
+        )
+        scores.append(dice_per_class(prediction.labels, np.asarray(case.labels), N_CLASSES))
+    per_organ = np.nanmean(np.asarray(scores), axis=0)
+    return {
+        "idea": spec["idea"],
+        "seed": spec["seed"],
+        "mean_dice": float(np.mean(per_organ)),
+        "dice": dict(zip(ORGANS, (float(v) for v in per_organ), strict=True)),
+        "validation_dice": result.best_metric,
+        "samples_per_s": result.samples_per_s,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "train_s": result.elapsed_s,
+        "predict_s_per_case": (time.perf_counter() - tick) / len(val_cases),
+        "load": os.getloadavg()[0],
+    }
+
+
+def summarize_ablation(rows: list[dict]) -> list[str]:
+    """The ablation table (markdown) from the runs' rows: one line per idea, baseline first."""
+    ideas = list(dict.fromkeys(row["idea"] for row in rows))
+    by_idea = {idea: [row for row in rows if row["idea"] == idea] for idea in ideas}
+
+    def mean(idea: str, key: str) -> float:
+        return float(np.mean([row[key] for row in by_idea[idea]]))
+
+    reference = "baseline" if "baseline" in by_idea else ideas[0]
+    header = "| idea | mean Dice ± half range | vs " + reference + " | " + " | ".join(ORGANS)
+    lines = [header + " | samples/s (vs) | epochs | seeds |", "|" + "---|" * (len(ORGANS) + 6)]
+    for idea in ideas:
+        dice = [row["mean_dice"] for row in by_idea[idea]]
+        organs = " | ".join(
+            f"{np.mean([row['dice'][organ] for row in by_idea[idea]]):.3f}" for organ in ORGANS
+        )
+        speed = mean(idea, "samples_per_s")
+        lines.append(
+            f"| {idea} | {np.mean(dice):.3f} ± {(max(dice) - min(dice)) / 2:.3f}"
+            f" | {np.mean(dice) - mean(reference, 'mean_dice'):+.3f} | {organs}"
+            f" | {speed:.1f} ({speed / mean(reference, 'samples_per_s'):.2f}x)"
+            f" | {mean(idea, 'epochs'):.1f} | {len(dice)} |"
+        )
+    return lines
+
+
+def part_ablation(args: argparse.Namespace, threads: int) -> None:
+    """Every idea x seed as a subprocess; the table at the end (and the rows as JSON lines)."""
+    ideas = {name: IDEAS[name] for name in args.ideas.split(",")} if args.ideas else dict(IDEAS)
+    if args.config:
+        ideas["custom"] = {
+            key: _json_value(value) for key, value in (item.split("=", 1) for item in args.config)
+        }
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(
+        f"== ablation: {len(ideas)} ideas x {len(seeds)} seeds, {args.minutes:g} min each on"
+        f" {args.train_cases} training cases, Dice on the 4 validation cases ({load_load()})",
+        flush=True,
+    )
+    rows = []
+    log = args.out / "ablation.jsonl"
+    for seed in seeds:
+        for idea, changes in ideas.items():
+            spec = {
+                "idea": idea,
+                "changes": changes,
+                "seed": seed,
+                "minutes": args.minutes,
+                "train_cases": args.train_cases,
+                "out": str(args.out),
+                "threads": threads,
+            }
+            completed = subprocess.run(
+                [sys.executable, __file__, "_ablation", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                text=True,
+                check=True,
+            )
+            row = json.loads(completed.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+            print(
+                f"  {idea} seed {seed}: mean Dice {row['mean_dice']:.3f} (validation during training"
+                f" {row['validation_dice']:.3f}), {row['samples_per_s']:.1f} samples/s,"
+                f" {row['epochs']} epochs, load {row['load']:.2f}",
+                flush=True,
+            )
+    print("\n".join(summarize_ablation(rows)))
+    print(f"  rows: {log} ({load_load()})")
+
+
+def _json_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def part_precision(threads: int, seconds: float = 6.0) -> None:
+    """Training steps/s of the 2D UNet: float32, bfloat16 autocast, channels-last (CPU)."""
+    import torch
+
+    from segloop.engine.losses import dice_ce_loss
+    from segloop.engine.networks import build_network
+
+    print(
+        f"== precision: 2D UNet training steps/s on the CPU, batch 16 of 80x80, {threads} thread(s)"
+        f" ({load_load()})"
+    )
+    torch.set_num_threads(threads)
+    images, labels = torch.rand(16, 1, 80, 80), torch.randint(0, N_CLASSES, (16, 80, 80))
+    variants = {"float32": (False, False), "bfloat16 autocast": (True, False), "channels-last": (False, True)}
+    variants["bfloat16 + channels-last"] = (True, True)
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(2):  # two interleaved rounds
+        for name, (bf16, channels_last) in variants.items():
+            torch.manual_seed(0)
+            network = build_network(base_config(2, 1.0), 1, N_CLASSES)
+            batch = images
+            if channels_last:
+                network, batch = (
+                    network.to(memory_format=torch.channels_last),
+                    images.to(memory_format=torch.channels_last),
+                )
+            optimizer = torch.optim.AdamW(network.parameters(), fused=True)
+            steps, tick = 0, time.perf_counter()
+            while time.perf_counter() - tick < seconds / 2 or steps < 3:
+                optimizer.zero_grad()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits = network(batch)
+                dice_ce_loss(logits, labels, ignore_index=N_CLASSES).backward()
+                optimizer.step()
+                steps += 1
+            rates[name].append(steps / (time.perf_counter() - tick))
+    base = max(rates["float32"])
+    for name, values in rates.items():
+        print(f"  {name}: {max(values):.2f} steps/s (best of 2; {max(values) / base:.2f}x float32)")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_memory":
         print(json.dumps(run_memory(int(sys.argv[2]))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_ablation":
+        print(json.dumps(run_ablation(json.loads(sys.argv[2]))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_train":
         dims, n_train, minutes, out = (
@@ -466,14 +675,33 @@ def main() -> None:
         print(json.dumps(run_training(dims, n_train, minutes, out, int(sys.argv[6]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to run")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts among {', '.join(PARTS + EXTRA_PARTS)}",
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
     parser.add_argument(
         "--runs", default="2x30,3x30,2x5,3x5", help="training runs as DIMSxCASES, comma-separated"
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/segloop-bench-engine"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: probe 1 vs 2)")
+    parser.add_argument("--seeds", default="0,1", help="ablation: comma-separated seeds")
+    parser.add_argument(
+        "--ideas", default="", help=f"ablation: comma-separated among {', '.join(IDEAS)} (all)"
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ablation: an idea 'custom' (repeat)",
+    )
+    parser.add_argument("--train-cases", type=int, default=30, help="ablation: training cases (5 or 30)")
     args = parser.parse_args()
+    unknown = sorted(set(args.ideas.split(",")) - set(IDEAS)) if args.ideas else []
+    if unknown:
+        parser.error(f"unknown ideas {', '.join(unknown)}: expected some of {', '.join(IDEAS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     parts = args.only.split(",")
     threads = args.threads or choose_threads()
@@ -487,6 +715,10 @@ def main() -> None:
         part_throughput(threads)
     if "predict" in parts:
         part_predict(threads, args.out)
+    if "precision" in parts:
+        part_precision(threads)
+    if "ablation" in parts:
+        part_ablation(args, threads)
 
 
 if __name__ == "__main__":
