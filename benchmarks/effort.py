@@ -2,26 +2,37 @@
 
 On OpenKBP (nnU-Net raw layout with ``cases.tsv``): the 30 ``train-pats`` cases are the pool the
 simulated annotator labels, the 4 ``validation-pats`` cases the test set every round's model is
-measured on. In one run:
+measured on. The effort is the simulated annotator's (`segloop.loop.simulate.CostModel`):
 
-(a) from scratch: contouring every slice of every organ of the pool (the cost model of
-    `segloop.loop.simulate`);
-(b) segloop with random selection and (c) with uncertainty ranking, each with continual and with
-    full training: a sparse start (7 contoured slices per organ + fill between) on a few cases,
-    then rounds of train → predict → rank → simulated corrections of the queue.
+(a) from scratch: contouring every slice of every organ of the pool;
+(b) segloop: a sparse start (7 contoured slices per organ + fill between) on ``--start`` cases
+    (a seeded draw from the pool), then rounds of train (``--minutes-per-round`` of CPU) →
+    predict → rank → simulated corrections of the ``--per-round`` queued cases.
 
-Prints a table per configuration and the headline (effort to reach a mean test Dice of 0.80, or
-the best reached, as a fraction of (a)); writes ``effort.csv`` and ``effort.png`` (test Dice vs
-cumulative effort) to ``--out``.
+Each run is a configuration ``strategy:mode:review`` and a seed: the ranking strategy
+(``gain-per-cost``, ``uncertainty`` = AbdomenAtlas, ``random``, ...), continual or full retraining
+(seed 002's comparison), and what the simulated person reviews of a queued case (``flagged``: the
+slices the ranking flagged, the version covering exactly those; ``whole``: every slice). A seed
+sets the start cases, the training seed and the random ranking; the same seed gives every
+configuration the same start (paired comparison).
 
-    .venv/bin/python benchmarks/effort.py --data ../shared/data/openkbp-headneck-ct [--rounds 4]
-        [--minutes-per-round 2] [--configs uncertainty:continual,random:continual,...]
+Prints per configuration and round the test Dice and cumulative effort (mean ± standard deviation
+over seeds, and % of (a)); then the Dice each configuration reaches within 5/10/15/20 % of the
+from-scratch effort (the last round whose effort fits), the targets of issue 15 (Dice >= 0.75 at
+<= 15 %; gain-per-cost above random by more than the seeds' spread at equal effort). Writes
+``effort.json`` (every round of every run, the load averages), ``effort.csv`` and ``effort.png``
+(Dice vs hours, mean and min-max band per configuration) to ``--out``. A finished run's
+``result.json`` is reused when the benchmark is run again with the same settings (``--fresh``: rerun).
+
+    .venv/bin/python benchmarks/effort.py                      # the full grid (hours: see --help)
+    nice -n 10 .venv/bin/python benchmarks/effort.py --quick   # smoke run: 2 rounds x 1 min, 1 seed
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import sys
@@ -33,7 +44,16 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ORGANS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
-TARGET_DICE = 0.80
+TARGET_DICE = 0.75
+TARGET_FRACTION = 0.15
+FRACTIONS = (0.05, 0.10, 0.15, 0.20)
+#: Every strategy on continual training with flagged review; the cost-aware one also with full
+#: retraining and with whole-case review (the two comparisons), each over the seeds.
+DEFAULT_CONFIGS = (
+    "gain-per-cost:continual:flagged,uncertainty:continual:flagged,random:continual:flagged,"
+    "gain-per-cost:full:flagged,gain-per-cost:continual:whole,random:continual:whole"
+)
+QUICK_CONFIGS = "gain-per-cost:continual:flagged,random:continual:whole"
 
 
 def read_split(data: Path) -> tuple[list[str], list[str]]:
@@ -45,12 +65,45 @@ def read_split(data: Path) -> tuple[list[str], list[str]]:
     return pool, test
 
 
-def run_config(args, strategy: str, mode: str, pool: list[str], test_data: dict, references: dict):
+def parse_configs(text: str) -> list[tuple[str, str, str]]:
+    """``strategy:mode:review`` triples (``review`` defaults to ``flagged``)."""
+    from segloop.loop.ranking import get_strategy
+    from segloop.loop.simulate import REVIEWS
+    from segloop.loop.training import MODES
+
+    configs = []
+    for part in text.split(","):
+        strategy, mode, review = ([*part.strip().split(":"), "flagged"])[:3]
+        get_strategy(strategy)
+        if mode not in MODES or review not in REVIEWS:
+            sys.exit(
+                f"error: configuration {part!r}: expected strategy:{'|'.join(MODES)}:{'|'.join(REVIEWS)}"
+            )
+        configs.append((strategy, mode, review))
+    return configs
+
+
+def run_one(
+    args, config: tuple[str, str, str], seed: int, pool: list[str], test_data: dict, references: dict
+):
+    """One configuration and seed in a fresh project: the rounds as dicts (reused when done before)."""
     from segloop.engine.config import TrainConfig
     from segloop.loop.cases import import_cases, init_project
+    from segloop.loop.ranking import order_random
     from segloop.loop.simulate import SimulatedAnnotator, run_simulated_loop
 
-    root = args.out / f"{strategy}-{mode}"
+    strategy, mode, review = config
+    root = args.out / f"{strategy}-{mode}-{review}-seed{seed}"
+    settings = {
+        "rounds": args.rounds, "minutes_per_round": args.minutes_per_round, "start": args.start,
+        "per_round": args.per_round, "pool": len(pool), "threads": args.threads,
+    }  # fmt: skip
+    saved = root / "result.json"
+    if saved.is_file() and not args.fresh:
+        result = json.loads(saved.read_text(encoding="utf-8"))
+        if result["settings"] == settings:
+            print(f"    reused {saved}", flush=True)
+            return result
     shutil.rmtree(root, ignore_errors=True)
     window = tuple(float(v) for v in args.window.split(","))
     project = init_project(
@@ -58,79 +111,160 @@ def run_config(args, strategy: str, mode: str, pool: list[str], test_data: dict,
     )
     import_cases(project, [args.data / "imagesTr" / f"{c}_0000.nii.gz" for c in pool], author="benchmark")
     annotator = SimulatedAnnotator({c: references[c] for c in pool})
-    config = TrainConfig(
+    train_config = TrainConfig(
         time_budget_min=args.minutes_per_round,
         epochs=None,
-        seed=args.seed,
+        seed=seed,
         window=window,
         slice_axis=2,
         patch_size=(80, 80),
         num_threads=args.threads or None,
     )
-    started = time.perf_counter()
-    results = run_simulated_loop(
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    rounds = run_simulated_loop(
         project,
         annotator,
-        config,
-        start_cases=pool[: args.start],
+        train_config,
+        start_cases=order_random(pool, seed)[: args.start],
         test_cases=test_data,
         rounds=args.rounds,
         corrections_per_round=args.per_round,
         mode=mode,
         strategy=strategy,
+        review=review,
+        seed=seed,
         on_step=lambda text: print(f"    {text}", flush=True),
     )
-    return results, time.perf_counter() - started
+    result = {
+        "config": list(config),
+        "seed": seed,
+        "settings": settings,
+        "minutes": (time.perf_counter() - started) / 60,
+        "load_average": [load, os.getloadavg()[0]],
+        "rounds": [
+            {
+                "round": r.round,
+                "hours": r.effort.hours,
+                "mean_test_dice": r.mean_test_dice,
+                "test_dice": r.test_dice,
+                "cases_by_source": r.cases_by_source,
+                "slices_reviewed": r.effort.slices_reviewed,
+                "cases_opened": r.effort.cases_opened,
+            }
+            for r in rounds
+        ],
+    }
+    saved.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
 
 
-def effort_to_reach(results, target: float) -> tuple[float, float, int]:
-    """(seconds, Dice, round) of the first round reaching ``target``, else of the best round."""
-    for item in results:
-        if item.mean_test_dice >= target:
-            return item.effort.seconds, item.mean_test_dice, item.round
-    best = max(results, key=lambda item: item.mean_test_dice)
-    return best.effort.seconds, best.mean_test_dice, best.round
+def dice_at(rounds: list[dict], hours: float) -> float:
+    """Test Dice of the last round whose cumulative effort is within ``hours`` (NaN: none is)."""
+    within = [r["mean_test_dice"] for r in rounds if r["hours"] <= hours]
+    return within[-1] if within else float("nan")
 
 
-def plot(curves: dict, manual_hours: float, path: Path) -> None:
+def mean_spread(values) -> tuple[float, float]:
+    """Mean and standard deviation (ddof 1; 0 for one value) of the finite values (NaN: none)."""
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    return float(finite.mean()), float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+
+
+def name_of(config) -> str:
+    return "{}:{}:{}".format(*config)
+
+
+def plot(runs: dict, manual_hours: float, path: Path) -> None:
+    """Mean test Dice vs mean cumulative hours per configuration, min-max band over seeds."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4.5))
+    figure = Figure(figsize=(8, 5))
     axes = figure.subplots()
-    for name, results in curves.items():
-        axes.plot(
-            [r.effort.hours for r in results], [r.mean_test_dice for r in results], marker="o", label=name
-        )
+    for name, results in runs.items():
+        count = min(len(r["rounds"]) for r in results)
+        hours = np.array([[r["rounds"][i]["hours"] for i in range(count)] for r in results])
+        dice = np.array([[r["rounds"][i]["mean_test_dice"] for i in range(count)] for r in results])
+        line = axes.plot(hours.mean(0), dice.mean(0), marker="o", label=f"{name} ({len(results)} seeds)")[0]
+        if len(results) > 1:
+            axes.fill_between(hours.mean(0), dice.min(0), dice.max(0), color=line.get_color(), alpha=0.15)
     axes.axhline(TARGET_DICE, color="grey", linestyle="--", linewidth=1, label=f"target Dice {TARGET_DICE}")
+    axes.axvline(TARGET_FRACTION * manual_hours, color="grey", linestyle=":", linewidth=1,
+                 label=f"{TARGET_FRACTION:.0%} of from scratch")  # fmt: skip
     axes.set(
         xlabel="cumulative simulated annotation effort (h)", ylabel="mean test Dice (4 cases)", ylim=(0, 1)
     )
     axes.set_title(f"OpenKBP: test Dice vs effort (from scratch: {manual_hours:.1f} h)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7)
     figure.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def summarize(runs: dict, manual_hours: float) -> dict:
+    """Dice at fixed fractions of the from-scratch effort per configuration, and the two targets."""
+    at_effort = {
+        name: {
+            f"{f:.2f}": mean_spread([dice_at(r["rounds"], f * manual_hours) for r in results])
+            for f in FRACTIONS
+        }
+        for name, results in runs.items()
+    }
+    targets = {}
+    key = f"{TARGET_FRACTION:.2f}"
+    for name, values in at_effort.items():
+        targets[name] = {"dice_at_target_effort": values[key], "reached": values[key][0] >= TARGET_DICE}
+    pairs = [(a, b) for a in runs for b in runs if a.startswith("gain-per-cost:") and b.startswith("random:")
+             and a.split(":")[1:] == b.split(":")[1:]]  # fmt: skip
+    comparisons = {}
+    for cost_aware, random in pairs:
+        rows = {}
+        for fraction in FRACTIONS:
+            (a, sa), (b, sb) = at_effort[cost_aware][f"{fraction:.2f}"], at_effort[random][f"{fraction:.2f}"]
+            rows[f"{fraction:.2f}"] = {
+                "difference": a - b,
+                "spread": max(sa, sb),
+                "beats": a - b > max(sa, sb),
+            }
+        comparisons[f"{cost_aware} vs {random}"] = rows
+    return {"at_effort": at_effort, "targets": targets, "comparisons": comparisons}
 
 
 def main() -> None:
     repo = Path(__file__).resolve().parents[1]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Duration: about runs x rounds x (minutes per round + 1-2 min of prediction and scoring); "
+        "the default grid (6 configurations x 3 seeds x 4 rounds x 5 min) takes about 9-10 h on 2 cores.",
+    )
     parser.add_argument("--data", type=Path, default=repo.parent / "shared" / "data" / "openkbp-headneck-ct")
     parser.add_argument("--out", type=Path, default=Path("/tmp/segloop-bench-effort"))
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--minutes-per-round", type=float, default=2.0)
+    parser.add_argument(
+        "--minutes-per-round", type=float, default=5.0, help="CPU minutes of training a round"
+    )
     parser.add_argument("--start", type=int, default=5, help="cases annotated sparsely before round 1")
     parser.add_argument("--per-round", type=int, default=5, help="cases corrected after each round")
     parser.add_argument(
-        "--configs",
-        default="uncertainty:continual,random:continual,uncertainty:full,random:full",
-        help="strategy:mode pairs, comma-separated",
+        "--pool", type=int, default=0, help="use only the first N train-pats cases (0: all 30)"
     )
+    parser.add_argument(
+        "--configs", default=DEFAULT_CONFIGS, help="strategy:mode:review triples, comma-separated"
+    )
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--window", default="400,1064", help="CT window in stored units (OpenKBP: HU + 1024)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true", help="rerun runs whose result.json exists")
+    quick = "smoke run: 2 rounds x 1 min, seed 0, a pool of 10, 3 cases a round, 2 configurations"
+    parser.add_argument("--quick", action="store_true", help=quick)
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.minutes_per_round, args.seeds, args.pool, args.per_round = 2, 1.0, "0", 10, 3
+        args.configs = QUICK_CONFIGS if args.configs == DEFAULT_CONFIGS else args.configs
     if not (args.data / "cases.tsv").is_file():
         sys.exit(f"error: {args.data} is not the OpenKBP folder (expected cases.tsv, imagesTr/, labelsTr/)")
+    configs = parse_configs(args.configs)
+    seeds = [int(s) for s in args.seeds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
 
     from segloop.core.geometry import axis_of_plane
@@ -138,7 +272,13 @@ def main() -> None:
     from segloop.loop.simulate import CostModel, Effort, manual_effort
 
     pool, test = read_split(args.data)
-    references = {c: np.asarray(read_volume(args.data / "labelsTr" / f"{c}.nii.gz").array) for c in pool}
+    pool = pool[: args.pool] if args.pool else pool
+    references, manual = {}, Effort()
+    for case_id in pool:
+        volume = read_volume(args.data / "labelsTr" / f"{case_id}.nii.gz")
+        references[case_id] = np.asarray(volume.array)
+        axis = axis_of_plane(volume.affine, "axial")
+        manual += manual_effort(references[case_id], range(1, len(ORGANS) + 1), axis, CostModel())
     test_data = {
         c: (
             read_volume(args.data / "imagesTr" / f"{c}_0000.nii.gz"),
@@ -146,57 +286,56 @@ def main() -> None:
         )
         for c in test
     }
-    manual = Effort()
-    for case_id, reference in references.items():
-        affine = read_volume(args.data / "labelsTr" / f"{case_id}.nii.gz").affine
-        manual += manual_effort(
-            reference, range(1, len(ORGANS) + 1), axis_of_plane(affine, "axial"), CostModel()
-        )
     print(
         f"(a) from scratch, {len(pool)} cases: {manual.hours:.1f} h"
         f" ({manual.slices_drawn} slices, {manual.contour_points} contour points)",
         flush=True,
     )
-    curves, rows = {}, []
-    for pair in args.configs.split(","):
-        strategy, mode = pair.split(":")
-        print(f"== {strategy} ranking, {mode} training ({os.getloadavg()[0]:.2f} load)", flush=True)
-        results, seconds = run_config(args, strategy, mode, pool, test_data, references)
-        curves[f"{strategy}, {mode}"] = results
-        for item in results:
-            rows.append(
-                [
-                    strategy,
-                    mode,
-                    item.round,
-                    f"{item.effort.hours:.3f}",
-                    f"{item.effort.seconds / manual.seconds:.4f}",
-                    f"{item.mean_test_dice:.4f}",
-                    ";".join(f"{k}={v:.3f}" for k, v in item.test_dice.items()),
-                ]
+    runs: dict[str, list[dict]] = {}
+    for config in configs:
+        for seed in seeds:
+            print(f"== {name_of(config)} seed {seed} (load {os.getloadavg()[0]:.2f})", flush=True)
+            runs.setdefault(name_of(config), []).append(
+                run_one(args, config, seed, pool, test_data, references)
             )
-            print(
-                f"  round {item.round}: test Dice {item.mean_test_dice:.3f}, effort {item.effort.hours:.2f} h"
-                f" = {item.effort.seconds / manual.seconds:.1%} of from scratch ({item.cases_by_source})",
-                flush=True,
-            )
-        print(f"  {seconds / 60:.1f} min", flush=True)
+    rows = []
+    print(f"\n{'configuration':<34} round  effort h (mean ± sd)   % of scratch  test Dice (mean ± sd)")
+    for name, results in runs.items():
+        for index in range(min(len(r["rounds"]) for r in results)):
+            hours = mean_spread([r["rounds"][index]["hours"] for r in results])
+            dice = mean_spread([r["rounds"][index]["mean_test_dice"] for r in results])
+            print(f"{name:<34} {index + 1:>5}  {hours[0]:6.2f} ± {hours[1]:5.2f}"
+                  f"       {hours[0] / manual.hours:10.1%}  {dice[0]:.3f} ± {dice[1]:.3f}")  # fmt: skip
+            fraction = hours[0] / manual.hours
+            rows.append([name, index + 1, f"{hours[0]:.3f}", f"{hours[1]:.3f}", f"{fraction:.4f}",
+                         f"{dice[0]:.4f}", f"{dice[1]:.4f}", len(results)])  # fmt: skip
+    summary = summarize(runs, manual.hours)
+    print(
+        f"\ntest Dice within a fraction of the from-scratch effort ({manual.hours:.1f} h),"
+        " mean ± sd over seeds:"
+    )
+    print(f"{'configuration':<34} " + "  ".join(f"{f:>12.0%}" for f in FRACTIONS))
+    for name, values in summary["at_effort"].items():
+        print(f"{name:<34} " + "  ".join(f"{m:6.3f} ± {s:.3f}" for m, s in values.values()))
+    print(f"\ntargets: test Dice >= {TARGET_DICE} at <= {TARGET_FRACTION:.0%} of the from-scratch effort")
+    for name, target in summary["targets"].items():
+        mean, spread = target["dice_at_target_effort"]
+        verdict = "reached" if target["reached"] else f"missed by {TARGET_DICE - mean:.3f}"
+        print(f"  {name}: {mean:.3f} ± {spread:.3f} ({verdict})")
+    for pair, values in summary["comparisons"].items():
+        print(f"  {pair}: " + ", ".join(
+            f"at {f}: {v['difference']:+.3f} (spread {v['spread']:.3f}{', beats' if v['beats'] else ''})"
+            for f, v in values.items()
+        ))  # fmt: skip
     with open(args.out / "effort.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            ["strategy", "mode", "round", "effort_h", "fraction_of_scratch", "mean_test_dice", "per_class"]
-        )
+        writer.writerow(["configuration", "round", "effort_h", "effort_h_sd", "fraction_of_scratch",
+                         "mean_test_dice", "mean_test_dice_sd", "seeds"])  # fmt: skip
         writer.writerows(rows)
-    plot(curves, manual.hours, args.out / "effort.png")
-    print(f"headline (target mean test Dice {TARGET_DICE}; from scratch {manual.hours:.1f} h):")
-    for name, results in curves.items():
-        seconds, dice, number = effort_to_reach(results, TARGET_DICE)
-        reached = "reached" if dice >= TARGET_DICE else "best reached"
-        print(
-            f"  {name}: {reached} Dice {dice:.3f} in round {number}"
-            f" at {seconds / manual.seconds:.1%} of the effort"
-        )
-    print(f"wrote {args.out / 'effort.csv'} and {args.out / 'effort.png'}")
+    report = {"manual_hours": manual.hours, "pool": len(pool), "runs": runs, **summary}
+    (args.out / "effort.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    plot(runs, manual.hours, args.out / "effort.png")
+    print(f"wrote {args.out / 'effort.json'}, {args.out / 'effort.csv'} and {args.out / 'effort.png'}")
 
 
 if __name__ == "__main__":

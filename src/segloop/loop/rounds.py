@@ -78,6 +78,7 @@ def run_round(
     mode: str = "continual",
     strategy: str = "uncertainty",
     n_next: int = 5,
+    seed: int = 0,
     include_pseudo: bool = False,
     device: str = "auto",
     author: str,
@@ -93,6 +94,7 @@ def run_round(
         mode: ``continual`` (start from the newest model; ``full`` in the first round) or ``full``.
         strategy: ranking strategy for the next corrections (see `segloop.loop.ranking`).
         n_next: how many cases the queue holds.
+        seed: the ranking's seed (the ``random`` strategy's permutation).
         include_pseudo: also learn from pseudo labels.
         device: ``auto``, ``cpu`` or ``cuda``.
         author: who runs it.
@@ -183,7 +185,7 @@ def run_round(
             project.record_round_stage(number, "evaluate", stages["evaluate"])
 
         if "rank" not in stages:
-            ranked = rank_cases(project, strategy=strategy, count=n_next, author=author)
+            ranked = rank_cases(project, strategy=strategy, count=n_next, seed=seed, author=author)
             queue = project.root / "rounds" / str(number) / "priority.csv"
             write_priority_csv(ranked, queue, overwrite=True)
             step("rank", f"ranked the next {len(ranked)} cases to correct ({strategy}): {queue}")

@@ -435,6 +435,7 @@ def run_simulated_loop(
     mode: str = "continual",
     strategy: str = "uncertainty",
     review: str = "whole",
+    seed: int = 0,
     slices_per_class: int = 7,
     device: str = "auto",
     on_step: Callable[[str], None] = lambda _: None,
@@ -458,6 +459,7 @@ def run_simulated_loop(
         review: ``whole`` (every slice of every open class of a queued case) or ``flagged`` (only
             the slices the ranking flagged: the queue's ``regions``, else
             `segloop.loop.ranking.flagged_regions`; a case with nothing flagged is skipped).
+        seed: round ``i`` (from 0) ranks with seed ``1000 * seed + i`` (the ``random`` strategy).
         slices_per_class: contoured slices per class of a sparse start.
         device: ``auto``, ``cpu`` or ``cuda``.
         on_step: receives one line per step.
@@ -481,6 +483,7 @@ def run_simulated_loop(
             mode=mode,
             strategy=strategy,
             n_next=corrections_per_round,
+            seed=1000 * seed + index,
             device=device,
             author=annotator.author,
             on_step=on_step,
