@@ -69,3 +69,18 @@ def test_nothing_flagged_is_not_opened_and_an_unknown_review_is_refused(tmp_path
             review="some",
         )  # fmt: skip
     assert project.list_label_versions("c0") == []  # refused before the sparse start
+
+
+def test_segloop_simulate_correct_reviews_the_flagged_slices(tmp_path, run_cli):
+    from segloop.io import write_volume
+    from segloop.synthetic import make_ct_phantom
+
+    project, _ = predicted_project(tmp_path, "cli")
+    reference = write_volume(make_ct_phantom(SHAPE, seed=0).labels, tmp_path / "reference.nii.gz")
+    result = run_cli("simulate", project.root, "c0", "correct", "--reference", reference)
+    assert result.code == 0, result.err
+    assert "c0: reviewed 1 runs of flagged slices" in result.out and "5 corrected" in result.out
+    versions = [v for v in project.list_label_versions("c0") if v.source == "revised"]
+    assert len(versions) == 4 and all(v.params["coverage"][0]["offset"] == [0, 0, 8] for v in versions)
+    refused = run_cli("simulate", project.root, "c0", "correct", "--reference", reference, "--review", "all")
+    assert refused.code != 0 and "unknown review 'all': expected one of whole, flagged" in refused.err

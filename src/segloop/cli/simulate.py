@@ -1,8 +1,10 @@
-"""`segloop simulate PROJECT CASE slices|scribbles OUT`: a person's drawing, made from a reference label.
+"""`segloop simulate PROJECT CASE slices|scribbles OUT | correct`: a person's work, from a reference.
 
 Stand-ins for a person's strokes when trying the labeling tools (or a recipe) on data that has a
 reference: the file written is what ``segloop segment CASE interpolate --slices`` or ``grow --seeds``
-reads. The reference is read, never stored in the project.
+reads. ``correct`` plays the person correcting the case's current label (the flagged slices first,
+or the whole case) and stores the ``revised`` versions, with what it cost. The reference is read,
+never stored in the project.
 """
 
 from __future__ import annotations
@@ -97,3 +99,34 @@ def scribbles(
 ) -> None:
     """Strokes inside each class, a background ring around them (input of `segment CASE grow`)."""
     _draw(context, "scribbles", out, reference, values, force, count=count, plane=axis)
+
+
+@app.command()
+def correct(
+    context: typer.Context,
+    reference: ReferenceOption,
+    values: ValuesOption = None,
+    review: Annotated[
+        str,
+        typer.Option(help="flagged: the slices the ranking flags (needs a prediction); whole: every slice."),
+    ] = "flagged",
+) -> None:
+    """Correct the case's open classes as a person would, and say what it cost (simulated seconds)."""
+    from segloop.cli.output import console
+    from segloop.exchange.values import parse_value_map
+    from segloop.loop.simulate import simulate_review
+    from segloop.loop.strokes import read_reference
+
+    project, case_id = context.obj
+    value_map = parse_value_map(values, project.config.schema) if values is not None else None
+    truth = read_reference(project, case_id, reference, value_map)
+    effort, region = simulate_review(project, case_id, truth, review=review)
+    if region is not None and not region:
+        console.print(f"{case_id}: nothing flagged, nothing reviewed")
+        return
+    where = "the whole case" if region is None else f"{len(region)} runs of flagged slices"
+    console.print(
+        f"{case_id}: reviewed {where}: {effort.slices_reviewed} class slices looked at,"
+        f" {effort.slices_corrected} corrected with {effort.strokes} strokes"
+        f" ({effort.voxels_changed} voxels), {effort.seconds:.0f} s of simulated work"
+    )

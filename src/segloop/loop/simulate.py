@@ -31,7 +31,7 @@ from scipy import ndimage
 from segloop.core.corrections import PatchBox, coverage_mask
 from segloop.core.geometry import axis_of_plane
 from segloop.core.volume import Volume
-from segloop.errors import InvalidInputError
+from segloop.errors import InvalidInputError, NotFoundError
 from segloop.loop import corrections, tools
 from segloop.loop.labels import compute_effective_label
 from segloop.segment.contours import make_polygon_document, mask_to_polygons
@@ -47,6 +47,7 @@ __all__ = [
     "manual_effort",
     "run_simulated_loop",
     "score_test_cases",
+    "simulate_review",
 ]
 
 
@@ -372,6 +373,53 @@ class SimulatedAnnotator:
 
 
 REVIEWS = ("whole", "flagged")
+
+
+def simulate_review(
+    project: Project,
+    case_id: str,
+    reference: np.ndarray,
+    *,
+    review: str = "flagged",
+    cost: CostModel | None = None,
+    author: str = "simulated-annotator",
+) -> tuple[Effort, tuple[PatchBox, ...] | None]:
+    """A simulated person corrects one case from a reference: the flagged slices, or all of it.
+
+    Args:
+        project: the open project.
+        case_id: the case (``flagged`` needs its stored prediction: `segloop predict`).
+        reference: ``(I, J, K)`` reference labels in schema values (never stored).
+        review: ``flagged`` (the slices `segloop.loop.ranking.flagged_regions` names) or ``whole``.
+        cost: the cost model (default `CostModel`).
+        author: recorded on the versions.
+
+    Returns:
+        The effort and the reviewed region (None: the whole case; empty: nothing was flagged,
+        nothing stored).
+
+    Raises:
+        InvalidInputError: an unknown review, or every class of the case is decided by a person.
+        NotFoundError: ``flagged`` for a case without a stored prediction.
+    """
+    from segloop.loop.ranking import flagged_regions, list_candidate_cases
+
+    if review not in REVIEWS:
+        msg = f"unknown review {review!r}: expected one of {', '.join(REVIEWS)}"
+        raise InvalidInputError(msg)
+    classes = dict(list_candidate_cases(project)).get(case_id)
+    if not classes:
+        project.get_case(case_id)  # an unknown case says so
+        msg = f"every class of case {case_id!r} is decided by a person: expected a case with open classes"
+        raise InvalidInputError(msg)
+    region = None
+    if review == "flagged":
+        if not project.list_predictions(case_id):
+            msg = f"case {case_id!r} has no stored prediction to flag slices in: run `segloop predict` first"
+            raise NotFoundError(msg)
+        region = flagged_regions(project, case_id, classes=classes)
+    annotator = SimulatedAnnotator({case_id: reference}, cost=cost or CostModel(), author=author)
+    return annotator.review_case(project, case_id, classes, region=region), region
 
 
 @dataclass(frozen=True)
