@@ -217,3 +217,14 @@ def test_an_empty_postgresql_database_named_for_a_sqlite_project_says_how_to_mig
     result = run_cli("status", project.root)
     assert result.code == 1 and "holds no segloop project" in result.err, result.err
     assert f"segloop migrate {project.root} --to URL" in result.err and result.err.count("\n") == 1
+
+
+def test_a_server_that_goes_away_mid_command_is_one_line():
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from segloop.cli.main import environment_failure
+
+    gone = psycopg.OperationalError("server closed the connection\n\tThis probably means")
+    line = environment_failure(OperationalError("SELECT 1", {}, gone))
+    assert line == "the project database cannot be used (server closed the connection This probably means)"

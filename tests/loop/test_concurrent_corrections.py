@@ -61,7 +61,7 @@ def _segloop(barrier, results, args) -> None:
 
     sys.argv = ["segloop", *map(str, args)]
     err = io.StringIO()
-    barrier.wait()
+    barrier.wait(timeout=120)
     code = 0
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -79,10 +79,13 @@ def run_at_once(*commands: list) -> list[tuple[int, str]]:
     processes = [context.Process(target=_segloop, args=(barrier, results, args)) for args in commands]
     for process in processes:
         process.start()
-    found = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-    return found
+    try:
+        return [results.get(timeout=120) for _ in processes]
+    finally:  # a process that never reports fails the test instead of hanging the session
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
 
 
 def revised(project: Project, case_id: str | None = None) -> list:

@@ -64,6 +64,8 @@ def test_a_second_writer_waits_and_then_sees_the_first(tmp_path):
                 assert second.is_alive()
                 time.sleep(0.01)
     second.join(timeout=60)
+    with project.engine.connect() as connection:  # a writer never waits forever (SQLite: busy timeout)
+        assert connection.execute(text("SHOW lock_timeout")).scalar() == "1min"
     seen = sorted(event.detail["seen"] for event in project.list_events("probe"))
     assert seen == [0, 1]  # before (READ COMMITTED alone): [0, 0], the second check missed the first write
 

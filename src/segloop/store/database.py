@@ -95,6 +95,9 @@ WRITE_LOCK_KEY = 0x5E6100B5
 #: Seconds a PostgreSQL connection attempt may take before "unreachable" (unless the URL says).
 CONNECT_TIMEOUT_S = 10
 
+#: Milliseconds a writer waits for another's write transaction before it fails (both engines).
+LOCK_TIMEOUT_MS = 60_000
+
 metadata = MetaData()
 
 schema_info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
@@ -579,7 +582,7 @@ def _configure_sqlite(engine: Engine, *, read_only: bool) -> None:
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 60000")
+        cursor.execute(f"PRAGMA busy_timeout = {LOCK_TIMEOUT_MS}")
         if not read_only:
             cursor.execute("PRAGMA journal_mode = WAL")  # a no-op once the file is in WAL mode
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -611,10 +614,11 @@ def _configure_postgresql(engine: Engine) -> None:
 
 
 def _engine_options(url: URL) -> dict[str, object]:
-    """`create_engine` arguments of ``url``'s engine (PostgreSQL: UTC sessions, a connect timeout)."""
+    """`create_engine` arguments of ``url``'s engine (PostgreSQL: UTC sessions, a connect timeout,
+    and a writer waits for the write lock at most `LOCK_TIMEOUT_MS`, as SQLite's busy timeout)."""
     if url.get_backend_name() != "postgresql":
         return {}
-    connect_args: dict[str, object] = {"options": "-c timezone=UTC"}
+    connect_args: dict[str, object] = {"options": f"-c timezone=UTC -c lock_timeout={LOCK_TIMEOUT_MS}"}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
     return {"connect_args": connect_args, "pool_pre_ping": True}
