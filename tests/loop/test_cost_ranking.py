@@ -53,6 +53,10 @@ def test_the_estimate_prices_slices_looked_at_and_blobs_fixed_with_the_cost_mode
     expected = cost.seconds_per_case + 5 * cost.seconds_per_reviewed_slice + 6 * cost.seconds_per_stroke
     assert estimate.seconds == pytest.approx(expected) == pytest.approx(20 + 10 + 18)
     assert estimate.gain_per_second == pytest.approx(100.0 / expected)
+    predicted = np.zeros(SHAPE, bool)
+    predicted[10:20, 10:20, 2:6] = True  # a confident kidney, also on the flagged slices 3-5
+    with_kidney = estimate_correction({1: liver, 2: spleen}, 100.0, 2, cost, {3: predicted, 2: spleen})
+    assert (with_kidney.class_slices, with_kidney.strokes) == (3 + 2 + 3, 4 + 2)
     nothing = estimate_correction({}, 0.0, 2, cost)
     assert nothing.seconds == cost.seconds_per_case and nothing.gain_per_second == 0.0
 

@@ -7,7 +7,7 @@ import pytest
 
 from segloop.errors import InvalidInputError
 from segloop.loop.labels import compute_effective_label
-from segloop.loop.ranking import flagged_regions
+from segloop.loop.ranking import estimate_case, flagged_regions
 from segloop.loop.simulate import CostModel, SimulatedAnnotator, run_simulated_loop
 from segloop.synthetic import PHANTOM_CLASSES
 from tests.loop.test_ranking import add_prediction, confident, start_model
@@ -33,6 +33,7 @@ def test_flagged_review_covers_the_flagged_slices_fixes_them_and_costs_less(tmp_
     project, references = predicted_project(tmp_path, "flagged")
     truth = references["c0"]
     region = flagged_regions(project, "c0")
+    expected = estimate_case(project, "c0")[0]
     assert [(b.offset, b.size) for b in region] == [((0, 0, 8), (SHAPE[0], SHAPE[1], 5))]
     annotator = SimulatedAnnotator(references)
     effort = annotator.review_case(project, "c0", PHANTOM_CLASSES, region=region)
@@ -51,6 +52,10 @@ def test_flagged_review_covers_the_flagged_slices_fixes_them_and_costs_less(tmp_
         + sum(present.values()) * cost.seconds_per_reviewed_slice
         + 5 * cost.seconds_per_stroke
     )
+
+    # the ranking's estimate counts what the simulated person spends (the same cost model)
+    assert (expected.class_slices, expected.strokes) == (effort.slices_reviewed, effort.strokes)
+    assert expected.seconds == pytest.approx(effort.seconds)
 
     whole_project, _ = predicted_project(tmp_path, "whole")
     whole = SimulatedAnnotator(references).review_case(whole_project, "c0", PHANTOM_CLASSES)

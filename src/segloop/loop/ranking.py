@@ -641,19 +641,24 @@ def estimate_correction(
     gain: float,
     axis: int,
     cost: CostModel,
+    predicted_by_class: Mapping[int, np.ndarray] | None = None,
 ) -> CorrectionEstimate:
-    """Price the review of a case's flagged voxels with the simulated annotator's `CostModel`.
+    """Price the review of a case's flagged slices with the simulated annotator's `CostModel`.
 
-    The person opens the case once (``seconds_per_case``), looks at each class on each slice where
-    it is flagged (``seconds_per_reviewed_slice``), and fixes each flagged blob with one stroke
-    (``seconds_per_stroke``): an upper bound, as a flagged blob may turn out right. The same
-    constants price what `SimulatedAnnotator` really does, so ranking and simulation count alike.
+    The person opens the case once (``seconds_per_case``), goes to each slice where some class is
+    flagged and there looks at each class predicted or flagged on it (``seconds_per_reviewed_slice``
+    per class and slice, as `segloop.loop.simulate.SimulatedAnnotator` counts a flagged review),
+    and fixes each flagged blob with one stroke (``seconds_per_stroke``): an upper bound, as a
+    flagged blob may turn out right. The same constants price what the simulated person really
+    does, so ranking and simulation count alike.
 
     Args:
         flagged_by_class: class value -> ``(I, J, K)`` bool flagged voxels of that class.
         gain: the case's attention (`CaseAttention` attention summed over classes).
         axis: the voxel axis a person scrolls along.
         cost: the cost model.
+        predicted_by_class: class value -> ``(I, J, K)`` bool voxels predicted as that class (the
+            classes a person also checks on a flagged slice), or None (flagged classes only).
 
     Examples:
         >>> f = np.zeros((8, 8, 4), bool); f[1:3, 1:3, 1] = True; f[5:7, 5:7, 1] = True
@@ -666,20 +671,23 @@ def estimate_correction(
     index[axis] = 1
     structure[tuple(index)] = True
     other = tuple(a for a in range(3) if a != axis)
-    class_slices, strokes, union = 0, 0, set()
-    for flagged in flagged_by_class.values():
-        present = np.flatnonzero(flagged.any(axis=other))
-        if present.size == 0:
-            continue
-        class_slices += int(present.size)
+    strokes = 0
+    on_slices: dict[int, np.ndarray] = {}  # class value -> (slices,) bool: the class shows there
+    for value, flagged in flagged_by_class.items():
+        on_slices[value] = flagged.any(axis=other)
         strokes += int(ndimage.label(flagged, structure=structure)[1])
-        union.update(present.tolist())
+    union = np.logical_or.reduce(list(on_slices.values())) if on_slices else np.zeros(0, bool)
+    for value, predicted in (predicted_by_class or {}).items():
+        shown = predicted.any(axis=other)
+        on_slices[value] = shown if value not in on_slices else on_slices[value] | shown
+    class_slices = sum(int(np.sum(shown & union)) for shown in on_slices.values()) if union.any() else 0
     seconds = (
         cost.seconds_per_case
         + class_slices * cost.seconds_per_reviewed_slice
         + strokes * cost.seconds_per_stroke
     )
-    return CorrectionEstimate(float(gain), float(seconds), class_slices, strokes, tuple(sorted(union)), axis)
+    slices = tuple(int(k) for k in np.flatnonzero(union))
+    return CorrectionEstimate(float(gain), float(seconds), class_slices, strokes, slices, axis)
 
 
 def slice_regions(slices: Sequence[int], axis: int, shape: Sequence[int]) -> tuple[PatchBox, ...]:
@@ -749,7 +757,8 @@ def estimate_case(
     """A case's `CorrectionEstimate` from its stored predictions, or None if it has none.
 
     Each class's flagged voxels come from `compute_attention` (the ``uncertainty`` strategy's
-    maps), one class at a time so that each is priced on its own slices.
+    maps), one class at a time so that each blob is priced; the newest prediction's argmax says
+    which other classes a person checks on the flagged slices.
 
     Returns:
         ``(estimate, class scores most attention first, newest model id)``.
@@ -767,7 +776,9 @@ def estimate_case(
             flagged_by_class[value] = attention.flagged
     scores.sort(key=lambda c: (-c.attention, -c.entropy_mass, c.value))
     gain = sum(c.attention for c in scores)
-    estimate = estimate_correction(flagged_by_class, gain, axis, cost or CostModel())
+    predicted = np.argmax(arrays[0], axis=0) if flagged_by_class else None
+    shown = {value: predicted == value for value in values} if predicted is not None else None
+    estimate = estimate_correction(flagged_by_class, gain, axis, cost or CostModel(), shown)
     return estimate, tuple(scores), model_id
 
 
