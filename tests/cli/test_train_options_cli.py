@@ -126,3 +126,29 @@ def test_correct_stores_the_reviewed_slices_as_the_versions_coverage(run_cli, pr
     assert version.params["coverage"] == [{"offset": [0, 0, 5], "size": [32, 32, 3], "border_voxels": 0}]
     outside = run_cli("correct", project.root, "c0", "--add", add, "--reviewed-box", "0:32,0:32,0:99")
     assert outside.code == 1 and outside.err.count("\n") == 1 and "0 <= a < b <= 16" in outside.err
+
+
+def test_mirror_flips_along_the_left_right_axis_and_swaps_the_schemas_pairs(run_cli, project, captured):
+    from dataclasses import replace
+
+    from segloop.core.labels import LabelSchema
+    from segloop.store.config import CONFIG_NAME, write_config
+
+    schema = LabelSchema.from_names(project.config.schema.names, pairs=[("kidney_left", "kidney_right")])
+    write_config(replace(project.config, schema=schema), project.root / CONFIG_NAME, overwrite=True)
+    run_cli("train", project.root, "--mirror", "--context-slices", "1")
+    [call] = captured
+    config = call["config"]
+    # the phantoms' affine is diagonal: voxel axis 0 runs along RAS x, left-right
+    assert (config.flip_axes, config.lateral_axis, config.context_slices) == ((0,), 0, 1)
+    assert config.mirror_pairs == ((3, 4),)
+
+
+def test_mirror_on_a_project_without_cases_is_one_line(tmp_path):
+    from segloop.errors import NotFoundError
+    from segloop.loop.cases import init_project
+    from segloop.loop.training import train_config
+
+    empty = init_project(tmp_path / "empty", ("liver",))
+    with pytest.raises(NotFoundError, match="no case yet"):
+        train_config(empty, mirror=True)

@@ -433,6 +433,17 @@ def train_command(
     batch_size: BatchSizeOption = None,
     network: NetworkOption = None,
     features: FeaturesOption = None,
+    context_slices: Annotated[
+        int | None,
+        typer.Option(help="2D: also give the network K neighbouring slices on each side (2.5D; default 0)."),
+    ] = None,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror",
+            help="Flip training samples left-right, swapping the classes paired in segloop.toml.",
+        ),
+    ] = False,
     nproc: Annotated[
         int,
         typer.Option(
@@ -463,7 +474,12 @@ def train_command(
         dims, epochs, minutes, seed, window, val_cases, patch_size=patch_size, batch_size=batch_size,
         slice_axis=slice_axis,
     )  # fmt: skip
-    settings |= {"network": network, "features": parse_features(features) if features else None}
+    settings |= {
+        "network": network,
+        "features": parse_features(features) if features else None,
+        "context_slices": context_slices,
+        "mirror": mirror or None,
+    }
     run_settings = {
         "include_pseudo": include_pseudo,
         "pseudo_entropy": pseudo_entropy,

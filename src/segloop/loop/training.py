@@ -264,7 +264,8 @@ def train_config(project: Project, **settings: Any) -> Any:
     Args:
         project: the open project.
         **settings: `TrainConfig` fields; a None value means "not given". ``window`` may be
-            ``"WIDTH,LEVEL"`` or a pair; ``validation_case_ids`` any sequence of case ids.
+            ``"WIDTH,LEVEL"`` or a pair; ``validation_case_ids`` any sequence of case ids;
+            ``mirror=True`` adds `mirror_settings` (left-right flips swapping the schema's pairs).
 
     Raises:
         InvalidInputError: an unknown field or an invalid value.
@@ -272,6 +273,7 @@ def train_config(project: Project, **settings: Any) -> Any:
     from segloop.engine.config import NETWORK_DEFAULTS, TrainConfig
 
     given = _normalize_settings({k: v for k, v in settings.items() if v is not None})
+    mirror = bool(given.pop("mirror", False))
     unknown = sorted(set(given) - set(TrainConfig.__dataclass_fields__))
     if unknown:
         msg = f"unknown training settings {', '.join(unknown)}: expected fields of TrainConfig"
@@ -283,7 +285,32 @@ def train_config(project: Project, **settings: Any) -> Any:
     stored_window = project.config.defaults.get("window")
     if stored_window:
         base["window"] = parse_window(stored_window)
+    if mirror:
+        base |= mirror_settings(project)
     return TrainConfig(**{**base, **given})
+
+
+def mirror_settings(project: Project) -> dict[str, Any]:
+    """`TrainConfig` fields that mirror training samples left-right, swapping the schema's pairs.
+
+    The left-right axis is the voxel axis closest to the sagittal plane's normal on most cases
+    (`segloop.core.geometry.axis_of_plane`); a schema without ``pair`` entries mirrors the image
+    and keeps every class (right for midline organs only: declare left/right classes as pairs).
+
+    Raises:
+        NotFoundError: the project has no case to find the left-right axis on.
+    """
+    affines = [np.asarray(case.affine) for case in project.list_cases()]
+    if not affines:
+        msg = "mirroring needs the left-right axis of the cases: the project has no case yet"
+        raise NotFoundError(msg)
+    axes = Counter(axis_of_plane(affine, "sagittal") for affine in affines)
+    lateral = axes.most_common(1)[0][0]
+    return {
+        "flip_axes": (lateral,),
+        "lateral_axis": lateral,
+        "mirror_pairs": project.config.schema.pair_indices(),
+    }
 
 
 def _normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -574,6 +601,8 @@ def run_setting_differences(record: ModelRecord, asked: Mapping[str, Any]) -> li
                 continue
         elif name == "init_weights":
             theirs, value = record.config.get("init_weights"), str(value)
+        elif name == "mirror":  # `mirror_settings`: flips along the recorded left-right axis
+            theirs = record.config.get("lateral_axis") in (record.config.get("flip_axes") or ())
         elif name == "include_pseudo":  # a run recorded before the policies stored a flag
             theirs, value = pseudo_policy(record.config.get(name)), pseudo_policy(value)
         else:
