@@ -930,7 +930,9 @@ def rank_cases(
         count: how many to return (None: all candidates).
         seed: the ``random`` strategy's seed.
         record: log a ``served`` event with the returned cases (``cases``) and record the whole
-            ranking with it (`Project.record_ranking`), which dashboards show.
+            ranking with it (`Project.record_ranking`), which dashboards show and
+            `segloop.loop.review.serve_next_case` serves from; the event's ``newest`` holds the
+            newest row ids stored before the ranking began (`Project.find_newest_ids`).
         author: who asked (the event's actor).
 
     Returns:
@@ -949,10 +951,11 @@ def rank_cases(
     if not project.count_cases():
         msg = f"no case in project {project.root.name}: add images first"
         raise NotFoundError(msg)
+    newest = project.find_newest_ids()  # before ranking: what is stored meanwhile counts as newer
     ranking = chosen.rank(project, list_candidate_cases(project), count=None, seed=seed)
     ranked = ranking[:count] if count is not None else ranking
     if record and ranked:
-        detail = {"cases": [r.case_id for r in ranked], "strategy": strategy, "seed": seed}
+        detail = {"cases": [r.case_id for r in ranked], "strategy": strategy, "seed": seed, "newest": newest}
         project.record_ranking(author, detail, [(r.case_id, r.score) for r in ranking])
     return ranked
 

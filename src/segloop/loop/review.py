@@ -7,6 +7,9 @@ Shared by every face that puts a case in front of a person (the server's editor,
 - `read_latest_ranking`: rank and score of each case in the newest recorded ranking (the ranking
   `segloop.loop.ranking.rank_cases` records with its ``served`` event), so that a list of cases
   shows them without ranking again;
+- `serve_next_case`: the case most worth correcting now, from the newest recorded ranking of a
+  strategy while it is fresh (ranking anew only when it is not), skipping the cases people
+  corrected since and, if others remain, those someone else is editing;
 - `list_versions_since`: what was stored after the version a person worked from (a conflict's
   explanation);
 - `approve_label`: store the effective label, as shown, as the human revision of some classes.
@@ -14,20 +17,24 @@ Shared by every face that puts a case in front of a person (the server's editor,
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from segloop.core.assembly import value_mask
 from segloop.core.geometry import axis_of_plane
+from segloop.core.provenance import REFERENCE_SOURCES
 from segloop.errors import NotFoundError
 from segloop.loop.corrections import CorrectionResult, apply_label
 from segloop.loop.labels import count_voxels, editable_label
+from segloop.loop.ranking import get_strategy, rank_cases
 from segloop.store import LabelVersionRecord, Project
 
 __all__ = [
+    "NextCase",
     "RankedEntry",
     "SliceIndex",
     "approve_label",
@@ -35,6 +42,7 @@ __all__ = [
     "most_uncertain_slice",
     "ranking_strategy",
     "read_latest_ranking",
+    "serve_next_case",
 ]
 
 
@@ -117,6 +125,143 @@ def ranking_strategy(project: Project, event_id: int) -> str:
     """The strategy that made the ranking recorded with the ``served`` event ``event_id`` ("" if unknown)."""
     found = project.find_event(event_id)
     return "" if found is None else str(found.detail.get("strategy", ""))
+
+
+@dataclass(frozen=True)
+class NextCase:
+    """The case `serve_next_case` hands to a person.
+
+    Attributes:
+        case_id: the case.
+        classes: its classes no person decided (attention order when just ranked by
+            ``uncertainty``, else schema order).
+        rank: its place in the ranking it came from (1: first; larger when cases before it were
+            corrected since, or are being edited).
+        score: the strategy's score (None: no score, or no prediction).
+        strategy: the strategy of the ranking.
+        ranking: the ``served`` event that recorded that ranking.
+        ranked_now: whether this call ranked the candidates (False: served from a recorded ranking).
+    """
+
+    case_id: str
+    classes: tuple[str, ...]
+    rank: int
+    score: float | None
+    strategy: str
+    ranking: int
+    ranked_now: bool
+
+
+#: Strategies whose order follows what was served (``least-recent``): a case served after their
+#: ranking was recorded counts as moved to its end, so repeated requests rotate without ranking.
+SERVED_ORDER_STRATEGIES = frozenset({"least-recent"})
+
+#: How many entries of a recorded ranking are read at a time while looking for an open one.
+_ENTRY_PAGE = 256
+
+
+def serve_next_case(
+    project: Project,
+    *,
+    strategy: str = "uncertainty",
+    author: str = "unknown",
+    avoid: Collection[str] = (),
+    refresh: bool = False,
+) -> NextCase | None:
+    """The case most worth correcting now, logged as served (``served`` event, like `segloop next`).
+
+    Ranking every candidate reads every prediction (seconds at 100,000 cases), so the case comes
+    from the newest ranking recorded for ``strategy`` (by `segloop.loop.ranking.rank_cases` with
+    ``record``: a round, `segloop rank`/`next`, or an earlier call of this function) while it is
+    fresh. Freshness rule (row ids, not clocks): a recorded ranking is stale once a case or a
+    prediction was stored after its ranking began (a new model's predictions, `segloop add`), and
+    unusable when it predates this rule (no ``newest`` ids). From a fresh ranking it serves the
+    first entry that no ``original`` or ``revised`` label version was stored for since (a
+    correction, an approval, a merged patch: the person's work changes what is left) and, for
+    `SERVED_ORDER_STRATEGIES`, that was not served since. Cases in ``avoid`` (edited by someone
+    else) are passed over while another open entry remains. With no usable ranking, a stale one,
+    none of its entries open, or ``refresh``, the candidates are ranked and recorded anew.
+
+    Args:
+        project: the open project.
+        strategy: a registered strategy name (`segloop.loop.ranking.STRATEGIES`).
+        author: who asks (the ``served`` event's actor).
+        avoid: case ids to pass over unless nothing else is open (someone else edits them).
+        refresh: rank anew even when a fresh ranking is recorded.
+
+    Returns:
+        The `NextCase`, or None when every class of every case is decided by a person.
+
+    Raises:
+        InvalidInputError: an unknown strategy.
+        NotFoundError: the project has no case at all.
+    """
+    get_strategy(strategy)
+    event_id = None if refresh else project.find_latest_ranking(strategy)
+    if event_id is not None:
+        found = _first_open_entry(project, event_id, strategy, avoid)
+        if found is not None:
+            return _log_served(project, author, found)
+    ranked = rank_cases(project, strategy=strategy, count=1, record=True, author=author)
+    if not ranked:
+        return None
+    top, event_id = ranked[0], project.find_latest_ranking(strategy)
+    if top.case_id in avoid and event_id is not None:
+        other = _first_open_entry(project, event_id, strategy, avoid)
+        if other is not None and other.case_id != top.case_id:
+            return _log_served(project, author, dataclasses.replace(other, ranked_now=True))
+    return NextCase(top.case_id, top.classes, top.rank, top.score, strategy, event_id or 0, ranked_now=True)
+
+
+def _log_served(project: Project, author: str, found: NextCase) -> NextCase:
+    """Log ``found`` as served from its recorded ranking (``from_ranking``: that ranking's event)."""
+    detail = {"cases": [found.case_id], "strategy": found.strategy, "from_ranking": found.ranking}
+    project.log_event("served", author, detail)
+    return found
+
+
+def _first_open_entry(
+    project: Project, event_id: int, strategy: str, avoid: Collection[str]
+) -> NextCase | None:
+    """`serve_next_case`'s pick from the ranking of event ``event_id``; None: stale, or none open."""
+    event = project.find_event(event_id)
+    if event is None or not event.detail.get("newest"):
+        return None  # recorded before rankings kept their ``newest`` ids
+    recorded = event.detail["newest"]
+    newest = project.find_newest_ids()
+    if any(newest[table] > int(recorded.get(table, 0)) for table in ("cases", "predictions")):
+        return None
+    done = {
+        v.case_id
+        for v in project.list_label_versions_after(int(recorded.get("label_versions", 0)))
+        if v.source in REFERENCE_SOURCES
+    }
+    if strategy in SERVED_ORDER_STRATEGIES:  # served with the ranking, or from it since
+        served = [event, *project.list_events_after(event_id, "served")]
+        done.update(c for e in served for c in e.detail.get("cases", []))
+    first_open: tuple[int, str, float | None] | None = None
+    offset = 0
+    while True:
+        _, rows = project.list_ranking(event_id, offset=offset, limit=_ENTRY_PAGE)
+        for row in rows:
+            if row[1] in done:
+                continue
+            if row[1] not in avoid:
+                return _next_case(project, row, strategy, event_id)
+            first_open = first_open or row
+        if len(rows) < _ENTRY_PAGE:
+            return None if first_open is None else _next_case(project, first_open, strategy, event_id)
+        offset += _ENTRY_PAGE
+
+
+def _next_case(
+    project: Project, row: tuple[int, str, float | None], strategy: str, event_id: int
+) -> NextCase:
+    """A `NextCase` of a ranking's ``(rank, case id, score)`` row (its open classes, in schema order)."""
+    rank, case_id, score = row
+    reviewed = project.list_reviewed_classes(case_id).get(case_id, frozenset())
+    classes = tuple(name for name in project.config.schema.names if name not in reviewed)
+    return NextCase(case_id, classes, rank, score, strategy, event_id, ranked_now=False)
 
 
 def list_versions_since(

@@ -425,11 +425,53 @@ class Project:
                 connection.execute(ranking_entries.insert(), rows[start : start + 10_000])
         return event_id
 
-    def find_latest_ranking(self) -> int | None:
-        """The ``served`` event of the newest recorded ranking, or None."""
+    def find_latest_ranking(self, strategy: str | None = None) -> int | None:
+        """The ``served`` event of the newest recorded ranking (of ``strategy``: any if None), or None.
+
+        With a strategy, the events that recorded a ranking are read newest first (their rank-1
+        entries, along the key) until one names it: one row per ranking recorded since.
+        """
         with self.engine.connect() as connection:
-            found = connection.execute(select(func.max(ranking_entries.c.event_id))).scalar()
-        return None if found is None else int(found)
+            if strategy is None:
+                found = connection.execute(select(func.max(ranking_entries.c.event_id))).scalar()
+                return None if found is None else int(found)
+            first = (ranking_entries.c.event_id == events.c.id) & (ranking_entries.c.rank == 1)
+            query = select(events.c.id, events.c.detail).join(ranking_entries, first)
+            query = query.order_by(events.c.id.desc())
+            for event_id, detail in connection.execution_options(yield_per=16).execute(query):
+                if (detail or {}).get("strategy") == strategy:
+                    return int(event_id)
+        return None
+
+    def find_newest_ids(self) -> dict[str, int]:
+        """The newest row id (0: none) of ``cases``, ``predictions``, ``label_versions`` and ``events``.
+
+        Ids only grow: a row with a larger id was stored later (what a recorded ranking compares).
+        """
+        tables = {"cases": cases, "predictions": predictions, "label_versions": label_versions}
+        tables["events"] = events
+        newest = (select(func.coalesce(func.max(t.c.id), 0)).scalar_subquery() for t in tables.values())
+        query = select(*(column.label(name) for column, name in zip(newest, tables, strict=True)))
+        with self.engine.connect() as connection:
+            row = connection.execute(query).one()
+        return {name: int(value) for name, value in row._mapping.items()}
+
+    def list_label_versions_after(self, version_id: int) -> list[LabelVersionRecord]:
+        """The label versions stored after version ``version_id`` (by id), oldest first."""
+        query = (
+            select(label_versions, cases.c.case_id)
+            .join(cases, label_versions.c.case_pk == cases.c.id)
+            .where(label_versions.c.id > version_id)
+            .order_by(label_versions.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [_label_record(row) for row in connection.execute(query).all()]
+
+    def list_events_after(self, event_id: int, kind: str) -> list[EventRecord]:
+        """The journal entries of ``kind`` logged after event ``event_id``, oldest first."""
+        query = select(events).where((events.c.id > event_id) & (events.c.kind == kind)).order_by(events.c.id)
+        with self.engine.connect() as connection:
+            return [_from_row(EventRecord, r) for r in connection.execute(query).all()]
 
     def list_ranking(
         self, event_id: int, *, offset: int = 0, limit: int | None = None
@@ -465,13 +507,19 @@ class Project:
                     found[case_id] = (int(rank), None if score is None else float(score))
         return found
 
-    def list_reviewed_classes(self) -> dict[str, frozenset[str]]:
-        """Per case id, the classes a person reviewed for the whole case (cases with none absent)."""
+    def list_reviewed_classes(self, case_id: str | None = None) -> dict[str, frozenset[str]]:
+        """Per case id, the classes a person reviewed for the whole case (cases with none absent).
+
+        Args:
+            case_id: only this case's (None: every case's).
+        """
         query = (
             select(cases.c.case_id, class_decisions.c.class_name)
             .join(cases, class_decisions.c.case_pk == cases.c.id)
             .where(class_decisions.c.reviewed == true())
         )
+        if case_id is not None:
+            query = query.where(cases.c.case_id == case_id)
         found: dict[str, set[str]] = {}
         with self.engine.connect() as connection:
             for case_id, name in connection.execute(query):

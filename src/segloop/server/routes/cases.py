@@ -21,11 +21,11 @@ from segloop.errors import ConflictError, NotFoundError
 from segloop.loop.cases import list_case_page
 from segloop.loop.corrections import CorrectionResult, apply_label
 from segloop.loop.labels import editable_label, prefetch_effective_label
-from segloop.loop.ranking import rank_cases
 from segloop.loop.review import (
     SliceIndex,
     approve_label,
     most_uncertain_slice,
+    serve_next_case,
 )
 from segloop.server.codec import preview_volume, volume_to_nifti_gz
 from segloop.server.deps import AppSettings, Author, OpenProject
@@ -195,15 +195,23 @@ def list_cases(
 @router.get("/api/next")
 def next_case(
     project: OpenProject,
+    request: Request,
     author: Author,
     strategy: Annotated[str, Query(max_length=64)] = "uncertainty",
+    refresh: Annotated[
+        bool, Query(description="rank the candidates anew (else: the recorded ranking)")
+    ] = False,
 ) -> dict[str, Any]:
-    """The case most worth correcting now, recorded as served (like ``segloop next``); 404 when none."""
-    ranked = rank_cases(project, strategy=strategy, count=1, record=True, author=author)
-    if not ranked:
+    """The case most worth correcting now, logged as served (`segloop.loop.review.serve_next_case`).
+
+    It comes from the newest recorded ranking of ``strategy`` while that is fresh, skipping cases
+    corrected since and, while others remain, cases someone else is editing; 404 when none is left.
+    """
+    others = {case_id for case_id, names in _presence(request).editors().items() if set(names) - {author}}
+    top = serve_next_case(project, strategy=strategy, author=author, avoid=others, refresh=refresh)
+    if top is None:
         msg = "no case left to correct: every class of every case is decided by a person"
         raise NotFoundError(msg)
-    top = ranked[0]
     return {
         "case_id": top.case_id,
         "classes": list(top.classes),
