@@ -218,7 +218,12 @@ def test_work_refused_in_its_process_fails_its_job_with_the_reason(make_client):
         ({"kind": "train", "params": {"features": {"a": 1}}}, "features"),
         ({"kind": "round", "params": {"strategy": "luck"}}, "luck"),
         ({"kind": "round", "params": {"n": -1}}, "n >= 0"),
-        ({"kind": "round", "params": {"include_pseudo": "yes"}}, "include_pseudo must be true or false"),
+        ({"kind": "round", "params": {"include_pseudo": "yes"}}, "expected one of none, all, confident"),
+        ({"kind": "train", "params": {"include_pseudo": 1}}, "include_pseudo must be true or false or text"),
+        ({"kind": "train", "params": {"include_pseudo": "all", "pseudo_entropy": 0.2}}, "'confident'"),
+        ({"kind": "train", "params": {"include_pseudo": "confident", "pseudo_entropy": 2}}, "in (0, 1]"),
+        ({"kind": "train", "params": {"include_pseudo": "confident", "pseudo_entropy": "low"}}, "a number"),
+        ({"kind": "round", "params": {"include_pseudo": "confident", "pseudo_entropy": 0.2}}, "settings"),
         ({"kind": "predict", "params": {"epochs": 3}}, "unknown params epochs"),
         ({"kind": "predict", "params": {"cases": "c0"}}, "a list of text"),
         ({"kind": "predict", "params": {"cases": ["../x"]}}, "../x"),
@@ -233,6 +238,33 @@ def test_bad_job_requests_are_422_and_start_nothing(client, body, expected):
     assert response.status_code == 422, response.text
     assert expected in response.json()["detail"] and "\n" not in response.json()["detail"]
     assert client.get("/api/jobs").json() == {"jobs": []}
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "expected"),
+    [
+        ("train", {"include_pseudo": True}, {"include_pseudo": True, "pseudo_entropy": None}),
+        ("train", {"include_pseudo": "none"}, {"include_pseudo": "none", "pseudo_entropy": None}),
+        ("train", {"include_pseudo": "confident", "pseudo_entropy": 0.2},
+         {"include_pseudo": "confident", "pseudo_entropy": 0.2}),  # fmt: skip
+        ("train", {}, {"include_pseudo": False, "pseudo_entropy": None}),
+        ("round", {"include_pseudo": "confident"}, {"include_pseudo": "confident"}),
+        ("round", {"include_pseudo": False}, {"include_pseudo": False}),
+    ],
+)
+def test_train_and_round_jobs_take_the_pseudo_label_policies(client, monkeypatch, kind, params, expected):
+    import segloop.loop.rounds as rounds
+    import segloop.loop.training as training
+    from segloop.server.jobs import check_request, run_request
+
+    project = client.app.state.project
+    request = check_request(project, kind, {**params, "epochs": 1})
+    assert request == {**params, "epochs": 1}
+    called: dict = {}
+    target = (rounds, "run_round") if kind == "round" else (training, "train_project")
+    monkeypatch.setattr(*target, lambda _project, _config, **options: called.update(options))
+    run_request(project, kind, request, author="ana", resume=False)
+    assert {name: called[name] for name in expected} == expected
 
 
 def test_unknown_jobs_are_404_and_unready_requests_name_what_is_missing(client):

@@ -52,12 +52,14 @@ TRAINING_KINDS = ("round", "train")
 #: Prediction jobs (each a process holding a network) running at once, at most.
 MAX_PREDICT_JOBS = 2
 DEVICES = ("auto", "cpu", "cuda")
-#: The params of each kind that are not training settings, with their JSON type. Round and train
+#: The params of each kind that are not training settings, with their JSON type(s). Round and train
 #: jobs take every other param as a training setting (`segloop.loop.training.training_settings`:
 #: ``epochs``, ``minutes``, ``dims``, ``seed``, ``window``, ``val_cases`` and any `TrainConfig` field).
-RUN_PARAMS: dict[str, dict[str, type]] = {
-    "round": {"mode": str, "strategy": str, "n": int, "include_pseudo": bool, "device": str},
-    "train": {"mode": str, "include_pseudo": bool, "device": str},
+#: ``include_pseudo`` is a policy (``none``, ``all``, ``confident``) or a flag (false: none, true:
+#: all); ``pseudo_entropy`` the ``confident`` policy's threshold (0-1), as `segloop train` takes them.
+RUN_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "round": {"mode": str, "strategy": str, "n": int, "include_pseudo": (bool, str), "device": str},
+    "train": {"mode": str, "include_pseudo": (bool, str), "pseudo_entropy": (int, float), "device": str},
     "predict": {
         "cases": list,
         "unlabeled": bool,
@@ -108,6 +110,7 @@ def check_request(project: Project, kind: str, params: Any) -> dict[str, Any]:
             msg = f"unknown training mode {run['mode']!r}: expected one of {', '.join(MODES)}"
             raise InvalidInputError(msg)
         _train_config(project, settings)  # every training setting is checked here
+        _check_pseudo(run)
     if kind == "round":
         from segloop.loop.ranking import get_strategy
 
@@ -163,6 +166,7 @@ def run_request(
             mode=run.get("mode", "full"),
             device=device,
             include_pseudo=run.get("include_pseudo", False),
+            pseudo_entropy=run.get("pseudo_entropy"),
             author=author,
         )
     else:
@@ -233,13 +237,37 @@ def _check_round_continues(project: Project, asked: Mapping[str, Any]) -> None:
             raise ConflictError(msg)
 
 
-def _check_type(name: str, value: Any, expected: type) -> None:
-    ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
-    if expected is list and ok:
+_SHOWN_TYPES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "text",
+    list: "a list of text",
+}
+
+
+def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    ok = isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+    if list in kinds and ok:
         ok = all(isinstance(item, str) for item in value)
     if not ok:
-        shown = {bool: "true or false", int: "an integer", str: "text", list: "a list of text"}[expected]
+        shown = " or ".join(_SHOWN_TYPES[kind] for kind in kinds if not (kind is int and float in kinds))
         msg = f"param {name} must be {shown}; got {value!r}"
+        raise InvalidInputError(msg)
+
+
+def _check_pseudo(run: Mapping[str, Any]) -> None:
+    """Refuse a pseudo-label policy `segloop.loop.training.train_project` would refuse, before it starts."""
+    from segloop.loop.training import pseudo_policy
+
+    policy = pseudo_policy(run.get("include_pseudo"))
+    threshold = run.get("pseudo_entropy")
+    if threshold is not None and policy != "confident":
+        msg = f"param pseudo_entropy with include_pseudo {policy!r}: expected include_pseudo 'confident'"
+        raise InvalidInputError(msg)
+    if threshold is not None and not 0 < threshold <= 1:
+        msg = f"param pseudo_entropy must be in (0, 1] (normalised entropy); got {threshold!r}"
         raise InvalidInputError(msg)
 
 
