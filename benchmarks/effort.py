@@ -24,8 +24,12 @@ from-scratch effort (the last round whose effort fits), the targets of issue 15 
 (Dice vs hours, mean and min-max band per configuration) to ``--out``. A finished run's
 ``result.json`` is reused when the benchmark is run again with the same settings (``--fresh``: rerun).
 
-    .venv/bin/python benchmarks/effort.py                      # the full grid (hours: see --help)
+    .venv/bin/python benchmarks/effort.py                      # the full grid: 18 runs, about 10 h
     nice -n 10 .venv/bin/python benchmarks/effort.py --quick   # smoke run: 2 rounds x 1 min, 1 seed
+
+The full grid may be run in parts into the same ``--out`` (finished runs are reused, and the last
+call's tables cover every configuration it names), e.g. ``--configs`` of the three strategies
+first (9 runs, about 5 h), then the full-retraining and whole-review comparisons.
 """
 
 from __future__ import annotations
