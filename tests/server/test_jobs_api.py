@@ -245,8 +245,11 @@ def test_bad_job_requests_are_422_and_start_nothing(client, body, expected):
     [
         ("train", {"include_pseudo": True}, {"include_pseudo": True, "pseudo_entropy": None}),
         ("train", {"include_pseudo": "none"}, {"include_pseudo": "none", "pseudo_entropy": None}),
-        ("train", {"include_pseudo": "confident", "pseudo_entropy": 0.2},
-         {"include_pseudo": "confident", "pseudo_entropy": 0.2}),  # fmt: skip
+        (
+            "train",
+            {"include_pseudo": "confident", "pseudo_entropy": 0.2},
+            {"include_pseudo": "confident", "pseudo_entropy": 0.2},
+        ),
         ("train", {}, {"include_pseudo": False, "pseudo_entropy": None}),
         ("round", {"include_pseudo": "confident"}, {"include_pseudo": "confident"}),
         ("round", {"include_pseudo": False}, {"include_pseudo": False}),
