@@ -16,9 +16,9 @@ from tests.loop.test_simulate import SHAPE, _project
 WRONG = slice(8, 13)  # axial slices where the prediction misses the liver, uncertainly
 
 
-def predicted_project(tmp_path, name):
-    """A phantom case whose stored prediction misses the liver on slices 8-12 (p = 0.45 there)."""
-    project, references = _project(tmp_path, name, n_cases=1)
+def predicted_project(tmp_path, name, n_cases=1):
+    """Phantom cases; c0's stored prediction misses the liver on slices 8-12 (p = 0.45 there)."""
+    project, references = _project(tmp_path, name, n_cases=n_cases)
     truth = references["c0"]
     probabilities = confident(truth, project.config.schema.ignore_index)
     missed = np.zeros(SHAPE, bool)
@@ -89,3 +89,32 @@ def test_segloop_simulate_correct_reviews_the_flagged_slices(tmp_path, run_cli):
     assert len(versions) == 4 and all(v.params["coverage"][0]["offset"] == [0, 0, 8] for v in versions)
     refused = run_cli("simulate", project.root, "c0", "correct", "--reference", reference, "--review", "all")
     assert refused.code != 0 and "unknown review 'all': expected one of whole, flagged" in refused.err
+
+
+def test_the_loop_reviews_flagged_slices_and_a_case_without_prediction_whole(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from segloop.loop import rounds, simulate
+
+    project, references = predicted_project(tmp_path, "loop", n_cases=2)
+    queue = [{"case": "c0", "score": 1.0, "classes": ["liver"]}, {"case": "c1", "score": None, "classes": []}]
+    played = []
+
+    def fake_round(project, config, **options):  # the machine half, without training
+        played.append(options)
+        stages = {"rank": {"queue": queue}}
+        return SimpleNamespace(number=len(played), summary={"model": 1, "cases_by_source": {}}, stages=stages)
+
+    monkeypatch.setattr(rounds, "run_round", fake_round)
+    monkeypatch.setattr(simulate, "score_test_cases", lambda *args, **kwargs: {"liver": 0.5})
+    annotator = SimulatedAnnotator(references)
+    results = run_simulated_loop(
+        project, annotator, None, start_cases=[], test_cases={}, rounds=2, corrections_per_round=2,
+        review="flagged", seed=3,
+    )  # fmt: skip
+    assert [o["seed"] for o in played] == [3000, 3001]
+    revised = [v for v in project.list_label_versions() if v.source == "revised"]
+    assert {v.case_id for v in revised} == {"c0", "c1"}
+    assert all(v.params["coverage"][0]["offset"] == [0, 0, 8] for v in revised if v.case_id == "c0")
+    assert all("coverage" not in v.params for v in revised if v.case_id == "c1")  # no prediction: whole
+    assert results[1].effort == annotator.total and annotator.total.cases_opened == 2

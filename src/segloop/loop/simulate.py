@@ -506,7 +506,8 @@ def run_simulated_loop(
         strategy: a ranking strategy (`segloop.loop.ranking.STRATEGIES`).
         review: ``whole`` (every slice of every open class of a queued case) or ``flagged`` (only
             the slices the ranking flagged: the queue's ``regions``, else
-            `segloop.loop.ranking.flagged_regions`; a case with nothing flagged is skipped).
+            `segloop.loop.ranking.flagged_regions`; a predicted case with nothing flagged is
+            skipped, a case without prediction, such as a sparse start's draft, reviewed whole).
         seed: round ``i`` (from 0) ranks with seed ``1000 * seed + i`` (the ``random`` strategy).
         slices_per_class: contoured slices per class of a sparse start.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -558,7 +559,8 @@ def run_simulated_loop(
             # person who opens a case reviews every class not yet confirmed
             rest = [c for c in open_classes.get(item["case"], ()) if c not in item["classes"]]
             region = None
-            if review == "flagged":
+            # a case without prediction (a sparse start's draft) has nothing flagged: reviewed whole
+            if review == "flagged" and project.list_predictions(item["case"]):
                 stored = item.get("regions")
                 region = (
                     flagged_regions(project, item["case"])
