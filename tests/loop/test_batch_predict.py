@@ -27,6 +27,7 @@ from segloop.store import PredictionArrays, Project, check_project
 from segloop.store.predictions import NewPrediction, StoredPredictionFile, write_prediction_file
 from segloop.synthetic import make_ct_phantom
 from tests.loop.conftest import PHANTOM_SHAPE, phantom_project, tiny_config
+from tests.store.test_legacy_image_hash import nhdr_project  # noqa: F401 (a fixture)
 
 #: The folder where `slow_predict_case` marks each task it starts (set in the workers' environment).
 STARTED_DIR = "SEGLOOP_TEST_STARTED_DIR"
@@ -209,3 +210,14 @@ def test_a_worker_killed_mid_batch_leaves_every_case_predicted_once(project, tmp
     [job] = project.list_jobs(kind="predict")
     assert job.status == "done" and job.params["executor"] == "dask" and len(job.result["predictions"]) == 4
     assert check_project(project).ok
+
+
+def test_a_worker_accepts_an_older_header_only_hash_as_the_store_does(nhdr_project):  # noqa: F811
+    """A detached NRRD recorded with its header's hash alone (older projects) is read, not refused,
+    as `Project.read_image` reads it (`tests/store/test_legacy_image_hash.py`); another hash is not."""
+    project, _, data, old = nhdr_project
+    task = batch_predict.case_task(project, project.list_cases()[0])
+    assert task.image_sha256 == old
+    np.testing.assert_array_equal(batch_predict.read_task_image(task).array, data)
+    with pytest.raises(StoreIntegrityError, match="changed since it was added"):
+        batch_predict.read_task_image(dataclasses.replace(task, image_sha256="0" * 64))

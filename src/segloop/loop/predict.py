@@ -49,7 +49,7 @@ from segloop.io.checks import check_scalar_image
 from segloop.loop.jobs import JobReporter, ProgressCallback, run_job
 from segloop.loop.labels import count_voxels
 from segloop.store import CaseRecord, NewLabel, ObjectStore, PredictionArrays, PredictionRecord, Project
-from segloop.store.integrity import hash_path
+from segloop.store.integrity import hash_path, matches_legacy_sha256
 from segloop.store.predictions import NewPrediction, write_prediction_file
 
 __all__ = [
@@ -173,7 +173,8 @@ def load_cached_model(checkpoint_sha256: str, checkpoint: bytes, device: str) ->
 
 
 def read_task_image(task: CaseTask) -> Volume:
-    """A task's image, verified against the SHA-256 and grid the client shipped (no database).
+    """A task's image, verified against the SHA-256 and grid the client shipped (no database; an
+    older header-only hash is accepted as `Project.read_image` accepts it, without upgrading it).
 
     Raises:
         NotFoundError: the file is missing.
@@ -185,7 +186,7 @@ def read_task_image(task: CaseTask) -> Volume:
         msg = f"image of case {task.case_id!r} is missing: expected {path} (moved or deleted? restore it)"
         raise NotFoundError(msg)
     found, _ = hash_path(path)
-    if found != task.image_sha256:
+    if found != task.image_sha256 and not matches_legacy_sha256(path, task.image_sha256):
         msg = (
             f"image {path} of case {task.case_id!r} changed since it was added: SHA-256 {found},"
             f" recorded {task.image_sha256}; it was not predicted"

@@ -31,6 +31,7 @@ __all__ = [
     "file_signature",
     "hash_path",
     "image_files",
+    "matches_legacy_sha256",
     "name_below",
 ]
 
@@ -101,6 +102,12 @@ def _legacy_sha256(path: Path) -> str | None:
     return None
 
 
+def matches_legacy_sha256(path: Path, recorded: str) -> bool:
+    """Whether ``recorded`` is the older hash of the image ``path`` (a header alone, see module),
+    which vouched for the header only; checked without a database (a batch prediction's worker)."""
+    return _legacy_sha256(path) == recorded
+
+
 def accept_legacy_sha256(
     engine: Engine, case_pk: int, channel: int, path: Path, *, recorded: str, found: str, remember: bool
 ) -> bool:
@@ -119,7 +126,7 @@ def accept_legacy_sha256(
         found: its SHA-256 now.
         remember: write ``found`` (False for a read-only database).
     """
-    if _legacy_sha256(path) != recorded:
+    if not matches_legacy_sha256(path, recorded):
         return False
     if remember:
         row = (case_images.c.case_pk == case_pk) & (case_images.c.channel == channel)
