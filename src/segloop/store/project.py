@@ -73,7 +73,7 @@ from segloop.store.database import (
 from segloop.store.drafts import check_draft_labels, check_draft_parent
 from segloop.store.integrity import accept_legacy_sha256, current_sha256
 from segloop.store.objects import ObjectStore
-from segloop.store.overview import CaseOverview, CaseSelection, selection_clause
+from segloop.store.overview import CaseOverview, CaseSelection, count_selected, selection_clause
 from segloop.store.predictions import NewPrediction, check_prediction_arrays
 from segloop.store.records import (
     CaseRecord,
@@ -394,7 +394,8 @@ class Project:
         else:
             query = query.order_by(key.desc() if descending else key, tie)
         with self.engine.connect() as connection:
-            counted = connection.execute(select(func.count()).select_from(cases).where(where)).scalar()
+            names, dialect = self.config.schema.names, self.engine.dialect.name
+            counted = connection.execute(count_selected(selection, names, dialect)).scalar()
             total = int(counted or 0)
             if order in ("rank", "score") and ranking is not None and not descending:
                 return total, _ranked_first(connection, where, ranking, order, offset, limit)
