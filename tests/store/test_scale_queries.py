@@ -211,3 +211,20 @@ def test_a_recorded_ranking_orders_pages_and_answers_for_a_page_of_cases(many):
         CaseSelection(ids=("case000?",)), order="rank", ranking=event_id, offset=2
     )
     assert (total, chosen[:2]) == (10, ["case0009", "case0000"])
+
+
+def test_the_newest_ranking_of_a_strategy_the_newest_ids_and_what_came_after(many):
+    assert many.find_latest_ranking("random") is None
+    older = many.record_ranking("ann", {"strategy": "random"}, [("case0001", None), ("case0002", None)])
+    newer = many.record_ranking("ann", {"strategy": "uncertainty"}, [("case0002", 1.0)])
+    many.log_event("served", "ann", {"strategy": "random", "cases": ["case0003"]})  # served, no ranking
+    found = (many.find_latest_ranking("random"), many.find_latest_ranking("uncertainty"))
+    assert found == (older, newer) and many.find_latest_ranking() == newer
+    assert many.find_latest_ranking("least-recent") is None
+    versions = many.list_label_versions()
+    newest = many.find_newest_ids()
+    assert newest["label_versions"] == versions[-1].id and newest["cases"] >= len(many.list_case_ids())
+    assert many.list_label_versions_after(versions[-3].id) == versions[-2:]
+    served = many.list_events_after(older, "served")
+    assert [e.detail["strategy"] for e in served] == ["uncertainty", "random"]
+    assert newest["events"] == served[-1].id

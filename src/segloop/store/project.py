@@ -429,20 +429,28 @@ class Project:
     def find_latest_ranking(self, strategy: str | None = None) -> int | None:
         """The ``served`` event of the newest recorded ranking (of ``strategy``: any if None), or None.
 
-        With a strategy, the events that recorded a ranking are read newest first (their rank-1
-        entries, along the key) until one names it: one row per ranking recorded since.
+        With a strategy, the ``served`` events are read newest first (along their index) until one
+        names it and recorded a ranking (its rank-1 entry, by key): one probe per event since.
         """
         with self.engine.connect() as connection:
             if strategy is None:
                 found = connection.execute(select(func.max(ranking_entries.c.event_id))).scalar()
                 return None if found is None else int(found)
-            first = (ranking_entries.c.event_id == events.c.id) & (ranking_entries.c.rank == 1)
-            query = select(events.c.id, events.c.detail).join(ranking_entries, first)
-            query = query.order_by(events.c.id.desc())
-            for event_id, detail in connection.execution_options(yield_per=16).execute(query):
-                if (detail or {}).get("strategy") == strategy:
-                    return int(event_id)
-        return None
+            first = select(ranking_entries.c.rank).where(
+                (ranking_entries.c.event_id == events.c.id) & (ranking_entries.c.rank == 1)
+            )
+            query = (
+                select(events.c.id)
+                .where(
+                    (events.c.kind == "served")
+                    & (events.c.detail["strategy"].as_string() == strategy)
+                    & first.exists()
+                )
+                .order_by(events.c.id.desc())
+                .limit(1)
+            )
+            found = connection.execute(query).scalar()
+        return None if found is None else int(found)
 
     def find_newest_ids(self) -> dict[str, int]:
         """The newest row id (0: none) of ``cases``, ``predictions``, ``label_versions`` and ``events``.
