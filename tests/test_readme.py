@@ -126,3 +126,46 @@ def test_readme_serve_commands_run_as_written(tmp_path):
         assert (status, body["author"]) == (200, "ana")
     finally:
         assert _stop(process) == 0
+
+
+#: The database URL the README's "Scaling out" block names; the test gives it a fresh test database.
+README_POSTGRES_URL = "postgresql+psycopg://segloop@localhost/big"
+
+
+def _section_block(heading: str) -> str:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```\n(.*?)```", section, flags=re.DOTALL)
+    return block
+
+
+@pytest.mark.slow
+def test_readme_scaling_out_commands_run_as_written(tmp_path, postgres_url):
+    """Distributed training, Dask prediction run twice (the second predicts nothing), migrate, status."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data {SHARED_DATA} is absent")
+    pytest.importorskip("distributed", reason="the scale extra (dask distributed) is not installed")
+    block = _section_block("Scaling out")
+    assert README_POSTGRES_URL in block
+    script = "set -euo pipefail\n" + block.replace("../shared/data", str(SHARED_DATA))
+    script = script.replace(README_POSTGRES_URL, postgres_url)
+    bin_dir = Path(sys.executable).parent
+    environment = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # migrate's trust entry stays in the test
+    }
+    environment.pop("SEGLOOP_DATABASE_URL", None)
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from segloop.store import Project
+
+    project = Project.open(tmp_path / "big", database_url=postgres_url)
+    [model] = project.list_models()
+    assert model.metrics["processes"] == 2
+    predicted = [p.case_id for p in project.list_predictions()]
+    assert sorted(predicted) == sorted(c for c in project.list_case_ids() if c.startswith("openkbp_pt_2"))
+    assert len(predicted) == 6  # the second run predicted nothing again
+    assert "pseudo" in result.stdout
