@@ -121,3 +121,17 @@ def test_regions_outside_the_grid_or_corrections_outside_the_region_are_refused(
             region=reviewed_region(case, slices="5:8"),
         )
     assert len(project.list_label_versions("c0")) == before
+
+
+def test_a_reviewed_region_keeps_the_case_in_the_queue_with_that_region_excluded(project):
+    from segloop.loop.ranking import _reviewed_boxes, list_candidate_cases
+
+    truth = make_ct_phantom(SHAPE, seed=0).labels.array
+    region = reviewed_region(project.get_case("c0"), slices="5:8", axis=2)
+    apply_label(project, "c0", truth, parent=project.find_head("c0"), author="t", region=region)
+    # a person saw 3 slices, not the case: every class of c0 is still open to correction ...
+    assert dict(list_candidate_cases(project))["c0"] == tuple(PHANTOM_CLASSES)
+    assert project.list_reviewed_classes().get("c0") in (None, set(), ())
+    # ... and ranking leaves out the slices already reviewed
+    excluded = _reviewed_boxes(project.list_label_versions("c0"), SHAPE)
+    np.testing.assert_array_equal(excluded, _in_slices())

@@ -56,7 +56,7 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage
 
-from segloop.core.corrections import PatchBox, patch_box
+from segloop.core.corrections import PatchBox, coverage_from_params, patch_box
 from segloop.core.geometry import axis_of_plane, bounding_box
 from segloop.core.provenance import REFERENCE_SOURCES
 from segloop.core.volume import Volume
@@ -361,11 +361,16 @@ def _is_patch_merge(version: LabelVersionRecord) -> bool:
     return "patches" in version.params
 
 
+def _is_partial_review(version: LabelVersionRecord) -> bool:
+    """A patch merge, or a correction of a reviewed region: a person saw part of the case only."""
+    return _is_patch_merge(version) or "coverage" in version.params
+
+
 def _human_classes(versions: Sequence[LabelVersionRecord]) -> set[str]:
     """Classes some whole-case ``original`` or ``revised`` version annotates (patch merges excluded)."""
     human: set[str] = set()
     for version in versions:
-        if version.source in REFERENCE_SOURCES and not _is_patch_merge(version):
+        if version.source in REFERENCE_SOURCES and not _is_partial_review(version):
             human.update(version.classes)
     return human
 
@@ -396,14 +401,18 @@ def list_candidate_cases(project: Project) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _reviewed_boxes(versions: Sequence[LabelVersionRecord], shape: Sequence[int]) -> np.ndarray | None:
-    """Voxels inside patches merged into the case (None when there are none)."""
+    """Voxels a person reviewed in part of the case: inside merged patches and the reviewed regions
+    of corrections (None when there are none)."""
     boxes = [p for v in versions if _is_patch_merge(v) for p in v.params["patches"]]
-    if not boxes:
+    regions = [v for v in versions if "coverage" in v.params and not _is_patch_merge(v)]
+    if not boxes and not regions:
         return None
     mask = np.zeros(tuple(shape), dtype=bool)
     for patch in boxes:
         case_slices, _ = PatchBox(tuple(patch["offset"]), tuple(patch["size"])).inside(shape)
         mask[case_slices] = True
+    for version in regions:
+        mask |= coverage_from_params(version.params, shape)
     return mask
 
 

@@ -430,9 +430,11 @@ def is_whole_case_review(source: str, params: Mapping[str, Any]) -> bool:
     """Whether a version of ``source`` made with ``params`` is a person's review of the whole case.
 
     ``original`` and ``revised`` versions are, except a merge of correction patches (its
-    ``params`` name its ``patches``): a person saw only those patches.
+    ``params`` name its ``patches``) or a correction of a reviewed region (``coverage``): a
+    person saw only those voxels.
     """
-    return source in (Source.ORIGINAL, Source.REVISED) and "patches" not in params
+    partial = "patches" in params or "coverage" in params
+    return source in (Source.ORIGINAL, Source.REVISED) and not partial
 
 
 def _decides(new_source: str, old_source: str) -> bool:
