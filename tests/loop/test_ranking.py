@@ -186,6 +186,8 @@ def test_uncertainty_strategy_ranks_by_flagged_voxels_not_by_time(project):
         "strategy": "uncertainty",
         "seed": 0,
         "ranked": 3,
+        # the newest row ids the ranking saw (it is stale once a case or prediction comes after them)
+        "newest": {"cases": 3, "predictions": 3, "label_versions": 3, "events": 1},
     }
     recorded = project.list_ranking(served[0].id)
     assert recorded == (3, [(r.rank, r.case_id, r.score) for r in first])
