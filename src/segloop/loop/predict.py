@@ -49,7 +49,7 @@ from segloop.io.checks import check_scalar_image
 from segloop.loop.jobs import JobReporter, ProgressCallback, run_job
 from segloop.loop.labels import count_voxels
 from segloop.store import CaseRecord, NewLabel, ObjectStore, PredictionArrays, PredictionRecord, Project
-from segloop.store.integrity import hash_path, matches_legacy_sha256
+from segloop.store.integrity import check_recorded_grid, hash_path, matches_legacy_sha256
 from segloop.store.predictions import NewPrediction, write_prediction_file
 
 __all__ = [
@@ -193,12 +193,7 @@ def read_task_image(task: CaseTask) -> Volume:
         )
         raise StoreIntegrityError(msg)
     volume = read_volume(path)
-    if volume.spatial_shape != tuple(task.shape):
-        msg = (
-            f"image {path} of case {task.case_id!r} changed since it was added:"
-            f" shape {volume.spatial_shape}, recorded {tuple(task.shape)}"
-        )
-        raise StoreIntegrityError(msg)
+    check_recorded_grid(volume.spatial_shape, task.shape, path, task.case_id)
     check_scalar_image(volume, f"image of case {task.case_id!r}")
     return volume
 

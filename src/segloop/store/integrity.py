@@ -21,12 +21,14 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
+from segloop.errors import StoreIntegrityError
 from segloop.io.nrrd import list_nrrd_files
 from segloop.store.database import case_images, file_hashes, utc_now, write_transaction
 
 __all__ = [
     "FileSignature",
     "accept_legacy_sha256",
+    "check_recorded_grid",
     "current_sha256",
     "file_signature",
     "hash_path",
@@ -204,3 +206,18 @@ def _remember(engine: Engine, key: str, signature: FileSignature, sha256: str) -
                 connection.execute(file_hashes.insert().values(path=key, **values))
     except OperationalError:
         return  # a database that cannot be written (read-only, locked too long): the cache is optional
+
+
+def check_recorded_grid(shape: tuple[int, ...], recorded: tuple[int, ...], path: Path, case_id: str) -> None:
+    """Raise `StoreIntegrityError` when an image read from ``path`` has another grid than recorded.
+
+    Args:
+        shape: the spatial shape read, ``(I, J, K)``.
+        recorded: the case's shape recorded when it was added.
+    """
+    if tuple(shape) != tuple(recorded):
+        msg = (
+            f"image {path} of case {case_id!r} changed since it was added:"
+            f" shape {tuple(shape)}, recorded {tuple(recorded)}"
+        )
+        raise StoreIntegrityError(msg)

@@ -71,7 +71,7 @@ from segloop.store.database import (
     write_transaction,
 )
 from segloop.store.drafts import check_draft_labels, check_draft_parent
-from segloop.store.integrity import accept_legacy_sha256, current_sha256
+from segloop.store.integrity import accept_legacy_sha256, check_recorded_grid, current_sha256
 from segloop.store.objects import ObjectStore
 from segloop.store.overview import CaseOverview, CaseSelection, count_selected, selection_clause
 from segloop.store.predictions import NewPrediction, check_prediction_arrays
@@ -997,12 +997,7 @@ class Project:
         case = self.get_case(case_id)
         path = self._verified_image_path(case, channel)
         volume = read_volume(path)
-        if volume.spatial_shape != tuple(case.shape):
-            msg = (
-                f"image {path} of case {case_id!r} changed since it was added:"
-                f" shape {volume.spatial_shape}, recorded {case.shape}"
-            )
-            raise StoreIntegrityError(msg)
+        check_recorded_grid(volume.spatial_shape, tuple(case.shape), path, case_id)
         return volume
 
     # -- prediction arrays --------------------------------------------------------------------
