@@ -140,6 +140,9 @@ def get_project(project: OpenProject, settings: AppSettings, author: Author) -> 
 
 #: The largest page of `GET /api/cases`.
 MAX_PAGE = 1000
+#: The largest offset a page may start at (ids are 32-bit: no project holds more cases; a larger
+#: one overflowed PostgreSQL's OFFSET into a server error).
+MAX_OFFSET = 2**31 - 1
 
 
 @router.get("/api/cases")
@@ -147,7 +150,7 @@ def list_cases(
     project: OpenProject,
     request: Request,
     author: Author,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 200,
     sort: Annotated[
         str, Query(max_length=32, description="added, id, versions, rank or uncertainty; -key: descending")
