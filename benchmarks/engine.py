@@ -75,6 +75,7 @@ IDEAS: dict[str, dict] = {
     "foreground0.9": {"foreground_ratio": 0.9},
     "foreground0.33": {"foreground_ratio": 0.33},
     "average3": {"average_last": 3},
+    "context1_mirror": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS]},
     "combined": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "spatial_augmentation": 0.3},
 }
 

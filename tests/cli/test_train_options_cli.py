@@ -152,3 +152,26 @@ def test_mirror_on_a_project_without_cases_is_one_line(tmp_path):
     empty = init_project(tmp_path / "empty", ("liver",))
     with pytest.raises(NotFoundError, match="no case yet"):
         train_config(empty, mirror=True)
+
+
+def test_round_takes_the_same_mirror_and_context_options(run_cli, project, monkeypatch):
+    from dataclasses import replace
+
+    import segloop.loop.rounds
+    from segloop.core.labels import LabelSchema
+    from segloop.store.config import CONFIG_NAME, write_config
+
+    schema = LabelSchema.from_names(project.config.schema.names, pairs=[("kidney_left", "kidney_right")])
+    write_config(replace(project.config, schema=schema), project.root / CONFIG_NAME, overwrite=True)
+    calls = []
+
+    def fake(project, config, **kwargs):
+        calls.append({"config": config, **kwargs})
+        raise SystemExit(0)
+
+    monkeypatch.setattr(segloop.loop.rounds, "run_round", fake)
+    run_cli("round", project.root, "--mirror", "--context-slices", "2")
+    [call] = calls
+    config = call["config"]
+    assert (config.flip_axes, config.lateral_axis, config.mirror_pairs) == ((0,), 0, ((3, 4),))
+    assert config.context_slices == 2 and call["asked"]["context_slices"] == 2

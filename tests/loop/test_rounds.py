@@ -86,3 +86,32 @@ def test_round_rejects_unknown_modes_and_strategies(project):
     with pytest.raises(SegloopError, match="queue needs >= 0 cases; got -1"):
         run_round(project, _tiny_config(), n_next=-1, author="t")
     assert project.list_rounds() == [] and project.list_models() == []
+
+
+def test_a_round_predicts_cases_a_person_labelled_only_in_part(project):
+    """A sparse start's cases are predicted (and so scored by the ranking); whole originals are not."""
+    from segloop.loop.tools import store_tool_labels
+    from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
+
+    sparse = make_ct_phantom((32, 32, 16), seed=2).labels.array.copy()
+    sparse[:, :, :6] = 0  # a person painted a few slices only
+    sparse[:, :, 10:] = 0
+    painted = [name for value, name in enumerate(PHANTOM_CLASSES, 1) if (sparse == value).any()]
+    assert painted
+    store_tool_labels(
+        project,
+        project.get_case("c2"),
+        sparse,
+        source="sparse",
+        classes=painted,
+        tool="paint",
+        params={},
+        author="t",
+    )
+    first = run_round(project, _tiny_config(), n_next=3, author="t")
+    assert first.stages["predict"]["cases"] == ["c2", "c3", "c4"]
+    assert "c2" not in unlabeled_cases(project)
+    versions = [v.source for v in project.list_label_versions("c2")]
+    assert versions == ["sparse", "pseudo"]  # the prediction ranks below the person's strokes
+    scored = {item["case"]: item["score"] for item in first.stages["rank"]["queue"]}
+    assert scored["c2"] is not None  # the ranking scores it from its prediction

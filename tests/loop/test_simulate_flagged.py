@@ -53,9 +53,12 @@ def test_flagged_review_covers_the_flagged_slices_fixes_them_and_costs_less(tmp_
         + 5 * cost.seconds_per_stroke
     )
 
-    # the ranking's estimate counts what the simulated person spends (the same cost model)
-    assert (expected.class_slices, expected.strokes) == (effort.slices_reviewed, effort.strokes)
-    assert expected.seconds == pytest.approx(effort.seconds)
+    # the ranking's estimate looks at the slices the simulated person looks at (the same cost
+    # model) and counts each flagged blob by the model's chance of it being wrong (1 - 0.55 here)
+    assert expected.class_slices == effort.slices_reviewed
+    assert expected.strokes == pytest.approx(0.45 * effort.strokes, rel=1e-3)
+    unlikely_strokes = 0.55 * effort.strokes * cost.seconds_per_stroke
+    assert expected.seconds == pytest.approx(effort.seconds - unlikely_strokes, rel=1e-3)
 
     whole_project, _ = predicted_project(tmp_path, "whole")
     whole = SimulatedAnnotator(references).review_case(whole_project, "c0", PHANTOM_CLASSES)

@@ -330,6 +330,16 @@ FeaturesOption = Annotated[
     str | None,
     typer.Option(help="Channels per level, e.g. 12,24,48,96,192 (swinunetr default 48,...,768 as bundles)."),
 ]
+ContextSlicesOption = Annotated[
+    int | None,
+    typer.Option(help="2D: also give the network K neighbouring slices on each side (2.5D; default 0)."),
+]
+MirrorOption = Annotated[
+    bool,
+    typer.Option(
+        "--mirror", help="Flip training samples left-right, swapping the classes paired in segloop.toml."
+    ),
+]
 
 _NO_LABELS_HINT = "add labels with `segloop add --labels-dir` or `segloop segment`, or pass --include-pseudo"
 _RESUME_HINT = "drop those options, or train without --resume to start a new run"
@@ -433,17 +443,8 @@ def train_command(
     batch_size: BatchSizeOption = None,
     network: NetworkOption = None,
     features: FeaturesOption = None,
-    context_slices: Annotated[
-        int | None,
-        typer.Option(help="2D: also give the network K neighbouring slices on each side (2.5D; default 0)."),
-    ] = None,
-    mirror: Annotated[
-        bool,
-        typer.Option(
-            "--mirror",
-            help="Flip training samples left-right, swapping the classes paired in segloop.toml.",
-        ),
-    ] = False,
+    context_slices: ContextSlicesOption = None,
+    mirror: MirrorOption = False,
     nproc: Annotated[
         int,
         typer.Option(
@@ -643,8 +644,13 @@ def round_command(
     window: WindowOption = None,
     val_cases: ValCasesOption = None,
     include_pseudo: IncludePseudoOption = None,
+    context_slices: ContextSlicesOption = None,
+    mirror: MirrorOption = False,
 ) -> None:
-    """One round: train -> predict unlabelled -> evaluate -> rank -> report (resumes if killed)."""
+    """One round: train -> predict cases not fully labelled by a person -> evaluate -> rank -> report.
+
+    A killed round resumes where it stopped.
+    """
     from segloop.cli.output import console, job_progress, print_rounds
     from segloop.errors import ConflictError, LabelValueError
     from segloop.loop.rounds import run_round
@@ -653,6 +659,7 @@ def round_command(
 
     opened = Project.open(project)
     settings = _training_settings(dims, epochs, minutes, seed, window, val_cases)
+    settings |= {"context_slices": context_slices, "mirror": mirror or None}
     with (
         job_progress() as on_progress,
         hint(ConflictError, "drop the differing options to finish the interrupted round"),

@@ -625,9 +625,11 @@ class CorrectionEstimate:
         gain: attention (entropy + disagreement in bits) summed over the flagged voxels of every
             scored class: the uncertainty a correction would remove.
         seconds: `CostModel` seconds to open the case, look at each flagged class slice and fix
-            each flagged blob (one stroke per 2D connected region of a class on a slice).
+            the flagged blobs that are wrong (one stroke per 2D connected region of a class on a
+            slice, `strokes` of them expected).
         class_slices: slices looked at, counted once per class flagged on them.
-        strokes: flagged blobs (2D connected regions per class and slice).
+        strokes: expected strokes: the flagged blobs (2D connected regions per class and slice),
+            each counted by its chance of being wrong (every blob counts 1 without ``doubt``).
         slices: the slice indices along ``axis`` where some class is flagged (what to review).
         axis: the voxel axis of ``slices`` (the case's axial one).
     """
@@ -635,7 +637,7 @@ class CorrectionEstimate:
     gain: float
     seconds: float
     class_slices: int
-    strokes: int
+    strokes: float
     slices: tuple[int, ...]
     axis: int
 
@@ -651,15 +653,18 @@ def estimate_correction(
     axis: int,
     cost: CostModel,
     predicted_by_class: Mapping[int, np.ndarray] | None = None,
+    doubt: np.ndarray | None = None,
 ) -> CorrectionEstimate:
     """Price the review of a case's flagged slices with the simulated annotator's `CostModel`.
 
     The person opens the case once (``seconds_per_case``), goes to each slice where some class is
     flagged and there looks at each class predicted or flagged on it (``seconds_per_reviewed_slice``
     per class and slice, as `segloop.loop.simulate.SimulatedAnnotator` counts a flagged review),
-    and fixes each flagged blob with one stroke (``seconds_per_stroke``): an upper bound, as a
-    flagged blob may turn out right. The same constants price what the simulated person really
-    does, so ranking and simulation count alike.
+    and fixes each flagged blob that is wrong with one stroke (``seconds_per_stroke``). A flagged
+    blob may turn out right (a weak model flags much that is right: counting every blob as a
+    stroke priced one OpenKBP case at 1,493 s where the simulated person spent 655 s), so with
+    ``doubt`` each blob counts by the model's own chance of being wrong there. The same constants
+    price what the simulated person really does, so ranking and simulation count alike.
 
     Args:
         flagged_by_class: class value -> ``(I, J, K)`` bool flagged voxels of that class.
@@ -668,23 +673,32 @@ def estimate_correction(
         cost: the cost model.
         predicted_by_class: class value -> ``(I, J, K)`` bool voxels predicted as that class (the
             classes a person also checks on a flagged slice), or None (flagged classes only).
+        doubt: ``(I, J, K)`` chance in [0, 1] that the prediction is wrong at each voxel (1 - its
+            top probability); a blob's chance is its voxels' mean. None: every blob is wrong.
 
     Examples:
         >>> f = np.zeros((8, 8, 4), bool); f[1:3, 1:3, 1] = True; f[5:7, 5:7, 1] = True
         >>> e = estimate_correction({1: f}, 4.0, 2, CostModel(seconds_per_case=10.0))
         >>> e.class_slices, e.strokes, e.seconds, e.slices
-        (1, 2, 18.0, (1,))
+        (1, 2.0, 18.0, (1,))
+        >>> doubt = np.where(np.arange(8)[:, None, None] < 4, 0.5, 0.1) * np.ones((8, 8, 4))
+        >>> round(estimate_correction({1: f}, 4.0, 2, CostModel(), doubt=doubt).strokes, 2)
+        0.6
     """
     structure = np.zeros((3, 3, 3), dtype=bool)  # 2D 8-connectivity within each slice of ``axis``
     index: list[slice | int] = [slice(None)] * 3
     index[axis] = 1
     structure[tuple(index)] = True
     other = tuple(a for a in range(3) if a != axis)
-    strokes = 0
+    strokes = 0.0
     on_slices: dict[int, np.ndarray] = {}  # class value -> (slices,) bool: the class shows there
     for value, flagged in flagged_by_class.items():
         on_slices[value] = flagged.any(axis=other)
-        strokes += int(ndimage.label(flagged, structure=structure)[1])
+        blobs, count = ndimage.label(flagged, structure=structure)
+        if doubt is None or count == 0:
+            strokes += count
+        else:
+            strokes += float(np.sum(ndimage.mean(doubt, blobs, np.arange(1, count + 1))))
     union = np.logical_or.reduce(list(on_slices.values())) if on_slices else np.zeros(0, bool)
     for value, predicted in (predicted_by_class or {}).items():
         shown = predicted.any(axis=other)
@@ -696,7 +710,7 @@ def estimate_correction(
         + strokes * cost.seconds_per_stroke
     )
     slices = tuple(int(k) for k in np.flatnonzero(union))
-    return CorrectionEstimate(float(gain), float(seconds), class_slices, strokes, slices, axis)
+    return CorrectionEstimate(float(gain), float(seconds), class_slices, float(strokes), slices, axis)
 
 
 def slice_regions(slices: Sequence[int], axis: int, shape: Sequence[int]) -> tuple[PatchBox, ...]:
@@ -767,7 +781,8 @@ def estimate_case(
 
     Each class's flagged voxels come from `compute_attention` (the ``uncertainty`` strategy's
     maps), one class at a time so that each blob is priced; the newest prediction's argmax says
-    which other classes a person checks on the flagged slices.
+    which other classes a person checks on the flagged slices, and its top probability how likely
+    each flagged blob is wrong (`estimate_correction`'s ``doubt``).
 
     Returns:
         ``(estimate, class scores most attention first, newest model id)``.
@@ -787,7 +802,8 @@ def estimate_case(
     gain = sum(c.attention for c in scores)
     predicted = np.argmax(arrays[0], axis=0) if flagged_by_class else None
     shown = {value: predicted == value for value in values} if predicted is not None else None
-    estimate = estimate_correction(flagged_by_class, gain, axis, cost or CostModel(), shown)
+    doubt = 1.0 - np.max(arrays[0], axis=0) if flagged_by_class else None
+    estimate = estimate_correction(flagged_by_class, gain, axis, cost or CostModel(), shown, doubt)
     return estimate, tuple(scores), model_id
 
 

@@ -9,8 +9,11 @@ What each stage works on:
 
 - **train**: every case with a human label (pseudo labels only with ``include_pseudo``); the first
   round trains ``full`` whatever the mode, as there is nothing to continue from.
-- **predict**: cases without any human label version (only pseudo versions, or none): each gets a
-  new ``pseudo`` version and an uncertainty file.
+- **predict**: cases not fully decided by a person — some class that no whole-case ``original``
+  or ``revised`` version annotates (`segloop.loop.ranking.list_candidate_cases`): unlabelled cases,
+  and cases with only sparse, draft, pseudo or partly reviewed labels. Each gets a new ``pseudo``
+  version (assembly ranks it below every human version) and an uncertainty file, so the ranking can
+  score it; a sparse start's cases would otherwise never be scored.
 - **evaluate**: cases with original or revised labels the model did not train on (its validation
   cases), scored against those labels only.
 - **rank**: the correction queue of the next person (`segloop.loop.ranking`).
@@ -25,7 +28,7 @@ from segloop.core.provenance import HUMAN_SOURCES, Source
 from segloop.errors import InvalidInputError
 from segloop.loop.evaluation import evaluate_model, evaluation_cases, summarize_evaluations
 from segloop.loop.jobs import ProgressCallback, run_job
-from segloop.loop.ranking import get_strategy
+from segloop.loop.ranking import get_strategy, list_candidate_cases
 from segloop.loop.training import MODES, predict_cases, resume_training, train_project
 from segloop.store import Project, RoundRecord
 
@@ -161,8 +164,8 @@ def run_round(
 
         if "predict" not in stages:
             done = {p.case_id for p in project.list_predictions() if p.model_id == model_id}
-            targets = [c for c in unlabeled_cases(project) if c not in done]
-            step("predict", f"predicting {len(targets)} cases without human labels")
+            targets = [c for c, _ in list_candidate_cases(project) if c not in done]
+            step("predict", f"predicting {len(targets)} cases not fully decided by a person")
             predict_cases(
                 project, targets, model_id=model_id, device=device, author=author, on_progress=on_progress
             )
