@@ -149,6 +149,11 @@ class TrainConfig:
         average_last: validate and keep the mean of the weights at the end of the last
             ``average_last`` epochs (batch-norm statistics averaged too) instead of the last
             epoch's weights; 1: off. The window restarts when a run is resumed.
+        keep_largest: class values whose predicted labels keep only their largest 3D connected
+            component (nnU-Net's post-processing, `segloop.engine.postprocess`). None: decided at
+            each validation, the best epoch's decision stored in the model's resolved config —
+            a class keeps it when its reference is one piece in every validation case holding it
+            and that does not lower its validation Dice. ``()``: never.
         intensity_augmentation: random scale (±10 %) and shift (±0.1) of normalised intensities.
         amp: mixed precision (bfloat16/float16 autocast); used only on CUDA.
         num_threads: CPU threads for torch; None: every core this process may use.
@@ -182,6 +187,7 @@ class TrainConfig:
     context_slices: int = 0
     spatial_augmentation: float = 0.0
     average_last: int = 1
+    keep_largest: tuple[int, ...] | None = None
     intensity_augmentation: bool = True
     amp: bool = True
     num_threads: int | None = None
@@ -275,6 +281,12 @@ class TrainConfig:
             _fail("validation_case_ids", self.validation_case_ids, "None or a tuple of case id strings")
         if not all(a in (0, 1, 2) for a in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
             _fail("flip_axes", self.flip_axes, "distinct array axes among 0, 1, 2")
+        if self.keep_largest is not None and (
+            not isinstance(self.keep_largest, tuple)
+            or not all(_is_int(v) and v >= 1 for v in self.keep_largest)
+            or len(set(self.keep_largest)) != len(self.keep_largest)
+        ):
+            _fail("keep_largest", self.keep_largest, "None or a tuple of distinct class values >= 1")
         if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
             _fail("num_threads", self.num_threads, "None or an int >= 1")
         self._check_mirroring_and_context()

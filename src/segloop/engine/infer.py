@@ -28,6 +28,7 @@ from segloop.engine.data import (
 )
 from segloop.engine.device import resolve_device
 from segloop.engine.networks import build_network, size_divisor
+from segloop.engine.postprocess import keep_largest_component
 from segloop.engine.uncertainty import voxel_entropy
 from segloop.errors import InvalidInputError
 
@@ -356,7 +357,9 @@ def predict(
         device: where ``model`` lives (``"auto"``, ``"cpu"``, ``"cuda"``).
 
     Returns:
-        A `Prediction` on the input grid (resampled back if the config has a target spacing).
+        A `Prediction` on the input grid (resampled back if the config has a target spacing); its
+        labels keep only the largest component of the classes of ``config.keep_largest``, its
+        probabilities and entropy are the network's.
 
     Raises:
         InvalidInputError: a 4D or empty image, MC dropout on a network without dropout, unresolved config.
@@ -371,14 +374,20 @@ def predict(
     probabilities, disagreement, passes = predict_mean_probabilities(
         model, image, spacing, config, infer_config, device=target, n_classes=out_channels
     )
-    labels = argmax_classes(probabilities)
+    labels = (
+        argmax_classes(probabilities)
+        .numpy()
+        .astype(np.uint8 if out_channels <= 256 else np.uint16, copy=False)
+    )
+    if config.keep_largest:
+        labels = keep_largest_component(labels, config.keep_largest)
     entropy = voxel_entropy(probabilities)
 
     def half(values: torch.Tensor) -> np.ndarray:
         return values.to(torch.float16).contiguous().numpy()
 
     return Prediction(
-        labels=labels.numpy().astype(np.uint8 if out_channels <= 256 else np.uint16, copy=False),
+        labels=labels,
         probabilities=half(probabilities),
         entropy=half(entropy),
         disagreement=None if disagreement is None else half(disagreement),

@@ -67,6 +67,7 @@ from segloop.engine.distributed import Group
 from segloop.engine.infer import argmax_classes, predict_mean_probabilities
 from segloop.engine.losses import dice_ce_loss
 from segloop.engine.networks import average_states, build_network, size_divisor
+from segloop.engine.postprocess import choose_keep_largest, largest_component_scores
 from segloop.engine.weights import read_initial_weights
 from segloop.errors import ConflictError, InvalidInputError, LabelValueError
 from segloop.metrics import dice_per_class
@@ -190,9 +191,11 @@ def _validate(
     config: TrainConfig,
     n_classes: int,
     device: torch.device,
-) -> tuple[float | None, dict[int, float], PreviewSlice]:
-    """Mean over classes of the per-class Dice averaged over cases (NaN cases skipped), and the
-    first case's `PreviewSlice` (cut from the prediction already made: no extra forward pass).
+) -> tuple[float | None, dict[int, float], PreviewSlice, tuple[int, ...]]:
+    """Mean over classes of the per-class Dice averaged over cases (NaN cases skipped), the
+    first case's `PreviewSlice` (cut from the prediction already made: no extra forward pass) and
+    the classes that keep their largest component (``config.keep_largest``, or decided on these
+    cases with `segloop.engine.postprocess.choose_keep_largest` when it is None).
 
     3D validation uses non-overlapping windows: about 3x cheaper than the default overlap of the
     final prediction, and good enough to pick the best epoch. Compressed cases are decompressed
@@ -202,7 +205,7 @@ def _validate(
         infer_config = InferConfig(batch_size=max(config.batch_size, 8))
     else:
         infer_config = InferConfig(batch_size=max(config.batch_size, 2), overlap=0.0)
-    scores, preview = [], None
+    scores, preview, kept, one_piece = [], None, [], []
     for case in cases:
         probabilities, _, _ = predict_mean_probabilities(
             network,
@@ -217,6 +220,10 @@ def _validate(
         del probabilities
         reference = np.asarray(case.labels)
         scores.append(dice_per_class(labels, reference, n_classes))
+        if config.keep_largest is None:
+            case_kept, case_one_piece = largest_component_scores(labels, reference, n_classes)
+            kept.append(case_kept)
+            one_piece.append(case_one_piece)
         if preview is None:
             axis = config.slice_axis if config.dims == 2 and config.slice_axis is not None else 2
             preview = _preview_slice(case, labels, reference, axis, n_classes)
@@ -229,7 +236,19 @@ def _validate(
         )
     values = [v for v in per_class.values() if not math.isnan(v)]
     mean = float(np.mean(values)) if values else None
-    return mean, per_class, dataclasses.replace(preview, val_dice=mean)  # type: ignore[arg-type]
+    keep_largest = (
+        config.keep_largest
+        if config.keep_largest is not None
+        else choose_keep_largest(table, kept, one_piece)
+    )
+    return mean, per_class, dataclasses.replace(preview, val_dice=mean), keep_largest  # type: ignore[arg-type]
+
+
+def _decided(resolved: TrainConfig, progress: _Progress) -> TrainConfig:
+    """The resolved config with the best epoch's post-processing decision (when it was left to one)."""
+    if resolved.keep_largest is not None:
+        return resolved
+    return resolved.replace(keep_largest=progress.best_keep_largest)
 
 
 def _check_cases(train_cases: Sequence[Case], val_cases: Sequence[Case], n_classes: int) -> None:
@@ -309,6 +328,7 @@ class _Progress:
     best_epoch: int = -1
     best_per_class: dict[int, float] = field(default_factory=dict)
     best_state: dict[str, torch.Tensor] | None = None
+    best_keep_largest: tuple[int, ...] = ()
 
 
 class _Clock:
@@ -431,6 +451,7 @@ def _restore(payload: dict[str, Any], parts: _Parts) -> _Progress:
         best_epoch=int(payload["best_epoch"]),
         best_per_class={int(k): float(v) for k, v in payload["best_dice_per_class"].items()},
         best_state=payload["best_state"],
+        best_keep_largest=tuple(payload["config"].get("keep_largest") or ()),
     )
 
 
@@ -691,11 +712,13 @@ def _train_in_group(
             tick = time.perf_counter()
             kept = window.evaluated(parts.network) if group.is_writer else parts.network
             per_class: dict[int, float] = {}
+            keep_largest: tuple[int, ...] = ()
             preview = None
             if val_cases:  # on rank 0, the others get its scores
                 scores = _validate(kept, val_cases, resolved, n_classes, target) if group.is_writer else None
                 if scores is not None:
                     preview = dataclasses.replace(scores[2], epoch=progress.epoch)
+                    keep_largest = scores[3]
                 val_dice, per_class = distributed.share(scores[:2] if scores is not None else None, group)
                 clock.validation_s = time.perf_counter() - tick
             improved = val_dice is not None and (
@@ -707,6 +730,7 @@ def _train_in_group(
                     progress.epoch,
                     per_class,
                 )
+                progress.best_keep_largest = keep_largest
                 if group.is_writer:  # the one that writes them
                     progress.best_state = {
                         k: v.detach().to("cpu", copy=True) for k, v in kept.state_dict().items()
@@ -729,7 +753,7 @@ def _train_in_group(
             if group.is_writer:
                 _write(
                     checkpoint_path,
-                    resolved,
+                    _decided(resolved, progress),
                     config,
                     n_classes,
                     parts,
@@ -751,7 +775,7 @@ def _train_in_group(
             stopped_by = "time"
     return TrainResult(
         checkpoint_path=checkpoint_path,
-        config=resolved,
+        config=_decided(resolved, progress),
         epochs=progress.epoch,
         steps=progress.step,
         best_epoch=progress.best_epoch,
