@@ -22,6 +22,9 @@ Parts (each prints its numbers; ``--only`` picks some):
   over seeds), its change vs the baseline of the same run, Dice per organ and samples/s.
   ``--ideas`` picks ideas (`IDEAS`); ``--config key=value`` (repeated; values JSON) adds one
   idea named ``custom`` (an `InferConfig` key such as ``tta_flips=[1]`` sets its prediction).
+  Each row also scores post-processing (largest component per class, `score_checkpoint`).
+  ``--table`` prints the tables of every row in ``OUT/ablation.jsonl`` (runs of several
+  invocations); ``--rescore`` scores their checkpoints again first (e.g. after a scoring change).
 - ``precision`` (not in the default parts): training steps/s of the 2D UNet in float32, bfloat16
   autocast and channels-last on the CPU (about 30 s).
 
@@ -30,6 +33,7 @@ other work on a shared machine slows every number down):
 
     .venv/bin/python benchmarks/engine.py [--only train,memory,throughput,predict] [--minutes 10]
     .venv/bin/python benchmarks/engine.py --only ablation --minutes 12 --seeds 0,1 [--ideas a,b]
+    .venv/bin/python benchmarks/engine.py --only ablation --out OUT --table   # or --rescore
 """
 
 from __future__ import annotations
@@ -497,12 +501,61 @@ def split_changes(changes: dict) -> tuple[dict, dict]:
     return train, infer
 
 
-def run_ablation(spec: dict) -> dict:
-    """Train one idea with one seed (in this process) and score the best model with ``predict``."""
+def score_checkpoint(checkpoint: Path, infer_changes: dict, val_cases: list) -> dict:
+    """Dice per organ of a checkpoint on the validation cases: as predicted, and post-processed.
+
+    Post-processing (`segloop.engine.postprocess`) is scored two ways: ``dice_post`` keeps the largest
+    component of the classes the training rule picks on these same 4 cases (what a model trained now
+    stores in ``keep_largest``; picked and scored on the same cases, so an upper bound), and
+    ``dice_largest_all`` of every class (no choice made on the scored cases).
+    """
     from segloop.engine.config import InferConfig
     from segloop.engine.infer import load_model, predict
-    from segloop.engine.train import train
+    from segloop.engine.postprocess import choose_keep_largest, largest_component_scores
     from segloop.metrics import dice_per_class
+
+    model = load_model(checkpoint, "cpu")
+    as_predicted = model.config.replace(keep_largest=())
+    infer_config = InferConfig(batch_size=16, **infer_changes)
+    tick = time.perf_counter()
+    plain, kept, one_piece = [], [], []
+    for case in val_cases:
+        prediction = predict(
+            model.network, np.asarray(case.image), case.spacing, as_predicted, infer_config, device="cpu"
+        )
+        reference = np.asarray(case.labels)
+        plain.append(dice_per_class(prediction.labels, reference, N_CLASSES))
+        case_kept, case_one_piece = largest_component_scores(prediction.labels, reference, N_CLASSES)
+        kept.append(case_kept)
+        one_piece.append(case_one_piece)
+    seconds = (time.perf_counter() - tick) / len(val_cases)
+    plain, kept = np.asarray(plain), np.asarray(kept)
+    chosen = choose_keep_largest(plain, kept, np.asarray(one_piece))
+    post = plain.copy()
+    post[:, [v - 1 for v in chosen]] = kept[:, [v - 1 for v in chosen]]
+
+    def organs(table: np.ndarray) -> dict:
+        return dict(zip(ORGANS, (float(v) for v in np.nanmean(table, axis=0)), strict=True))
+
+    return {
+        "mean_dice": float(np.mean(list(organs(plain).values()))),
+        "dice": organs(plain),
+        "keep_largest": [ORGANS[v - 1] for v in chosen],
+        "mean_dice_post": float(np.mean(list(organs(post).values()))),
+        "dice_post": organs(post),
+        "mean_dice_largest_all": float(np.mean(list(organs(kept).values()))),
+        "predict_s_per_case": seconds,
+    }
+
+
+def checkpoint_name(idea: str, seed: int, train_cases: int) -> str:
+    """The file name of an ablation run's checkpoint (30 training cases: no suffix)."""
+    return f"ablation_{idea}_{seed}{'' if train_cases == 30 else f'_{train_cases}cases'}.pt"
+
+
+def run_ablation(spec: dict) -> dict:
+    """Train one idea with one seed (in this process) and score the best model (`score_checkpoint`)."""
+    from segloop.engine.train import train
 
     train_changes, infer_changes = split_changes(spec["changes"])
     config = base_config(2, spec["minutes"]).replace(
@@ -510,46 +563,74 @@ def run_ablation(spec: dict) -> dict:
     )
     train_cases = [load_case(c, compress=True) for c in list_cases("train-pats")[: spec["train_cases"]]]
     val_cases = [load_case(c, compress=True) for c in list_cases("validation-pats")]
-    checkpoint = Path(spec["out"]) / f"ablation_{spec['idea']}_{spec['seed']}.pt"
+    checkpoint = Path(spec["out"]) / checkpoint_name(spec["idea"], spec["seed"], spec["train_cases"])
     result = train(
         config, train_cases, val_cases, n_classes=N_CLASSES, device="cpu", checkpoint_path=checkpoint
     )
-    model = load_model(checkpoint, "cpu")
-    infer_config = InferConfig(batch_size=16, **infer_changes)
-    tick = time.perf_counter()
-    scores = []
-    for case in val_cases:
-        prediction = predict(
-            model.network, np.asarray(case.image), case.spacing, model.config, infer_config, device="cpu"
-        )
-        scores.append(dice_per_class(prediction.labels, np.asarray(case.labels), N_CLASSES))
-    per_organ = np.nanmean(np.asarray(scores), axis=0)
     return {
         "idea": spec["idea"],
         "seed": spec["seed"],
-        "mean_dice": float(np.mean(per_organ)),
-        "dice": dict(zip(ORGANS, (float(v) for v in per_organ), strict=True)),
+        "changes": spec["changes"],
+        "train_cases": spec["train_cases"],
+        **score_checkpoint(checkpoint, infer_changes, val_cases),
         "validation_dice": result.best_metric,
         "samples_per_s": result.samples_per_s,
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "train_s": result.elapsed_s,
-        "predict_s_per_case": (time.perf_counter() - tick) / len(val_cases),
         "load": os.getloadavg()[0],
     }
 
 
+def rescore_ablation(out: Path) -> list[dict]:
+    """Score every row's checkpoint in ``out/ablation.jsonl`` again (`score_checkpoint`); rows rewritten.
+
+    Rows whose checkpoint is gone (a later run of the same idea and seed replaced it: the one
+    recorded last) are kept as they are.
+    """
+    log = out / "ablation.jsonl"
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    val_cases = [load_case(c, compress=True) for c in list_cases("validation-pats")]
+    last = {(row["idea"], row["seed"], row.get("train_cases", 30)): i for i, row in enumerate(rows)}
+    for index in last.values():
+        row = rows[index]
+        checkpoint = out / checkpoint_name(row["idea"], row["seed"], row.get("train_cases", 30))
+        if checkpoint.exists():
+            changes = row.get("changes", IDEAS.get(row["idea"], {}))
+            row.update(score_checkpoint(checkpoint, split_changes(changes)[1], val_cases))
+            print(f"  rescored {row['idea']} seed {row['seed']}: {row['mean_dice']:.3f}", flush=True)
+    staged = log.with_suffix(".jsonl.tmp")
+    staged.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    staged.replace(log)
+    return rows
+
+
 def summarize_ablation(rows: list[dict]) -> list[str]:
-    """The ablation table (markdown) from the runs' rows: one line per idea, baseline first."""
+    """The ablation tables (markdown), one per number of training cases, one line per idea.
+
+    ``+ largest`` columns: mean Dice with post-processing (`score_checkpoint`), where the rows have it.
+    """
+    lines = []
+    for count in sorted({row.get("train_cases", 30) for row in rows}, reverse=True):
+        lines.append(f"{count} training cases:")
+        lines.extend(_ablation_table([row for row in rows if row.get("train_cases", 30) == count]))
+    return lines
+
+
+def _ablation_table(rows: list[dict]) -> list[str]:
     ideas = list(dict.fromkeys(row["idea"] for row in rows))
     by_idea = {idea: [row for row in rows if row["idea"] == idea] for idea in ideas}
 
     def mean(idea: str, key: str) -> float:
-        return float(np.mean([row[key] for row in by_idea[idea]]))
+        values = [row[key] for row in by_idea[idea] if key in row]
+        return float(np.mean(values)) if len(values) == len(by_idea[idea]) else math.nan
 
     reference = "baseline" if "baseline" in by_idea else ideas[0]
     header = "| idea | mean Dice ± half range | vs " + reference + " | " + " | ".join(ORGANS)
-    lines = [header + " | samples/s (vs) | epochs | seeds |", "|" + "---|" * (len(ORGANS) + 6)]
+    lines = [
+        header + " | + largest (chosen) | + largest (all) | samples/s (vs) | epochs | seeds |",
+        "|" + "---|" * (len(ORGANS) + 8),
+    ]
     for idea in ideas:
         dice = [row["mean_dice"] for row in by_idea[idea]]
         organs = " | ".join(
@@ -559,6 +640,7 @@ def summarize_ablation(rows: list[dict]) -> list[str]:
         lines.append(
             f"| {idea} | {np.mean(dice):.3f} ± {(max(dice) - min(dice)) / 2:.3f}"
             f" | {np.mean(dice) - mean(reference, 'mean_dice'):+.3f} | {organs}"
+            f" | {mean(idea, 'mean_dice_post'):.3f} | {mean(idea, 'mean_dice_largest_all'):.3f}"
             f" | {speed:.1f} ({speed / mean(reference, 'samples_per_s'):.2f}x)"
             f" | {mean(idea, 'epochs'):.1f} | {len(dice)} |"
         )
@@ -699,7 +781,26 @@ def main() -> None:
         help="ablation: an idea 'custom' (repeat)",
     )
     parser.add_argument("--train-cases", type=int, default=30, help="ablation: training cases (5 or 30)")
+    parser.add_argument(
+        "--table", action="store_true", help="ablation: print the tables of every row in OUT/ablation.jsonl"
+    )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="ablation: score the checkpoints of OUT/ablation.jsonl again (post-processing), then --table",
+    )
     args = parser.parse_args()
+    if args.table or args.rescore:
+        log = args.out / "ablation.jsonl"
+        if not log.is_file():
+            parser.error(f"no ablation rows at {log}: run --only ablation --out {args.out} first")
+        rows = (
+            rescore_ablation(args.out)
+            if args.rescore
+            else [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+        )
+        print("\n".join(summarize_ablation(rows)))
+        return
     unknown = sorted(set(args.ideas.split(",")) - set(IDEAS)) if args.ideas else []
     if unknown:
         parser.error(f"unknown ideas {', '.join(unknown)}: expected some of {', '.join(IDEAS)}")

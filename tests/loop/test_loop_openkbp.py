@@ -48,7 +48,8 @@ def test_two_rounds_with_corrections_from_files(run_cli, openkbp, tmp_path):
     model = project.get_model(second.summary["model"])
     assert model.mode == "continual" and set(model.train_case_ids) == {"openkbp_pt_4", *UNLABELED}
     assert second.summary["cases_by_source"]["revised"] == 2
-    assert second.stages["predict"]["cases"] == []  # every case has a human label now
+    # the whole case is decided by a person now; the painted one only for its mandible
+    assert second.stages["predict"]["cases"] == [painted]
     status = run_cli("status", project.root)
     assert status.code == 0 and "rounds" in status.out and "continual" in status.out and "R2" in status.out
     report = (project.root / "reports" / "index.html").read_text(encoding="utf-8")
