@@ -6,18 +6,20 @@ Dice. One more guard than nnU-Net's: the class's reference must be one piece in 
 case holding it, so a class of several organs (both kidneys as one class, metastases) is never cut
 down to one of them because a validation prediction happened to be one piece already.
 
-Components are found with connected-components-3d on each class's bounding box only (organs are
-small against the volume: a few milliseconds per class on a 128³ grid).
+Components come from `segloop.segment.components` (connected-components-3d on each class's
+bounding box: a few milliseconds per class on a 128³ grid).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import cc3d
 import numpy as np
 
+from segloop.core.geometry import bounding_box
 from segloop.metrics import dice_per_class
+from segloop.segment.components import keep_largest_component as largest_of_mask
+from segloop.segment.components import label_components
 
 __all__ = [
     "choose_keep_largest",
@@ -25,26 +27,6 @@ __all__ = [
     "keep_largest_component",
     "largest_component_scores",
 ]
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box holding every True voxel of ``mask``, or None if there is none."""
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if present.size == 0:
-            return None
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
-
-
-def _components(mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray, int] | None:
-    """``(box, component ids inside the box, count)`` of ``mask``'s 26-connected components."""
-    box = _bounding_box(mask)
-    if box is None:
-        return None
-    ids, count = cc3d.connected_components(mask[box], connectivity=26, return_N=True)
-    return box, ids, int(count)
 
 
 def count_components(mask: np.ndarray) -> int:
@@ -55,8 +37,8 @@ def count_components(mask: np.ndarray) -> int:
         >>> count_components(m)
         2
     """
-    found = _components(np.asarray(mask, dtype=bool))
-    return 0 if found is None else found[2]
+    box = bounding_box(mask)
+    return 0 if box is None else label_components(np.ascontiguousarray(mask[box], dtype=bool))[1]
 
 
 def keep_largest_component(labels: np.ndarray, values: Iterable[int]) -> np.ndarray:
@@ -77,14 +59,8 @@ def keep_largest_component(labels: np.ndarray, values: Iterable[int]) -> np.ndar
     """
     result = np.array(labels, copy=True)
     for value in values:
-        found = _components(result == value)
-        if found is None or found[2] <= 1:
-            continue
-        box, ids, _ = found
-        sizes = np.bincount(ids.ravel())
-        sizes[0] = 0
-        inside = result[box]  # a view: writes go to ``result``
-        inside[(ids > 0) & (ids != int(np.argmax(sizes)))] = 0
+        mask = result == value
+        result[mask & ~largest_of_mask(mask)] = 0
     return result
 
 
