@@ -80,6 +80,10 @@ IDEAS: dict[str, dict] = {
     "foreground0.33": {"foreground_ratio": 0.33},
     "average3": {"average_last": 3},
     "context1_mirror": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS]},
+    # slices along axis 0: coronal planes (3.9-5.1 x 2.5 mm, finer than the axial 3.9-5.1 mm squares)
+    "coronal": {"slice_axis": 0},
+    # two networks, axial and coronal, half the budget each; their probabilities averaged
+    "views2": {"views": [2, 0]},
     "combined": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "spatial_augmentation": 0.3},
 }
 
@@ -501,8 +505,10 @@ def split_changes(changes: dict) -> tuple[dict, dict]:
     return train, infer
 
 
-def score_checkpoint(checkpoint: Path, infer_changes: dict, val_cases: list) -> dict:
-    """Dice per organ of a checkpoint on the validation cases: as predicted, and post-processed.
+def score_checkpoint(checkpoints: list[Path], infer_changes: dict, val_cases: list) -> dict:
+    """Dice per organ of checkpoints on the validation cases: as predicted, and post-processed.
+
+    Several checkpoints (an idea of several ``views``) predict together: their probabilities averaged.
 
     Post-processing (`segloop.engine.postprocess`) is scored two ways: ``dice_post`` keeps the largest
     component of the classes the training rule picks on these same 4 cases (what a model trained now
@@ -514,18 +520,30 @@ def score_checkpoint(checkpoint: Path, infer_changes: dict, val_cases: list) -> 
     from segloop.engine.postprocess import choose_keep_largest, largest_component_scores
     from segloop.metrics import dice_per_class
 
-    model = load_model(checkpoint, "cpu")
-    as_predicted = model.config.replace(keep_largest=())
+    models = [load_model(checkpoint, "cpu") for checkpoint in checkpoints]
     infer_config = InferConfig(batch_size=16, **infer_changes)
     tick = time.perf_counter()
     plain, kept, one_piece = [], [], []
     for case in val_cases:
-        prediction = predict(
-            model.network, np.asarray(case.image), case.spacing, as_predicted, infer_config, device="cpu"
-        )
+        predictions = [
+            predict(
+                model.network,
+                np.asarray(case.image),
+                case.spacing,
+                model.config.replace(keep_largest=()),  # as predicted: post-processing scored below
+                infer_config,
+                device="cpu",
+            )
+            for model in models
+        ]
+        if len(predictions) == 1:
+            labels = predictions[0].labels
+        else:
+            mean = np.mean([p.probabilities.astype(np.float32) for p in predictions], axis=0)
+            labels = np.argmax(mean, axis=0).astype(np.uint8)
         reference = np.asarray(case.labels)
-        plain.append(dice_per_class(prediction.labels, reference, N_CLASSES))
-        case_kept, case_one_piece = largest_component_scores(prediction.labels, reference, N_CLASSES)
+        plain.append(dice_per_class(labels, reference, N_CLASSES))
+        case_kept, case_one_piece = largest_component_scores(labels, reference, N_CLASSES)
         kept.append(case_kept)
         one_piece.append(case_one_piece)
     seconds = (time.perf_counter() - tick) / len(val_cases)
@@ -548,9 +566,10 @@ def score_checkpoint(checkpoint: Path, infer_changes: dict, val_cases: list) -> 
     }
 
 
-def checkpoint_name(idea: str, seed: int, train_cases: int) -> str:
-    """The file name of an ablation run's checkpoint (30 training cases: no suffix)."""
-    return f"ablation_{idea}_{seed}{'' if train_cases == 30 else f'_{train_cases}cases'}.pt"
+def checkpoint_paths(out: Path, idea: str, seed: int, train_cases: int, views: list | None) -> list[Path]:
+    """An ablation run's checkpoints: one, or one per view (30 training cases: no suffix)."""
+    stem = f"ablation_{idea}_{seed}{'' if train_cases == 30 else f'_{train_cases}cases'}"
+    return [out / f"{stem}.pt"] if not views else [out / f"{stem}_view{axis}.pt" for axis in views]
 
 
 def run_ablation(spec: dict) -> dict:
@@ -558,26 +577,35 @@ def run_ablation(spec: dict) -> dict:
     from segloop.engine.train import train
 
     train_changes, infer_changes = split_changes(spec["changes"])
-    config = base_config(2, spec["minutes"]).replace(
+    views = train_changes.pop("views", None)
+    config = base_config(2, spec["minutes"] / len(views or [0])).replace(
         seed=spec["seed"], num_threads=spec["threads"], **train_changes
     )
     train_cases = [load_case(c, compress=True) for c in list_cases("train-pats")[: spec["train_cases"]]]
     val_cases = [load_case(c, compress=True) for c in list_cases("validation-pats")]
-    checkpoint = Path(spec["out"]) / checkpoint_name(spec["idea"], spec["seed"], spec["train_cases"])
-    result = train(
-        config, train_cases, val_cases, n_classes=N_CLASSES, device="cpu", checkpoint_path=checkpoint
-    )
+    checkpoints = checkpoint_paths(Path(spec["out"]), spec["idea"], spec["seed"], spec["train_cases"], views)
+    results = [
+        train(
+            config if not views else config.replace(slice_axis=axis),
+            train_cases,
+            val_cases,
+            n_classes=N_CLASSES,
+            device="cpu",
+            checkpoint_path=checkpoint,
+        )
+        for axis, checkpoint in zip(views or [None], checkpoints, strict=True)
+    ]
     return {
         "idea": spec["idea"],
         "seed": spec["seed"],
         "changes": spec["changes"],
         "train_cases": spec["train_cases"],
-        **score_checkpoint(checkpoint, infer_changes, val_cases),
-        "validation_dice": result.best_metric,
-        "samples_per_s": result.samples_per_s,
-        "epochs": result.epochs,
-        "best_epoch": result.best_epoch,
-        "train_s": result.elapsed_s,
+        **score_checkpoint(checkpoints, infer_changes, val_cases),
+        "validation_dice": float(np.mean([r.best_metric for r in results])),
+        "samples_per_s": float(np.mean([r.samples_per_s for r in results])),
+        "epochs": sum(r.epochs for r in results),
+        "best_epoch": [r.best_epoch for r in results],
+        "train_s": sum(r.elapsed_s for r in results),
         "load": os.getloadavg()[0],
     }
 
@@ -594,10 +622,11 @@ def rescore_ablation(out: Path) -> list[dict]:
     last = {(row["idea"], row["seed"], row.get("train_cases", 30)): i for i, row in enumerate(rows)}
     for index in last.values():
         row = rows[index]
-        checkpoint = out / checkpoint_name(row["idea"], row["seed"], row.get("train_cases", 30))
-        if checkpoint.exists():
-            changes = row.get("changes", IDEAS.get(row["idea"], {}))
-            row.update(score_checkpoint(checkpoint, split_changes(changes)[1], val_cases))
+        changes = row.get("changes", IDEAS.get(row["idea"], {}))
+        views = changes.get("views")
+        checkpoints = checkpoint_paths(out, row["idea"], row["seed"], row.get("train_cases", 30), views)
+        if all(checkpoint.exists() for checkpoint in checkpoints):
+            row.update(score_checkpoint(checkpoints, split_changes(changes)[1], val_cases))
             print(f"  rescored {row['idea']} seed {row['seed']}: {row['mean_dice']:.3f}", flush=True)
     staged = log.with_suffix(".jsonl.tmp")
     staged.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
