@@ -91,10 +91,10 @@ def run_one(
     args, config: tuple[str, str, str], seed: int, pool: list[str], test_data: dict, references: dict
 ):
     """One configuration and seed in a fresh project: the rounds as dicts (reused when done before)."""
-    from segloop.engine.config import TrainConfig
     from segloop.loop.cases import import_cases, init_project
     from segloop.loop.ranking import order_random
     from segloop.loop.simulate import SimulatedAnnotator, run_simulated_loop
+    from segloop.loop.training import train_config
 
     strategy, mode, review = config
     root = args.out / f"{strategy}-{mode}-{review}-seed{seed}"
@@ -110,25 +110,26 @@ def run_one(
             return result
     shutil.rmtree(root, ignore_errors=True)
     window = tuple(float(v) for v in args.window.split(","))
+    names = [o.lower() for o in ORGANS]
     project = init_project(
-        root, [o.lower() for o in ORGANS], modality="CT", defaults={"window": list(window)}
+        root, names, modality="CT", defaults={"window": list(window)}, pairs=[("rightparotid", "leftparotid")]
     )
     import_cases(project, [args.data / "imagesTr" / f"{c}_0000.nii.gz" for c in pool], author="benchmark")
     annotator = SimulatedAnnotator({c: references[c] for c in pool})
-    train_config = TrainConfig(
+    # the loop's defaults (2.5D; mirroring, as the schema pairs the parotids), on axial 80² crops
+    config = train_config(
+        project,
         time_budget_min=args.minutes_per_round,
-        epochs=None,
         seed=seed,
-        window=window,
         slice_axis=2,
         patch_size=(80, 80),
         num_threads=args.threads or None,
-    )
+    ).replace(epochs=None)  # the budget alone stops each round
     started, load = time.perf_counter(), os.getloadavg()[0]
     rounds = run_simulated_loop(
         project,
         annotator,
-        train_config,
+        config,
         start_cases=order_random(pool, seed)[: args.start],
         test_cases=test_data,
         rounds=args.rounds,

@@ -74,7 +74,7 @@ IDEAS: dict[str, dict] = {
     "context1": {"context_slices": 1},
     "context2": {"context_slices": 2},
     "mirror": {**_MIRROR, "tta_flips": [LATERAL_AXIS]},
-    "mirror_train_only": _MIRROR,
+    "mirror_train_only": {**_MIRROR, "tta_flips": []},
     "spatial": {"spatial_augmentation": 0.3},
     "foreground0.9": {"foreground_ratio": 0.9},
     "foreground0.33": {"foreground_ratio": 0.33},

@@ -93,9 +93,9 @@ def test_seed_004_options_reach_the_run_and_the_preview_the_report(run_cli, proj
     assert not list(preview.parent.glob(".tmp-*"))  # replaced atomically: no temporary left
     assert run_cli("report", project.root).code == 0
     assert f'src="training_model-{model.id}.png"' in (project.root / "reports/index.html").read_text()
-    help_text = run_cli("train", "--help").out
+    help_text = " ".join(run_cli("train", "--help").out.replace("│", " ").split())  # rich's table, unwrapped
     for default in ("default 50", "default 0", "default: all not validating", "default: the axial one"):
-        assert default in " ".join(help_text.split())
+        assert default in help_text
 
 
 @pytest.mark.parametrize(
@@ -175,3 +175,47 @@ def test_round_takes_the_same_mirror_and_context_options(run_cli, project, monke
     config = call["config"]
     assert (config.flip_axes, config.lateral_axis, config.mirror_pairs) == ((0,), 0, ((3, 4),))
     assert config.context_slices == 2 and call["asked"]["context_slices"] == 2
+
+
+def test_a_mirrored_model_predicts_with_its_mirror_unless_told_not_to(run_cli, project):
+    from dataclasses import replace
+
+    from segloop.core.labels import LabelSchema
+    from segloop.store.config import CONFIG_NAME, write_config
+
+    schema = LabelSchema.from_names(project.config.schema.names, pairs=[("kidney_left", "kidney_right")])
+    write_config(replace(project.config, schema=schema), project.root / CONFIG_NAME, overwrite=True)
+    assert run_cli("train", project.root, *TINY, "--mirror").code == 0
+    assert run_cli("predict", project.root, "--cases", "c0", "--device", "cpu").code == 0
+    again = run_cli("predict", project.root, "--cases", "c0", "--device", "cpu", "--again", "--no-tta")
+    assert again.code == 0, again.err
+    default, once = (p.params for p in Project.open(project.root).list_predictions("c0"))
+    assert (default["tta_flips"], default["passes"]) == ([0], 2)  # the phantoms' left-right axis is 0
+    assert (once["tta_flips"], once["passes"]) == ([], 1)
+
+
+def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its_architecture(
+    run_cli, project, tmp_path
+):
+    from segloop.loop.training import DEFAULT_CONTEXT_SLICES, train_config
+    from tests.loop.test_ranking import start_model
+
+    plain = train_config(project)
+    assert (plain.context_slices, plain.flip_axes) == (DEFAULT_CONTEXT_SLICES, ()) == (1, ())
+    assert train_config(project, dims=3).context_slices == 0
+
+    paired = tmp_path / "paired"
+    names = ",".join(project.config.schema.names)
+    created = run_cli("init", paired, "--labels", names, "--pairs", "kidney_left : kidney_right")
+    assert created.code == 0, created.err
+    images = [str(p) for p in sorted((tmp_path / "img").glob("*.nii.gz"))]
+    assert run_cli("add", paired, *images).code == 0
+    opened = Project.open(paired)
+    assert opened.config.schema.pairs == (("kidney_left", "kidney_right"),)
+    assert train_config(opened).flip_axes == (0,) and train_config(opened).mirror_pairs == ((3, 4),)
+    assert train_config(opened, mirror=False).flip_axes == ()
+    bad = run_cli("init", tmp_path / "bad", "--labels", names, "--pairs", "kidney_left")
+    assert bad.code != 0 and "A:B pairs" in bad.err
+
+    start_model(project)  # a model recorded before the option (one slice): continued with one slice
+    assert train_config(project).context_slices == 0

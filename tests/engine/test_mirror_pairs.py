@@ -95,3 +95,16 @@ def test_tta_swaps_the_mirrored_pass_back():
     bright = _lateral_case().labels == 1
     assert float(unpaired[1][bright].mean()) == pytest.approx(0.5, abs=0.01)
     assert float(plain[1][bright].mean()) > 0.99
+
+
+def test_a_model_trained_mirrored_predicts_with_its_mirror_by_default():
+    case = _lateral_case()
+    mirrored = tiny_config(
+        slice_axis=2, patch_size=(32, 16), flip_axes=(LATERAL,), lateral_axis=LATERAL, mirror_pairs=((1, 2),)
+    )
+    default = predict(_SideNet(), case.image, case.spacing, mirrored, InferConfig(), device="cpu")
+    once = predict(_SideNet(), case.image, case.spacing, mirrored, InferConfig(tta_flips=()), device="cpu")
+    plain = predict(_SideNet(), case.image, case.spacing, mirrored.replace(flip_axes=()), device="cpu")
+    assert (default.passes, once.passes, plain.passes) == (2, 1, 1)
+    flags = [InferConfig.from_tta_flag(flag).tta_flips for flag in (None, True, False)]
+    assert flags == [None, (0,), ()]

@@ -54,6 +54,13 @@ def init(
             " e.g. 400,1064 for CT stored as HU + 1024)."
         ),
     ] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(
+            help="Left-right class pairs, e.g. RightParotid:LeftParotid,kidney_r:kidney_l (training then"
+            " mirrors left-right by default, swapping them)."
+        ),
+    ] = None,
 ) -> None:
     """Create a project folder with its label schema."""
     from segloop.cli.exchange import parse_window_option
@@ -64,7 +71,10 @@ def init(
         raise typer.BadParameter("give exactly one of --labels or --labels-file")
     defaults = {"window": list(parse_window_option(window))} if window else {}
     names = split_list(labels) if labels is not None else read_class_names(labels_file)
-    created = init_project(project, names, modality=modality, defaults=defaults)
+    pairs_given = [[name.strip() for name in part.split(":")] for part in split_list(pairs)]
+    if any(len(pair) != 2 for pair in pairs_given):
+        raise typer.BadParameter(f"--pairs: expected A:B pairs separated by commas; got {pairs!r}")
+    created = init_project(project, names, modality=modality, defaults=defaults, pairs=pairs_given)
     print_schema(created)
 
 
@@ -332,12 +342,17 @@ FeaturesOption = Annotated[
 ]
 ContextSlicesOption = Annotated[
     int | None,
-    typer.Option(help="2D: also give the network K neighbouring slices on each side (2.5D; default 0)."),
+    typer.Option(
+        help="2D: also give the network K neighbouring slices on each side (2.5D; default 1, or the"
+        " newest model's)."
+    ),
 ]
 MirrorOption = Annotated[
-    bool,
+    bool | None,
     typer.Option(
-        "--mirror", help="Flip training samples left-right, swapping the classes paired in segloop.toml."
+        "--mirror/--no-mirror",
+        help="Flip training samples left-right, swapping the classes paired in segloop.toml"
+        " (default: on when segloop.toml declares pairs).",
     ),
 ]
 
@@ -444,7 +459,7 @@ def train_command(
     network: NetworkOption = None,
     features: FeaturesOption = None,
     context_slices: ContextSlicesOption = None,
-    mirror: MirrorOption = False,
+    mirror: MirrorOption = None,
     nproc: Annotated[
         int,
         typer.Option(
@@ -479,7 +494,7 @@ def train_command(
         "network": network,
         "features": parse_features(features) if features else None,
         "context_slices": context_slices,
-        "mirror": mirror or None,
+        "mirror": mirror,
     }
     run_settings = {
         "include_pseudo": include_pseudo,
@@ -533,7 +548,14 @@ def predict_command(
     cases: Annotated[str | None, typer.Option(help="Case ids, comma separated (default: all).")] = None,
     unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Only cases without labels.")] = False,
     model: Annotated[int | None, typer.Option(help="Model id (default: the newest finished).")] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Also average a pass flipped along axis 0.")] = False,
+    tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta",
+            help="--tta: also average a pass flipped along axis 0. Default: a model trained with --mirror"
+            " averages in its left-right mirror (paired classes swapped back), others predict once.",
+        ),
+    ] = None,
     postprocess: Annotated[
         str | None, typer.Option(help="Comma separated presets, e.g. close,open,largest (2 mm radii).")
     ] = None,
@@ -572,7 +594,7 @@ def predict_command(
             split_list(cases) or None,
             unlabeled=unlabeled,
             model_id=model,
-            infer_config=InferConfig(tta_flips=(0,) if tta else ()),
+            infer_config=InferConfig.from_tta_flag(tta),
             postprocess=options,
             device=device,
             author=current_user(),
@@ -645,7 +667,7 @@ def round_command(
     val_cases: ValCasesOption = None,
     include_pseudo: IncludePseudoOption = None,
     context_slices: ContextSlicesOption = None,
-    mirror: MirrorOption = False,
+    mirror: MirrorOption = None,
 ) -> None:
     """One round: train -> predict cases not fully labelled by a person -> evaluate -> rank -> report.
 
@@ -659,7 +681,7 @@ def round_command(
 
     opened = Project.open(project)
     settings = _training_settings(dims, epochs, minutes, seed, window, val_cases)
-    settings |= {"context_slices": context_slices, "mirror": mirror or None}
+    settings |= {"context_slices": context_slices, "mirror": mirror}
     with (
         job_progress() as on_progress,
         hint(ConflictError, "drop the differing options to finish the interrupted round"),

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from segloop.core.modality import MODALITIES, NORMALIZATION
 from segloop.errors import InvalidInputError
 
-__all__ = ["NETWORKS", "NETWORK_DEFAULTS", "InferConfig", "TrainConfig"]
+__all__ = ["NETWORKS", "NETWORK_DEFAULTS", "InferConfig", "TrainConfig", "model_tta_flips"]
 
 NETWORKS = ("unet", "dynunet", "swinunetr")
 NORMS = ("instance", "batch")
@@ -347,7 +347,8 @@ class InferConfig:
         tta_flips: array axes to mirror for test-time augmentation; every combination of them is
             predicted (2^n passes) and the probabilities averaged. ``()``: no TTA. A pass
             mirrored along the model's `TrainConfig.lateral_axis` has its ``mirror_pairs``'
-            probabilities swapped back before the average.
+            probabilities swapped back before the average. None: the model's default
+            (`model_tta_flips`): its left-right axis when it trained mirrored along it, else none.
         mc_dropout_samples: forward passes with dropout switched on (only the dropout modules;
             batch-norm statistics stay frozen); 0: off. Needs a model trained with dropout > 0.
         overlap: sliding-window overlap of 3D patches, in [0, 1).
@@ -355,15 +356,17 @@ class InferConfig:
         blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping 3D patches.
     """
 
-    tta_flips: tuple[int, ...] = ()
+    tta_flips: tuple[int, ...] | None = None
     mc_dropout_samples: int = 0
     overlap: float = 0.25
     batch_size: int = 16
     blend: str = "gaussian"
 
     def __post_init__(self) -> None:
-        if not all(a in (0, 1, 2) for a in self.tta_flips) or len(set(self.tta_flips)) != len(self.tta_flips):
-            _fail("tta_flips", self.tta_flips, "distinct array axes among 0, 1, 2")
+        if self.tta_flips is not None and (
+            not all(a in (0, 1, 2) for a in self.tta_flips) or len(set(self.tta_flips)) != len(self.tta_flips)
+        ):
+            _fail("tta_flips", self.tta_flips, "None or distinct array axes among 0, 1, 2")
         if not _is_int(self.mc_dropout_samples) or self.mc_dropout_samples < 0:
             _fail("mc_dropout_samples", self.mc_dropout_samples, "an int >= 0")
         if not _is_number(self.overlap) or not 0.0 <= self.overlap < 1.0:
@@ -372,6 +375,12 @@ class InferConfig:
             _fail("batch_size", self.batch_size, "an int >= 1")
         if self.blend not in ("gaussian", "constant"):
             _fail("blend", self.blend, "'gaussian' or 'constant'")
+
+    @classmethod
+    def from_tta_flag(cls, tta: bool | None) -> InferConfig:
+        """The faces' ``--tta/--no-tta``: None the model's default (`model_tta_flips`), True also a
+        pass flipped along axis 0, False one pass."""
+        return cls(tta_flips=None if tta is None else (0,) if tta else ())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (tuples become lists).
@@ -386,3 +395,24 @@ class InferConfig:
     def from_dict(cls, data: dict[str, Any]) -> InferConfig:
         """Inverse of `to_dict`; unknown keys raise `InvalidInputError`."""
         return _from_dict(cls, data)
+
+
+def model_tta_flips(config: TrainConfig, infer_config: InferConfig) -> tuple[int, ...]:
+    """The axes a model predicts mirrored along: ``infer_config.tta_flips``, or the model's default.
+
+    The default (``tta_flips`` None) of a model trained with left-right mirroring (its
+    ``lateral_axis`` among its ``flip_axes``) averages in its left-right mirror, paired classes
+    swapped back: +0.011 mean Dice on OpenKBP at twice the inference (issue 15's ablation);
+    other models predict once.
+
+    Examples:
+        >>> mirrored = TrainConfig(flip_axes=(1,), lateral_axis=1, mirror_pairs=((3, 4),))
+        >>> model_tta_flips(mirrored, InferConfig()), model_tta_flips(mirrored, InferConfig(tta_flips=()))
+        ((1,), ())
+        >>> model_tta_flips(TrainConfig(), InferConfig())
+        ()
+    """
+    if infer_config.tta_flips is not None:
+        return infer_config.tta_flips
+    mirrored = config.lateral_axis is not None and config.lateral_axis in config.flip_axes
+    return (config.lateral_axis,) if mirrored else ()  # type: ignore[return-value]

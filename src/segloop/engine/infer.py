@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from segloop.engine.checkpoint import read_checkpoint
-from segloop.engine.config import InferConfig, TrainConfig
+from segloop.engine.config import InferConfig, TrainConfig, model_tta_flips
 from segloop.engine.data import (
     compute_intensity_parameters,
     context_indices,
@@ -295,7 +295,7 @@ def predict_mean_probabilities(
     volume = torch.from_numpy(np.asarray(image, dtype=np.float32))
     normalize_intensity(volume[None], params.low, params.high, params.shift, params.scale)
     pad_value = (params.pad_value - params.shift) * params.scale
-    flip_sets = _flip_sets(infer_config.tta_flips)
+    flip_sets = _flip_sets(model_tta_flips(config, infer_config))
     if config.dims == 2:  # mirroring along the slice axis only re-orders slices: the same pass again
         flip_sets = sorted({tuple(a for a in s if a != config.slice_axis) for s in flip_sets}, key=len)
     with torch.inference_mode():

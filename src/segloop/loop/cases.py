@@ -67,6 +67,7 @@ def init_project(
     modality: str = "CT",
     name: str | None = None,
     defaults: dict[str, Any] | None = None,
+    pairs: Sequence[Sequence[str]] = (),
 ) -> Project:
     """Create a project folder with a label schema of ``class_names`` (indices 1..N).
 
@@ -76,8 +77,10 @@ def init_project(
         modality: CT, MR, microscopy, EM, cryo-ET or other.
         name: the project's name (default: the folder's).
         defaults: the ``[defaults]`` table of `segloop.toml` (e.g. ``{"window": [400, 40]}``).
+        pairs: left-right class pairs (``[("RightParotid", "LeftParotid")]``): training mirrors
+            left-right by default, swapping them (`segloop.loop.training.train_config`).
     """
-    schema = LabelSchema.from_names([n for n in class_names if n])
+    schema = LabelSchema.from_names([n for n in class_names if n], pairs=pairs)
     config = ProjectConfig(
         name=name or Path(root).resolve().name,
         schema=schema,

@@ -210,6 +210,7 @@ def predict_case(task: CaseTask, plan: PredictionPlan, checkpoint: bytes) -> New
         The prediction to record (`Project.add_predictions`): its ``pseudo`` label (object key,
         voxel counts per class) and its arrays' file with their mean entropy.
     """
+    from segloop.engine.config import InferConfig, model_tta_flips
     from segloop.engine.infer import predict
 
     trained = load_cached_model(plan.checkpoint_sha256, checkpoint, plan.device)
@@ -225,7 +226,7 @@ def predict_case(task: CaseTask, plan: PredictionPlan, checkpoint: bytes) -> New
     labels = labels.astype(plan.schema.dtype, copy=False)
     params = {
         "model_id": plan.model_id,
-        "tta_flips": list(getattr(plan.infer_config, "tta_flips", ())),
+        "tta_flips": list(model_tta_flips(trained.config, plan.infer_config or InferConfig())),
         "passes": prediction.passes,
         "postprocess": dict(plan.postprocess or {}),
     }

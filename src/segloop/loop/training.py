@@ -253,19 +253,28 @@ def parse_features(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
+#: Neighbouring slices a 2D network sees on each side by default (2.5D; `train_config`).
+DEFAULT_CONTEXT_SLICES = 1
+
+
 def train_config(project: Project, **settings: Any) -> Any:
     """The `segloop.engine.TrainConfig` of ``settings`` over the project's defaults.
 
     The project decides the modality and, unless ``window`` is given, the CT window
     (``segloop.toml`` ``[defaults] window``); a network of `NETWORK_DEFAULTS` gets its own defaults
-    (SwinUNETR: the pretrained bundles' features and instance norm); every other field keeps the
-    engine's default.
+    (SwinUNETR: the pretrained bundles' features and instance norm). Two defaults differ from the
+    engine's, the winners of issue 15's 12-minute ablation on OpenKBP (`benchmarks/engine.py
+    --only ablation`): a 2D network sees `DEFAULT_CONTEXT_SLICES` neighbours on each side (or as
+    many as the project's newest model, so that continual training keeps its architecture), and
+    training mirrors left-right (`mirror_settings`) when the schema declares left-right pairs.
+    Every other field keeps the engine's default.
 
     Args:
         project: the open project.
         **settings: `TrainConfig` fields; a None value means "not given". ``window`` may be
             ``"WIDTH,LEVEL"`` or a pair; ``validation_case_ids`` any sequence of case ids;
-            ``mirror=True`` adds `mirror_settings` (left-right flips swapping the schema's pairs).
+            ``mirror`` True adds `mirror_settings` (left-right flips swapping the schema's pairs),
+            False leaves them out, None (default) adds them when the schema has pairs.
 
     Raises:
         InvalidInputError: an unknown field or an invalid value.
@@ -273,7 +282,9 @@ def train_config(project: Project, **settings: Any) -> Any:
     from segloop.engine.config import NETWORK_DEFAULTS, TrainConfig
 
     given = _normalize_settings({k: v for k, v in settings.items() if v is not None})
-    mirror = bool(given.pop("mirror", False))
+    mirror = given.pop("mirror", None)
+    if mirror is None:
+        mirror = bool(project.config.schema.pairs) and bool(project.list_case_ids())
     unknown = sorted(set(given) - set(TrainConfig.__dataclass_fields__))
     if unknown:
         msg = f"unknown training settings {', '.join(unknown)}: expected fields of TrainConfig"
@@ -287,6 +298,11 @@ def train_config(project: Project, **settings: Any) -> Any:
         base["window"] = parse_window(stored_window)
     if mirror:
         base |= mirror_settings(project)
+    if given.get("dims", 2) == 2:
+        newest = project.find_latest_model()
+        base["context_slices"] = (
+            int(newest.config.get("context_slices") or 0) if newest is not None else DEFAULT_CONTEXT_SLICES
+        )
     return TrainConfig(**{**base, **given})
 
 

@@ -179,7 +179,7 @@ def run_request(
             run.get("cases") or None,
             unlabeled=run.get("unlabeled", False),
             model_id=run.get("model"),
-            infer_config=InferConfig(tta_flips=(0,) if run.get("tta") else ()),
+            infer_config=InferConfig.from_tta_flag(run.get("tta")),
             postprocess=Postprocess.from_presets(steps).morphology_kwargs() if steps else None,
             device=device,
             author=author,
