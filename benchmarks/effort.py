@@ -117,7 +117,7 @@ def run_one(
     import_cases(project, [args.data / "imagesTr" / f"{c}_0000.nii.gz" for c in pool], author="benchmark")
     annotator = SimulatedAnnotator({c: references[c] for c in pool})
     # the loop's defaults (2.5D; mirroring, as the schema pairs the parotids), on axial 80² crops
-    config = train_config(
+    training = train_config(
         project,
         time_budget_min=args.minutes_per_round,
         seed=seed,
@@ -129,7 +129,7 @@ def run_one(
     rounds = run_simulated_loop(
         project,
         annotator,
-        config,
+        training,
         start_cases=order_random(pool, seed)[: args.start],
         test_cases=test_data,
         rounds=args.rounds,
