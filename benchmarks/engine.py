@@ -84,6 +84,7 @@ IDEAS: dict[str, dict] = {
     "coronal": {"slice_axis": 0},
     # two networks, axial and coronal, half the budget each; their probabilities averaged
     "views2": {"views": [2, 0]},
+    "views2_context1_mirror": {"views": [2, 0], "context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS]},
     "combined": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "spatial_augmentation": 0.3},
 }
 
