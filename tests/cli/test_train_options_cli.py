@@ -203,6 +203,7 @@ def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its
     plain = train_config(project)
     assert (plain.context_slices, plain.flip_axes) == (DEFAULT_CONTEXT_SLICES, ()) == (1, ())
     assert train_config(project, dims=3).context_slices == 0
+    assert train_config(project, network="swinunetr").context_slices == 0  # a bundle's one channel
 
     paired = tmp_path / "paired"
     names = ",".join(project.config.schema.names)

@@ -264,8 +264,9 @@ def train_config(project: Project, **settings: Any) -> Any:
     (``segloop.toml`` ``[defaults] window``); a network of `NETWORK_DEFAULTS` gets its own defaults
     (SwinUNETR: the pretrained bundles' features and instance norm). Two defaults differ from the
     engine's, the winners of issue 15's 12-minute ablation on OpenKBP (`benchmarks/engine.py
-    --only ablation`): a 2D network sees `DEFAULT_CONTEXT_SLICES` neighbours on each side (or as
-    many as the project's newest model, so that continual training keeps its architecture), and
+    --only ablation`): the 2D UNet sees `DEFAULT_CONTEXT_SLICES` neighbours on each side (or as
+    many as the project's newest model, so that continual training keeps its architecture; other
+    networks, e.g. a pretrained SwinUNETR bundle's, keep one slice), and
     training mirrors left-right (`mirror_settings`) when the schema declares left-right pairs.
     Every other field keeps the engine's default.
 
@@ -298,7 +299,7 @@ def train_config(project: Project, **settings: Any) -> Any:
         base["window"] = parse_window(stored_window)
     if mirror:
         base |= mirror_settings(project)
-    if given.get("dims", 2) == 2:
+    if given.get("dims", 2) == 2 and given.get("network", "unet") == "unet":  # what the ablation measured
         newest = project.find_latest_model()
         base["context_slices"] = (
             int(newest.config.get("context_slices") or 0) if newest is not None else DEFAULT_CONTEXT_SLICES
