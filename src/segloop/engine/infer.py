@@ -379,8 +379,8 @@ def predict(
         .numpy()
         .astype(np.uint8 if out_channels <= 256 else np.uint16, copy=False)
     )
-    if config.keep_largest:
-        labels = keep_largest_component(labels, config.keep_largest)
+    if config.keep_largest:  # the network's classes only (a checkpoint's config is not trusted further)
+        labels = keep_largest_component(labels, [v for v in config.keep_largest if v < out_channels])
     entropy = voxel_entropy(probabilities)
 
     def half(values: torch.Tensor) -> np.ndarray:
