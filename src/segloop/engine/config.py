@@ -402,8 +402,8 @@ def model_tta_flips(config: TrainConfig, infer_config: InferConfig) -> tuple[int
 
     The default (``tta_flips`` None) of a model trained with left-right mirroring (its
     ``lateral_axis`` among its ``flip_axes``) averages in its left-right mirror, paired classes
-    swapped back: +0.011 mean Dice on OpenKBP at twice the inference (issue 15's ablation);
-    other models predict once.
+    swapped back: +0.007 to +0.011 mean Dice on OpenKBP's validation cases at twice the inference
+    (issue 15's ablation, same weights scored with and without it); other models predict once.
 
     Examples:
         >>> mirrored = TrainConfig(flip_axes=(1,), lateral_axis=1, mirror_pairs=((3, 4),))
