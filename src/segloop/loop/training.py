@@ -284,8 +284,6 @@ def train_config(project: Project, **settings: Any) -> Any:
 
     given = _normalize_settings({k: v for k, v in settings.items() if v is not None})
     mirror = given.pop("mirror", None)
-    if mirror is None:
-        mirror = bool(project.config.schema.pairs) and bool(project.list_case_ids())
     unknown = sorted(set(given) - set(TrainConfig.__dataclass_fields__))
     if unknown:
         msg = f"unknown training settings {', '.join(unknown)}: expected fields of TrainConfig"
@@ -297,8 +295,12 @@ def train_config(project: Project, **settings: Any) -> Any:
     stored_window = project.config.defaults.get("window")
     if stored_window:
         base["window"] = parse_window(stored_window)
-    if mirror:
-        base |= mirror_settings(project)
+    if mirror or (mirror is None and project.config.schema.pairs):
+        try:
+            base |= mirror_settings(project)
+        except NotFoundError:  # no case yet: asked for, an error; by default, nothing to mirror
+            if mirror:
+                raise
     if given.get("dims", 2) == 2 and given.get("network", "unet") == "unet":  # what the ablation measured
         newest = project.find_latest_model()
         base["context_slices"] = (
