@@ -217,6 +217,9 @@ def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its
     assert train_config(opened, mirror=False).flip_axes == ()
     bad = run_cli("init", tmp_path / "bad", "--labels", names, "--pairs", "kidney_left")
     assert bad.code != 0 and "A:B pairs" in bad.err
+    unknown = run_cli("init", tmp_path / "unknown", "--labels", names, "--pairs", "kidney_left:kidney_r")
+    assert unknown.code == 1 and "unknown class 'kidney_r'" in unknown.err and unknown.err.count("\n") == 1
+    assert not (tmp_path / "unknown").exists() and not (tmp_path / "bad").exists()  # nothing written
 
     start_model(project)  # a model recorded before the option (one slice): continued with one slice
     assert train_config(project).context_slices == 0
