@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
+from segloop.errors import InvalidInputError
 from segloop.io import write_volume
 from segloop.loop.cases import import_cases, init_project
 from segloop.loop.ranking import (
     STRATEGIES,
     GainPerCostStrategy,
+    cleaning_radii,
     estimate_correction,
     flagged_regions,
     list_candidate_cases,
+    open_mask_iterations,
     rank_cases,
     select_diverse,
     slice_regions,
@@ -123,3 +127,42 @@ def test_near_duplicates_are_spread_and_the_ranking_is_recorded(project):
     served = project.list_events("served")
     assert served[-1].detail["strategy"] == "gain-per-cost"
     assert project.list_ranking(served[-1].id)[1][:3] == [(r.rank, r.case_id, r.score) for r in spread]
+
+
+def test_a_coarse_grid_keeps_uncertain_regions_two_voxel_openings_would_erase(tmp_path):
+    # OpenKBP's 3.9 x 3.9 x 2.5 mm voxels: AbdomenAtlas's 2-voxel opening needs regions 5 voxels
+    # (2 cm) thick; the opening in millimetres erodes 1 voxel, so a 3-voxel-thick region stays.
+    project = init_project(tmp_path / "coarse", PHANTOM_CLASSES)
+    phantom = make_ct_phantom(SHAPE, (3.9, 3.9, 2.5), seed=0)
+    import_cases(project, [write_volume(phantom.image, tmp_path / "c0.nii.gz")])
+    add_prediction(
+        project,
+        "c0",
+        uncertain(project, 1, (slice(4, 7), slice(4, 7), slice(6, 9))),
+        model_id=start_model(project),
+    )
+    assert [(b.offset, b.size) for b in flagged_regions(project, "c0")] == [((0, 0, 6), (32, 32, 3))]
+    ranked = rank_cases(project, strategy="gain-per-cost", record=False)
+    assert ranked[0].detail["gain"] == pytest.approx(27.0, rel=1e-3)
+
+
+def test_cleaning_radii_cover_abdomenatlas_millimetres_and_per_axis_openings_match_iterations():
+    assert cleaning_radii((0.8, 0.8, 0.8)) == (2, 2, 2)
+    assert cleaning_radii((1.5, 1.5, 3.0)) == (2, 2, 1)
+    assert cleaning_radii((3.9, 3.9, 2.5)) == (1, 1, 1)
+    rng = np.random.default_rng(0)
+    mask = ndimage.binary_dilation(rng.random((20, 18, 12)) < 0.05, iterations=2)
+    for n in (1, 2):
+        iterated = ndimage.binary_dilation(
+            ndimage.binary_erosion(mask, np.ones((3, 3, 3), bool), iterations=n),
+            np.ones((3, 3, 3), bool),
+            iterations=n,
+        )
+        assert np.array_equal(open_mask_iterations(mask, (n, n, n)), iterated)
+        assert np.array_equal(open_mask_iterations(mask, n), iterated)
+    slab = np.zeros((9, 9, 9), bool)
+    slab[:, :, 3:6] = True  # 3 voxels thick along the last axis only
+    assert open_mask_iterations(slab, (2, 2, 1)).sum() == slab.sum()
+    assert not open_mask_iterations(slab, (1, 1, 2)).any()
+    with pytest.raises(InvalidInputError, match="one iteration count per axis"):
+        open_mask_iterations(slab, (1, 1))

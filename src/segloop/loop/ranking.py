@@ -38,16 +38,20 @@ where ``p_c >= 0.05``); else none, and the entropy map alone decides — one mod
 has nothing to disagree with. AbdomenAtlas's third map (overlapping organs) does not arise: a
 softmax prediction assigns one class per voxel.
 
-The morphology is in voxels (scipy's binary erosion/dilation, iterated), not millimetres as in
-`segloop.segment.morphology`: AbdomenAtlas cleans with a 3x3x3 element twice, and a voxel-wise
-opening removes speckle of the prediction's own resolution whatever the spacing. Along an axis
-of length 1 (2D images) the element is flat, so a single slice is not eroded away.
+The morphology is in voxels (scipy's binary erosion/dilation): AbdomenAtlas cleans with a
+3x3x3 element twice on CT of ~0.8 mm voxels, erasing uncertain specks thinner than ~4 mm. A
+case's stored predictions are cleaned with as many voxels per axis as cover those 1.6 mm, at
+least one and at most AbdomenAtlas's two (`cleaning_radii`): the same opening on fine CT, one
+voxel on a coarse grid (OpenKBP's 3.9 x 3.9 x 2.5 mm), where two would need uncertain regions
+2 cm thick and erase every uncertain boundary — no case would have flagged slices to review.
+Along an axis of length 1 (2D images) the element is flat, so a single slice is not eroded away.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +61,7 @@ import numpy as np
 from scipy import ndimage
 
 from segloop.core.corrections import PatchBox, coverage_from_params, patch_box
-from segloop.core.geometry import axis_of_plane, bounding_box
+from segloop.core.geometry import axis_of_plane, bounding_box, spacing_from_affine
 from segloop.core.provenance import REFERENCE_SOURCES
 from segloop.core.volume import Volume
 from segloop.errors import GeometryMismatchError, InvalidInputError, NotFoundError
@@ -79,6 +83,7 @@ __all__ = [
     "Strategy",
     "UncertaintyStrategy",
     "attention_volume",
+    "cleaning_radii",
     "compute_attention",
     "estimate_case",
     "estimate_correction",
@@ -100,19 +105,40 @@ __all__ = [
 ENTROPY_THRESHOLD = 0.05
 STD_THRESHOLD = 0.1
 NEAR_PROBABILITY = 0.05
+#: AbdomenAtlas's opening: 2 voxels (erosions, then dilations) of its ~0.8 mm CT, in millimetres
+CLEANING_MM = 1.6
+CLEANING_ITERATIONS = 2
 
 
 # -- pure parts ----------------------------------------------------------------------------------
 
 
+def cleaning_radii(spacing: Sequence[float]) -> tuple[int, ...]:
+    """Voxels per axis the opening of a case's attention maps erodes (`open_mask_iterations`).
+
+    Args:
+        spacing: voxel size per array axis in mm.
+
+    Returns:
+        Per axis, the voxels covering `CLEANING_MM`, at least 1 and at most AbdomenAtlas's 2.
+
+    Examples:
+        >>> cleaning_radii((0.8, 0.8, 1.0)), cleaning_radii((3.9, 3.9, 2.5))
+        ((2, 2, 2), (1, 1, 1))
+    """
+    return tuple(min(CLEANING_ITERATIONS, max(1, math.ceil(CLEANING_MM / s - 1e-6))) for s in spacing)
+
+
 def open_mask_iterations(
-    mask: np.ndarray, iterations: int = 2, volume_shape: Sequence[int] | None = None
+    mask: np.ndarray, iterations: int | Sequence[int] = 2, volume_shape: Sequence[int] | None = None
 ) -> np.ndarray:
     """Erode ``iterations`` times, then dilate as often (3x3x3, full connectivity; flat on unit axes).
 
     Args:
         mask: ``(I, J, K)`` bool.
-        iterations: erosions and dilations (AbdomenAtlas: 2).
+        iterations: erosions and dilations (AbdomenAtlas: 2), or one count per axis (the element
+            is then a box of ``2 * n + 1`` voxels along each axis, the same as ``n`` iterations of
+            the 3x3x3 one).
         volume_shape: the shape whose unit axes make the element flat, when ``mask`` is a box cut
             from a larger volume (default: ``mask.shape``); a box one voxel thick is still eroded.
 
@@ -125,14 +151,19 @@ def open_mask_iterations(
         >>> int(opened.sum()), bool(opened[0, 0, 0])
         (49, False)
     """
-    if iterations <= 0 or not mask.any():
-        return mask.astype(bool, copy=True)
     shape = mask.shape if volume_shape is None else volume_shape
-    structure = np.ones(tuple(3 if n > 1 else 1 for n in shape), dtype=bool)
-    eroded = ndimage.binary_erosion(mask, structure=structure, iterations=iterations)
+    radii = [iterations] * len(shape) if isinstance(iterations, int) else list(iterations)
+    if len(radii) != len(shape):
+        msg = f"open_mask_iterations needs one iteration count per axis ({len(shape)}); got {iterations}"
+        raise InvalidInputError(msg)
+    sizes = [2 * max(r, 0) + 1 if n > 1 else 1 for r, n in zip(radii, shape, strict=True)]
+    structure = np.ones(sizes, dtype=bool)
+    if structure.size == 1 or not mask.any():
+        return mask.astype(bool, copy=True)
+    eroded = ndimage.binary_erosion(mask, structure=structure)
     if not eroded.any():
         return eroded
-    return ndimage.binary_dilation(eroded, structure=structure, iterations=iterations)
+    return ndimage.binary_dilation(eroded, structure=structure)
 
 
 @dataclass(frozen=True)
@@ -191,7 +222,7 @@ def compute_attention(
     exclude: np.ndarray | None = None,
     entropy_threshold: float = ENTROPY_THRESHOLD,
     std_threshold: float = STD_THRESHOLD,
-    iterations: int = 2,
+    iterations: int | Sequence[int] = CLEANING_ITERATIONS,
     near_probability: float = NEAR_PROBABILITY,
 ) -> CaseAttention:
     """AbdomenAtlas attention of a case's classes (see the module docstring).
@@ -206,7 +237,8 @@ def compute_attention(
         exclude: ``(I, J, K)`` bool voxels not to score (already reviewed by a person), or None.
         entropy_threshold: binary-entropy threshold in bits (AbdomenAtlas: 0.05).
         std_threshold: disagreement threshold (AbdomenAtlas: 0.1).
-        iterations: erosions then dilations cleaning each binary map (AbdomenAtlas: 2).
+        iterations: erosions then dilations cleaning each binary map (AbdomenAtlas: 2), or one
+            count per axis (`cleaning_radii` of the case's spacing, as stored cases are scored).
         near_probability: a class-averaged ``pass_disagreement`` counts for class ``c`` only
             where ``p_c`` is at least this.
 
@@ -471,7 +503,11 @@ def _read_attention_inputs(
     stored = [project.read_prediction(case_id, r.model_id) for r in chosen]
     shape = stored[0].probabilities.shape
     arrays = [s.probabilities for s in stored if s.probabilities.shape == shape]
-    options = {"pass_disagreement": stored[0].disagreement, "exclude": _reviewed_boxes(versions, case.shape)}
+    options = {
+        "pass_disagreement": stored[0].disagreement,
+        "exclude": _reviewed_boxes(versions, case.shape),
+        "iterations": cleaning_radii(spacing_from_affine(case.affine)),
+    }
     return arrays, schema.indices_of(classes), options, chosen[0].model_id
 
 
