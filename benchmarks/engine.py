@@ -86,6 +86,9 @@ IDEAS: dict[str, dict] = {
     "views2": {"views": [2, 0]},
     "views2_context1_mirror": {"views": [2, 0], "context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS]},
     "combined": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "spatial_augmentation": 0.3},
+    # bfloat16 autocast (training, validation, prediction) where the CPU has it natively
+    "bf16": {"cpu_bfloat16": True},
+    "context1_mirror_bf16": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "cpu_bfloat16": True},
 }
 
 

@@ -155,7 +155,10 @@ class TrainConfig:
             a class keeps it when its reference is one piece in every validation case holding it
             and that does not lower its validation Dice. ``()``: never.
         intensity_augmentation: random scale (±10 %) and shift (±0.1) of normalised intensities.
-        amp: mixed precision (bfloat16/float16 autocast); used only on CUDA.
+        amp: float16 autocast (with a gradient scaler) on CUDA; ignored on a CPU.
+        cpu_bfloat16: bfloat16 autocast on a CPU with native bfloat16 instructions (AVX512-BF16 or
+            AMX; `segloop.engine.device.cpu_has_native_bfloat16`), for training steps, validation
+            and prediction; ignored elsewhere (emulated bfloat16 is slower than float32).
         num_threads: CPU threads for torch; None: every core this process may use.
     """
 
@@ -190,6 +193,7 @@ class TrainConfig:
     keep_largest: tuple[int, ...] | None = None
     intensity_augmentation: bool = True
     amp: bool = True
+    cpu_bfloat16: bool = False
     num_threads: int | None = None
 
     #: fields that change the network's weights' layout (a checkpoint must match them)

@@ -26,7 +26,7 @@ from segloop.engine.data import (
     resample_image,
     swap_table,
 )
-from segloop.engine.device import resolve_device
+from segloop.engine.device import autocast, resolve_device
 from segloop.engine.networks import build_network, size_divisor
 from segloop.engine.postprocess import keep_largest_component
 from segloop.engine.uncertainty import voxel_entropy
@@ -166,12 +166,6 @@ def _flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [combo for n in range(len(axes) + 1) for combo in itertools.combinations(axes, n)]
 
 
-def _autocast(config: TrainConfig, device: torch.device):
-    if config.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 @dataclass(frozen=True)
 class _Passes:
     """What every inference pass of one image shares.
@@ -231,7 +225,7 @@ def _forward_slices(run: _Passes, volume: torch.Tensor, flips: tuple[int, ...]) 
             batch = F.pad(batch, padding, value=run.pad_value)
         if dims:
             batch = batch.flip(dims)
-        with _autocast(config, device):
+        with autocast(device, cuda_float16=config.amp, cpu_bfloat16=config.cpu_bfloat16):
             logits = network(batch)
         if dims:
             logits = _unmirror(run, logits.flip(dims), flips)
@@ -252,7 +246,7 @@ def _forward_patches(run: _Passes, volume: torch.Tensor, flips: tuple[int, ...])
     batch = volume[None, None].to(run.device)
     if dims:
         batch = batch.flip(dims)
-    with _autocast(run.config, run.device):
+    with autocast(run.device, cuda_float16=run.config.amp, cpu_bfloat16=run.config.cpu_bfloat16):
         logits = sliding_window_inference(
             batch,
             roi_size=run.config.patch_size,

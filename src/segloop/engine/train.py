@@ -62,7 +62,7 @@ from segloop.engine.data import (
     resolve_patch_size,
     resolve_slice_axis,
 )
-from segloop.engine.device import available_cpu_threads, resolve_device
+from segloop.engine.device import autocast, available_cpu_threads, resolve_device
 from segloop.engine.distributed import Group
 from segloop.engine.infer import argmax_classes, predict_mean_probabilities
 from segloop.engine.losses import dice_ce_loss
@@ -288,6 +288,7 @@ class _Parts:
     device: torch.device
     group: Group = field(default_factory=Group)
     trainer: torch.nn.Module | None = None  # what steps call: the network, or its DDP wrapper
+    cpu_bfloat16: bool = False  # bfloat16 autocast on a CPU that has it natively
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of a training batch (through DDP in a group: its gradients are averaged)."""
@@ -429,7 +430,7 @@ def _build_parts(
         slice_axis=resolved.slice_axis,  # type: ignore[arg-type]
         seed=resolved.seed,
     )
-    return _Parts(network, optimizer, scaler, sampler, device, group, trainer)
+    return _Parts(network, optimizer, scaler, sampler, device, group, trainer, resolved.cpu_bfloat16)
 
 
 def _restore(payload: dict[str, Any], parts: _Parts) -> _Progress:
@@ -464,8 +465,7 @@ def _train_step(parts: _Parts, n_classes: int, learning_rate: float) -> tuple[fl
     images = images.to(parts.device, non_blocking=True)
     labels = labels.to(parts.device, non_blocking=True)
     parts.optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if parts.scaler else contextlib.nullcontext()
-    with autocast:
+    with autocast(parts.device, cuda_float16=parts.scaler is not None, cpu_bfloat16=parts.cpu_bfloat16):
         logits = parts.forward(images)
     if group.distributed:  # the loss of the global batch; x world size: DDP averages the gradients
         whole = dice_ce_loss(logits, labels, ignore_index=n_classes, combine=distributed.sum_across_ranks)
