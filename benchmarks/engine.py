@@ -88,7 +88,12 @@ IDEAS: dict[str, dict] = {
     "combined": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "spatial_augmentation": 0.3},
     # bfloat16 autocast (training, validation, prediction) where the CPU has it natively
     "bf16": {"cpu_bfloat16": True},
-    "context1_mirror_bf16": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "cpu_bfloat16": True},
+    "context1_mirror_bf16": {
+        "context_slices": 1,
+        **_MIRROR,
+        "tta_flips": [LATERAL_AXIS],
+        "cpu_bfloat16": True,
+    },
 }
 
 
