@@ -136,11 +136,12 @@ def test_mirror_flips_along_the_left_right_axis_and_swaps_the_schemas_pairs(run_
 
     schema = LabelSchema.from_names(project.config.schema.names, pairs=[("kidney_left", "kidney_right")])
     write_config(replace(project.config, schema=schema), project.root / CONFIG_NAME, overwrite=True)
-    run_cli("train", project.root, "--mirror", "--context-slices", "1")
+    run_cli("train", project.root, "--mirror", "--context-slices", "1", "--no-bf16")
     [call] = captured
     config = call["config"]
     # the phantoms' affine is diagonal: voxel axis 0 runs along RAS x, left-right
     assert (config.flip_axes, config.lateral_axis, config.context_slices) == ((0,), 0, 1)
+    assert not config.cpu_bfloat16
     assert config.mirror_pairs == ((3, 4),)
 
 
@@ -170,10 +171,11 @@ def test_round_takes_the_same_mirror_and_context_options(run_cli, project, monke
         raise SystemExit(0)
 
     monkeypatch.setattr(segloop.loop.rounds, "run_round", fake)
-    run_cli("round", project.root, "--mirror", "--context-slices", "2")
+    run_cli("round", project.root, "--mirror", "--context-slices", "2", "--no-bf16")
     [call] = calls
     config = call["config"]
     assert (config.flip_axes, config.lateral_axis, config.mirror_pairs) == ((0,), 0, ((3, 4),))
+    assert not config.cpu_bfloat16
     assert config.context_slices == 2 and call["asked"]["context_slices"] == 2
 
 
@@ -202,6 +204,7 @@ def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its
 
     plain = train_config(project)
     assert (plain.context_slices, plain.flip_axes) == (DEFAULT_CONTEXT_SLICES, ()) == (1, ())
+    assert plain.cpu_bfloat16 and not train_config(project, cpu_bfloat16=False).cpu_bfloat16
     assert train_config(project, dims=3).context_slices == 0
     assert train_config(project, network="swinunetr").context_slices == 0  # a bundle's one channel
 

@@ -262,12 +262,13 @@ def train_config(project: Project, **settings: Any) -> Any:
 
     The project decides the modality and, unless ``window`` is given, the CT window
     (``segloop.toml`` ``[defaults] window``); a network of `NETWORK_DEFAULTS` gets its own defaults
-    (SwinUNETR: the pretrained bundles' features and instance norm). Two defaults differ from the
-    engine's, the winners of issue 15's 12-minute ablation on OpenKBP (`benchmarks/engine.py
+    (SwinUNETR: the pretrained bundles' features and instance norm). Three defaults differ from
+    the engine's, the winners of issue 15's 12-minute ablation on OpenKBP (`benchmarks/engine.py
     --only ablation`): the 2D UNet sees `DEFAULT_CONTEXT_SLICES` neighbours on each side (or as
     many as the project's newest model, so that continual training keeps its architecture; other
-    networks, e.g. a pretrained SwinUNETR bundle's, keep one slice), and
-    training mirrors left-right (`mirror_settings`) when the schema declares left-right pairs.
+    networks, e.g. a pretrained SwinUNETR bundle's, keep one slice), training mirrors left-right
+    (`mirror_settings`) when the schema declares left-right pairs, and a CPU with native bfloat16
+    trains and predicts in bfloat16 autocast (``cpu_bfloat16``; ignored on other CPUs and GPUs).
     Every other field keeps the engine's default.
 
     Args:
@@ -290,6 +291,7 @@ def train_config(project: Project, **settings: Any) -> Any:
         raise InvalidInputError(msg)
     base: dict[str, Any] = {
         "modality": project.config.modality,
+        "cpu_bfloat16": True,
         **NETWORK_DEFAULTS.get(given.get("network"), {}),
     }
     stored_window = project.config.defaults.get("window")
