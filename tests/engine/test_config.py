@@ -35,6 +35,8 @@ def test_infer_config_round_trips_through_json():
         ({"dropout": 1.0}, "dropout"),
         ({"window": (0.0, 40.0)}, "window"),
         ({"network": "dynunet", "features": (8, 16)}, "features"),
+        ({"cpu_bfloat16": "yes"}, "cpu_bfloat16='yes'"),
+        ({"amp": 1}, "amp=1"),
     ],
 )
 def test_train_config_rejects_bad_values_with_one_line(changes, field):

@@ -293,6 +293,9 @@ class TrainConfig:
             _fail("keep_largest", self.keep_largest, "None or a tuple of distinct class values >= 1")
         if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
             _fail("num_threads", self.num_threads, "None or an int >= 1")
+        for name in ("intensity_augmentation", "amp", "cpu_bfloat16"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "true or false")
         self._check_mirroring_and_context()
 
     def _check_mirroring_and_context(self) -> None:
