@@ -12,7 +12,9 @@ measured on. The effort is the simulated annotator's (`segloop.loop.simulate.Cos
 Each run is a configuration ``strategy:mode:review`` and a seed: the ranking strategy
 (``gain-per-cost``, ``uncertainty`` = AbdomenAtlas, ``random``, ...), continual or full retraining
 (seed 002's comparison), and what the simulated person reviews of a queued case (``flagged``: the
-slices the ranking flagged, the version covering exactly those; ``whole``: every slice). A seed
+slices the ranking flagged, the version covering exactly those; ``whole``: every slice), and
+optionally which pseudo labels teach (``:confident``, goal 4's self-training: the confident voxels of
+every prediction a person has not replaced; ``:all``; default ``none``). A seed
 sets the start cases, the training seed and the random ranking; the same seed gives every
 configuration the same start (paired comparison).
 
@@ -69,21 +71,26 @@ def read_split(data: Path) -> tuple[list[str], list[str]]:
     return pool, test
 
 
-def parse_configs(text: str) -> list[tuple[str, str, str]]:
-    """``strategy:mode:review`` triples (``review`` defaults to ``flagged``)."""
+def parse_configs(text: str) -> list[tuple[str, str, str, str]]:
+    """``strategy:mode:review[:pseudo]`` (``review`` defaults to ``flagged``, ``pseudo`` to ``none``)."""
     from segloop.loop.ranking import get_strategy
     from segloop.loop.simulate import REVIEWS
-    from segloop.loop.training import MODES
+    from segloop.loop.training import MODES, PSEUDO_POLICIES
 
     configs = []
     for part in text.split(","):
-        strategy, mode, review = ([*part.strip().split(":"), "flagged"])[:3]
-        get_strategy(strategy)
-        if mode not in MODES or review not in REVIEWS:
+        fields = part.strip().split(":")
+        strategy, mode, review, pseudo = (
+            [*fields, *("flagged", "none")[len(fields) - 2 :]] if 2 <= len(fields) <= 4 else [""] * 4
+        )
+        if strategy:
+            get_strategy(strategy)
+        if mode not in MODES or review not in REVIEWS or pseudo not in PSEUDO_POLICIES:
             sys.exit(
                 f"error: configuration {part!r}: expected strategy:{'|'.join(MODES)}:{'|'.join(REVIEWS)}"
+                f"[:{'|'.join(PSEUDO_POLICIES)}]"
             )
-        configs.append((strategy, mode, review))
+        configs.append((strategy, mode, review, pseudo))
     return configs
 
 
@@ -96,8 +103,8 @@ def run_one(
     from segloop.loop.simulate import SimulatedAnnotator, run_simulated_loop
     from segloop.loop.training import train_config
 
-    strategy, mode, review = config
-    root = args.out / f"{strategy}-{mode}-{review}-seed{seed}"
+    strategy, mode, review, pseudo = config
+    root = args.out / f"{name_of(config).replace(':', '-')}-seed{seed}"
     settings = {
         "rounds": args.rounds, "minutes_per_round": args.minutes_per_round, "start": args.start,
         "per_round": args.per_round, "pool": len(pool), "threads": args.threads,
@@ -137,6 +144,7 @@ def run_one(
         mode=mode,
         strategy=strategy,
         review=review,
+        include_pseudo=pseudo,
         seed=seed,
         on_step=lambda text: print(f"    {text}", flush=True),
     )
@@ -178,7 +186,8 @@ def mean_spread(values) -> tuple[float, float]:
 
 
 def name_of(config) -> str:
-    return "{}:{}:{}".format(*config)
+    """``strategy:mode:review``, with ``:pseudo`` when pseudo labels teach."""
+    return ":".join(config if config[3] != "none" else config[:3])
 
 
 def plot(runs: dict, manual_hours: float, path: Path) -> None:
@@ -254,7 +263,9 @@ def main() -> None:
         "--pool", type=int, default=0, help="use only the first N train-pats cases (0: all 30)"
     )
     parser.add_argument(
-        "--configs", default=DEFAULT_CONFIGS, help="strategy:mode:review triples, comma-separated"
+        "--configs",
+        default=DEFAULT_CONFIGS,
+        help="strategy:mode:review[:pseudo] (pseudo: none, all or confident; default none), comma-separated",
     )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--window", default="400,1064", help="CT window in stored units (OpenKBP: HU + 1024)")

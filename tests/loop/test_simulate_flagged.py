@@ -113,9 +113,10 @@ def test_the_loop_reviews_flagged_slices_and_a_case_without_prediction_whole(tmp
     annotator = SimulatedAnnotator(references)
     results = run_simulated_loop(
         project, annotator, None, start_cases=[], test_cases={}, rounds=2, corrections_per_round=2,
-        review="flagged", seed=3,
+        review="flagged", include_pseudo="confident", seed=3,
     )  # fmt: skip
     assert [o["seed"] for o in played] == [3000, 3001]
+    assert [o["include_pseudo"] for o in played] == ["confident", "confident"]
     revised = [v for v in project.list_label_versions() if v.source == "revised"]
     assert {v.case_id for v in revised} == {"c0", "c1"}
     assert all(v.params["coverage"][0]["offset"] == [0, 0, 8] for v in revised if v.case_id == "c0")

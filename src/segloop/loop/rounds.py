@@ -82,7 +82,7 @@ def run_round(
     strategy: str = "uncertainty",
     n_next: int = 5,
     seed: int = 0,
-    include_pseudo: bool = False,
+    include_pseudo: bool | str = False,
     device: str = "auto",
     author: str,
     on_step: Callable[[str], None] = lambda _: None,
@@ -98,7 +98,8 @@ def run_round(
         strategy: ranking strategy for the next corrections (see `segloop.loop.ranking`).
         n_next: how many cases the queue holds.
         seed: the ranking's seed (the ``random`` strategy's permutation).
-        include_pseudo: also learn from pseudo labels.
+        include_pseudo: which pseudo labels teach: ``none`` (False), ``all`` (True) or ``confident``
+            (`segloop.loop.training.train_project`).
         device: ``auto``, ``cpu`` or ``cuda``.
         author: who runs it.
         on_step: receives one line per stage.

@@ -483,6 +483,7 @@ def run_simulated_loop(
     mode: str = "continual",
     strategy: str = "uncertainty",
     review: str = "whole",
+    include_pseudo: bool | str = False,
     seed: int = 0,
     slices_per_class: int = 7,
     device: str = "auto",
@@ -508,6 +509,8 @@ def run_simulated_loop(
             the slices the ranking flagged: the queue's ``regions``, else
             `segloop.loop.ranking.flagged_regions`; a predicted case with nothing flagged is
             skipped, a case without prediction, such as a sparse start's draft, reviewed whole).
+        include_pseudo: which pseudo labels teach each round (`segloop.loop.training.train_project`:
+            ``none``/False, ``all``/True or ``confident``).
         seed: round ``i`` (from 0) ranks with seed ``1000 * seed + i`` (the ``random`` strategy).
         slices_per_class: contoured slices per class of a sparse start.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -533,6 +536,7 @@ def run_simulated_loop(
             strategy=strategy,
             n_next=corrections_per_round,
             seed=1000 * seed + index,
+            include_pseudo=include_pseudo,
             device=device,
             author=annotator.author,
             on_step=on_step,
