@@ -115,7 +115,7 @@ def test_the_loop_reviews_flagged_slices_and_a_case_without_prediction_whole(tmp
         project, annotator, None, start_cases=[], test_cases={}, rounds=2, corrections_per_round=2,
         review="flagged", include_pseudo="confident", seed=3,
     )  # fmt: skip
-    assert [o["seed"] for o in played] == [3000, 3001]
+    assert [o["seed"] for o in played] == [3001, 3002]
     assert [o["include_pseudo"] for o in played] == ["confident", "confident"]
     revised = [v for v in project.list_label_versions() if v.source == "revised"]
     assert {v.case_id for v in revised} == {"c0", "c1"}

@@ -511,7 +511,10 @@ def run_simulated_loop(
             skipped, a case without prediction, such as a sparse start's draft, reviewed whole).
         include_pseudo: which pseudo labels teach each round (`segloop.loop.training.train_project`:
             ``none``/False, ``all``/True or ``confident``).
-        seed: round ``i`` (from 0) ranks with seed ``1000 * seed + i`` (the ``random`` strategy).
+        seed: round ``i`` (from 0) ranks with seed ``1000 * seed + i + 1`` (the ``random``
+            strategy): never ``seed`` itself, so a start drawn with ``order_random(pool, seed)``
+            is not the first round's random queue too (with seed 0 it was: round 1 re-queued the
+            five start cases).
         slices_per_class: contoured slices per class of a sparse start.
         device: ``auto``, ``cpu`` or ``cuda``.
         on_step: receives one line per step.
@@ -535,7 +538,7 @@ def run_simulated_loop(
             mode=mode,
             strategy=strategy,
             n_next=corrections_per_round,
-            seed=1000 * seed + index,
+            seed=1000 * seed + index + 1,
             include_pseudo=include_pseudo,
             device=device,
             author=annotator.author,
