@@ -238,7 +238,8 @@ def summarize(runs: dict, manual_hours: float) -> dict:
             rows[f"{fraction:.2f}"] = {
                 "difference": a - b,
                 "spread": max(sa, sb),
-                "beats": a - b > max(sa, sb),
+                # one seed has no spread to beat: a difference alone decides nothing
+                "beats": a - b > max(sa, sb) and min(len(runs[cost_aware]), len(runs[random])) > 1,
             }
         comparisons[f"{cost_aware} vs {random}"] = rows
     return {"at_effort": at_effort, "targets": targets, "comparisons": comparisons}
