@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from segloop.core import Volume
+from segloop.core.geometry import spacing_from_affine
 from segloop.errors import ConflictError, GeometryMismatchError, NotFoundError, SegloopError
 from segloop.io import read_volume, write_volume
 from segloop.loop.cases import import_cases, init_project
 from segloop.loop.labels import compute_effective_label
 from segloop.loop.patches import extract_patches, merge_patches, patch_affine
-from segloop.loop.ranking import open_mask_iterations, rank_cases
+from segloop.loop.ranking import cleaning_radii, open_mask_iterations, rank_cases
 from segloop.loop.tools import store_tool_labels
 from segloop.synthetic import PHANTOM_CLASSES, make_ct_phantom
 from tests.conftest import snapshot_project
@@ -291,7 +292,8 @@ def test_merged_patches_stay_candidates_and_are_not_rescored(project, tmp_path):
     flagged = np.zeros(SHAPE, bool)
     flagged[block] = True
     flagged[16:24, 16:24, 8:16] = False  # the reviewed patch is not scored again
-    assert after.case_id == "p" and after.score == open_mask_iterations(flagged).sum() > 0
+    radii = cleaning_radii(spacing_from_affine(project.get_case("p").affine))  # the case's opening
+    assert after.case_id == "p" and after.score == open_mask_iterations(flagged, radii).sum() > 0
 
 
 def test_patches_of_a_2d_image(tmp_path):
