@@ -68,6 +68,8 @@ EXTRA_PARTS = ("ablation", "precision")
 LATERAL_AXIS = 1
 PAROTIDS = (3, 4)
 _MIRROR = {"flip_axes": [LATERAL_AXIS], "lateral_axis": LATERAL_AXIS, "mirror_pairs": [list(PAROTIDS)]}
+#: the loop's defaults (2.5D, mirrored pairs with their TTA, bfloat16 autocast) as an idea
+_DEFAULTS = {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "cpu_bfloat16": True}
 #: idea -> TrainConfig changes (plus InferConfig keys) over `base_config`; "baseline" is the reference
 IDEAS: dict[str, dict] = {
     "baseline": {},
@@ -88,12 +90,11 @@ IDEAS: dict[str, dict] = {
     "combined": {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "spatial_augmentation": 0.3},
     # bfloat16 autocast (training, validation, prediction) where the CPU has it natively
     "bf16": {"cpu_bfloat16": True},
-    "context1_mirror_bf16": {
-        "context_slices": 1,
-        **_MIRROR,
-        "tta_flips": [LATERAL_AXIS],
-        "cpu_bfloat16": True,
-    },
+    "context1_mirror_bf16": _DEFAULTS,
+    # nnU-Net's network on top of the defaults: DynUNet (residual blocks), then with deep supervision
+    # of its two next-coarser decoder levels
+    "context1_mirror_bf16_dynunet": {**_DEFAULTS, "network": "dynunet"},
+    "context1_mirror_bf16_dynunet_ds": {**_DEFAULTS, "network": "dynunet", "deep_supervision": 2},
 }
 
 

@@ -159,6 +159,10 @@ class TrainConfig:
         cpu_bfloat16: bfloat16 autocast on a CPU with native bfloat16 instructions (AVX512-BF16 or
             AMX; `segloop.engine.device.cpu_has_native_bfloat16`), for training steps, validation
             and prediction; ignored elsewhere (emulated bfloat16 is slower than float32).
+        deep_supervision: DynUNet only: how many lower-resolution decoder outputs are trained
+            beside the full-resolution one (nnU-Net's deep supervision: each upsampled to the
+            patch, losses weighted 1, 1/2, 1/4, ... and normalised to sum to 1); prediction uses
+            the full-resolution output only. 0: off; at most ``len(features) - 2``.
         num_threads: CPU threads for torch; None: every core this process may use.
     """
 
@@ -194,6 +198,7 @@ class TrainConfig:
     intensity_augmentation: bool = True
     amp: bool = True
     cpu_bfloat16: bool = False
+    deep_supervision: int = 0
     num_threads: int | None = None
 
     #: fields that change the network's weights' layout (a checkpoint must match them)
@@ -203,6 +208,7 @@ class TrainConfig:
         "features",
         "num_res_units",
         "norm",
+        "deep_supervision",
     )
 
     def __post_init__(self) -> None:
@@ -310,6 +316,15 @@ class TrainConfig:
             _fail("context_slices", self.context_slices, "0 for dims=3 (neighbouring slices are 2D input)")
         if not _is_number(self.spatial_augmentation) or not 0.0 <= self.spatial_augmentation <= 1.0:
             _fail("spatial_augmentation", self.spatial_augmentation, "a probability in [0, 1]")
+        if not _is_int(self.deep_supervision) or (
+            self.deep_supervision != 0
+            and (self.network != "dynunet" or not 0 <= self.deep_supervision <= len(self.features) - 2)
+        ):
+            _fail(
+                "deep_supervision",
+                self.deep_supervision,
+                f"an int in 0..{len(self.features) - 2} (len(features) - 2) with network='dynunet'",
+            )
         if not _is_int(self.average_last) or self.average_last < 1:
             _fail("average_last", self.average_last, "an int >= 1 (1: no averaging)")
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
-__all__ = ["dice_ce_loss"]
+__all__ = ["dice_ce_loss", "supervised_loss"]
 
 
 def dice_ce_loss(
@@ -99,3 +99,40 @@ def dice_ce_loss(
     present = reference[1:] > 0
     dice_loss = 1.0 - dice[1:][present].mean() if bool(present.any()) else logits.sum() * 0.0
     return ce_weight * ce + dice_weight * dice_loss
+
+
+def supervised_loss(
+    outputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int,
+    combine: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """`dice_ce_loss` of a network's output, or nnU-Net's weighted sum over deep-supervision heads.
+
+    Args:
+        outputs: ``(B, C, *spatial)`` logits, or ``(B, H, C, *spatial)`` from a network with deep
+            supervision in training mode (MONAI's DynUNet: head 0 at full resolution, head ``i``
+            from ``i`` levels deeper, upsampled to the full resolution).
+        labels: ``(B, *spatial)`` integer targets (``ignore_index`` left out).
+        ignore_index: the ignore value.
+        combine: as in `dice_ce_loss` (a distributed run's sums).
+
+    Returns:
+        A scalar tensor: head ``i``'s loss weighted by ``2 ** -i``, the weights normalised to sum to
+        1 (one head: `dice_ce_loss` itself).
+
+    Examples:
+        >>> labels = torch.randint(0, 3, (2, 8, 8))
+        >>> one = torch.randn(2, 3, 8, 8)
+        >>> same = supervised_loss(torch.stack([one, one], 1), labels, ignore_index=3)
+        >>> bool(torch.isclose(same, dice_ce_loss(one, labels, ignore_index=3)))
+        True
+    """
+    if outputs.ndim == labels.ndim + 1:
+        return dice_ce_loss(outputs, labels, ignore_index=ignore_index, combine=combine)
+    weights = [2.0**-i for i in range(outputs.shape[1])]
+    return sum(
+        weight / sum(weights) * dice_ce_loss(head, labels, ignore_index=ignore_index, combine=combine)
+        for weight, head in zip(weights, outputs.unbind(1), strict=True)
+    )

@@ -45,6 +45,8 @@ def _dynunet(config: TrainConfig, in_channels: int, n_classes: int) -> torch.nn.
         dropout=config.dropout or None,
         norm_name=norm,
         res_block=config.num_res_units > 0,
+        deep_supervision=config.deep_supervision > 0,
+        deep_supr_num=max(config.deep_supervision, 1),
     )
 
 

@@ -65,7 +65,7 @@ from segloop.engine.data import (
 from segloop.engine.device import autocast, available_cpu_threads, resolve_device
 from segloop.engine.distributed import Group
 from segloop.engine.infer import argmax_classes, predict_mean_probabilities
-from segloop.engine.losses import dice_ce_loss
+from segloop.engine.losses import supervised_loss
 from segloop.engine.networks import average_states, build_network, size_divisor
 from segloop.engine.postprocess import choose_keep_largest, largest_component_scores
 from segloop.engine.weights import read_initial_weights
@@ -467,11 +467,10 @@ def _train_step(parts: _Parts, n_classes: int, learning_rate: float) -> tuple[fl
     parts.optimizer.zero_grad(set_to_none=True)
     with autocast(parts.device, cuda_float16=parts.scaler is not None, cpu_bfloat16=parts.cpu_bfloat16):
         logits = parts.forward(images)
-    if group.distributed:  # the loss of the global batch; x world size: DDP averages the gradients
-        whole = dice_ce_loss(logits, labels, ignore_index=n_classes, combine=distributed.sum_across_ranks)
-        loss = whole * group.world_size
-    else:
-        loss = whole = dice_ce_loss(logits, labels, ignore_index=n_classes)
+    combine = distributed.sum_across_ranks if group.distributed else None
+    whole = supervised_loss(logits, labels, ignore_index=n_classes, combine=combine)
+    # the loss of the global batch; x world size: DDP averages the gradients
+    loss = whole * group.world_size if group.distributed else whole
     if parts.scaler is not None:
         parts.scaler.scale(loss).backward()
         parts.scaler.step(parts.optimizer)
