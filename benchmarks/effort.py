@@ -316,12 +316,13 @@ def main() -> None:
                 run_one(args, config, seed, pool, test_data, references)
             )
     rows = []
-    print(f"\n{'configuration':<34} round  effort h (mean ± sd)   % of scratch  test Dice (mean ± sd)")
+    width = max(len("configuration"), *(len(name) for name in runs))
+    print(f"\n{'configuration':<{width}} round  effort h (mean ± sd)   % of scratch  test Dice (mean ± sd)")
     for name, results in runs.items():
         for index in range(min(len(r["rounds"]) for r in results)):
             hours = mean_spread([r["rounds"][index]["hours"] for r in results])
             dice = mean_spread([r["rounds"][index]["mean_test_dice"] for r in results])
-            print(f"{name:<34} {index + 1:>5}  {hours[0]:6.2f} ± {hours[1]:5.2f}"
+            print(f"{name:<{width}} {index + 1:>5}  {hours[0]:6.2f} ± {hours[1]:5.2f}"
                   f"       {hours[0] / manual.hours:10.1%}  {dice[0]:.3f} ± {dice[1]:.3f}")  # fmt: skip
             fraction = hours[0] / manual.hours
             rows.append([name, index + 1, f"{hours[0]:.3f}", f"{hours[1]:.3f}", f"{fraction:.4f}",
@@ -331,9 +332,9 @@ def main() -> None:
         f"\ntest Dice within a fraction of the from-scratch effort ({manual.hours:.1f} h),"
         " mean ± sd over seeds:"
     )
-    print(f"{'configuration':<34} " + "  ".join(f"{f:>12.0%}" for f in FRACTIONS))
+    print(f"{'configuration':<{width}} " + "  ".join(f"{f:>13.0%}" for f in FRACTIONS))
     for name, values in summary["at_effort"].items():
-        print(f"{name:<34} " + "  ".join(f"{m:6.3f} ± {s:.3f}" for m, s in values.values()))
+        print(f"{name:<{width}} " + "  ".join(f"{m:5.3f} ± {s:.3f}" for m, s in values.values()))
     print(f"\ntargets: test Dice >= {TARGET_DICE} at <= {TARGET_FRACTION:.0%} of the from-scratch effort")
     for name, target in summary["targets"].items():
         mean, spread = target["dice_at_target_effort"]
