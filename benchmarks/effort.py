@@ -104,11 +104,15 @@ def run_one(
     from segloop.loop.training import train_config
 
     strategy, mode, review, pseudo = config
-    root = args.out / f"{name_of(config).replace(':', '-')}-seed{seed}"
+    held_out = args.validation_fraction
+    suffix = "" if held_out is None else f"-val{held_out:g}"
+    root = args.out / f"{name_of(config).replace(':', '-')}{suffix}-seed{seed}"
     settings = {
         "rounds": args.rounds, "minutes_per_round": args.minutes_per_round, "start": args.start,
         "per_round": args.per_round, "pool": len(pool), "threads": args.threads,
     }  # fmt: skip
+    if held_out is not None:
+        settings["validation_fraction"] = held_out
     saved = root / "result.json"
     if saved.is_file() and not args.fresh:
         result = json.loads(saved.read_text(encoding="utf-8"))
@@ -131,6 +135,7 @@ def run_one(
         slice_axis=2,
         patch_size=(80, 80),
         num_threads=args.threads or None,
+        **({} if held_out is None else {"validation_fraction": held_out}),
     ).replace(epochs=None)  # the budget alone stops each round
     started, load = time.perf_counter(), os.getloadavg()[0]
     rounds = run_simulated_loop(
@@ -271,6 +276,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--window", default="400,1064", help="CT window in stored units (OpenKBP: HU + 1024)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="labelled cases each round holds out to pick its best epoch (default: the loop's 0.2;"
+        " 0: train on every labelled case, keep the last weights)",
+    )
     parser.add_argument("--fresh", action="store_true", help="rerun runs whose result.json exists")
     quick = "smoke run: 2 rounds x 1 min, seed 0, a pool of 10, 3 cases a round, 2 configurations"
     parser.add_argument("--quick", action="store_true", help=quick)
@@ -280,6 +292,8 @@ def main() -> None:
         args.configs = QUICK_CONFIGS if args.configs == DEFAULT_CONFIGS else args.configs
     if not (args.data / "cases.tsv").is_file():
         sys.exit(f"error: {args.data} is not the OpenKBP folder (expected cases.tsv, imagesTr/, labelsTr/)")
+    if args.validation_fraction is not None and not 0.0 <= args.validation_fraction < 1.0:
+        parser.error(f"--validation-fraction {args.validation_fraction:g}: expected a number in [0, 1)")
     configs = parse_configs(args.configs)
     seeds = [int(s) for s in args.seeds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -308,6 +322,8 @@ def main() -> None:
         f" ({manual.slices_drawn} slices, {manual.contour_points} contour points)",
         flush=True,
     )
+    if args.validation_fraction is not None:
+        print(f"every round holds out {args.validation_fraction:g} of its labelled cases for validation")
     runs: dict[str, list[dict]] = {}
     for config in configs:
         for seed in seeds:
