@@ -106,12 +106,20 @@ def test_seed_004_options_reach_the_run_and_the_preview_the_report(run_cli, proj
         (("--slice-axis", "3"), "slice_axis"),
         (("--pseudo-entropy", "0.2"), "expected the confident policy"),
         (("--include-pseudo=sometimes",), "expected one of none, all, confident"),
+        (("--deep-supervision", "1"), "deep_supervision=1 is not valid"),  # the default UNet has none
     ],
 )
 def test_bad_run_options_are_one_line_and_record_nothing(run_cli, project, args, expected):
     result = run_cli("train", project.root, *TINY, *args)
     assert result.code != 0 and expected in " ".join(result.err.split()), result.err
     assert Project.open(project.root).list_models() == []
+
+
+def test_deep_supervision_reaches_a_dynunet_run(run_cli, project, captured):
+    network = ("--network", "dynunet", "--features", "8,16,32,64")
+    run_cli("train", project.root, *network, "--deep-supervision", "2")
+    [call] = captured
+    assert (call["config"].network, call["config"].deep_supervision) == ("dynunet", 2)
 
 
 def test_correct_stores_the_reviewed_slices_as_the_versions_coverage(run_cli, project, tmp_path):

@@ -340,6 +340,13 @@ FeaturesOption = Annotated[
     str | None,
     typer.Option(help="Channels per level, e.g. 12,24,48,96,192 (swinunetr default 48,...,768 as bundles)."),
 ]
+DeepSupervisionOption = Annotated[
+    int | None,
+    typer.Option(
+        help="--network dynunet: lower-resolution decoder outputs trained beside the full one"
+        " (nnU-Net's deep supervision; default 0: off)."
+    ),
+]
 ContextSlicesOption = Annotated[
     int | None,
     typer.Option(
@@ -466,6 +473,7 @@ def train_command(
     batch_size: BatchSizeOption = None,
     network: NetworkOption = None,
     features: FeaturesOption = None,
+    deep_supervision: DeepSupervisionOption = None,
     context_slices: ContextSlicesOption = None,
     mirror: MirrorOption = None,
     bf16: BFloat16Option = None,
@@ -502,6 +510,7 @@ def train_command(
     settings |= {
         "network": network,
         "features": parse_features(features) if features else None,
+        "deep_supervision": deep_supervision,
         "context_slices": context_slices,
         "mirror": mirror,
         "cpu_bfloat16": bf16,
