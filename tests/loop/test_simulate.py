@@ -89,3 +89,24 @@ def test_manual_effort_contours_every_slice_of_every_organ():
     effort = manual_effort(truth, range(1, 5), axis=2, cost=CostModel())
     assert effort.slices_drawn == sum(int((truth == v).any(axis=(0, 1)).sum()) for v in range(1, 5))
     assert Effort(seconds=1.0) + Effort(seconds=2.0, strokes=1) == Effort(strokes=1, seconds=3.0)
+
+
+def test_a_thin_structure_missed_entirely_is_corrected_an_edge_one_voxel_off_is_not(tmp_path):
+    """On a coarse grid a 2-voxel-wide organ lies within one voxel of its own outline: still visible."""
+    project, _ = _project(tmp_path, n_cases=1)
+    truth = np.zeros(SHAPE, np.uint8)
+    truth[10:12, 20:27, 4:20] = 2  # a thin tube, 2 x 7 voxels on 16 axial slices
+    truth[24:34, 8:18, 4:20] = 1  # a block, 10 x 10 voxels
+    predicted = truth.copy()
+    predicted[:, :, 4:8][truth[:, :, 4:8] == 2] = 0  # the tube missed on 4 slices
+    predicted[23:33, 8:18, 4:20][truth[24:34, 8:18, 4:20] == 1] = 1  # the block's edge one voxel off
+    predicted[33, 8:18, 4:20] = 0
+    store_tool_labels(
+        project, project.get_case("c0"), predicted, source="pseudo", classes=PHANTOM_CLASSES,
+        tool="m", params={}, author="m",
+    )  # fmt: skip
+    annotator = SimulatedAnnotator({"c0": truth})
+    _, tube = annotator.correct_class(project, "c0", PHANTOM_CLASSES[1])
+    _, block = annotator.correct_class(project, "c0", PHANTOM_CLASSES[0])
+    assert tube.slices_corrected == 4 and tube.voxels_changed == 4 * 14
+    assert block.slices_corrected == 0 and block.slices_reviewed == 16

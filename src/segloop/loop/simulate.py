@@ -181,8 +181,9 @@ class SimulatedAnnotator:
         slice_tolerance: a reviewed slice is corrected when more than this fraction of the class's
             voxels on it (reference or predicted, whichever is larger) is visibly wrong.
         min_error_voxels: ...and at least this many voxels are (a person ignores specks).
-        edge_tolerance_voxels: differences within this distance of the reference outline are not
-            visible errors (inter-observer variation; 1 voxel is 4 mm on OpenKBP).
+        edge_tolerance_voxels: a missing voxel within this distance of the current label, or an
+            extra one within it of the reference, is not a visible error (two people disagree on
+            where an edge runs by that much; 1 voxel is 4 mm on OpenKBP).
     """
 
     references: dict[str, np.ndarray]
@@ -233,13 +234,22 @@ class SimulatedAnnotator:
         self.log.append((case_id, "sparse", effort))
         return list(result.versions), effort
 
-    def _edge_band(self, truth: np.ndarray) -> np.ndarray:
-        """Pixels within ``edge_tolerance_voxels`` of the reference outline on a slice."""
+    def _visible(
+        self, missing: np.ndarray, extra: np.ndarray, truth: np.ndarray, current: np.ndarray
+    ) -> np.ndarray:
+        """Differences a person sees on a slice: missing voxels farther than ``edge_tolerance_voxels``
+        from the current label, extra ones farther than that from the reference.
+
+        Measured from the *other* outline, not from the reference's: a structure 2-4 voxels wide
+        (the esophagus or spinal cord at 4 mm) lies wholly within one voxel of its own outline, so
+        that rule hid a cross-section missed entirely; this one hides only disagreement on where
+        an edge runs.
+        """
         if self.edge_tolerance_voxels <= 0:
-            return np.zeros_like(truth)
-        grown = ndimage.binary_dilation(truth, iterations=self.edge_tolerance_voxels)
-        shrunk = ndimage.binary_erosion(truth, iterations=self.edge_tolerance_voxels)
-        return grown & ~shrunk
+            return missing | extra
+        near_current = ndimage.binary_dilation(current, iterations=self.edge_tolerance_voxels)
+        near_truth = ndimage.binary_dilation(truth, iterations=self.edge_tolerance_voxels)
+        return (missing & ~near_current) | (extra & ~near_truth)
 
     def _slice_fix_cost(
         self, missing: np.ndarray, extra: np.ndarray, truth: np.ndarray, visible: np.ndarray
@@ -327,7 +337,7 @@ class SimulatedAnnotator:
             missing = truth[plane_index] & ~current[plane_index]
             extra = current[plane_index] & ~truth[plane_index]
             # differences along the organ's edge are within what two people would draw
-            visible = (missing | extra) & ~self._edge_band(truth[plane_index])
+            visible = self._visible(missing, extra, truth[plane_index], current[plane_index])
             wrong = int(visible.sum())
             size = max(int(truth[plane_index].sum()), int(current[plane_index].sum()), 1)
             if wrong < self.min_error_voxels or wrong <= self.slice_tolerance * size:
