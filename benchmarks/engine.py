@@ -10,8 +10,9 @@ Parts (each prints its numbers; ``--only`` picks some):
   them (`segloop.loop.training.collect_labeled_cases`): each compressed right after reading.
 - ``throughput``: training slices/s through segloop's pipeline (compressed cases, sampler with
   decompression + normalisation + loss + AdamW) vs a plain PyTorch/MONAI loop (pre-normalised
-  float32 slices in memory, MONAI's DiceCELoss, Adam) over the same network; ratio = segloop /
-  plain (target >= 0.95).
+  float32 slices in memory, MONAI's DiceCELoss, Adam) over the same network (``--network``,
+  ``--deep-supervision``: the loop's default is ``dynunet`` with 2); ratio = segloop / plain
+  (target >= 0.95).
 - ``predict``: seconds per volume of ``segloop.engine.infer.predict`` (probabilities, labels,
   entropy) vs plain MONAI producing the same outputs (``sliding_window_inference`` for 3D,
   ``SliceInferer`` for 2D) on the same model; ratio = MONAI / segloop (target >= 1.0).
@@ -323,21 +324,35 @@ def part_memory() -> None:
     )
 
 
-def part_throughput(threads: int, steps: int = 25, repeats: int = 8) -> None:
-    """segloop's training loop vs a plain PyTorch/MONAI loop on in-memory float32 slices."""
+def part_throughput(
+    threads: int, network: str = "unet", deep_supervision: int = 0, steps: int = 25, repeats: int = 8
+) -> None:
+    """segloop's training loop vs a plain PyTorch/MONAI loop on in-memory float32 slices.
+
+    Args:
+        threads: torch threads.
+        network: ``unet`` or ``dynunet`` (both loops train the same one).
+        deep_supervision: DynUNet's deeply supervised levels; the plain loop trains them with MONAI's
+            ``DeepSupervisionLoss`` (weights 2^-i).
+    """
     import torch
-    from monai.losses import DiceCELoss
+    from monai.losses import DeepSupervisionLoss, DiceCELoss
 
     from segloop.engine.data import compress_case, compute_intensity_parameters
     from segloop.engine.networks import build_network
     from segloop.engine.train import train
 
-    print(f"== throughput: training samples/s, segloop vs plain loop, {threads} thread(s) ({load_load()})")
+    heads = f" (deep supervision {deep_supervision})" if deep_supervision else ""
+    print(
+        f"== throughput: training samples/s, segloop vs plain loop, {network}{heads},"
+        f" {threads} thread(s) ({load_load()})"
+    )
     cases = [load_case(c) for c in list_cases("train-pats")]
     compressed = [compress_case(c) for c in cases]  # segloop trains as the loop does: compressed
     config = base_config(2, 10.0).replace(
-        epochs=1, time_budget_min=None, steps_per_epoch=steps, num_threads=threads
-    )
+        epochs=1, time_budget_min=None, steps_per_epoch=steps, num_threads=threads, network=network,
+        deep_supervision=deep_supervision,
+    )  # fmt: skip
     patch = config.patch_size or (128, 128)
     # plain: every axial slice, centre-cropped to the patch, normalised, float32, in memory
     slices, targets = [], []
@@ -351,7 +366,14 @@ def part_throughput(threads: int, steps: int = 25, repeats: int = 8) -> None:
     images, labels = torch.cat(slices)[:, None], torch.cat(targets)[:, None]
     print(f"  plain loop data: {tuple(images.shape)} float32 ({images.nbytes / 2**20:.0f} MiB) in memory")
     torch.set_num_threads(threads)
-    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+    supervised = DeepSupervisionLoss(dice_ce, weights=[0.5**i for i in range(deep_supervision + 1)])
+
+    def loss_function(output, target):  # DynUNet stacks its deep-supervision heads on axis 1
+        return (
+            supervised(list(torch.unbind(output, 1)), target) if deep_supervision else dice_ce(output, target)
+        )
+
     generator = torch.Generator().manual_seed(0)
 
     def plain() -> float:
@@ -821,6 +843,12 @@ def main() -> None:
     )
     parser.add_argument("--train-cases", type=int, default=30, help="ablation: training cases (5 or 30)")
     parser.add_argument(
+        "--network", choices=("unet", "dynunet"), default="unet", help="throughput: the network"
+    )
+    parser.add_argument(
+        "--deep-supervision", type=int, default=0, help="throughput: DynUNet's deeply supervised levels"
+    )
+    parser.add_argument(
         "--table", action="store_true", help="ablation: print the tables of every row in OUT/ablation.jsonl"
     )
     parser.add_argument(
@@ -853,7 +881,7 @@ def main() -> None:
     if "memory" in parts:
         part_memory()
     if "throughput" in parts:
-        part_throughput(threads)
+        part_throughput(threads, args.network, args.deep_supervision)
     if "predict" in parts:
         part_predict(threads, args.out)
     if "precision" in parts:
