@@ -10,9 +10,8 @@ Parts (each prints its numbers; ``--only`` picks some):
   them (`segloop.loop.training.collect_labeled_cases`): each compressed right after reading.
 - ``throughput``: training slices/s through segloop's pipeline (compressed cases, sampler with
   decompression + normalisation + loss + AdamW) vs a plain PyTorch/MONAI loop (pre-normalised
-  float32 slices in memory, MONAI's DiceCELoss, Adam) over the same network (``--network``,
-  ``--deep-supervision``: the loop's default is ``dynunet`` with 2); ratio = segloop / plain
-  (target >= 0.95).
+  float32 slices in memory, MONAI's DiceCELoss, Adam) over the same network (the loop's UNet, or
+  ``--network dynunet --deep-supervision 2`` for nnU-Net's); ratio = segloop / plain (target >= 0.95).
 - ``predict``: seconds per volume of ``segloop.engine.infer.predict`` (probabilities, labels,
   entropy) vs plain MONAI producing the same outputs (``sliding_window_inference`` for 3D,
   ``SliceInferer`` for 2D) on the same model; ratio = MONAI / segloop (target >= 1.0).
@@ -868,6 +867,12 @@ def main() -> None:
         )
         print("\n".join(summarize_ablation(rows)))
         return
+    from segloop.errors import InvalidInputError
+
+    try:
+        base_config(2, args.minutes).replace(network=args.network, deep_supervision=args.deep_supervision)
+    except InvalidInputError as error:
+        parser.error(f"--network {args.network} --deep-supervision {args.deep_supervision}: {error}")
     unknown = sorted(set(args.ideas.split(",")) - set(IDEAS)) if args.ideas else []
     if unknown:
         parser.error(f"unknown ideas {', '.join(unknown)}: expected some of {', '.join(IDEAS)}")
