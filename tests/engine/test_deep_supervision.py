@@ -41,11 +41,14 @@ def test_the_network_trains_two_heads_more_and_predicts_with_one():
     assert "deep_supervision" in config.architecture()
 
 
-def test_the_loss_weights_heads_one_half_a_quarter_normalised():
+def test_the_loss_weights_heads_one_half_a_quarter_normalised_each_at_its_own_resolution():
     torch.manual_seed(0)
     labels = torch.randint(0, 4, (2, 8, 8))  # 3 = ignore
     heads = torch.randn(2, 3, 3, 8, 8)
-    parts = [dice_ce_loss(heads[:, i], labels, ignore_index=3) for i in range(3)]
+    parts = [
+        dice_ce_loss(heads[:, i, :, :: 2**i, :: 2**i], labels[:, :: 2**i, :: 2**i], ignore_index=3)
+        for i in range(3)
+    ]
     expected = (parts[0] + parts[1] / 2 + parts[2] / 4) / 1.75
     assert torch.isclose(supervised_loss(heads, labels, ignore_index=3), expected)
     assert torch.isclose(supervised_loss(heads[:, 0], labels, ignore_index=3), parts[0])
@@ -61,3 +64,11 @@ def test_a_deeply_supervised_model_trains_saves_loads_and_predicts(cases, val_ca
     assert result.best_metric is not None and np.isfinite(result.best_metric)
     assert prediction.labels.shape == val_case.image.shape
     assert np.all(np.isfinite(result.history[-1]["loss"]))
+
+
+def test_every_2_to_the_i_th_voxel_of_an_upsampled_head_is_dynunets_own_coarse_head():
+    torch.manual_seed(0)
+    network = build_network(TrainConfig(network="dynunet", deep_supervision=2, features=(4, 8, 16, 32)), 1, 3)
+    stacked = network.train()(torch.rand(2, 1, 32, 32))
+    for level, native in enumerate(network.heads, start=1):
+        assert torch.equal(stacked[:, level, :, :: 2**level, :: 2**level], native)

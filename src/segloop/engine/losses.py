@@ -119,20 +119,31 @@ def supervised_loss(
         combine: as in `dice_ce_loss` (a distributed run's sums).
 
     Returns:
-        A scalar tensor: head ``i``'s loss weighted by ``2 ** -i``, the weights normalised to sum to
-        1 (one head: `dice_ce_loss` itself).
+        A scalar tensor: head ``i``'s loss at its own resolution (every ``2 ** i``-th voxel of it
+        and of ``labels``) weighted by ``2 ** -i``, the weights normalised to sum to 1 (one head:
+        `dice_ce_loss` itself).
 
     Examples:
-        >>> labels = torch.randint(0, 3, (2, 8, 8))
-        >>> one = torch.randn(2, 3, 8, 8)
+        Outputs and targets constant over 2 x 2 blocks lose the same at every head's resolution:
+
+        >>> def blocks(x):
+        ...     return x.repeat_interleave(2, -1).repeat_interleave(2, -2)
+        >>> labels, one = blocks(torch.randint(0, 3, (2, 4, 4))), blocks(torch.randn(2, 3, 4, 4))
         >>> same = supervised_loss(torch.stack([one, one], 1), labels, ignore_index=3)
-        >>> bool(torch.isclose(same, dice_ce_loss(one, labels, ignore_index=3)))
+        >>> bool(torch.isclose(same, dice_ce_loss(one, labels, ignore_index=3), rtol=1e-4))
         True
     """
     if outputs.ndim == labels.ndim + 1:
         return dice_ce_loss(outputs, labels, ignore_index=ignore_index, combine=combine)
     weights = [2.0**-i for i in range(outputs.shape[1])]
-    return sum(
-        weight / sum(weights) * dice_ce_loss(head, labels, ignore_index=ignore_index, combine=combine)
-        for weight, head in zip(weights, outputs.unbind(1), strict=True)
-    )
+    total = 0.0
+    for level, (weight, head) in enumerate(zip(weights, outputs.unbind(1), strict=True)):
+        # DynUNet upsamples head `level` (2**level coarser) by repeating voxels: every 2**level-th
+        # voxel is the head itself, scored against the targets there (nnU-Net scores each head on
+        # targets downsampled to it; against full-resolution targets a coarse head cannot draw a
+        # structure thinner than its voxels, and learns to erase it)
+        grid = (..., *[slice(None, None, 2**level)] * (labels.ndim - 1))
+        total = total + weight / sum(weights) * dice_ce_loss(
+            head[grid], labels[grid], ignore_index=ignore_index, combine=combine
+        )
+    return total
