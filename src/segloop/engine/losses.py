@@ -136,6 +136,7 @@ def supervised_loss(
     if outputs.ndim == labels.ndim + 1:
         return dice_ce_loss(outputs, labels, ignore_index=ignore_index, combine=combine)
     weights = [2.0**-i for i in range(outputs.shape[1])]
+    norm = sum(weights)
     total = 0.0
     for level, (weight, head) in enumerate(zip(weights, outputs.unbind(1), strict=True)):
         # DynUNet upsamples head `level` (2**level coarser) by repeating voxels: every 2**level-th
@@ -143,7 +144,7 @@ def supervised_loss(
         # targets downsampled to it; against full-resolution targets a coarse head cannot draw a
         # structure thinner than its voxels, and learns to erase it)
         grid = (..., *[slice(None, None, 2**level)] * (labels.ndim - 1))
-        total = total + weight / sum(weights) * dice_ce_loss(
+        total = total + weight / norm * dice_ce_loss(
             head[grid], labels[grid], ignore_index=ignore_index, combine=combine
         )
     return total
