@@ -160,9 +160,10 @@ class TrainConfig:
             AMX; `segloop.engine.device.cpu_has_native_bfloat16`), for training steps, validation
             and prediction; ignored elsewhere (emulated bfloat16 is slower than float32).
         deep_supervision: DynUNet only: how many lower-resolution decoder outputs are trained
-            beside the full-resolution one (nnU-Net's deep supervision: each upsampled to the
-            patch, losses weighted 1, 1/2, 1/4, ... and normalised to sum to 1); prediction uses
-            the full-resolution output only. 0: off; at most ``len(features) - 2``.
+            beside the full-resolution one (nnU-Net's deep supervision: each scored against the
+            targets at its own resolution, losses weighted 1, 1/2, 1/4, ... and normalised to sum
+            to 1; `segloop.engine.losses.supervised_loss`); prediction uses the full-resolution
+            output only. 0: off; at most ``len(features) - 2``.
         num_threads: CPU threads for torch; None: every core this process may use.
     """
 
