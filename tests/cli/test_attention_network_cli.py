@@ -67,5 +67,5 @@ def test_init_weights_of_another_network_name_the_keys(run_cli, project, tmp_pat
     torch.save(build_network(swin, 1, 3).state_dict(), tmp_path / "model.pt")
     result = run_cli("train", project.root, "--epochs", "1", "--init-weights", tmp_path / "model.pt")
     assert result.code == 1 and result.err.count("\n") == 1
-    assert "do not fit this unet network" in result.err and "unexpected (swinViT" in result.err
+    assert "do not fit this dynunet network" in result.err and "unexpected (swinViT" in result.err
     assert Project.open(project.root).list_models() == []

@@ -207,11 +207,22 @@ def test_a_mirrored_model_predicts_with_its_mirror_unless_told_not_to(run_cli, p
 def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its_architecture(
     run_cli, project, tmp_path
 ):
-    from segloop.loop.training import DEFAULT_CONTEXT_SLICES, train_config
+    from segloop.loop.training import train_config
     from tests.loop.test_ranking import start_model
 
     plain = train_config(project)
-    assert (plain.context_slices, plain.flip_axes) == (DEFAULT_CONTEXT_SLICES, ()) == (1, ())
+    assert (plain.network, plain.deep_supervision, plain.context_slices, plain.flip_axes) == (
+        "dynunet",
+        2,
+        1,
+        (),
+    )
+    unet = train_config(project, network="unet")
+    assert (unet.deep_supervision, unet.context_slices) == (0, 1)
+    short = train_config(project, time_budget_min=5)  # less time: the UNet learns more in it
+    assert (short.network, short.deep_supervision, short.context_slices) == ("unet", 0, 1)
+    assert train_config(project, time_budget_min=12).network == "dynunet"
+    assert train_config(project, deep_supervision=1).deep_supervision == 1
     assert plain.cpu_bfloat16 and not train_config(project, cpu_bfloat16=False).cpu_bfloat16
     assert train_config(project, dims=3).context_slices == 0
     assert train_config(project, network="swinunetr").context_slices == 0  # a bundle's one channel
@@ -232,5 +243,17 @@ def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its
     assert unknown.code == 1 and "unknown class 'kidney_r'" in unknown.err and unknown.err.count("\n") == 1
     assert not (tmp_path / "unknown").exists() and not (tmp_path / "bad").exists()  # nothing written
 
-    start_model(project)  # a model recorded before the option (one slice): continued with one slice
-    assert train_config(project).context_slices == 0
+    start_model(project)  # a UNet recorded before the options (one slice): continued as it was
+    kept = train_config(project)
+    assert (kept.network, kept.deep_supervision, kept.context_slices) == ("unet", 0, 0)
+    asked = train_config(project, network="dynunet")  # another network: the ablation's settings for it
+    assert (asked.deep_supervision, asked.context_slices) == (2, 1)
+    dynunet = {"dims": 2, "network": "dynunet", "deep_supervision": 1, "context_slices": 2}
+    record = project.start_model(
+        author="test", mode="full", parent_id=None, config=dynunet, label_version_ids=[], train_case_ids=[],
+        val_case_ids=[],
+    )  # fmt: skip
+    project.finish_model(record.id, status="done", metrics={}, config=dynunet)
+    kept = train_config(project)
+    assert (kept.network, kept.deep_supervision, kept.context_slices) == ("dynunet", 1, 2)
+    assert train_config(project, network="unet").context_slices == 1

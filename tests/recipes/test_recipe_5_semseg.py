@@ -44,8 +44,9 @@ def check_recipe_5(folder: Path) -> None:
     assert validation.source == "original"
     np.testing.assert_array_equal(project.read_labels(validation) == 1, reference("dna-30"))
 
-    # the seed's settings: 2D, epochs, seed, the validation image; trained on the painted images
+    # the seed's settings: a 2D UNet, epochs, seed, the validation image; trained on the painted images
     first, second = project.list_models()
+    assert first.config["network"] == second.config["network"] == "unet"
     assert first.config["dims"] == 2 and first.config["epochs"] == 30 and first.config["seed"] == 2
     assert first.config["patch_size"] == [256, 256] and first.config["batch_size"] == 4
     assert first.val_case_ids == ("dna-30",) and sorted(first.train_case_ids) == sorted(PAINTED)

@@ -253,8 +253,32 @@ def parse_features(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
-#: Neighbouring slices a 2D network sees on each side by default (2.5D; `train_config`).
-DEFAULT_CONTEXT_SLICES = 1
+#: The shortest time budget (minutes) for which a 2D run's default network is nnU-Net's DynUNet
+#: with deep supervision rather than MONAI's UNet (`default_2d_network`).
+DYNUNET_MIN_MINUTES = 10.0
+#: The ablation's winning settings of each 2D network it measured, given unless set (a DynUNet
+#: trained on its two next-coarser decoder outputs too; both see each slice with one neighbour on
+#: each side, 2.5D). Other networks keep theirs (a pretrained SwinUNETR its bundle's one channel).
+WINNING_2D_SETTINGS: dict[str, dict[str, int]] = {
+    "dynunet": {"deep_supervision": 2, "context_slices": 1},
+    "unet": {"context_slices": 1},
+}
+
+
+def default_2d_network(time_budget_min: float | None, levels: int = 5) -> str:
+    """The winner of issue 15's ablation on OpenKBP for a 2D run of ``time_budget_min`` minutes.
+
+    nnU-Net's DynUNet with deep supervision from `DYNUNET_MIN_MINUTES` (or without a time limit),
+    MONAI's UNet for shorter runs: DynUNet trains half the samples per second and learns the small
+    organs later (behind the UNet after 5 minutes of 2-core CPU training, ahead after 12). A
+    network of fewer than 3 resolution ``levels`` (``features``) is a UNet: DynUNet needs 3.
+
+    Examples:
+        >>> default_2d_network(5.0), default_2d_network(12.0), default_2d_network(None, levels=2)
+        ('unet', 'dynunet', 'unet')
+    """
+    long_enough = time_budget_min is None or time_budget_min >= DYNUNET_MIN_MINUTES
+    return "dynunet" if long_enough and levels >= 3 else "unet"
 
 
 def train_config(project: Project, **settings: Any) -> Any:
@@ -262,14 +286,16 @@ def train_config(project: Project, **settings: Any) -> Any:
 
     The project decides the modality and, unless ``window`` is given, the CT window
     (``segloop.toml`` ``[defaults] window``); a network of `NETWORK_DEFAULTS` gets its own defaults
-    (SwinUNETR: the pretrained bundles' features and instance norm). Three defaults differ from
+    (SwinUNETR: the pretrained bundles' features and instance norm). Four defaults differ from
     the engine's, the winners of issue 15's 12-minute ablation on OpenKBP (`benchmarks/engine.py
-    --only ablation`): the 2D UNet sees `DEFAULT_CONTEXT_SLICES` neighbours on each side (or as
-    many as the project's newest model, so that continual training keeps its architecture; other
-    networks, e.g. a pretrained SwinUNETR bundle's, keep one slice), training mirrors left-right
-    (`mirror_settings`) when the schema declares left-right pairs, and a CPU with native bfloat16
-    trains and predicts in bfloat16 autocast (``cpu_bfloat16``; ignored on other CPUs and GPUs).
-    Every other field keeps the engine's default.
+    --only ablation`): a 2D run trains the winner for its time budget (`default_2d_network`:
+    DynUNet with deep supervision 2 from `DYNUNET_MIN_MINUTES`, else the UNet), seeing one
+    neighbouring slice on each side (`WINNING_2D_SETTINGS`; unless the project's newest model is a
+    2D UNet or DynUNet: then its network and settings, so that continual training keeps its
+    architecture; other networks, e.g. a pretrained SwinUNETR bundle's, keep one slice), training
+    mirrors left-right (`mirror_settings`) when the schema declares left-right pairs, and a CPU
+    with native bfloat16 trains and predicts in bfloat16 autocast (``cpu_bfloat16``; ignored on
+    other CPUs and GPUs). Every other field keeps the engine's default.
 
     Args:
         project: the open project.
@@ -303,12 +329,33 @@ def train_config(project: Project, **settings: Any) -> Any:
         except NotFoundError:  # no case yet: asked for, an error; by default, nothing to mirror
             if mirror:
                 raise
-    if given.get("dims", 2) == 2 and given.get("network", "unet") == "unet":  # what the ablation measured
-        newest = project.find_latest_model()
-        base["context_slices"] = (
-            int(newest.config.get("context_slices") or 0) if newest is not None else DEFAULT_CONTEXT_SLICES
-        )
+    budget = given.get("time_budget_min", TrainConfig.time_budget_min)
+    levels = len(given.get("features", base.get("features", TrainConfig.features)))
+    base |= _architecture(project, given, default_network=default_2d_network(budget, levels))
     return TrainConfig(**{**base, **given})
+
+
+def _architecture(project: Project, given: Mapping[str, Any], *, default_network: str) -> dict[str, Any]:
+    """The network and its `WINNING_2D_SETTINGS` for a 2D run of the networks the ablation measured.
+
+    The network is ``given``'s, else the project's newest model's when that is a 2D run of one
+    of them, else ``default_network``. A run of the newest model's network keeps its settings
+    (continual training keeps its architecture; a model from before an option had it off).
+    """
+    if given.get("dims", 2) != 2 or given.get("network", default_network) not in WINNING_2D_SETTINGS:
+        return {}
+    newest = project.find_latest_model()
+    kept = newest.config if newest is not None else {}
+    kept_network = kept.get("network", "unet") if newest is not None and kept.get("dims", 2) == 2 else None
+    network = given.get("network", kept_network if kept_network in WINNING_2D_SETTINGS else default_network)
+    settings = WINNING_2D_SETTINGS[network]
+    if network == kept_network:
+        return {"network": network, **{key: int(kept.get(key) or 0) for key in settings}}
+    if "deep_supervision" in settings and "features" in given:  # as many coarser outputs as it has
+        settings = settings | {
+            "deep_supervision": min(settings["deep_supervision"], len(given["features"]) - 2)
+        }
+    return {"network": network, **settings}
 
 
 def mirror_settings(project: Project) -> dict[str, Any]:
