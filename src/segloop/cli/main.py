@@ -334,7 +334,11 @@ PatchSizeOption = Annotated[
 ]
 BatchSizeOption = Annotated[int | None, typer.Option(help="Crops per optimiser step (default 16).")]
 NetworkOption = Annotated[
-    str | None, typer.Option(help="unet (default), dynunet or swinunetr (MONAI's SwinUNETR, pretrainable).")
+    str | None,
+    typer.Option(
+        help="unet, dynunet or swinunetr (MONAI's SwinUNETR, pretrainable); default in 2D: dynunet from"
+        " 10 minutes, unet below, or the newest model's."
+    ),
 ]
 FeaturesOption = Annotated[
     str | None,
@@ -344,7 +348,7 @@ DeepSupervisionOption = Annotated[
     int | None,
     typer.Option(
         help="--network dynunet: lower-resolution decoder outputs trained beside the full one"
-        " (nnU-Net's deep supervision; default 0: off)."
+        " (nnU-Net's deep supervision; default 2, at most levels - 2, or the newest model's; 0: off)."
     ),
 ]
 ContextSlicesOption = Annotated[
