@@ -222,6 +222,7 @@ def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its
     short = train_config(project, time_budget_min=5)  # less time: the UNet learns more in it
     assert (short.network, short.deep_supervision, short.context_slices) == ("unet", 0, 1)
     assert train_config(project, time_budget_min=12).network == "dynunet"
+    assert train_config(project, time_budget_min=5, deep_supervision=1).network == "dynunet"  # asked for
     assert train_config(project, deep_supervision=1).deep_supervision == 1
     assert plain.cpu_bfloat16 and not train_config(project, cpu_bfloat16=False).cpu_bfloat16
     assert train_config(project, dims=3).context_slices == 0

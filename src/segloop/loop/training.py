@@ -330,8 +330,14 @@ def train_config(project: Project, **settings: Any) -> Any:
             if mirror:
                 raise
     budget = given.get("time_budget_min", TrainConfig.time_budget_min)
-    levels = len(given.get("features", base.get("features", TrainConfig.features)))
-    base |= _architecture(project, given, default_network=default_2d_network(budget, levels))
+    features = given.get("features", base.get("features", TrainConfig.features))
+    if given.get("deep_supervision"):
+        network = "dynunet"
+    elif isinstance(budget, int | float) and isinstance(features, tuple | list):
+        network = default_2d_network(budget, len(features))
+    else:  # a value of the wrong type: TrainConfig's one-line error names it
+        network = "unet"
+    base |= _architecture(project, given, default_network=network)
     return TrainConfig(**{**base, **given})
 
 
