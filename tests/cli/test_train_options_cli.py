@@ -10,6 +10,7 @@ pytest.importorskip("torch")
 
 from segloop.cli.main import PSEUDO_CHOICES, with_flag_values
 from segloop.core import Volume
+from segloop.errors import InvalidInputError
 from segloop.io import write_volume
 from segloop.loop.report import training_preview_path
 from segloop.loop.training import PSEUDO_POLICIES
@@ -223,6 +224,9 @@ def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its
     assert (short.network, short.deep_supervision, short.context_slices) == ("unet", 0, 1)
     assert train_config(project, time_budget_min=12).network == "dynunet"
     assert train_config(project, time_budget_min=5, deep_supervision=1).network == "dynunet"  # asked for
+    for wrong in ({"features": 5}, {"time_budget_min": "5"}, {"deep_supervision": "2"}):
+        with pytest.raises(InvalidInputError, match=next(iter(wrong))):
+            train_config(project, **wrong)
     assert train_config(project, deep_supervision=1).deep_supervision == 1
     assert plain.cpu_bfloat16 and not train_config(project, cpu_bfloat16=False).cpu_bfloat16
     assert train_config(project, dims=3).context_slices == 0
