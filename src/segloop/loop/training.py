@@ -331,22 +331,26 @@ def train_config(project: Project, **settings: Any) -> Any:
                 raise
     budget = given.get("time_budget_min", TrainConfig.time_budget_min)
     features = given.get("features", base.get("features", TrainConfig.features))
+    levels = len(features) if isinstance(features, tuple | list) else 0
     if given.get("deep_supervision"):
         network = "dynunet"
-    elif isinstance(budget, int | float) and isinstance(features, tuple | list):
-        network = default_2d_network(budget, len(features))
+    elif isinstance(budget, int | float) and levels:
+        network = default_2d_network(budget, levels)
     else:  # a value of the wrong type: TrainConfig's one-line error names it
         network = "unet"
-    base |= _architecture(project, given, default_network=network)
+    base |= _architecture(project, given, default_network=network, levels=levels)
     return TrainConfig(**{**base, **given})
 
 
-def _architecture(project: Project, given: Mapping[str, Any], *, default_network: str) -> dict[str, Any]:
+def _architecture(
+    project: Project, given: Mapping[str, Any], *, default_network: str, levels: int
+) -> dict[str, Any]:
     """The network and its `WINNING_2D_SETTINGS` for a 2D run of the networks the ablation measured.
 
     The network is ``given``'s, else the project's newest model's when that is a 2D run of one
     of them, else ``default_network``. A run of the newest model's network keeps its settings
-    (continual training keeps its architecture; a model from before an option had it off).
+    (continual training keeps its architecture; a model from before an option had it off); a
+    DynUNet of fewer ``levels`` than 4 gets the deep supervision it can have (``levels - 2``).
     """
     if given.get("dims", 2) != 2 or given.get("network", default_network) not in WINNING_2D_SETTINGS:
         return {}
@@ -357,10 +361,8 @@ def _architecture(project: Project, given: Mapping[str, Any], *, default_network
     settings = WINNING_2D_SETTINGS[network]
     if network == kept_network:
         return {"network": network, **{key: int(kept.get(key) or 0) for key in settings}}
-    if "deep_supervision" in settings and "features" in given:  # as many coarser outputs as it has
-        settings = settings | {
-            "deep_supervision": min(settings["deep_supervision"], len(given["features"]) - 2)
-        }
+    if "deep_supervision" in settings:
+        settings = settings | {"deep_supervision": min(settings["deep_supervision"], levels - 2)}
     return {"network": network, **settings}
 
 
