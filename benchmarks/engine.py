@@ -68,7 +68,8 @@ EXTRA_PARTS = ("ablation", "precision")
 LATERAL_AXIS = 1
 PAROTIDS = (3, 4)
 _MIRROR = {"flip_axes": [LATERAL_AXIS], "lateral_axis": LATERAL_AXIS, "mirror_pairs": [list(PAROTIDS)]}
-#: the loop's defaults (2.5D, mirrored pairs with their TTA, bfloat16 autocast) as an idea
+#: the loop's defaults (2.5D, mirrored pairs with their TTA, bfloat16 autocast) as an idea: with the
+#: UNet those of a run under 10 minutes; "context1_mirror_bf16_dynunet_ds" those of a longer one
 _DEFAULTS = {"context_slices": 1, **_MIRROR, "tta_flips": [LATERAL_AXIS], "cpu_bfloat16": True}
 #: idea -> TrainConfig changes (plus InferConfig keys) over `base_config`; "baseline" is the reference
 IDEAS: dict[str, dict] = {
