@@ -107,7 +107,8 @@ def test_seed_004_options_reach_the_run_and_the_preview_the_report(run_cli, proj
         (("--slice-axis", "3"), "slice_axis"),
         (("--pseudo-entropy", "0.2"), "expected the confident policy"),
         (("--include-pseudo=sometimes",), "expected one of none, all, confident"),
-        (("--deep-supervision", "1"), "deep_supervision=1 is not valid"),  # the default UNet has none
+        (("--network", "unet", "--deep-supervision", "1"), "deep_supervision=1 is not valid"),  # UNet: none
+        (("--deep-supervision", "1"), "at least 3 levels for network='dynunet'"),  # asks a DynUNet; TINY: 2
     ],
 )
 def test_bad_run_options_are_one_line_and_record_nothing(run_cli, project, args, expected):
