@@ -270,7 +270,7 @@ def default_2d_network(time_budget_min: float | None, levels: int = 5) -> str:
 
     nnU-Net's DynUNet with deep supervision from `DYNUNET_MIN_MINUTES` (or without a time limit),
     MONAI's UNet for shorter runs: DynUNet trains half the samples per second and learns the small
-    organs later (behind the UNet after 5 minutes of 2-core CPU training, ahead after 12). A
+    organs later (behind the UNet after 5 minutes of 2-core CPU training, ahead after 10 and 12). A
     network of fewer than 3 resolution ``levels`` (``features``) is a UNet: DynUNet needs 3.
 
     Examples:
