@@ -225,7 +225,12 @@ def test_the_defaults_are_the_ablations_winners_and_continual_training_keeps_its
     assert (short.network, short.deep_supervision, short.context_slices) == ("unet", 0, 1)
     assert train_config(project, time_budget_min=12).network == "dynunet"
     assert train_config(project, time_budget_min=5, deep_supervision=1).network == "dynunet"  # asked for
-    for wrong in ({"features": 5}, {"time_budget_min": "5"}, {"deep_supervision": "2"}):
+    for wrong in (
+        {"features": 5},
+        {"time_budget_min": "5"},
+        {"deep_supervision": "2"},
+        {"network": ["unet"]},
+    ):
         with pytest.raises(InvalidInputError, match=next(iter(wrong))):
             train_config(project, **wrong)
     assert train_config(project, deep_supervision=1).deep_supervision == 1

@@ -216,6 +216,7 @@ def test_work_refused_in_its_process_fails_its_job_with_the_reason(make_client):
         ({"kind": "train", "params": {"mode": "sideways"}}, "sideways"),
         ({"kind": "train", "params": {"device": "tpu"}}, "tpu"),
         ({"kind": "train", "params": {"features": {"a": 1}}}, "features"),
+        ({"kind": "train", "params": {"network": {"a": 1}}}, "network={'a': 1} is not valid"),
         ({"kind": "round", "params": {"strategy": "luck"}}, "luck"),
         ({"kind": "round", "params": {"n": -1}}, "n >= 0"),
         ({"kind": "round", "params": {"include_pseudo": "yes"}}, "expected one of none, all, confident"),

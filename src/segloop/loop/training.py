@@ -307,13 +307,16 @@ def train_config(project: Project, **settings: Any) -> Any:
     Raises:
         InvalidInputError: an unknown field or an invalid value.
     """
-    from segloop.engine.config import NETWORK_DEFAULTS, TrainConfig
+    from segloop.engine.config import NETWORK_DEFAULTS, NETWORKS, TrainConfig
 
     given = _normalize_settings({k: v for k, v in settings.items() if v is not None})
     mirror = given.pop("mirror", None)
     unknown = sorted(set(given) - set(TrainConfig.__dataclass_fields__))
     if unknown:
         msg = f"unknown training settings {', '.join(unknown)}: expected fields of TrainConfig"
+        raise InvalidInputError(msg)
+    if not isinstance(given.get("network", ""), str):  # looked up below, before TrainConfig checks it
+        msg = f"network={given['network']!r} is not valid: expected {' or '.join(NETWORKS)}"
         raise InvalidInputError(msg)
     base: dict[str, Any] = {
         "modality": project.config.modality,
